@@ -1,0 +1,70 @@
+//! `railyard bench ...`: benchmarks that report ratios against a baseline measured in the same run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use railyard_routes::bench::{self, BenchGraph};
+
+use crate::fx_cmd::load_config;
+use crate::route_cmd::build_demo_router;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Route solving against plain petgraph Dijkstra on the same frozen graph and queries.
+    ///
+    /// Build with --release for meaningful figures.
+    Route {
+        /// demo (config/demo.toml), synthetic-1k (~1k nodes, 20k edges) or synthetic-20k (~20k nodes,
+        /// 100k edges).
+        #[arg(long, default_value = "synthetic-1k")]
+        graph: String,
+        /// Number of (source, destination, amount) queries.
+        #[arg(long, default_value_t = 2_000)]
+        queries: usize,
+        /// Seed for the graph and the queries.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Treasury configuration for --graph demo.
+        #[arg(long, default_value = "config/demo.toml")]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BenchCommand::Route { graph, queries, seed, config, json } => {
+            let which = BenchGraph::parse(&graph).ok_or_else(|| {
+                anyhow::anyhow!("--graph: expected demo, synthetic-1k or synthetic-20k, got {graph:?}")
+            })?;
+            let demo = if which == BenchGraph::Demo { Some(build_demo_router(&load_config(&config)?)?) } else { None };
+            if cfg!(debug_assertions) && !json {
+                eprintln!("warning: this is a debug build; run with --release for figures worth quoting");
+            }
+            let report = bench::run(which, demo, queries, seed)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "graph {}: {} nodes, {} edges, built in {} ms",
+                    report.graph, report.nodes, report.edges, report.build_ms
+                );
+                println!("{} queries (seed {}), {} with a route", report.queries, report.seed, report.reachable);
+                println!("solver   p50 {:>10} µs   p99 {:>10} µs", report.solver_p50_us, report.solver_p99_us);
+                println!(
+                    "dijkstra p50 {:>10} µs   p99 {:>10} µs   (petgraph, costs frozen at EUR 1,000)",
+                    report.baseline_p50_us, report.baseline_p99_us
+                );
+                println!("ratio p50 {}", report.ratio_p50);
+                println!(
+                    "split    p50 {:>10} µs   over {} queries that needed a split",
+                    report.split_p50_us, report.split_queries
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

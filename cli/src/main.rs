@@ -1,0 +1,61 @@
+//! The `railyard` command: every entry point a treasurer, an operator or an integrator uses.
+//!
+//! This crate only parses arguments, calls into the library crates and chooses exit codes; it holds
+//! no business logic. Exit status: 0 on success, 1 when the command ran and found problems (invalid
+//! configuration, no route), 2 for usage errors (clap's own).
+
+mod bench_cmd;
+mod config_cmd;
+mod fx_cmd;
+mod route_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "railyard",
+    version,
+    about = "Smart routing and settlement for cross-border payouts",
+    long_about = "Railyard routes each payout over the cheapest, fastest and safest combination of \
+rails (card networks, instant payment systems, CBDC corridors) and FX conversions, then settles it \
+exactly once against a double-entry ledger.\n\nMost commands read the treasury configuration: a TOML \
+file describing rails, fees, FX spreads, limits, liquidity and API keys (see config/demo.toml)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with the treasury configuration file.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
+    /// Reference rates and FX provider quotes.
+    #[command(subcommand)]
+    Fx(fx_cmd::FxCommand),
+    /// Find the best route for a payment, with alternatives and why they lost.
+    Route(route_cmd::RouteArgs),
+    /// Benchmarks (build with --release).
+    #[command(subcommand)]
+    Bench(bench_cmd::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Config(command) => config_cmd::run(command),
+        Command::Fx(command) => fx_cmd::run(command),
+        Command::Route(args) => route_cmd::run(args),
+        Command::Bench(command) => bench_cmd::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
