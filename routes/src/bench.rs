@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::graph::{EdgeId, NodeKey};
 use crate::router::{RouteError, RouteRequest, Router};
 use crate::search::Mode;
-use crate::synthetic::{self, SYNTHETIC_1K, SYNTHETIC_20K, Shape};
+use crate::synthetic::{self, SYNTHETIC_1K, SYNTHETIC_20K, Shape, Synthetic};
 
 /// The graphs the benchmark knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,25 +69,27 @@ struct Query {
 /// Runs the benchmark on a graph with `queries` queries drawn from `seed`.
 pub fn run(
     graph: BenchGraph,
-    router_for_demo: Option<Router>,
+    demo: Option<(Router, Duration)>,
     queries: usize,
     seed: u64,
 ) -> Result<BenchReport, RouteError> {
-    let started = Instant::now();
-    let (name, router, currencies, locations, unreachable) = match graph {
+    let (name, router, build, currencies, locations, unreachable) = match graph {
         BenchGraph::Demo => {
-            let router = router_for_demo
-                .ok_or_else(|| RouteError::Invalid("the demo benchmark needs the demo router".into()))?;
+            // The caller builds the demo router from the configuration and times that build.
+            let (router, build) =
+                demo.ok_or_else(|| RouteError::Invalid("the demo benchmark needs the demo router".into()))?;
             let currencies = router.graph().currencies();
-            ("demo".to_string(), router, currencies, Vec::new(), Vec::new())
+            ("demo".to_string(), router, build, currencies, Vec::new(), Vec::new())
         }
         BenchGraph::Synthetic1k | BenchGraph::Synthetic20k => {
             let shape: Shape = if graph == BenchGraph::Synthetic1k { SYNTHETIC_1K } else { SYNTHETIC_20K };
+            let started = Instant::now();
             let synthetic = synthetic::generate(shape, seed)?;
-            (shape.name.to_string(), synthetic.router, synthetic.currencies, synthetic.locations, synthetic.unreachable)
+            let build = started.elapsed();
+            let Synthetic { router, currencies, locations, unreachable } = synthetic;
+            (shape.name.to_string(), router, build, currencies, locations, unreachable)
         }
     };
-    let build = started.elapsed();
     let mut random = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
     let at: DateTime<Utc> =
         DateTime::parse_from_rfc3339("2026-11-04T12:00:00Z").map(|t| t.with_timezone(&Utc)).unwrap_or_default();

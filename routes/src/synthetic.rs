@@ -32,9 +32,9 @@ pub struct Shape {
 pub const SYNTHETIC_1K: Shape =
     Shape { name: "synthetic-1k", currencies: 25, locations: 40, edges: 20_000, operators: 120, max_hops: 4 };
 
-/// ~20k nodes, 100k edges: the scale of the Lightning Network graph LDK routes on.
+/// ~20k nodes (30 ECB currencies × 680 locations), 100k edges: the scale of the Lightning Network graph LDK routes on.
 pub const SYNTHETIC_20K: Shape =
-    Shape { name: "synthetic-20k", currencies: 40, locations: 500, edges: 100_000, operators: 400, max_hops: 8 };
+    Shape { name: "synthetic-20k", currencies: 30, locations: 680, edges: 100_000, operators: 400, max_hops: 8 };
 
 /// A generated router and what the benchmark needs to query it.
 pub struct Synthetic {
