@@ -127,7 +127,7 @@ impl fmt::Display for Identifier {
 }
 
 /// The three kinds of rail Railyard speaks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RailKind {
     /// Push-to-card networks (Visa Direct, Mastercard Send).

@@ -5,17 +5,34 @@
 //! [`FeeSchedule::gross_for_net`] inverts that: the smallest send that forwards at least a net amount.
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{AmountError, Currency, Money, RoundingMode};
 
 /// A fee schedule in one currency.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "FeeScheduleFields")]
 pub struct FeeSchedule {
     fixed: Money,
     bps: Decimal,
     minimum: Option<Money>,
     maximum: Option<Money>,
+}
+
+/// The serialised form, validated by [`FeeSchedule::new`] on the way in.
+#[derive(Deserialize)]
+struct FeeScheduleFields {
+    fixed: Money,
+    bps: Decimal,
+    minimum: Option<Money>,
+    maximum: Option<Money>,
+}
+
+impl TryFrom<FeeScheduleFields> for FeeSchedule {
+    type Error = FeeError;
+    fn try_from(fields: FeeScheduleFields) -> Result<FeeSchedule, FeeError> {
+        FeeSchedule::new(fields.fixed, fields.bps, fields.minimum, fields.maximum)
+    }
 }
 
 /// Why a fee schedule was refused, or a fee could not be computed.

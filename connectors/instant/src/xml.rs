@@ -1,0 +1,252 @@
+//! A small XML writer and an element tree read with quick-xml: enough for ISO 20022 messages.
+
+use quick_xml::XmlVersion;
+use quick_xml::escape::resolve_predefined_entity;
+use quick_xml::events::Event;
+use quick_xml::name::ResolveResult;
+use quick_xml::reader::NsReader;
+
+/// Deepest element nesting accepted when reading; ISO 20022 messages stay under 20.
+pub const DEPTH_MAX: usize = 64;
+/// Most elements in one message; a pacs.008 with one transaction has about 80.
+pub const ELEMENTS_MAX: usize = 20_000;
+/// Largest message accepted, in bytes.
+pub const MESSAGE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Writes indented XML with every namespace prefix given by the caller.
+pub struct Writer {
+    text: String,
+    stack: Vec<String>,
+}
+
+impl Writer {
+    pub fn new() -> Writer {
+        Writer { text: String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"), stack: Vec::new() }
+    }
+
+    fn indent(&mut self) {
+        for _ in 0..self.stack.len() {
+            self.text.push_str("  ");
+        }
+    }
+
+    /// Opens `<name attr="value" ...>`.
+    pub fn open(&mut self, name: &str, attributes: &[(&str, &str)]) -> &mut Writer {
+        self.indent();
+        self.text.push('<');
+        self.text.push_str(name);
+        for (key, value) in attributes {
+            self.text.push_str(&format!(" {key}=\"{}\"", escape(value)));
+        }
+        self.text.push_str(">\n");
+        self.stack.push(name.to_string());
+        self
+    }
+
+    /// Closes the innermost open element.
+    pub fn close(&mut self) -> &mut Writer {
+        if let Some(name) = self.stack.pop() {
+            self.indent();
+            self.text.push_str(&format!("</{name}>\n"));
+        }
+        self
+    }
+
+    /// Writes `<name attrs>text</name>`.
+    pub fn leaf(&mut self, name: &str, attributes: &[(&str, &str)], text: &str) -> &mut Writer {
+        self.indent();
+        self.text.push('<');
+        self.text.push_str(name);
+        for (key, value) in attributes {
+            self.text.push_str(&format!(" {key}=\"{}\"", escape(value)));
+        }
+        self.text.push_str(&format!(">{}</{name}>\n", escape(text)));
+        self
+    }
+
+    pub fn finish(mut self) -> String {
+        while !self.stack.is_empty() {
+            self.close();
+        }
+        self.text
+    }
+}
+
+impl Default for Writer {
+    fn default() -> Writer {
+        Writer::new()
+    }
+}
+
+pub fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for character in text.chars() {
+        match character {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&apos;"),
+            other => escaped.push(other),
+        }
+    }
+    escaped
+}
+
+/// An element: its namespace, local name, attributes, text and children.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Element {
+    pub namespace: String,
+    pub name: String,
+    pub attributes: Vec<(String, String)>,
+    pub text: String,
+    pub children: Vec<Element>,
+}
+
+/// Why a document could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum XmlError {
+    #[error("message is larger than {MESSAGE_BYTES_MAX} bytes")]
+    TooLarge,
+    #[error("malformed XML at byte {position}: {reason}")]
+    Malformed { position: u64, reason: String },
+    #[error("elements nest deeper than {DEPTH_MAX}")]
+    TooDeep,
+    #[error("more than {ELEMENTS_MAX} elements")]
+    TooManyElements,
+    #[error("the document has no root element")]
+    Empty,
+}
+
+impl Element {
+    /// The first child with this local name.
+    pub fn child(&self, name: &str) -> Option<&Element> {
+        self.children.iter().find(|child| child.name == name)
+    }
+
+    /// Follows a `/`-separated path of local names.
+    pub fn path(&self, path: &str) -> Option<&Element> {
+        path.split('/').filter(|part| !part.is_empty()).try_fold(self, |element, part| element.child(part))
+    }
+
+    /// The trimmed text at a path, if present and not empty.
+    pub fn text_at(&self, path: &str) -> Option<&str> {
+        self.path(path).map(|element| element.text.trim()).filter(|text| !text.is_empty())
+    }
+
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+    }
+
+    /// Every descendant (depth first) with this local name.
+    pub fn find_all<'a>(&'a self, name: &str, found: &mut Vec<&'a Element>) {
+        for child in &self.children {
+            if child.name == name {
+                found.push(child);
+            }
+            child.find_all(name, found);
+        }
+    }
+}
+
+/// Reads a document into its root element, resolving namespaces.
+pub fn parse(bytes: &[u8]) -> Result<Element, XmlError> {
+    if bytes.len() > MESSAGE_BYTES_MAX {
+        return Err(XmlError::TooLarge);
+    }
+    let mut reader = NsReader::from_reader(bytes);
+    // Text is kept whole (entities arrive as separate events); readers trim where they look.
+    reader.config_mut().trim_text(false);
+    let mut stack: Vec<Element> = Vec::new();
+    let mut root: Option<Element> = None;
+    let mut count = 0_usize;
+    let mut buffer = Vec::new();
+    loop {
+        let position = reader.buffer_position();
+        let malformed = |reason: String| XmlError::Malformed { position, reason };
+        let (resolved, event) =
+            reader.read_resolved_event_into(&mut buffer).map_err(|error| malformed(error.to_string()))?;
+        let empty = matches!(event, Event::Empty(_));
+        let namespace = match resolved {
+            ResolveResult::Bound(namespace) => namespace.as_ref().to_string(),
+            ResolveResult::Unbound => String::new(),
+            ResolveResult::Unknown(prefix) => {
+                return Err(malformed(format!("undeclared namespace prefix {:?}", prefix)));
+            }
+        };
+        match event {
+            Event::Start(start) | Event::Empty(start) => {
+                if root.is_some() {
+                    return Err(malformed("content after the root element".into()));
+                }
+                count += 1;
+                if count > ELEMENTS_MAX {
+                    return Err(XmlError::TooManyElements);
+                }
+                if stack.len() >= DEPTH_MAX {
+                    return Err(XmlError::TooDeep);
+                }
+                let mut element =
+                    Element { namespace, name: start.local_name().as_ref().to_string(), ..Element::default() };
+                for attribute in start.attributes() {
+                    let attribute = attribute.map_err(|error| malformed(error.to_string()))?;
+                    if attribute.key.as_ref().starts_with("xmlns") {
+                        continue;
+                    }
+                    let key = attribute.key.local_name().as_ref().to_string();
+                    let value = attribute
+                        .normalized_value(XmlVersion::Implicit1_0)
+                        .map_err(|error| malformed(error.to_string()))?
+                        .into_owned();
+                    element.attributes.push((key, value));
+                }
+                stack.push(element);
+                if empty {
+                    close(&mut stack, &mut root);
+                }
+            }
+            Event::End(_) => close(&mut stack, &mut root),
+            Event::Text(text) => {
+                if let Some(top) = stack.last_mut() {
+                    top.text.push_str(&text.xml10_content());
+                }
+            }
+            Event::CData(data) => {
+                if let Some(top) = stack.last_mut() {
+                    top.text.push_str(&data.xml10_content());
+                }
+            }
+            Event::GeneralRef(reference) => {
+                let resolved = match reference.resolve_char_ref().map_err(|error| malformed(error.to_string()))? {
+                    Some(character) => character.to_string(),
+                    None => match resolve_predefined_entity(&reference.xml10_content()) {
+                        Some(text) => text.to_string(),
+                        None => return Err(malformed(format!("unknown entity &{};", reference.xml10_content()))),
+                    },
+                };
+                if let Some(top) = stack.last_mut() {
+                    top.text.push_str(&resolved);
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+        buffer.clear();
+    }
+    if !stack.is_empty() {
+        return Err(XmlError::Malformed {
+            position: reader.buffer_position(),
+            reason: format!("element <{}> is not closed", stack.last().map(|e| e.name.as_str()).unwrap_or("")),
+        });
+    }
+    root.ok_or(XmlError::Empty)
+}
+
+fn close(stack: &mut Vec<Element>, root: &mut Option<Element>) {
+    if let Some(done) = stack.pop() {
+        match stack.last_mut() {
+            Some(parent) => parent.children.push(done),
+            None => *root = Some(done),
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! How a connector reaches its rail: in process (a function call) or over HTTP on loopback. The
+//! same connector code uses either; only the [`Transport`] value differs.
+//!
+//! A rail is a [`RailService`]: bytes in, bytes out, or no reply at all ([`Reply::Lost`]). Served
+//! over HTTP by [`serve`], a lost reply holds the connection open until the client gives up, which
+//! is what a lost reply looks like on a real network.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::{Body, to_bytes};
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
+
+/// Largest request or reply body a rail exchange carries (an ISO 20022 message is a few KB; a
+/// settlement file or an execution listing is larger, and is paged).
+pub const BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// How long the HTTP server holds a connection whose reply is lost before closing it. Longer than
+/// any connector timeout, so the client always times out first.
+pub const LOST_REPLY_HOLD: Duration = Duration::from_secs(120);
+
+/// A reply from a rail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Answer {
+        status: u16,
+        content_type: &'static str,
+        body: Vec<u8>,
+    },
+    /// No reply ever comes.
+    Lost,
+}
+
+impl Reply {
+    pub fn json(status: u16, value: &impl serde::Serialize) -> Reply {
+        match serde_json::to_vec(value) {
+            Ok(body) => Reply::Answer { status, content_type: "application/json", body },
+            Err(error) => Reply::text(500, &format!("cannot encode reply: {error}")),
+        }
+    }
+
+    pub fn xml(status: u16, body: String) -> Reply {
+        Reply::Answer { status, content_type: "application/xml", body: body.into_bytes() }
+    }
+
+    pub fn text(status: u16, text: &str) -> Reply {
+        Reply::Answer { status, content_type: "text/plain; charset=utf-8", body: text.as_bytes().to_vec() }
+    }
+}
+
+/// A rail reachable by messages. `target` is the path with its query (`/pacs.008`,
+/// `/notifications?after=3&max=100`); `body` is empty for reads.
+#[async_trait]
+pub trait RailService: Send + Sync + 'static {
+    async fn call(&self, method: Method, target: &str, body: Vec<u8>) -> Reply;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+/// Why an exchange produced no reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// No reply within the timeout. The request may have been acted on.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The connection broke after the request may have been sent.
+    #[error("connection failed: {0}")]
+    Connection(String),
+    /// The rail could not be reached at all; nothing was sent.
+    #[error("rail unreachable: {0}")]
+    Unreachable(String),
+    #[error("reply larger than {BODY_BYTES_MAX} bytes")]
+    TooLarge,
+}
+
+impl TransportError {
+    /// Whether the request certainly did not reach the rail.
+    pub fn certainly_not_sent(&self) -> bool {
+        matches!(self, TransportError::Unreachable(_))
+    }
+}
+
+/// A reply as the connector sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// The way to a rail.
+#[derive(Clone)]
+pub enum Transport {
+    InProcess(Arc<dyn RailService>),
+    Http { base: String, client: reqwest::Client },
+}
+
+impl Transport {
+    pub fn in_process(service: Arc<dyn RailService>) -> Transport {
+        Transport::InProcess(service)
+    }
+
+    /// A rail served by [`serve`] at `address` (for example `127.0.0.1:7001`).
+    pub fn http(address: &str) -> Transport {
+        let base = if address.starts_with("http://") { address.to_string() } else { format!("http://{address}") };
+        // Connection pooling keeps loopback exchanges cheap; the per-request timeout is set on each call.
+        let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap_or_default();
+        Transport::Http { base: base.trim_end_matches('/').to_string(), client }
+    }
+
+    /// Sends one message and waits at most `timeout` for the reply.
+    pub async fn exchange(
+        &self,
+        method: Method,
+        target: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Answer, TransportError> {
+        match self {
+            Transport::InProcess(service) => {
+                let call = async {
+                    match service.call(method, target, body).await {
+                        Reply::Answer { status, body, .. } => Answer { status, body },
+                        // A lost reply never arrives: wait for the timeout like a network client would.
+                        Reply::Lost => std::future::pending().await,
+                    }
+                };
+                tokio::time::timeout(timeout, call).await.map_err(|_| TransportError::Timeout(timeout))
+            }
+            Transport::Http { base, client } => {
+                let url = format!("{base}{target}");
+                let request = match method {
+                    Method::Get => client.get(&url),
+                    Method::Post => client.post(&url).body(body),
+                };
+                let response = request.timeout(timeout).send().await.map_err(|error| classify(&error, timeout))?;
+                let status = response.status().as_u16();
+                if response.content_length().is_some_and(|length| length > BODY_BYTES_MAX as u64) {
+                    return Err(TransportError::TooLarge);
+                }
+                let bytes = response.bytes().await.map_err(|error| classify(&error, timeout))?;
+                if bytes.len() > BODY_BYTES_MAX {
+                    return Err(TransportError::TooLarge);
+                }
+                Ok(Answer { status, body: bytes.to_vec() })
+            }
+        }
+    }
+}
+
+fn classify(error: &reqwest::Error, timeout: Duration) -> TransportError {
+    if error.is_timeout() {
+        TransportError::Timeout(timeout)
+    } else if error.is_connect() {
+        TransportError::Unreachable(error.to_string())
+    } else {
+        TransportError::Connection(error.to_string())
+    }
+}
+
+/// Serves `service` over HTTP on `listener` until `shutdown` completes.
+pub async fn serve(
+    service: Arc<dyn RailService>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = axum::Router::new().fallback(move |request: Request| {
+        let service = Arc::clone(&service);
+        async move { handle(service, request).await }
+    });
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+async fn handle(service: Arc<dyn RailService>, request: Request) -> Response {
+    let method = match request.method().as_str() {
+        "GET" => Method::Get,
+        "POST" | "PUT" => Method::Post,
+        other => return (StatusCode::METHOD_NOT_ALLOWED, format!("method {other} not allowed")).into_response(),
+    };
+    let target = request.uri().path_and_query().map(|target| target.as_str().to_string()).unwrap_or_default();
+    let body = match to_bytes(request.into_body(), BODY_BYTES_MAX).await {
+        Ok(body) => body.to_vec(),
+        Err(_) => {
+            return (StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {BODY_BYTES_MAX} bytes")).into_response();
+        }
+    };
+    match service.call(method, &target, body).await {
+        Reply::Answer { status, content_type, body } => {
+            let mut response = Response::new(Body::from(body));
+            *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            response
+        }
+        Reply::Lost => {
+            tokio::time::sleep(LOST_REPLY_HOLD).await;
+            StatusCode::GATEWAY_TIMEOUT.into_response()
+        }
+    }
+}
+
+/// Binds `address` and serves `service` in a background task; returns the bound address (useful
+/// with port 0) and a handle that stops the server when dropped or triggered.
+pub async fn spawn_server(service: Arc<dyn RailService>, address: &str) -> std::io::Result<Server> {
+    let listener = TcpListener::bind(address).await?;
+    let local = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = serve(service, listener, async move {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    Ok(Server { address: local, stop: Some(stop), task })
+}
+
+/// A rail served in the background.
+pub struct Server {
+    pub address: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Stops accepting connections. Connections held for a lost reply are aborted.
+    pub fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+    }
+}
+
+/// Splits `/path?a=1&b=2` into the path and its query pairs (no percent-decoding: our queries carry
+/// only keys and numbers, which never need it).
+pub fn split_target(target: &str) -> (&str, Vec<(&str, &str)>) {
+    match target.split_once('?') {
+        None => (target, Vec::new()),
+        Some((path, query)) => {
+            let pairs = query
+                .split('&')
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+                .collect();
+            (path, pairs)
+        }
+    }
+}
