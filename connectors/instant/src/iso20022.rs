@@ -483,7 +483,8 @@ pub fn emit_status_report(profile: Profile, message: &StatusReport) -> String {
     if message.reason.is_some() || message.additional_info.is_some() {
         out.open("StsRsnInf");
         if let Some(reason) = &message.reason {
-            out.open("Rsn").leaf("Cd", reason).close();
+            let choice = if crate::reasons::is_proprietary(reason) { "Prtry" } else { "Cd" };
+            out.open("Rsn").leaf(choice, reason).close();
         }
         if let Some(info) = &message.additional_info {
             let mut text = info.clone();

@@ -6,5 +6,8 @@
 //! payment the rail never settled, so a late arrival cannot execute it; admi.004 broadcasts say
 //! when the rail becomes available or unavailable.
 
+pub mod connector;
 pub mod iso20022;
+pub mod rail;
+pub mod reasons;
 pub mod xml;

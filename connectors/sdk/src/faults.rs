@@ -144,6 +144,11 @@ pub struct Draw {
     pub fault: Option<Fault>,
     /// The rail is in an outage: refuse the message as unavailable.
     pub outage: bool,
+}
+
+/// How one status callback is delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackDraw {
     pub duplicate_callback: bool,
     pub callback_delay: Duration,
 }
@@ -226,7 +231,6 @@ impl Faults {
         let jitter = state.random.random_range(0..=jitter_max);
         let tail = state.random.random_range(0..PERMILLE_MAX);
         let pick = state.random.random_range(0..PERMILLE_MAX);
-        let duplicate = state.random.random_range(0..PERMILLE_MAX);
         let plan = &state.plan;
         let mut latency_ms = plan.latency.base_ms.saturating_add(jitter);
         if tail < plan.latency.tail_permille {
@@ -251,10 +255,19 @@ impl Faults {
                 random_fault = Some(Fault::RequestLost);
             }
         }
-        let duplicate_callback = duplicate < plan.duplicate_callback_permille;
-        let callback_delay = Duration::from_millis(plan.late_callback_ms);
         let fault = if outage { None } else { state.forced.pop_front().or(random_fault) };
-        Draw { latency: Duration::from_millis(latency_ms), fault, outage, duplicate_callback, callback_delay }
+        Draw { latency: Duration::from_millis(latency_ms), fault, outage }
+    }
+
+    /// Draws how one status callback is delivered (twice? late?).
+    pub fn draw_callback(&self) -> CallbackDraw {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let duplicate = state.random.random_range(0..PERMILLE_MAX);
+        CallbackDraw {
+            duplicate_callback: duplicate < state.plan.duplicate_callback_permille,
+            callback_delay: Duration::from_millis(state.plan.late_callback_ms),
+        }
     }
 }
 

@@ -279,9 +279,11 @@ async fn status_after_lost_reply(kit: &Kit<'_>) -> Vec<String> {
     if !kit.force(Fault::ReplyLost, &mut failures).await {
         return failures;
     }
+    // The rail executed and its reply was lost: the connector either says Unknown or has already
+    // learned the truth (a recall answered "too late"); it must never say Rejected.
     match kit.connector.submit(&leg).await {
-        Outcome::Unknown(_) => {}
-        other => failures.push(format!("a lost reply must give Unknown, got {other:?}")),
+        Outcome::Unknown(_) | Outcome::Executed(_) => {}
+        other => failures.push(format!("a lost reply must give Unknown (or the execution), got {other:?}")),
     }
     let reference = match kit.settled_status(&leg).await {
         Status::Executed(execution) => Some(execution.reference),
@@ -308,27 +310,46 @@ async fn status_after_lost_request(kit: &Kit<'_>) -> Vec<String> {
     if !kit.force(Fault::RequestLost, &mut failures).await {
         return failures;
     }
-    match kit.connector.submit(&leg).await {
-        Outcome::Unknown(_) => {}
-        other => failures.push(format!("a lost request must give Unknown, got {other:?}")),
-    }
-    match kit.connector.status(&leg).await {
-        Status::NotFound => {}
-        other => failures.push(format!("the rail never saw the request but status says {other:?}")),
-    }
+    // The request never reached the rail: Unknown, or a definitive cancellation if the connector
+    // recalled the payment; never Executed.
+    let outcome = kit.connector.submit(&leg).await;
+    let recalled = match &outcome {
+        Outcome::Unknown(_) => false,
+        Outcome::Rejected(rejection) if rejection.code == ReasonCode::Cancelled => true,
+        other => {
+            failures.push(format!("a lost request must give Unknown (or a recall's cancellation), got {other:?}"));
+            false
+        }
+    };
+    let status = kit.connector.status(&leg).await;
+    let cancelled = match &status {
+        Status::NotFound if !recalled => false,
+        Status::Rejected(rejection) if rejection.code == ReasonCode::Cancelled => true,
+        other => {
+            failures.push(format!("the rail never saw the request but status says {other:?}"));
+            recalled
+        }
+    };
     if let Some(count) = kit.executions(&leg.key, &mut failures).await
         && count != 0
     {
         failures.push(format!("a lost request executed {count} times"));
     }
-    match kit.connector.submit(&leg).await {
-        Outcome::Executed(_) => {}
-        other => failures.push(format!("resubmitting after not-found must execute, got {other:?}")),
+    let again = kit.connector.submit(&leg).await;
+    let expected = usize::from(!cancelled);
+    match (&again, cancelled) {
+        (Outcome::Executed(_), false) => {}
+        (Outcome::Rejected(rejection), true) if rejection.code == ReasonCode::Cancelled => {}
+        _ => failures.push(format!(
+            "resubmitting after {} must {}, got {again:?}",
+            status.name(),
+            if cancelled { "stay cancelled" } else { "execute" }
+        )),
     }
     if let Some(count) = kit.executions(&leg.key, &mut failures).await
-        && count != 1
+        && count != expected
     {
-        failures.push(format!("after resubmission the rail executed the key {count} times"));
+        failures.push(format!("after resubmission the rail executed the key {count} times, expected {expected}"));
     }
     failures
 }
@@ -420,22 +441,26 @@ async fn timeout_is_honoured(kit: &Kit<'_>) -> Vec<String> {
     let started = Instant::now();
     let outcome = kit.connector.submit(&leg).await;
     let elapsed = started.elapsed();
-    match &outcome {
-        Outcome::Unknown(unknown) if unknown.cause == UnknownCause::Timeout => {}
-        other => failures.push(format!("a rail slower than the timeout must give Unknown(timeout), got {other:?}")),
-    }
     if elapsed > timeout + TIMEOUT_SLACK {
         failures.push(format!("submit took {elapsed:?} with a timeout of {timeout:?}"));
     }
-    // The slow rail executes in the end; status must find it, and only once.
-    match kit.settled_status(&leg).await {
-        Status::Executed(_) => {}
-        other => failures.push(format!("the slow rail executed but status says {other:?}")),
+    // Whatever the connector answered must agree with what the rail finally did.
+    let status = kit.settled_status(&leg).await;
+    let count = kit.executions(&leg.key, &mut failures).await;
+    match (&outcome, &status) {
+        (Outcome::Unknown(unknown), Status::Executed(_) | Status::Rejected(_))
+            if matches!(unknown.cause, UnknownCause::Timeout | UnknownCause::Pending) => {}
+        (Outcome::Executed(a), Status::Executed(b)) if a.reference == b.reference => {}
+        (Outcome::Rejected(a), Status::Rejected(b)) if a.code == b.code => {}
+        _ => {
+            failures.push(format!("a rail slower than the timeout: submit said {outcome:?}, the rail says {status:?}"))
+        }
     }
-    if let Some(count) = kit.executions(&leg.key, &mut failures).await
-        && count != 1
+    let expected = usize::from(matches!(status, Status::Executed(_)));
+    if let Some(count) = count
+        && count != expected
     {
-        failures.push(format!("the slow rail executed the key {count} times"));
+        failures.push(format!("status says {} but the rail executed the key {count} times", status.name()));
     }
     failures
 }
