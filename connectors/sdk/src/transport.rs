@@ -126,14 +126,20 @@ impl Transport {
     ) -> Result<Answer, TransportError> {
         match self {
             Transport::InProcess(service) => {
+                // The rail runs on its own task, as it would on its own machine: a client that
+                // gives up does not stop the rail from finishing what it started.
+                let service = Arc::clone(service);
+                let target = target.to_string();
+                let handle = tokio::spawn(async move { service.call(method, &target, body).await });
                 let call = async {
-                    match service.call(method, target, body).await {
-                        Reply::Answer { status, body, .. } => Answer { status, body },
+                    match handle.await {
+                        Ok(Reply::Answer { status, body, .. }) => Ok(Answer { status, body }),
                         // A lost reply never arrives: wait for the timeout like a network client would.
-                        Reply::Lost => std::future::pending().await,
+                        Ok(Reply::Lost) => std::future::pending().await,
+                        Err(error) => Err(TransportError::Connection(format!("the rail task failed: {error}"))),
                     }
                 };
-                tokio::time::timeout(timeout, call).await.map_err(|_| TransportError::Timeout(timeout))
+                tokio::time::timeout(timeout, call).await.map_err(|_| TransportError::Timeout(timeout))?
             }
             Transport::Http { base, client } => {
                 let url = format!("{base}{target}");
@@ -192,7 +198,14 @@ async fn handle(service: Arc<dyn RailService>, request: Request) -> Response {
             return (StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {BODY_BYTES_MAX} bytes")).into_response();
         }
     };
-    match service.call(method, &target, body).await {
+    // Run the rail on its own task: hyper drops this handler when the client disconnects, and a
+    // rail must finish what it started whether or not anyone waits for the answer.
+    let call = tokio::spawn(async move { service.call(method, &target, body).await });
+    let reply = match call.await {
+        Ok(reply) => reply,
+        Err(error) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("rail task failed: {error}")).into_response(),
+    };
+    match reply {
         Reply::Answer { status, content_type, body } => {
             let mut response = Response::new(Body::from(body));
             *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
