@@ -19,7 +19,7 @@ pub fn luhn_valid(pan: &str) -> bool {
             },
         )
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// A BIN range: the first digits of a PAN, the issuing country and the card's billing currency.
