@@ -22,8 +22,6 @@ use serde::{Deserialize, Serialize};
 use crate::ledger::{LedgerError, Operation, TokenLedger};
 use crate::{map_refusal, refusal_meaning};
 
-/// The beneficiary receives the converted amount rounded toward zero.
-pub const CONVERSION_ROUNDING: RoundingMode = RoundingMode::TowardZero;
 /// Largest page of blocks one `GET /blocks` returns.
 pub const BLOCK_PAGE_MAX: usize = 1_000;
 
@@ -37,6 +35,9 @@ pub struct CbdcRailConfig {
     pub liquidity: Vec<Money>,
     /// Payment-versus-payment rates offered by the liquidity provider.
     pub pvp_rates: Vec<Rate>,
+    /// How a converted amount is rounded to the target currency's minor unit (the treasury's
+    /// configured mode for this rail's FX).
+    pub conversion_rounding: RoundingMode,
     pub fees: Vec<FeeSchedule>,
     pub maximum: Vec<Money>,
     pub faults: FaultPlan,
@@ -194,7 +195,9 @@ impl CbdcRail {
             .find(|rate| rate.base() == source && rate.quote() == payout)
             .copied()
             .ok_or_else(|| Refusal("no_pvp_pair", format!("no PvP pair {source}/{payout}")))?;
-        let receive = rate.convert(net, CONVERSION_ROUNDING).map_err(|error| Refusal("rejected", error.to_string()))?;
+        let receive = rate
+            .convert(net, self.config.conversion_rounding)
+            .map_err(|error| Refusal("rejected", error.to_string()))?;
         Ok((QuoteAnswer { send: amount, fee, receive, rate: Some(rate.value()) }, Some(rate)))
     }
 

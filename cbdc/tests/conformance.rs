@@ -13,7 +13,7 @@ use railyard_connector::kit::{self, KitRail};
 use railyard_connector::sandbox::{HttpControl, SandboxControl};
 use railyard_connector::transport::{self, RailService, Server, Transport};
 use railyard_connector::{Beneficiary, Capabilities, Connector, IdempotencyKey, Leg, Limit, Outcome, ReasonCode};
-use railyard_core::{Country, Currency, Decimal, FeeSchedule, Money, Rate};
+use railyard_core::{Country, Currency, Decimal, FeeSchedule, Money, Rate, RoundingMode};
 
 fn c(code: &str) -> Currency {
     Currency::from_code(code).unwrap()
@@ -35,6 +35,7 @@ fn config() -> CbdcRailConfig {
             .map(|token| FeeSchedule::new(Money::from_minor(10, *token), Decimal::ZERO, None, None).unwrap())
             .collect(),
         maximum: tokens.iter().map(|token| Money::from_minor(100_000_000, *token)).collect(),
+        conversion_rounding: RoundingMode::TowardZero,
         faults: FaultPlan::default(),
     }
 }

@@ -7,7 +7,9 @@
 mod bench_cmd;
 mod config_cmd;
 mod fx_cmd;
+mod iso_cmd;
 mod route_cmd;
+mod sandbox_cmd;
 
 use std::process::ExitCode;
 
@@ -41,6 +43,11 @@ enum Command {
     /// Benchmarks (build with --release).
     #[command(subcommand)]
     Bench(bench_cmd::BenchCommand),
+    /// Validate and read ISO 20022 messages (pacs.008, pacs.002, pacs.028, camt.056, admi.004).
+    #[command(name = "iso20022", subcommand)]
+    Iso20022(iso_cmd::IsoCommand),
+    /// Run a sandbox rail (card network, instant payments, CBDC platform) over HTTP.
+    Sandbox(sandbox_cmd::SandboxArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +57,8 @@ fn main() -> ExitCode {
         Command::Fx(command) => fx_cmd::run(command),
         Command::Route(args) => route_cmd::run(args),
         Command::Bench(command) => bench_cmd::run(command),
+        Command::Iso20022(command) => iso_cmd::run(command),
+        Command::Sandbox(args) => sandbox_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -19,9 +19,6 @@ use sha2::{Digest, Sha256};
 use crate::card::{self, CardInfo};
 use crate::{decline_meaning, map_decline};
 
-/// How the network converts: the cardholder is credited the converted amount rounded toward zero
-/// (the network never credits more than the rate gives).
-pub const CONVERSION_ROUNDING: RoundingMode = RoundingMode::TowardZero;
 /// Cards the vault holds; beyond it tokenisation answers 503.
 pub const TOKENS_MAX: usize = 1_000_000;
 
@@ -38,6 +35,9 @@ pub struct CardRailConfig {
     pub exposure_cap: Vec<Money>,
     /// Network rates: debited currency → card currency, markup included.
     pub rates: Vec<Rate>,
+    /// How a converted amount is rounded to the target currency's minor unit (the treasury's
+    /// configured mode for this rail's FX).
+    pub conversion_rounding: RoundingMode,
     pub faults: FaultPlan,
 }
 
@@ -195,7 +195,7 @@ impl CardRail {
             .copied()
             .or_else(|| (source == info.currency).then(|| Rate::identity(source)))
             .ok_or(Decline("57"))?;
-        let receive = rate.convert(net, CONVERSION_ROUNDING).map_err(|_| Decline("13"))?;
+        let receive = rate.convert(net, self.config.conversion_rounding).map_err(|_| Decline("13"))?;
         if !receive.is_positive() {
             return Err(Decline("13"));
         }

@@ -11,7 +11,7 @@ use railyard_connector::kit::{self, KitRail};
 use railyard_connector::sandbox::{HttpControl, SandboxControl};
 use railyard_connector::transport::{self, RailService, Server, Transport};
 use railyard_connector::{Beneficiary, Capabilities, Connector, IdempotencyKey, Leg, Limit, Outcome, ReasonCode};
-use railyard_core::{Country, Currency, Decimal, FeeSchedule, Money};
+use railyard_core::{Country, Currency, Decimal, FeeSchedule, Money, RoundingMode};
 use railyard_fx::RateHistory;
 use railyard_rail_card::card;
 use railyard_rail_card::connector::CardConnector;
@@ -33,6 +33,7 @@ fn rail_config() -> CardRailConfig {
         maximum: vec![Money::from_minor(5_000_000, c("USD")), Money::from_minor(5_000_000, c("EUR"))],
         exposure_cap: vec![Money::from_minor(500_000_000, c("USD")), Money::from_minor(500_000_000, c("EUR"))],
         rates: CardRailConfig::rates_from_ecb(&RateHistory::bundled_daily().latest(), &sources, Decimal::new(20, 0)),
+        conversion_rounding: RoundingMode::TowardZero,
         faults: FaultPlan::default(),
     }
 }

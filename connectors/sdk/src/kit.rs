@@ -1,15 +1,7 @@
 //! The conformance kit: the checks every connector passes against its own rail, offline.
 //!
 //! A connector crate implements [`KitRail`] for its sandbox (in process, or served on loopback) and
-//! calls [`run`] from a test:
-//!
-//! ```ignore
-//! #[tokio::test]
-//! async fn conformance() {
-//!     let rail = MyKitRail::start().await;
-//!     railyard_connector::kit::run(&rail).await.assert_passed();
-//! }
-//! ```
+//! calls `kit::run(&rail).await.assert_passed()` from a test; `connectors/example/tests` shows it.
 //!
 //! The checks, each of which fails with a sentence saying what went wrong:
 //! capabilities are complete; a quote matches the execution; the same key twice executes once (in

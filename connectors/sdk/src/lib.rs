@@ -28,12 +28,9 @@
 //! railyard-connector = { path = "../sdk" }
 //! ```
 //!
-//! ```ignore
-//! let mut registry = railyard_connector::Registry::new();
-//! registry.register(std::sync::Arc::new(MyRailConnector::new(settings)))?;
-//! ```
-//!
-//! `connectors/example` is a complete connector crate to copy; its tests run the [`kit`].
+//! and `registry.register(Arc::new(MyRailConnector::new(..)))`. `connectors/example` is a complete
+//! connector crate to copy: its crate documentation shows the registration as a compiled example,
+//! and its tests run the [`kit`].
 
 mod registry;
 mod types;

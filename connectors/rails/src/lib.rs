@@ -1,0 +1,230 @@
+//! The treasury configuration's rails, as sandbox networks and as registered connectors.
+//!
+//! Every rail in the configuration gets a sandbox of its kind (instant: ISO 20022; card: the card
+//! network; cbdc: the token platform) seeded from the configuration: its currencies, limits, fees,
+//! in-network FX (ECB mids with the configured spread and rounding) and the house's prefunded
+//! liquidity. A rail with an `endpoint` is reached over HTTP (a `railyard sandbox ... --listen`
+//! process); the others run in process. Either way the connector code is the same.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use railyard_cbdc::connector::CbdcConnector;
+use railyard_cbdc::rail::{CbdcRail, CbdcRailConfig};
+use railyard_config::{RailConfig, RailKind, TreasuryConfig};
+use railyard_connector::faults::FaultPlan;
+use railyard_connector::sandbox::Sandbox;
+use railyard_connector::transport::{RailService, Transport};
+use railyard_connector::{Capabilities, Connector, Limit, Registry, RegistryError};
+use railyard_core::{Currency, Money, Rate};
+use railyard_fx::ReferenceRates;
+use railyard_rail_card::connector::CardConnector;
+use railyard_rail_card::rail::{CardRail, CardRailConfig};
+use railyard_rail_instant::connector::{InstantConnector, InstantSettings};
+use railyard_rail_instant::iso20022::Party;
+use railyard_rail_instant::rail::{InstantRail, InstantRailConfig};
+
+/// The house's member id at instant networks, and the sandbox's single creditor agent.
+pub const HOUSE_MEMBER_ID: &str = "021000021";
+pub const CREDITOR_AGENT: &str = "026009593";
+/// The sandbox CBDC platform's liquidity provider starts with this many major units per token.
+pub const CBDC_LP_UNITS: i64 = 1_000_000_000;
+
+/// A sandbox rail of any kind.
+#[derive(Clone)]
+pub enum SandboxRail {
+    Instant(Arc<InstantRail>),
+    Card(Arc<CardRail>),
+    Cbdc(Arc<CbdcRail>),
+}
+
+impl SandboxRail {
+    pub fn service(&self) -> Arc<dyn RailService> {
+        match self {
+            SandboxRail::Instant(rail) => rail.clone(),
+            SandboxRail::Card(rail) => rail.clone(),
+            SandboxRail::Cbdc(rail) => rail.clone(),
+        }
+    }
+
+    pub fn sandbox(&self) -> Arc<Sandbox> {
+        match self {
+            SandboxRail::Instant(rail) => rail.sandbox.clone(),
+            SandboxRail::Card(rail) => rail.sandbox.clone(),
+            SandboxRail::Cbdc(rail) => rail.sandbox.clone(),
+        }
+    }
+
+    pub fn kind(&self) -> RailKind {
+        match self {
+            SandboxRail::Instant(_) => RailKind::Instant,
+            SandboxRail::Card(_) => RailKind::Card,
+            SandboxRail::Cbdc(_) => RailKind::Cbdc,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("rail {rail}: {reason}")]
+    Rail { rail: String, reason: String },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+fn prefunded(config: &TreasuryConfig, rail: &RailConfig) -> Vec<Money> {
+    rail.currencies
+        .iter()
+        .filter_map(|currency| config.liquidity_for(rail.id.as_str(), *currency).map(|account| account.prefunded))
+        .collect()
+}
+
+fn maxima(rail: &RailConfig) -> Vec<Money> {
+    rail.limits.values().map(|limits| limits.maximum).collect()
+}
+
+/// In-network FX rates of a rail: ECB mids less the rail's spread, for its configured pairs.
+fn network_rates(rail: &RailConfig, rates: &ReferenceRates) -> Result<Vec<Rate>, BuildError> {
+    let Some(fx) = &rail.fx else { return Ok(Vec::new()) };
+    let failed = |reason: String| BuildError::Rail { rail: rail.id.to_string(), reason };
+    fx.pairs
+        .iter()
+        .map(|pair| {
+            let mid = rates.mid(pair.base, pair.quote).map_err(|error| failed(error.to_string()))?;
+            mid.with_spread(fx.spread_bps).map_err(|error| failed(error.to_string()))
+        })
+        .collect()
+}
+
+/// What a connector to `rail` declares.
+pub fn capabilities(rail: &RailConfig) -> Capabilities {
+    let mut payout_currencies: Vec<Currency> = rail.currencies.clone();
+    if let Some(fx) = &rail.fx {
+        for pair in &fx.pairs {
+            if !payout_currencies.contains(&pair.quote) {
+                payout_currencies.push(pair.quote);
+            }
+        }
+    }
+    Capabilities {
+        rail: rail.id.to_string(),
+        kind: rail.kind,
+        currencies: rail.currencies.clone(),
+        payout_currencies,
+        countries: rail.countries.clone(),
+        limits: rail.limits.values().map(|limits| Limit { minimum: limits.minimum, maximum: limits.maximum }).collect(),
+        fees: rail.fees.values().copied().collect(),
+        supports_cancel: rail.kind == RailKind::Instant,
+        timeout: Duration::from_millis(u64::from(rail.timeout_ms)),
+    }
+}
+
+/// The sandbox network for one configured rail.
+pub fn sandbox(
+    config: &TreasuryConfig,
+    rail: &RailConfig,
+    rates: &ReferenceRates,
+    faults: FaultPlan,
+) -> Result<SandboxRail, BuildError> {
+    let failed = |reason: String| BuildError::Rail { rail: rail.id.to_string(), reason };
+    Ok(match rail.kind {
+        RailKind::Instant => SandboxRail::Instant(Arc::new(
+            InstantRail::new(InstantRailConfig {
+                rail: rail.id.to_string(),
+                network_member: "990000001".into(),
+                currencies: rail.currencies.clone(),
+                maximum: maxima(rail),
+                prefunded: prefunded(config, rail),
+                // The network gives the creditor agent most of the connector's patience.
+                timeout: Duration::from_millis(u64::from(rail.timeout_ms) * 3 / 4),
+                faults,
+            })
+            .map_err(failed)?,
+        )),
+        RailKind::Card => SandboxRail::Card(Arc::new(
+            CardRail::new(CardRailConfig {
+                rail: rail.id.to_string(),
+                currencies: rail.currencies.clone(),
+                fees: rail.fees.values().copied().collect(),
+                maximum: maxima(rail),
+                exposure_cap: prefunded(config, rail),
+                rates: network_rates(rail, rates)?,
+                conversion_rounding: rail
+                    .fx
+                    .as_ref()
+                    .map(|fx| fx.rounding)
+                    .unwrap_or(railyard_core::RoundingMode::TowardZero),
+                faults,
+            })
+            .map_err(failed)?,
+        )),
+        RailKind::Cbdc => SandboxRail::Cbdc(Arc::new(
+            CbdcRail::new(CbdcRailConfig {
+                rail: rail.id.to_string(),
+                currencies: rail.currencies.clone(),
+                house_balances: prefunded(config, rail),
+                liquidity: rail
+                    .currencies
+                    .iter()
+                    .map(|currency| {
+                        let unit = 10_i64.pow(currency.exponent());
+                        Money::from_minor(CBDC_LP_UNITS.saturating_mul(unit), *currency)
+                    })
+                    .collect(),
+                pvp_rates: network_rates(rail, rates)?,
+                fees: rail.fees.values().copied().collect(),
+                maximum: maxima(rail),
+                conversion_rounding: rail
+                    .fx
+                    .as_ref()
+                    .map(|fx| fx.rounding)
+                    .unwrap_or(railyard_core::RoundingMode::TowardZero),
+                faults,
+            })
+            .map_err(failed)?,
+        )),
+    })
+}
+
+/// The connector for one configured rail over `transport`.
+pub fn connector(rail: &RailConfig, transport: Transport) -> Arc<dyn Connector> {
+    let capabilities = capabilities(rail);
+    match rail.kind {
+        RailKind::Instant => Arc::new(InstantConnector::new(
+            InstantSettings {
+                capabilities,
+                member_id: HOUSE_MEMBER_ID.into(),
+                creditor_agent: CREDITOR_AGENT.into(),
+                debtor: Party { name: "Railyard House".into(), account: "8800000001".into(), country: "US".into() },
+            },
+            transport,
+        )),
+        RailKind::Card => Arc::new(CardConnector::new(capabilities, transport)),
+        RailKind::Cbdc => Arc::new(CbdcConnector::new(capabilities, transport)),
+    }
+}
+
+/// Every configured rail: sandboxes for those run in process, and a registry of connectors.
+pub struct Rails {
+    pub registry: Registry,
+    /// (rail id, sandbox) for the rails this process runs itself.
+    pub sandboxes: Vec<(String, SandboxRail)>,
+}
+
+pub fn build(config: &TreasuryConfig, rates: &ReferenceRates) -> Result<Rails, BuildError> {
+    let mut registry = Registry::new();
+    let mut sandboxes = Vec::new();
+    for rail in &config.rails {
+        let transport = match &rail.endpoint {
+            Some(endpoint) => Transport::http(endpoint),
+            None => {
+                let sandbox = sandbox(config, rail, rates, FaultPlan::default())?;
+                let transport = Transport::in_process(sandbox.service());
+                sandboxes.push((rail.id.to_string(), sandbox));
+                transport
+            }
+        };
+        registry.register(connector(rail, transport))?;
+    }
+    Ok(Rails { registry, sandboxes })
+}
