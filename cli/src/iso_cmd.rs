@@ -73,6 +73,7 @@ pub fn run(command: IsoCommand) -> anyhow::Result<ExitCode> {
 fn summary(parsed: &iso20022::Parsed) -> Value {
     let (ids, amount, status, reason) = match &parsed.message {
         Message::CreditTransfer(message) => (Some(&message.ids), Some(message.amount), None, None),
+        Message::InstitutionTransfer(message) => (Some(&message.ids), Some(message.amount), None, None),
         Message::StatusReport(message) => {
             (Some(&message.original), Some(message.amount), Some(message.status.clone()), message.reason.clone())
         }
@@ -106,6 +107,7 @@ fn summary(parsed: &iso20022::Parsed) -> Value {
 fn message_id(message: &Message) -> Option<String> {
     match message {
         Message::CreditTransfer(message) => Some(message.ids.message_id.clone()),
+        Message::InstitutionTransfer(message) => Some(message.ids.message_id.clone()),
         Message::StatusReport(message) => Some(message.message_id.clone()),
         Message::StatusRequest(message) => Some(message.message_id.clone()),
         Message::CancellationRequest(message) => Some(message.assignment_id.clone()),

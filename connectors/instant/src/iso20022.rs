@@ -156,6 +156,18 @@ pub struct CreditTransfer {
     pub remittance: String,
 }
 
+/// pacs.009: a transfer between financial institutions (read, not emitted: payouts are customer
+/// transfers, but a participant sees these on the same channel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstitutionTransfer {
+    pub ids: PaymentIds,
+    pub created_at: DateTime<Utc>,
+    pub amount: Money,
+    pub settlement_date: NaiveDate,
+    pub debtor_agent: String,
+    pub creditor_agent: String,
+}
+
 /// pacs.002: the status of a payment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StatusReport {
@@ -227,6 +239,7 @@ impl SystemEvent {
 #[serde(tag = "message", rename_all = "snake_case")]
 pub enum Message {
     CreditTransfer(CreditTransfer),
+    InstitutionTransfer(InstitutionTransfer),
     StatusReport(StatusReport),
     StatusRequest(StatusRequest),
     CancellationRequest(CancellationRequest),
@@ -665,6 +678,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, ParseError> {
     let reader = Reader { root: document, message_type: message_type.clone() };
     let message = match (document.name.as_str(), message_type.get(..8)) {
         ("FIToFICstmrCdtTrf", Some("pacs.008")) => Message::CreditTransfer(read_credit_transfer(&reader)?),
+        ("FICdtTrf", Some("pacs.009")) => Message::InstitutionTransfer(read_institution_transfer(&reader)?),
         ("FIToFIPmtStsRpt", Some("pacs.002")) => Message::StatusReport(read_status_report(&reader)?),
         ("FIToFIPmtStsReq", Some("pacs.028")) => Message::StatusRequest(read_status_request(&reader)?),
         ("FIToFIPmtCxlReq", Some("camt.056")) => Message::CancellationRequest(read_cancellation(&reader)?),
@@ -712,6 +726,25 @@ fn read_credit_transfer(reader: &Reader<'_>) -> Result<CreditTransfer, ParseErro
             .optional("CdtTrfTxInf/RmtInf/Ustrd")
             .or_else(|| reader.optional("CdtTrfTxInf/RltdRmtInf/RmtId"))
             .unwrap_or_default(),
+    })
+}
+
+fn read_institution_transfer(reader: &Reader<'_>) -> Result<InstitutionTransfer, ParseError> {
+    let amount = reader.amount("CdtTrfTxInf/IntrBkSttlmAmt")?;
+    let settlement_date = reader.date("CdtTrfTxInf/IntrBkSttlmDt").or_else(|_| reader.date("GrpHdr/IntrBkSttlmDt"))?;
+    Ok(InstitutionTransfer {
+        ids: PaymentIds {
+            message_id: reader.text("GrpHdr/MsgId")?.to_string(),
+            instruction_id: reader.optional("CdtTrfTxInf/PmtId/InstrId").unwrap_or_default(),
+            end_to_end_id: reader.text("CdtTrfTxInf/PmtId/EndToEndId")?.to_string(),
+            transaction_id: reader.optional("CdtTrfTxInf/PmtId/TxId").unwrap_or_default(),
+            uetr: reader.optional("CdtTrfTxInf/PmtId/UETR").unwrap_or_default(),
+        },
+        created_at: reader.time("GrpHdr/CreDtTm")?,
+        amount,
+        settlement_date,
+        debtor_agent: reader.member("CdtTrfTxInf/Dbtr"),
+        creditor_agent: reader.member("CdtTrfTxInf/Cdtr"),
     })
 }
 
