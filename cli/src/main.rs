@@ -10,6 +10,7 @@ mod fx_cmd;
 mod iso_cmd;
 mod route_cmd;
 mod sandbox_cmd;
+mod verify_cmd;
 
 use std::process::ExitCode;
 
@@ -48,6 +49,9 @@ enum Command {
     Iso20022(iso_cmd::IsoCommand),
     /// Run a sandbox rail (card network, instant payments, CBDC platform) over HTTP.
     Sandbox(sandbox_cmd::SandboxArgs),
+    /// Check every invariant of a Railyard database (ledger balanced, no overdraft, reservations
+    /// resolved once, journal sequence and hash chain) and count violations.
+    Verify(verify_cmd::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         Command::Bench(command) => bench_cmd::run(command),
         Command::Iso20022(command) => iso_cmd::run(command),
         Command::Sandbox(args) => sandbox_cmd::run(args),
+        Command::Verify(args) => verify_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,511 @@
+//! The double-entry ledger: accounts, two-phase transfers, a hash-chained journal.
+//!
+//! Modelled on TigerBeetle: an account keeps four running totals (debits and credits, pending and
+//! posted); a transfer moves an amount from a debit account to a credit account of the same
+//! currency, either posted at once or pending (a reservation) that is later posted (possibly for
+//! less) or voided, exactly once. Cross-currency movements are two transfers through FX position
+//! accounts.
+//!
+//! The database enforces what must never happen, so no isolation level or code path can get
+//! around it: a CHECK constraint keeps no-overdraft accounts from going below zero counting pending
+//! debits; a unique index resolves each pending transfer at most once; amounts and totals are
+//! non-negative. Every transfer takes the next global sequence number and chains its hash to the
+//! previous transfer's, through a one-row journal head whose update serialises appends.
+//!
+//! Every function takes an open transaction so a caller can commit ledger entries together with
+//! its own state (a saga step and its money move are one commit).
+
+use railyard_core::{Currency, Money};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::any::AnyRow;
+use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+
+use crate::now_micros;
+
+/// Which side increases an account's balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Normal {
+    /// Assets: the house's nostro accounts at rails, FX positions held.
+    Debit,
+    /// Liabilities and revenue: what the house owes PSPs, fee income.
+    Credit,
+}
+
+impl Normal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Normal::Debit => "debit",
+            Normal::Credit => "credit",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountSpec {
+    /// Stable id, for example `psp:demo-psp:USD` or `nostro:rtp-us:USD`.
+    pub id: String,
+    /// `psp`, `nostro`, `fx_position`, `fee_revenue`, `suspense`, `funding` ...
+    pub kind: String,
+    pub currency: Currency,
+    pub normal: Normal,
+    /// The balance (posted, less pending on the decreasing side) may never go below zero.
+    pub no_overdraft: bool,
+}
+
+/// An account's totals, in minor units of its currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Balance {
+    pub id: String,
+    pub currency: Currency,
+    pub normal: Normal,
+    pub debits_pending: i64,
+    pub debits_posted: i64,
+    pub credits_pending: i64,
+    pub credits_posted: i64,
+}
+
+impl Balance {
+    /// Posted balance on the account's normal side.
+    pub fn posted(&self) -> Money {
+        let minor = match self.normal {
+            Normal::Debit => self.debits_posted - self.credits_posted,
+            Normal::Credit => self.credits_posted - self.debits_posted,
+        };
+        Money::from_minor(minor, self.currency)
+    }
+
+    /// Posted balance less pending movements away from the normal side: what can still be spent.
+    pub fn available(&self) -> Money {
+        let minor = match self.normal {
+            Normal::Debit => self.debits_posted - self.credits_posted - self.credits_pending,
+            Normal::Credit => self.credits_posted - self.debits_posted - self.debits_pending,
+        };
+        Money::from_minor(minor, self.currency)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferSpec {
+    /// Unique id; the same id twice is refused (a retry of a committed step must not post again).
+    pub id: String,
+    pub debit: String,
+    pub credit: String,
+    pub amount: Money,
+    /// A reservation to be posted or voided later.
+    pub pending: bool,
+    pub payout_id: Option<String>,
+    pub note: String,
+}
+
+/// A transfer as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Transfer {
+    pub sequence: i64,
+    pub id: String,
+    pub debit_account: String,
+    pub credit_account: String,
+    pub amount: Money,
+    pub kind: String,
+    pub pending_id: Option<String>,
+    pub payout_id: Option<String>,
+    pub created_at: i64,
+    pub hash: String,
+}
+
+/// Why a ledger operation was refused. The caller rolls the transaction back; nothing changes.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("account {0:?} does not exist")]
+    UnknownAccount(String),
+    #[error("account {account:?} is in {held}, the transfer in {wanted}")]
+    Currency { account: String, held: Currency, wanted: Currency },
+    #[error("amount must be greater than zero")]
+    NotPositive,
+    #[error("a transfer cannot debit and credit the same account {0:?}")]
+    SameAccount(String),
+    #[error("account {0:?} may not be overdrawn")]
+    Overdraft(String),
+    #[error("transfer {0:?} already exists")]
+    Duplicate(String),
+    #[error("pending transfer {0:?} does not exist")]
+    PendingNotFound(String),
+    #[error("pending transfer {0:?} is already posted or voided")]
+    AlreadyResolved(String),
+    #[error("posting {posted} exceeds the pending {pending}")]
+    PostExceedsPending { posted: Money, pending: Money },
+    #[error("account {id:?} exists with different settings")]
+    AccountConflict { id: String },
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for LedgerError {
+    fn from(error: sqlx::Error) -> LedgerError {
+        LedgerError::Database(error)
+    }
+}
+
+fn is_check_violation(error: &sqlx::Error) -> bool {
+    let text = error.to_string().to_lowercase();
+    text.contains("check constraint")
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    let text = error.to_string().to_lowercase();
+    text.contains("unique") || text.contains("duplicate key")
+}
+
+fn currency(code: &str) -> Result<Currency, LedgerError> {
+    Currency::from_code(code).map_err(|error| LedgerError::Corrupt(error.to_string()))
+}
+
+/// Creates an account, or checks that an existing one has the same settings.
+pub async fn open_account(transaction: &mut Transaction<'_, Any>, spec: &AccountSpec) -> Result<(), LedgerError> {
+    sqlx::query(
+        "INSERT INTO accounts (id, kind, currency, normal, no_overdraft, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&spec.id)
+    .bind(&spec.kind)
+    .bind(spec.currency.code())
+    .bind(spec.normal.as_str())
+    .bind(i64::from(spec.no_overdraft))
+    .bind(now_micros())
+    .execute(&mut **transaction)
+    .await?;
+    let row = sqlx::query("SELECT kind, currency, normal, no_overdraft FROM accounts WHERE id = $1")
+        .bind(&spec.id)
+        .fetch_one(&mut **transaction)
+        .await?;
+    let same = row.try_get::<String, _>(0)? == spec.kind
+        && row.try_get::<String, _>(1)? == spec.currency.code()
+        && row.try_get::<String, _>(2)? == spec.normal.as_str()
+        && row.try_get::<i64, _>(3)? == i64::from(spec.no_overdraft);
+    if !same {
+        return Err(LedgerError::AccountConflict { id: spec.id.clone() });
+    }
+    Ok(())
+}
+
+fn balance_from_row(row: &AnyRow) -> Result<Balance, LedgerError> {
+    let normal = match row.try_get::<String, _>("normal")?.as_str() {
+        "debit" => Normal::Debit,
+        "credit" => Normal::Credit,
+        other => return Err(LedgerError::Corrupt(format!("normal side {other:?}"))),
+    };
+    Ok(Balance {
+        id: row.try_get("id")?,
+        currency: currency(&row.try_get::<String, _>("currency")?)?,
+        normal,
+        debits_pending: row.try_get("debits_pending")?,
+        debits_posted: row.try_get("debits_posted")?,
+        credits_pending: row.try_get("credits_pending")?,
+        credits_posted: row.try_get("credits_posted")?,
+    })
+}
+
+const BALANCE_COLUMNS: &str = "id, currency, normal, debits_pending, debits_posted, credits_pending, credits_posted";
+
+/// An account's totals.
+pub async fn balance<'e, E>(executor: E, account: &str) -> Result<Balance, LedgerError>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    let row = sqlx::query(AssertSqlSafe(format!("SELECT {BALANCE_COLUMNS} FROM accounts WHERE id = $1")))
+        .bind(account)
+        .fetch_optional(executor)
+        .await?
+        .ok_or_else(|| LedgerError::UnknownAccount(account.into()))?;
+    balance_from_row(&row)
+}
+
+/// Every account's totals, by id.
+pub async fn balances<'e, E>(executor: E) -> Result<Vec<Balance>, LedgerError>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    let rows = sqlx::query(AssertSqlSafe(format!("SELECT {BALANCE_COLUMNS} FROM accounts ORDER BY id")))
+        .fetch_all(executor)
+        .await?;
+    rows.iter().map(balance_from_row).collect()
+}
+
+/// The hash of one journal entry, chained to the previous entry's hash.
+#[allow(clippy::too_many_arguments)]
+pub fn entry_hash(
+    previous_hash: &str,
+    sequence: i64,
+    id: &str,
+    debit: &str,
+    credit: &str,
+    amount: i64,
+    currency: &str,
+    kind: &str,
+    pending_id: Option<&str>,
+    payout_id: Option<&str>,
+    created_at: i64,
+) -> String {
+    let mut hasher = Sha256::new();
+    for part in [
+        previous_hash,
+        &sequence.to_string(),
+        id,
+        debit,
+        credit,
+        &amount.to_string(),
+        currency,
+        kind,
+        pending_id.unwrap_or(""),
+        payout_id.unwrap_or(""),
+        &created_at.to_string(),
+    ] {
+        hasher.update(part.as_bytes());
+        hasher.update([0x1f]);
+    }
+    hex::encode(hasher.finalize())
+}
+
+struct Entry<'a> {
+    id: &'a str,
+    debit: &'a str,
+    credit: &'a str,
+    amount: Money,
+    kind: &'static str,
+    pending_id: Option<&'a str>,
+    payout_id: Option<&'a str>,
+    note: &'a str,
+}
+
+/// Appends one entry to the journal: next sequence, chained hash.
+async fn append(transaction: &mut Transaction<'_, Any>, entry: Entry<'_>) -> Result<Transfer, LedgerError> {
+    // Taking the head's row lock serialises appends, so sequence and hash chain have no gaps or forks.
+    let head = sqlx::query("UPDATE journal_head SET sequence = sequence + 1 WHERE id = 1 RETURNING sequence, hash")
+        .fetch_one(&mut **transaction)
+        .await?;
+    let sequence: i64 = head.try_get(0)?;
+    let previous_hash: String = head.try_get(1)?;
+    let created_at = now_micros();
+    let currency = entry.amount.currency().code();
+    let hash = entry_hash(
+        &previous_hash,
+        sequence,
+        entry.id,
+        entry.debit,
+        entry.credit,
+        entry.amount.minor_units(),
+        currency,
+        entry.kind,
+        entry.pending_id,
+        entry.payout_id,
+        created_at,
+    );
+    let inserted = sqlx::query(
+        "INSERT INTO transfers (sequence, id, debit_account, credit_account, amount, currency, kind, pending_id, \
+         payout_id, note, created_at, previous_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(sequence)
+    .bind(entry.id)
+    .bind(entry.debit)
+    .bind(entry.credit)
+    .bind(entry.amount.minor_units())
+    .bind(currency)
+    .bind(entry.kind)
+    .bind(entry.pending_id)
+    .bind(entry.payout_id)
+    .bind(entry.note)
+    .bind(created_at)
+    .bind(&previous_hash)
+    .bind(&hash)
+    .execute(&mut **transaction)
+    .await;
+    if let Err(error) = inserted {
+        return Err(if is_unique_violation(&error) {
+            let text = error.to_string();
+            match entry.pending_id {
+                Some(pending) if text.contains("pending_id") || text.contains("resolved_once") => {
+                    LedgerError::AlreadyResolved(pending.into())
+                }
+                _ => LedgerError::Duplicate(entry.id.into()),
+            }
+        } else {
+            LedgerError::Database(error)
+        });
+    }
+    sqlx::query("UPDATE journal_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut **transaction).await?;
+    Ok(Transfer {
+        sequence,
+        id: entry.id.into(),
+        debit_account: entry.debit.into(),
+        credit_account: entry.credit.into(),
+        amount: entry.amount,
+        kind: entry.kind.into(),
+        pending_id: entry.pending_id.map(str::to_string),
+        payout_id: entry.payout_id.map(str::to_string),
+        created_at,
+        hash,
+    })
+}
+
+/// Adds to one account's totals; a no-overdraft violation comes back as [`LedgerError::Overdraft`].
+async fn adjust(
+    transaction: &mut Transaction<'_, Any>,
+    account: &str,
+    column: &'static str,
+    delta: i64,
+) -> Result<(), LedgerError> {
+    // `column` is one of four constants chosen by this module, never input.
+    let statement = AssertSqlSafe(format!("UPDATE accounts SET {column} = {column} + $1 WHERE id = $2"));
+    match sqlx::query(statement).bind(delta).bind(account).execute(&mut **transaction).await {
+        Ok(result) if result.rows_affected() == 1 => Ok(()),
+        Ok(_) => Err(LedgerError::UnknownAccount(account.into())),
+        Err(error) if is_check_violation(&error) => Err(LedgerError::Overdraft(account.into())),
+        Err(error) => Err(LedgerError::Database(error)),
+    }
+}
+
+async fn check_accounts(transaction: &mut Transaction<'_, Any>, spec: &TransferSpec) -> Result<(), LedgerError> {
+    if !spec.amount.is_positive() {
+        return Err(LedgerError::NotPositive);
+    }
+    if spec.debit == spec.credit {
+        return Err(LedgerError::SameAccount(spec.debit.clone()));
+    }
+    for account in [&spec.debit, &spec.credit] {
+        let held = balance(&mut **transaction, account).await?.currency;
+        if held != spec.amount.currency() {
+            return Err(LedgerError::Currency { account: account.clone(), held, wanted: spec.amount.currency() });
+        }
+    }
+    Ok(())
+}
+
+/// Records a transfer: posted at once, or pending (a reservation).
+pub async fn transfer(transaction: &mut Transaction<'_, Any>, spec: &TransferSpec) -> Result<Transfer, LedgerError> {
+    check_accounts(transaction, spec).await?;
+    let amount = spec.amount.minor_units();
+    let (debit_column, credit_column, kind) = if spec.pending {
+        ("debits_pending", "credits_pending", "pending")
+    } else {
+        ("debits_posted", "credits_posted", "posted")
+    };
+    // Credit first: a transfer between two no-overdraft accounts checks the debit side last.
+    adjust(transaction, &spec.credit, credit_column, amount).await?;
+    adjust(transaction, &spec.debit, debit_column, amount).await?;
+    append(
+        transaction,
+        Entry {
+            id: &spec.id,
+            debit: &spec.debit,
+            credit: &spec.credit,
+            amount: spec.amount,
+            kind,
+            pending_id: None,
+            payout_id: spec.payout_id.as_deref(),
+            note: &spec.note,
+        },
+    )
+    .await
+}
+
+async fn pending_transfer(transaction: &mut Transaction<'_, Any>, pending_id: &str) -> Result<Transfer, LedgerError> {
+    let row = sqlx::query(
+        "SELECT sequence, id, debit_account, credit_account, amount, currency, kind, pending_id, payout_id, created_at, \
+         hash FROM transfers WHERE id = $1 AND kind = 'pending'",
+    )
+    .bind(pending_id)
+    .fetch_optional(&mut **transaction)
+    .await?
+    .ok_or_else(|| LedgerError::PendingNotFound(pending_id.into()))?;
+    let resolved = sqlx::query("SELECT 1 FROM transfers WHERE pending_id = $1")
+        .bind(pending_id)
+        .fetch_optional(&mut **transaction)
+        .await?;
+    if resolved.is_some() {
+        return Err(LedgerError::AlreadyResolved(pending_id.into()));
+    }
+    Ok(Transfer {
+        sequence: row.try_get("sequence")?,
+        id: row.try_get("id")?,
+        debit_account: row.try_get("debit_account")?,
+        credit_account: row.try_get("credit_account")?,
+        amount: Money::from_minor(row.try_get("amount")?, currency(&row.try_get::<String, _>("currency")?)?),
+        kind: row.try_get("kind")?,
+        pending_id: row.try_get("pending_id")?,
+        payout_id: row.try_get("payout_id")?,
+        created_at: row.try_get("created_at")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+/// Posts a pending transfer, for its full amount or less (the rest is released).
+pub async fn post_pending(
+    transaction: &mut Transaction<'_, Any>,
+    id: &str,
+    pending_id: &str,
+    amount: Option<Money>,
+) -> Result<Transfer, LedgerError> {
+    let pending = pending_transfer(transaction, pending_id).await?;
+    let posted = amount.unwrap_or(pending.amount);
+    if posted.currency() != pending.amount.currency() {
+        return Err(LedgerError::Currency {
+            account: pending.debit_account,
+            held: pending.amount.currency(),
+            wanted: posted.currency(),
+        });
+    }
+    if !posted.is_positive() {
+        return Err(LedgerError::NotPositive);
+    }
+    if posted.minor_units() > pending.amount.minor_units() {
+        return Err(LedgerError::PostExceedsPending { posted, pending: pending.amount });
+    }
+    let reserved = pending.amount.minor_units();
+    adjust(transaction, &pending.credit_account, "credits_pending", -reserved).await?;
+    adjust(transaction, &pending.credit_account, "credits_posted", posted.minor_units()).await?;
+    adjust(transaction, &pending.debit_account, "debits_pending", -reserved).await?;
+    adjust(transaction, &pending.debit_account, "debits_posted", posted.minor_units()).await?;
+    append(
+        transaction,
+        Entry {
+            id,
+            debit: &pending.debit_account,
+            credit: &pending.credit_account,
+            amount: posted,
+            kind: "post_pending",
+            pending_id: Some(pending_id),
+            payout_id: pending.payout_id.as_deref(),
+            note: "",
+        },
+    )
+    .await
+}
+
+/// Voids a pending transfer: the reservation is released, nothing moves.
+pub async fn void_pending(
+    transaction: &mut Transaction<'_, Any>,
+    id: &str,
+    pending_id: &str,
+) -> Result<Transfer, LedgerError> {
+    let pending = pending_transfer(transaction, pending_id).await?;
+    let reserved = pending.amount.minor_units();
+    adjust(transaction, &pending.credit_account, "credits_pending", -reserved).await?;
+    adjust(transaction, &pending.debit_account, "debits_pending", -reserved).await?;
+    append(
+        transaction,
+        Entry {
+            id,
+            debit: &pending.debit_account,
+            credit: &pending.credit_account,
+            amount: pending.amount,
+            kind: "void_pending",
+            pending_id: Some(pending_id),
+            payout_id: pending.payout_id.as_deref(),
+            note: "",
+        },
+    )
+    .await
+}

@@ -1,0 +1,250 @@
+//! Railyard's durable store, on SQLite (the embedded default) or PostgreSQL.
+//!
+//! Design choice: one code path through sqlx's `Any` driver with runtime queries, so every rule is
+//! written once and the same test suite runs on both databases. The price is that values cross as
+//! integers and text only: money is BIGINT minor units beside the ISO code, times are microseconds
+//! since the Unix epoch, ids are text. Where the two databases differ (opening a write transaction,
+//! pragmas, row locks) the [`Dialect`] says so explicitly.
+//!
+//! Durability: SQLite runs in WAL mode with `synchronous=FULL` unless [`Durability::Normal`] is
+//! chosen (faster; a power loss may lose the last transactions, a process crash does not); a
+//! committed transaction is on disk when `commit` returns. PostgreSQL commits are durable by its
+//! own configuration (`synchronous_commit`, on by default).
+
+pub mod ledger;
+pub mod verify;
+
+pub mod idempotency;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, AssertSqlSafe, Executor, Row, Transaction};
+
+pub use idempotency::{Claim, IdempotencyRecord};
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// How hard SQLite pushes each commit to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: a commit survives power loss. The default.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: in WAL mode a commit survives a process crash but the last ones may be
+    /// lost on power loss. Opt in for throughput.
+    Normal,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub durability: Durability,
+    /// Pool size. SQLite has one writer at a time whatever this is; readers run beside it in WAL.
+    pub connections_max: u32,
+    /// How long a SQLite writer waits for the write lock before giving up.
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions { durability: Durability::Full, connections_max: 8, busy_timeout: Duration::from_secs(10) }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database URL {0:?}: expected sqlite:PATH, sqlite::memory: or postgres://...")]
+    Url(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("not a Railyard database: {0}")]
+    NotRailyard(String),
+    #[error("migration {version}: {reason}")]
+    Migration { version: i64, reason: String },
+}
+
+/// A migration: its version and its statements, per database.
+struct Migration {
+    version: i64,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sqlite: include_str!("../migrations/sqlite/0001_ledger.sql"),
+    postgres: include_str!("../migrations/postgres/0001_ledger.sql"),
+}];
+
+/// The store: a pool and the dialect it speaks.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and applies pending migrations.
+    pub async fn open(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
+        let store = Store::connect(url, options).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens an existing Railyard database without changing it (for `railyard verify`); refuses a
+    /// database that Railyard never migrated, or one newer than this build.
+    pub async fn open_existing(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
+        if let Some(path) = url.strip_prefix("sqlite:").map(|rest| rest.trim_start_matches("//"))
+            && path != ":memory:"
+            && !std::path::Path::new(path.split('?').next().unwrap_or(path)).exists()
+        {
+            return Err(StoreError::NotRailyard(format!("{path} does not exist")));
+        }
+        let store = Store::connect(url, options).await?;
+        let versions = sqlx::query("SELECT version FROM schema_migrations")
+            .fetch_all(&store.pool)
+            .await
+            .map_err(|_| StoreError::NotRailyard("it has no schema_migrations table".into()))?;
+        let newest = MIGRATIONS.iter().map(|migration| migration.version).max().unwrap_or(0);
+        for row in versions {
+            let version: i64 = row.try_get(0)?;
+            if version > newest {
+                return Err(StoreError::NotRailyard(format!("migration {version} is newer than this build")));
+            }
+        }
+        Ok(store)
+    }
+
+    async fn connect(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (dialect, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.trim_start_matches("//");
+            if path.is_empty() {
+                return Err(StoreError::Url(url.into()));
+            }
+            let url = if path == ":memory:" || path.contains('?') {
+                format!("sqlite://{path}")
+            } else {
+                format!("sqlite://{path}?mode=rwc")
+            };
+            (Dialect::Sqlite, url)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Dialect::Postgres, url.to_string())
+        } else {
+            return Err(StoreError::Url(url.into()));
+        };
+        let connect = AnyConnectOptions::from_str(&url)?;
+        let synchronous = match options.durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        let busy_ms = options.busy_timeout.as_millis();
+        let pool = AnyPoolOptions::new()
+            .max_connections(options.connections_max.max(1))
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        connection.execute("PRAGMA journal_mode = WAL").await?;
+                        connection.execute(AssertSqlSafe(format!("PRAGMA synchronous = {synchronous}"))).await?;
+                        connection.execute("PRAGMA foreign_keys = ON").await?;
+                        connection.execute(AssertSqlSafe(format!("PRAGMA busy_timeout = {busy_ms}"))).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(connect)
+            .await?;
+        Ok(Store { pool, dialect })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Opens a write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`),
+    /// so two writers never deadlock upgrading a read lock.
+    pub async fn begin(&self) -> Result<Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => self.pool.begin().await,
+        }
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut transaction = self.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            // Two processes starting together must not both apply a migration.
+            transaction.execute("SELECT pg_advisory_xact_lock(7301997)").await?;
+        }
+        transaction
+            .execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+            )
+            .await?;
+        let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *transaction)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<i64, _>(0))
+            .collect::<Result<_, _>>()?;
+        for migration in MIGRATIONS {
+            if applied.contains(&migration.version) {
+                continue;
+            }
+            let text = match self.dialect {
+                Dialect::Sqlite => migration.sqlite,
+                Dialect::Postgres => migration.postgres,
+            };
+            for statement in statements(text) {
+                transaction.execute(AssertSqlSafe(statement.clone())).await.map_err(|error| StoreError::Migration {
+                    version: migration.version,
+                    reason: format!("{error}: {statement}"),
+                })?;
+            }
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(migration.version)
+                .bind(now_micros())
+                .execute(&mut *transaction)
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+}
+
+/// Splits a migration into statements: on `;` at the end of a line, comments dropped.
+fn statements(text: &str) -> Vec<String> {
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.split("--").next().unwrap_or("").trim_end();
+        if line.trim().is_empty() {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        if line.ends_with(';') {
+            statements.push(current.trim().trim_end_matches(';').to_string());
+            current.clear();
+        }
+    }
+    if !current.trim().is_empty() {
+        statements.push(current.trim().to_string());
+    }
+    statements
+}

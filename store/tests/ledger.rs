@@ -1,0 +1,223 @@
+//! The ledger's rules, on SQLite and PostgreSQL: two-phase transfers, no overdraft, resolution at
+//! most once, currencies, the hash chain, and `verify` catching what it must.
+
+mod common;
+
+use railyard_core::{Currency, Money};
+use railyard_store::ledger::{self, AccountSpec, LedgerError, Normal, TransferSpec};
+use railyard_store::verify;
+use sqlx::Executor;
+
+fn usd(minor: i64) -> Money {
+    Money::from_minor(minor, Currency::from_code("USD").unwrap())
+}
+
+fn account(id: &str, currency: &str, normal: Normal, no_overdraft: bool) -> AccountSpec {
+    AccountSpec {
+        id: id.into(),
+        kind: id.split(':').next().unwrap().into(),
+        currency: Currency::from_code(currency).unwrap(),
+        normal,
+        no_overdraft,
+    }
+}
+
+fn transfer(id: &str, debit: &str, credit: &str, amount: Money, pending: bool) -> TransferSpec {
+    TransferSpec {
+        id: id.into(),
+        debit: debit.into(),
+        credit: credit.into(),
+        amount,
+        pending,
+        payout_id: None,
+        note: String::new(),
+    }
+}
+
+/// A PSP funded with 1,000.00 USD: funding (debit-normal) → psp (credit-normal, no overdraft).
+async fn setup(store: &railyard_store::Store) {
+    let mut tx = store.begin().await.unwrap();
+    for spec in [
+        account("funding:USD", "USD", Normal::Debit, false),
+        account("psp:acme:USD", "USD", Normal::Credit, true),
+        account("nostro:rtp:USD", "USD", Normal::Debit, false),
+        account("revenue:fees:USD", "USD", Normal::Credit, false),
+        account("psp:acme:EUR", "EUR", Normal::Credit, true),
+    ] {
+        ledger::open_account(&mut tx, &spec).await.unwrap();
+    }
+    ledger::transfer(&mut tx, &transfer("fund-1", "funding:USD", "psp:acme:USD", usd(100_000), false)).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn reserve_post_partially_and_void() {
+    for db in common::databases().await {
+        let store = &db.store;
+        setup(store).await;
+        let mut tx = store.begin().await.unwrap();
+        ledger::transfer(&mut tx, &transfer("hold-1", "psp:acme:USD", "nostro:rtp:USD", usd(30_000), true))
+            .await
+            .unwrap();
+        ledger::transfer(&mut tx, &transfer("hold-2", "psp:acme:USD", "nostro:rtp:USD", usd(20_000), true))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let psp = ledger::balance(store.pool(), "psp:acme:USD").await.unwrap();
+        assert_eq!((psp.posted(), psp.available()), (usd(100_000), usd(50_000)), "{}", db.name);
+
+        let mut tx = store.begin().await.unwrap();
+        ledger::post_pending(&mut tx, "post-1", "hold-1", Some(usd(29_500))).await.unwrap();
+        ledger::void_pending(&mut tx, "void-2", "hold-2").await.unwrap();
+        tx.commit().await.unwrap();
+        let psp = ledger::balance(store.pool(), "psp:acme:USD").await.unwrap();
+        assert_eq!((psp.posted(), psp.available()), (usd(70_500), usd(70_500)), "{}", db.name);
+        let nostro = ledger::balance(store.pool(), "nostro:rtp:USD").await.unwrap();
+        // Paying out of the prefunded account at the rail lowers that asset.
+        assert_eq!(nostro.posted(), usd(-29_500));
+
+        // Resolving again, posting more than reserved, or an unknown reservation: refused.
+        // (One transaction at a time: on SQLite a second writer waits for the first.)
+        let mut tx = store.begin().await.unwrap();
+        let error = ledger::void_pending(&mut tx, "void-1b", "hold-1").await.unwrap_err().to_string();
+        assert!(error.contains("already posted or voided"), "{}: {error}", db.name);
+        drop(tx);
+        let mut tx = store.begin().await.unwrap();
+        let error = ledger::post_pending(&mut tx, "post-2b", "hold-2", None).await.unwrap_err().to_string();
+        assert!(error.contains("already posted or voided"), "{}: {error}", db.name);
+        drop(tx);
+        let mut tx = store.begin().await.unwrap();
+        let error = ledger::post_pending(&mut tx, "post-9", "nope", None).await.unwrap_err().to_string();
+        assert!(error.contains("does not exist"), "{}: {error}", db.name);
+        drop(tx);
+        let mut tx = store.begin().await.unwrap();
+        ledger::transfer(&mut tx, &transfer("hold-3", "psp:acme:USD", "nostro:rtp:USD", usd(1_000), true))
+            .await
+            .unwrap();
+        let over = ledger::post_pending(&mut tx, "post-3", "hold-3", Some(usd(1_001))).await.unwrap_err();
+        assert!(matches!(over, LedgerError::PostExceedsPending { .. }), "{}: {over}", db.name);
+        drop(tx);
+
+        let report = verify::verify(store).await.unwrap();
+        assert!(report.ok(), "{}: {report:?}", db.name);
+        assert_eq!(report.get("sequence_contiguous").unwrap().checked, 5, "{}", db.name);
+    }
+}
+
+#[tokio::test]
+async fn refusals_change_nothing() {
+    for db in common::databases().await {
+        let store = &db.store;
+        setup(store).await;
+        let before = ledger::balances(store.pool()).await.unwrap();
+        let cases: Vec<(TransferSpec, &str)> = vec![
+            (transfer("over", "psp:acme:USD", "nostro:rtp:USD", usd(100_001), false), "may not be overdrawn"),
+            (transfer("over-pending", "psp:acme:USD", "nostro:rtp:USD", usd(100_001), true), "may not be overdrawn"),
+            (transfer("fx", "psp:acme:EUR", "nostro:rtp:USD", usd(1), false), "is in EUR"),
+            (transfer("zero", "psp:acme:USD", "nostro:rtp:USD", usd(0), false), "greater than zero"),
+            (transfer("self", "psp:acme:USD", "psp:acme:USD", usd(1), false), "same account"),
+            (transfer("ghost", "psp:ghost:USD", "nostro:rtp:USD", usd(1), false), "does not exist"),
+            (transfer("fund-1", "funding:USD", "psp:acme:USD", usd(1), false), "already exists"),
+        ];
+        for (spec, expected) in cases {
+            let mut tx = store.begin().await.unwrap();
+            let error = ledger::transfer(&mut tx, &spec).await.unwrap_err().to_string();
+            assert!(error.contains(expected), "{} {}: {error}", db.name, spec.id);
+            tx.rollback().await.unwrap();
+        }
+        assert_eq!(ledger::balances(store.pool()).await.unwrap(), before, "{}", db.name);
+        assert!(verify::verify(store).await.unwrap().ok());
+    }
+}
+
+/// Fifty concurrent reservations of 30.00 against 1,000.00: exactly 33 fit, whatever the interleaving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reservations_never_overdraw() {
+    for db in common::databases().await {
+        let store = db.store.clone();
+        setup(&store).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in 0..50 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let mut tx = store.begin().await?;
+                let spec = transfer(&format!("race-{index}"), "psp:acme:USD", "nostro:rtp:USD", usd(3_000), true);
+                match ledger::transfer(&mut tx, &spec).await {
+                    Ok(_) => {
+                        tx.commit().await?;
+                        Ok::<bool, sqlx::Error>(true)
+                    }
+                    Err(LedgerError::Overdraft(_)) => Ok(false),
+                    Err(other) => panic!("{other}"),
+                }
+            });
+        }
+        let mut accepted = 0;
+        while let Some(result) = tasks.join_next().await {
+            if result.unwrap().unwrap() {
+                accepted += 1;
+            }
+        }
+        assert_eq!(accepted, 33, "{}", db.name);
+        let psp = ledger::balance(store.pool(), "psp:acme:USD").await.unwrap();
+        assert_eq!(psp.available(), usd(1_000), "{}", db.name);
+        assert!(verify::verify(&store).await.unwrap().ok(), "{}", db.name);
+    }
+}
+
+/// Ten concurrent attempts to post one reservation: exactly one wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reservation_is_resolved_once_under_concurrency() {
+    for db in common::databases().await {
+        let store = db.store.clone();
+        setup(&store).await;
+        let mut tx = store.begin().await.unwrap();
+        ledger::transfer(&mut tx, &transfer("hold", "psp:acme:USD", "nostro:rtp:USD", usd(5_000), true)).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in 0..10 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let mut tx = store.begin().await.unwrap();
+                let result = if index % 2 == 0 {
+                    ledger::post_pending(&mut tx, &format!("post-{index}"), "hold", None).await
+                } else {
+                    ledger::void_pending(&mut tx, &format!("void-{index}"), "hold").await
+                };
+                match result {
+                    Ok(_) => tx.commit().await.is_ok(),
+                    Err(_) => false,
+                }
+            });
+        }
+        let mut winners = 0;
+        while let Some(result) = tasks.join_next().await {
+            winners += usize::from(result.unwrap());
+        }
+        assert_eq!(winners, 1, "{}", db.name);
+        assert!(verify::verify(&store).await.unwrap().ok(), "{}", db.name);
+    }
+}
+
+#[tokio::test]
+async fn verify_finds_tampering() {
+    for db in common::databases().await {
+        let store = &db.store;
+        setup(store).await;
+        let mut tx = store.begin().await.unwrap();
+        ledger::transfer(&mut tx, &transfer("t-2", "psp:acme:USD", "nostro:rtp:USD", usd(1_000), false)).await.unwrap();
+        ledger::transfer(&mut tx, &transfer("t-3", "psp:acme:USD", "nostro:rtp:USD", usd(2_000), false)).await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(verify::verify(store).await.unwrap().ok());
+        // Someone edits an amount in place.
+        store.pool().execute("UPDATE transfers SET amount = 1 WHERE id = 't-2'").await.unwrap();
+        let report = verify::verify(store).await.unwrap();
+        assert_eq!(report.get("hash_chain_intact").unwrap().violations, 1, "{}: {report:?}", db.name);
+        assert_eq!(report.get("totals_match_journal").unwrap().violations, 2, "{}", db.name);
+        // Someone deletes an entry.
+        store.pool().execute("DELETE FROM transfers WHERE id = 't-2'").await.unwrap();
+        let report = verify::verify(store).await.unwrap();
+        assert!(report.get("sequence_contiguous").unwrap().violations >= 1, "{}", db.name);
+        assert!(report.get("hash_chain_intact").unwrap().violations >= 1, "{}", db.name);
+    }
+}
