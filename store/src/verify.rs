@@ -217,7 +217,44 @@ pub async fn verify(store: &Store) -> Result<Report, sqlx::Error> {
             },
         );
     }
+    let mut in_doubt = Invariant::new("in_doubt_has_reason", "every payout in doubt says why");
+    let mut settled = Invariant::new(
+        "reservation_matches_outcome",
+        "a completed payout's reservation is posted, a failed payout's reservation is not",
+    );
+    let payouts = sqlx::query(
+        "SELECT p.id, p.state, p.reason, p.reservation,          (SELECT COUNT(*) FROM transfers t WHERE t.pending_id = p.reservation AND t.kind = 'post_pending') AS posted          FROM payouts p WHERE p.state IN ('completed', 'failed', 'in_doubt')",
+    )
+    .fetch_all(store.pool())
+    .await?;
+    for row in &payouts {
+        let id: String = row.try_get(0)?;
+        let state: String = row.try_get(1)?;
+        let reason: Option<String> = row.try_get(2)?;
+        let reservation: Option<String> = row.try_get(3)?;
+        let posted: i64 = row.try_get(4)?;
+        match state.as_str() {
+            "in_doubt" => in_doubt.check(reason.as_deref().is_some_and(|text| !text.is_empty()), || {
+                format!("payout {id} in doubt without a reason")
+            }),
+            "completed" => settled.check(reservation.is_some() && posted == 1, || {
+                format!("payout {id} completed without posting its reservation")
+            }),
+            _ => settled.check(posted == 0, || format!("payout {id} failed but its reservation was posted")),
+        }
+    }
     Ok(Report {
-        invariants: vec![balanced, totals_match, overdraft, resolved_once, within_pending, currency, sequence, chain],
+        invariants: vec![
+            balanced,
+            totals_match,
+            overdraft,
+            resolved_once,
+            within_pending,
+            currency,
+            sequence,
+            chain,
+            in_doubt,
+            settled,
+        ],
     })
 }

@@ -303,6 +303,11 @@ impl InstantRail {
     }
 
     async fn cancellation(&self, profile: Profile, recall: iso20022::CancellationRequest) -> Reply {
+        // A recall crosses the same network as a payment and can be lost the same way.
+        let draw = self.sandbox.faults.draw(Utc::now());
+        if matches!(draw.fault, Some(Fault::RequestLost | Fault::ReplyLost)) {
+            return Reply::Lost;
+        }
         let _guard = self.gate.lock().await;
         let (key, original, original_profile) = match self.find(&recall.original) {
             Some(found) => found,

@@ -1,0 +1,1137 @@
+//! The settlement saga: a payout, persisted step by step, from acceptance to the ledger.
+//!
+//! ```text
+//! accepted → routed → reserved → quoted → (per rail leg: submitting → leg done | in_doubt) → completed
+//!                                   ↘ definitive reject: void, re-route (attempt + 1) or failed
+//! ```
+//!
+//! Every step is one database transaction that moves the saga from the state it read to the next
+//! one, together with the ledger entries of that step, and only while this engine holds the saga's
+//! lease. A crash anywhere leaves the saga in a state some engine resumes from.
+//!
+//! The rail call is the one step that cannot be inside a transaction. Its intent is committed first
+//! (`submitting`, with the leg's liquidity reserved); the call carries the key
+//! `{payout}:a{attempt}-leg{index}`; its result is committed after. A saga found in `submitting`
+//! after a crash asks the rail (status inquiry) before anything else: executed → carry on;
+//! rejected → compensate; not found → submit again under the same key (the rail never saw it);
+//! anything else → `in_doubt`. An `in_doubt` saga is asked again on a bounded schedule and escalated
+//! after [`EngineSettings::inquiries_max`]; its reservation is never voided while the outcome is
+//! unknown, and it is never resent blindly.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use railyard_config::TreasuryConfig;
+use railyard_connector::{Beneficiary, Execution, IdempotencyKey, Leg, Outcome, Registry, Rejection, Status};
+use railyard_core::{Currency, Decimal, Money, RoundingMode};
+use railyard_fx::FxBook;
+use railyard_routes::{LiveState, RailState, RouteRequest, Router};
+use railyard_store::idempotency::{self, Claim};
+use railyard_store::ledger::{self, AccountSpec, LedgerError, Normal, TransferSpec};
+use railyard_store::{Store, now_micros};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::{Any, Row, Transaction};
+
+/// Whether the amount is what the PSP sends or what the beneficiary must receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AmountMode {
+    Send,
+    Deliver,
+}
+
+/// What a PSP asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutRequest {
+    pub source: Currency,
+    pub destination: Currency,
+    pub amount: Money,
+    pub mode: AmountMode,
+    pub beneficiary: Beneficiary,
+    #[serde(default)]
+    pub remittance: String,
+}
+
+impl PayoutRequest {
+    /// A stable hash of the request, for idempotency (same key, same payload → replay).
+    pub fn fingerprint(&self) -> String {
+        let text = serde_json::to_string(self).unwrap_or_default();
+        hex::encode(Sha256::digest(text.as_bytes()))
+    }
+}
+
+/// One leg of the route a saga follows, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredLeg {
+    pub operator: String,
+    /// "rail" or "fx".
+    pub kind: String,
+    pub from: Currency,
+    pub to: Currency,
+    pub send: Money,
+    pub receive: Money,
+    pub fee: Money,
+    pub rate: Option<Decimal>,
+    /// What the rail reported when the leg executed.
+    pub execution: Option<Execution>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRoute {
+    pub legs: Vec<StoredLeg>,
+    pub send: Money,
+    pub receive: Money,
+    /// When the FX rates of this route stop being honoured.
+    pub quotes_expire_at: Option<DateTime<Utc>>,
+    /// Rails that definitively rejected an earlier attempt; routing avoids them.
+    pub excluded_rails: Vec<String>,
+}
+
+/// Where a saga stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Accepted,
+    Routed,
+    Reserved,
+    Quoted,
+    Submitting,
+    InDoubt,
+    Completed,
+    Failed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Accepted => "accepted",
+            State::Routed => "routed",
+            State::Reserved => "reserved",
+            State::Quoted => "quoted",
+            State::Submitting => "submitting",
+            State::InDoubt => "in_doubt",
+            State::Completed => "completed",
+            State::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<State> {
+        Some(match text {
+            "accepted" => State::Accepted,
+            "routed" => State::Routed,
+            "reserved" => State::Reserved,
+            "quoted" => State::Quoted,
+            "submitting" => State::Submitting,
+            "in_doubt" => State::InDoubt,
+            "completed" => State::Completed,
+            "failed" => State::Failed,
+            _ => return None,
+        })
+    }
+
+    pub fn terminal(self) -> bool {
+        matches!(self, State::Completed | State::Failed)
+    }
+}
+
+/// Where a test may crash the engine. Compiled in only with the `crash-hooks` feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrashPoint {
+    /// The state the step moves out of (`accepted`, `routed`, ...), or `rail_call` for the gap
+    /// between a rail call's answer and its persistence.
+    pub step: &'static str,
+    pub phase: Phase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    BeforeCommit,
+    AfterCommit,
+    AfterRailCall,
+}
+
+#[cfg(feature = "crash-hooks")]
+pub type CrashHook = Arc<dyn Fn(CrashPoint) -> bool + Send + Sync>;
+
+/// The engine's knobs. No `Default`: each caller says what it wants.
+#[derive(Clone)]
+pub struct EngineSettings {
+    /// This engine's name in leases.
+    pub owner: String,
+    /// How long a lease lasts without being renewed; another engine may take the saga after it.
+    pub lease: Duration,
+    /// Wait before the first status inquiry of an in-doubt leg; doubled each time.
+    pub inquiry_backoff: Duration,
+    /// Inquiries before an in-doubt saga is escalated (it is still asked, less often).
+    pub inquiries_max: u32,
+    /// Routes tried after definitive rejects before the payout fails.
+    pub route_attempts_max: u32,
+    /// How far a re-quote after an expired FX quote may move the price (basis points).
+    pub slippage_bps: Decimal,
+    #[cfg(feature = "crash-hooks")]
+    pub crash: Option<CrashHook>,
+}
+
+/// The upper bound on the inquiry backoff.
+pub const INQUIRY_BACKOFF_MAX: Duration = Duration::from_secs(3_600);
+/// Sagas one `resume_due` call takes on.
+pub const RESUME_BATCH_MAX: i64 = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("crashed at {0:?} (test hook)")]
+    Crashed(CrashPoint),
+    #[error("payout {0} not found")]
+    NotFound(String),
+    #[error("payout {0} is leased by another engine")]
+    Leased(String),
+    #[error("idempotency key reused with a different request (first used for payout {0})")]
+    Conflict(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("stored saga unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// The answer to an accepted payout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Accepted {
+    pub payout_id: String,
+    /// True when the idempotency key had been used with this request before.
+    pub replay: bool,
+}
+
+/// A saga as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Payout {
+    pub id: String,
+    pub tenant: String,
+    pub idempotency_key: String,
+    pub request: PayoutRequest,
+    pub state: State,
+    pub attempt: i64,
+    pub leg: i64,
+    pub route: Option<StoredRoute>,
+    pub reservation: Option<String>,
+    pub reason: Option<String>,
+    pub inquiries: i64,
+    pub next_action_at: i64,
+    pub created_at: i64,
+}
+
+pub struct Engine {
+    store: Store,
+    config: Arc<TreasuryConfig>,
+    fx: Arc<FxBook>,
+    registry: Registry,
+    settings: EngineSettings,
+}
+
+fn account_id(kind: &str, owner: &str, currency: Currency) -> String {
+    if owner.is_empty() { format!("{kind}:{}", currency.code()) } else { format!("{kind}:{owner}:{}", currency.code()) }
+}
+
+pub fn psp_account(tenant: &str, currency: Currency) -> String {
+    account_id("psp", tenant, currency)
+}
+
+pub fn nostro_account(rail: &str, currency: Currency) -> String {
+    account_id("nostro", rail, currency)
+}
+
+fn clearing_account(currency: Currency) -> String {
+    account_id("clearing", "", currency)
+}
+
+fn fx_account(provider: &str, currency: Currency) -> String {
+    account_id("fx", provider, currency)
+}
+
+fn funding_account(currency: Currency) -> String {
+    account_id("funding", "", currency)
+}
+
+fn corrupt(error: impl std::fmt::Display) -> EngineError {
+    EngineError::Corrupt(error.to_string())
+}
+
+impl Engine {
+    pub fn new(
+        store: Store,
+        config: Arc<TreasuryConfig>,
+        fx: Arc<FxBook>,
+        registry: Registry,
+        settings: EngineSettings,
+    ) -> Engine {
+        Engine { store, config, fx, registry, settings }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn set_lease(&mut self, lease: Duration) {
+        self.settings.lease = lease;
+    }
+
+    #[cfg(feature = "crash-hooks")]
+    fn crash(&self, step: &'static str, phase: Phase) -> Result<(), EngineError> {
+        let point = CrashPoint { step, phase };
+        match &self.settings.crash {
+            Some(hook) if hook(point) => Err(EngineError::Crashed(point)),
+            _ => Ok(()),
+        }
+    }
+
+    #[cfg(not(feature = "crash-hooks"))]
+    fn crash(&self, _step: &'static str, _phase: Phase) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// Opens every account the configuration implies, and funds each rail's nostro account with its
+    /// configured prefunded liquidity once (the funding transfer's id makes it happen at most once).
+    pub async fn ensure_accounts(&self) -> Result<(), EngineError> {
+        let mut currencies: Vec<Currency> = Vec::new();
+        for rail in &self.config.rails {
+            currencies.extend(rail.currencies.iter().copied());
+        }
+        for provider in &self.config.fx_providers {
+            currencies.extend(provider.pairs.iter().flat_map(|pair| [pair.base, pair.quote]));
+        }
+        currencies.sort_by_key(|currency| currency.code());
+        currencies.dedup();
+        let mut tx = self.store.begin().await?;
+        for currency in &currencies {
+            let mut specs = vec![
+                (funding_account(*currency), "funding", Normal::Debit, false),
+                (clearing_account(*currency), "clearing", Normal::Credit, false),
+            ];
+            for tenant in &self.config.tenants {
+                specs.push((psp_account(tenant.id.as_str(), *currency), "psp", Normal::Credit, true));
+            }
+            for provider in &self.config.fx_providers {
+                specs.push((fx_account(provider.id.as_str(), *currency), "fx_position", Normal::Debit, false));
+            }
+            for (id, kind, normal, no_overdraft) in specs {
+                let spec = AccountSpec { id, kind: kind.into(), currency: *currency, normal, no_overdraft };
+                ledger::open_account(&mut tx, &spec).await?;
+            }
+        }
+        for rail in &self.config.rails {
+            for currency in &rail.currencies {
+                let id = nostro_account(rail.id.as_str(), *currency);
+                let spec = AccountSpec {
+                    id: id.clone(),
+                    kind: "nostro".into(),
+                    currency: *currency,
+                    normal: Normal::Debit,
+                    no_overdraft: true,
+                };
+                ledger::open_account(&mut tx, &spec).await?;
+                if let Some(liquidity) = self.config.liquidity_for(rail.id.as_str(), *currency)
+                    && liquidity.prefunded.is_positive()
+                {
+                    let funding = TransferSpec {
+                        id: format!("init:{id}"),
+                        debit: id.clone(),
+                        credit: funding_account(*currency),
+                        amount: liquidity.prefunded,
+                        pending: false,
+                        payout_id: None,
+                        note: "opening prefunded liquidity".into(),
+                    };
+                    match ledger::transfer(&mut tx, &funding).await {
+                        Ok(_) | Err(LedgerError::Duplicate(_)) => {}
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Credits a PSP's balance (a top-up received outside Railyard), once per `reference`.
+    pub async fn fund_psp(&self, tenant: &str, amount: Money, reference: &str) -> Result<(), EngineError> {
+        let mut tx = self.store.begin().await?;
+        let spec = TransferSpec {
+            id: format!("topup:{tenant}:{reference}"),
+            debit: funding_account(amount.currency()),
+            credit: psp_account(tenant, amount.currency()),
+            amount,
+            pending: false,
+            payout_id: None,
+            note: format!("top-up {reference}"),
+        };
+        ledger::transfer(&mut tx, &spec).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Accepts a payout: the intent and the idempotency key are committed together before this
+    /// returns, so an acknowledged payout survives any crash.
+    pub async fn accept(&self, tenant: &str, key: &str, request: &PayoutRequest) -> Result<Accepted, EngineError> {
+        if self.config.tenants.iter().all(|known| known.id.as_str() != tenant) {
+            return Err(EngineError::Invalid(format!("tenant {tenant:?} is not configured")));
+        }
+        let expected = match request.mode {
+            AmountMode::Send => request.source,
+            AmountMode::Deliver => request.destination,
+        };
+        if request.amount.currency() != expected || !request.amount.is_positive() {
+            return Err(EngineError::Invalid(format!(
+                "amount must be a positive {expected} amount in {} mode",
+                if request.mode == AmountMode::Send { "send" } else { "deliver" }
+            )));
+        }
+        let payout_id = format!("pay_{}", uuid::Uuid::now_v7().simple());
+        let mut tx = self.store.begin().await?;
+        match idempotency::claim(&mut tx, tenant, key, &request.fingerprint(), &payout_id).await? {
+            Claim::New => {}
+            Claim::Replay(record) | Claim::InProgress(record) => {
+                return Ok(Accepted { payout_id: record.resource_id, replay: true });
+            }
+            Claim::Conflict(record) => return Err(EngineError::Conflict(record.resource_id)),
+        }
+        let now = now_micros();
+        sqlx::query(
+            "INSERT INTO payouts (id, tenant, idempotency_key, request, state, next_action_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 'accepted', $5, $5, $5)",
+        )
+        .bind(&payout_id)
+        .bind(tenant)
+        .bind(key)
+        .bind(serde_json::to_string(request).map_err(corrupt)?)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        event(&mut tx, &payout_id, State::Accepted, "accepted").await?;
+        self.crash("accept", Phase::BeforeCommit)?;
+        tx.commit().await?;
+        self.crash("accept", Phase::AfterCommit)?;
+        Ok(Accepted { payout_id, replay: false })
+    }
+
+    pub async fn payout(&self, id: &str) -> Result<Payout, EngineError> {
+        let row = sqlx::query(
+            "SELECT id, tenant, idempotency_key, request, state, attempt, leg, route, reservation, reason, inquiries, \
+             next_action_at, created_at FROM payouts WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.store.pool())
+        .await?
+        .ok_or_else(|| EngineError::NotFound(id.into()))?;
+        let route: Option<String> = row.try_get("route")?;
+        Ok(Payout {
+            id: row.try_get("id")?,
+            tenant: row.try_get("tenant")?,
+            idempotency_key: row.try_get("idempotency_key")?,
+            request: serde_json::from_str(&row.try_get::<String, _>("request")?).map_err(corrupt)?,
+            state: State::parse(&row.try_get::<String, _>("state")?).ok_or_else(|| corrupt("unknown state"))?,
+            attempt: row.try_get("attempt")?,
+            leg: row.try_get("leg")?,
+            route: route.map(|text| serde_json::from_str(&text)).transpose().map_err(corrupt)?,
+            reservation: row.try_get("reservation")?,
+            reason: row.try_get("reason")?,
+            inquiries: row.try_get("inquiries")?,
+            next_action_at: row.try_get("next_action_at")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+
+    fn lease_until(&self) -> i64 {
+        now_micros() + i64::try_from(self.settings.lease.as_micros()).unwrap_or(i64::MAX / 2)
+    }
+
+    /// Takes the saga's lease if it is free, expired or already ours.
+    async fn claim(&self, id: &str) -> Result<bool, EngineError> {
+        let now = now_micros();
+        let result = sqlx::query(
+            "UPDATE payouts SET lease_owner = $1, lease_until = $2 WHERE id = $3 \
+             AND state NOT IN ('completed', 'failed') AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)",
+        )
+        .bind(&self.settings.owner)
+        .bind(self.lease_until())
+        .bind(id)
+        .bind(now)
+        .execute(self.store.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Releases the saga's lease (it stays where it is; another engine may take it at once).
+    async fn release(&self, id: &str) -> Result<(), EngineError> {
+        sqlx::query("UPDATE payouts SET lease_owner = NULL, lease_until = 0 WHERE id = $1 AND lease_owner = $2")
+            .bind(id)
+            .bind(&self.settings.owner)
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Runs every saga that is due (non-terminal and past its next action time) and not leased by a
+    /// live engine. Returns how many were run.
+    pub async fn resume_due(&self) -> Result<usize, EngineError> {
+        let rows = sqlx::query(
+            "SELECT id FROM payouts WHERE state NOT IN ('completed', 'failed') AND next_action_at <= $1 \
+             AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < $1) ORDER BY next_action_at LIMIT $3",
+        )
+        .bind(now_micros())
+        .bind(&self.settings.owner)
+        .bind(RESUME_BATCH_MAX)
+        .fetch_all(self.store.pool())
+        .await?;
+        let mut count = 0;
+        for row in rows {
+            let id: String = row.try_get(0)?;
+            match self.run(&id).await {
+                Ok(_) | Err(EngineError::Leased(_)) => count += 1,
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(count)
+    }
+
+    /// Drives one saga as far as it can go now: to a terminal state, or to `in_doubt` waiting for
+    /// its next inquiry. Returns the state it stopped in.
+    pub async fn run(&self, id: &str) -> Result<State, EngineError> {
+        if !self.claim(id).await? {
+            let payout = self.payout(id).await?;
+            if payout.state.terminal() {
+                return Ok(payout.state);
+            }
+            return Err(EngineError::Leased(id.into()));
+        }
+        let result = self.drive(id).await;
+        if !matches!(result, Err(EngineError::Crashed(_))) {
+            self.release(id).await?;
+        }
+        result
+    }
+
+    async fn drive(&self, id: &str) -> Result<State, EngineError> {
+        // Each pass moves one step; a saga has a bounded number of steps per route attempt.
+        let steps_max =
+            16 * (self.settings.route_attempts_max as usize + 1) + 4 * self.settings.inquiries_max as usize + 16;
+        for _ in 0..steps_max {
+            let payout = self.payout(id).await?;
+            match payout.state {
+                State::Completed | State::Failed => return Ok(payout.state),
+                State::InDoubt if payout.next_action_at > now_micros() => return Ok(State::InDoubt),
+                State::Accepted => self.route(&payout).await?,
+                State::Routed => self.reserve(&payout).await?,
+                State::Reserved => self.lock_quotes(&payout).await?,
+                State::Quoted => self.next_leg(&payout).await?,
+                State::Submitting => self.resolve_submission(&payout).await?,
+                State::InDoubt => self.inquire(&payout).await?,
+            }
+        }
+        Ok(self.payout(id).await?.state)
+    }
+
+    /// Commits a step: moves `payout` from `from` to `to` with `changes`, only if it is still in
+    /// `from` and still ours; the caller's ledger entries ride in the same transaction.
+    async fn commit(
+        &self,
+        mut tx: Transaction<'static, Any>,
+        payout: &Payout,
+        from: State,
+        to: State,
+        changes: Changes,
+        detail: &str,
+    ) -> Result<(), EngineError> {
+        let route = match &changes.route {
+            Some(route) => Some(serde_json::to_string(route).map_err(corrupt)?),
+            None => payout.route.as_ref().map(serde_json::to_string).transpose().map_err(corrupt)?,
+        };
+        let result = sqlx::query(
+            "UPDATE payouts SET state = $1, attempt = $2, leg = $3, route = $4, reservation = $5, reason = $6, \
+             inquiries = $7, next_action_at = $8, in_doubt_since = $9, lease_until = $10, updated_at = $11 \
+             WHERE id = $12 AND state = $13 AND lease_owner = $14",
+        )
+        .bind(to.as_str())
+        .bind(changes.attempt.unwrap_or(payout.attempt))
+        .bind(changes.leg.unwrap_or(payout.leg))
+        .bind(route)
+        .bind(if changes.drop_reservation {
+            None
+        } else {
+            changes.reservation.clone().or_else(|| payout.reservation.clone())
+        })
+        .bind(changes.reason.clone())
+        .bind(changes.inquiries.unwrap_or(0))
+        .bind(changes.next_action_at.unwrap_or_else(now_micros))
+        .bind(if to == State::InDoubt { Some(changes.in_doubt_since.unwrap_or_else(now_micros)) } else { None })
+        .bind(self.lease_until())
+        .bind(now_micros())
+        .bind(&payout.id)
+        .bind(from.as_str())
+        .bind(&self.settings.owner)
+        .execute(&mut *tx)
+        .await?;
+        if result.rows_affected() != 1 {
+            // Another engine moved it, or our lease lapsed: nothing of this step is kept.
+            return Err(EngineError::Leased(payout.id.clone()));
+        }
+        event(&mut tx, &payout.id, to, detail).await?;
+        self.crash(from.as_str(), Phase::BeforeCommit)?;
+        tx.commit().await?;
+        self.crash(from.as_str(), Phase::AfterCommit)?;
+        Ok(())
+    }
+
+    fn router(&self, excluded: &[String]) -> Result<Router, String> {
+        let mut live = LiveState::new();
+        for rail in excluded {
+            live.insert(rail.clone(), RailState { available: Some(false), ..RailState::default() });
+        }
+        railyard_routes::build_router(&self.config, &self.fx, &live).map_err(|error| error.to_string())
+    }
+
+    fn find_route(&self, request: &PayoutRequest, excluded: &[String]) -> Result<StoredRoute, String> {
+        let router = self.router(excluded)?;
+        let mode = match request.mode {
+            AmountMode::Send => railyard_routes::Mode::Send,
+            AmountMode::Deliver => railyard_routes::Mode::Deliver,
+        };
+        let mut route_request =
+            RouteRequest::payout(request.source, request.destination, request.amount, mode, Utc::now());
+        route_request.country = Some(request.beneficiary.country);
+        let set = router.route(&route_request).map_err(|error| error.to_string())?;
+        let best = set.routes.into_iter().next().ok_or("no route")?;
+        let ttl = self.config.fx_providers.iter().map(|provider| provider.quote_ttl_seconds).min().unwrap_or(30);
+        let converts = best.legs.iter().any(|leg| leg.kind == "fx" || leg.rate.is_some());
+        Ok(StoredRoute {
+            legs: best
+                .legs
+                .iter()
+                .map(|leg| StoredLeg {
+                    operator: leg.rail.clone(),
+                    kind: leg.kind.to_string(),
+                    from: leg.from,
+                    to: leg.to,
+                    send: leg.send,
+                    receive: leg.receive,
+                    fee: leg.fee,
+                    rate: leg.rate,
+                    execution: None,
+                })
+                .collect(),
+            send: best.send,
+            receive: best.receive,
+            quotes_expire_at: converts.then(|| Utc::now() + chrono::Duration::seconds(i64::from(ttl))),
+            excluded_rails: excluded.to_vec(),
+        })
+    }
+
+    async fn route(&self, payout: &Payout) -> Result<(), EngineError> {
+        let excluded = payout.route.as_ref().map(|route| route.excluded_rails.clone()).unwrap_or_default();
+        let tx = self.store.begin().await?;
+        match self.find_route(&payout.request, &excluded) {
+            Ok(route) => {
+                let detail = format!(
+                    "route via {}",
+                    route.legs.iter().map(|leg| leg.operator.as_str()).collect::<Vec<_>>().join(" → ")
+                );
+                self.commit(
+                    tx,
+                    payout,
+                    State::Accepted,
+                    State::Routed,
+                    Changes { route: Some(route), ..Changes::default() },
+                    &detail,
+                )
+                .await
+            }
+            Err(reason) => {
+                let reason = format!("no route: {reason}");
+                self.fail(tx, payout, State::Accepted, reason).await
+            }
+        }
+    }
+
+    /// Fails the saga, voiding its reservation if it holds one.
+    async fn fail(
+        &self,
+        mut tx: Transaction<'static, Any>,
+        payout: &Payout,
+        from: State,
+        reason: String,
+    ) -> Result<(), EngineError> {
+        if let Some(reservation) = &payout.reservation {
+            match ledger::void_pending(&mut tx, &format!("{reservation}:void"), reservation).await {
+                Ok(_) | Err(LedgerError::AlreadyResolved(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        outbox(&mut tx, payout, "payout.failed", &reason).await?;
+        let changes = Changes { reason: Some(reason.clone()), ..Changes::default() };
+        self.commit(tx, payout, from, State::Failed, changes, &reason).await
+    }
+
+    async fn reserve(&self, payout: &Payout) -> Result<(), EngineError> {
+        let route = payout.route.as_ref().ok_or_else(|| corrupt("routed without a route"))?;
+        let reservation = format!("{}:a{}:reserve", payout.id, payout.attempt);
+        let mut tx = self.store.begin().await?;
+        let spec = TransferSpec {
+            id: reservation.clone(),
+            debit: psp_account(&payout.tenant, route.send.currency()),
+            credit: clearing_account(route.send.currency()),
+            amount: route.send,
+            pending: true,
+            payout_id: Some(payout.id.clone()),
+            note: "reserve the payout amount".into(),
+        };
+        match ledger::transfer(&mut tx, &spec).await {
+            Ok(_) => {
+                let changes = Changes { reservation: Some(reservation), ..Changes::default() };
+                self.commit(tx, payout, State::Routed, State::Reserved, changes, &format!("reserved {}", route.send))
+                    .await
+            }
+            Err(LedgerError::Overdraft(_) | LedgerError::UnknownAccount(_)) => {
+                drop(tx);
+                let tx = self.store.begin().await?;
+                self.fail(tx, payout, State::Routed, format!("insufficient balance for {}", route.send)).await
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn lock_quotes(&self, payout: &Payout) -> Result<(), EngineError> {
+        let route = payout.route.as_ref().ok_or_else(|| corrupt("reserved without a route"))?;
+        let tx = self.store.begin().await?;
+        let detail = match route.quotes_expire_at {
+            Some(expiry) => format!("FX rates locked until {expiry}"),
+            None => "no conversion".into(),
+        };
+        self.commit(tx, payout, State::Reserved, State::Quoted, Changes::default(), &detail).await
+    }
+
+    /// The next leg: an FX leg is checked against its quote's expiry and passed (it posts at
+    /// completion); a rail leg is submitted; after the last leg the payout completes.
+    async fn next_leg(&self, payout: &Payout) -> Result<(), EngineError> {
+        let route = payout.route.clone().ok_or_else(|| corrupt("quoted without a route"))?;
+        let index = usize::try_from(payout.leg).map_err(corrupt)?;
+        let Some(leg) = route.legs.get(index) else {
+            return self.complete(payout, &route).await;
+        };
+        if leg.kind != "rail" {
+            let expired = route.quotes_expire_at.is_some_and(|expiry| Utc::now() >= expiry);
+            let rail_executed = route.legs.iter().any(|leg| leg.execution.is_some());
+            if expired && !rail_executed {
+                return self.requote(payout, &route).await;
+            }
+            let tx = self.store.begin().await?;
+            let changes = Changes { leg: Some(payout.leg + 1), ..Changes::default() };
+            return self
+                .commit(
+                    tx,
+                    payout,
+                    State::Quoted,
+                    State::Quoted,
+                    changes,
+                    &format!("leg {index}: {} conversion", leg.operator),
+                )
+                .await;
+        }
+        // Commit the intent, with the leg's liquidity reserved at the rail, before calling it.
+        let mut tx = self.store.begin().await?;
+        let liquidity = TransferSpec {
+            id: self.leg_key(payout, index),
+            debit: clearing_account(leg.send.currency()),
+            credit: nostro_account(&leg.operator, leg.send.currency()),
+            amount: leg.send,
+            pending: true,
+            payout_id: Some(payout.id.clone()),
+            note: format!("liquidity for leg {index} on {}", leg.operator),
+        };
+        match ledger::transfer(&mut tx, &liquidity).await {
+            Ok(_) => {}
+            Err(LedgerError::Overdraft(_) | LedgerError::UnknownAccount(_)) => {
+                drop(tx);
+                let rejection = Rejection::by_rail(
+                    railyard_connector::ReasonCode::InsufficientFunds,
+                    "",
+                    format!("not enough prefunded liquidity at {} for {}", leg.operator, leg.send),
+                );
+                return self.rejected(payout, &route, index, State::Quoted, rejection, false).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+        self.commit(
+            tx,
+            payout,
+            State::Quoted,
+            State::Submitting,
+            Changes::default(),
+            &format!("submitting leg {index} to {}", leg.operator),
+        )
+        .await?;
+        let payout = self.payout(&payout.id).await?;
+        let outcome = self.submit(&payout, &route, index).await;
+        self.crash("rail_call", Phase::AfterRailCall)?;
+        self.apply_outcome(&payout, &route, index, outcome).await
+    }
+
+    fn leg_key(&self, payout: &Payout, index: usize) -> String {
+        format!("{}:a{}-leg{index}", payout.id, payout.attempt)
+    }
+
+    fn connector_leg(&self, payout: &Payout, route: &StoredRoute, index: usize) -> Result<Leg, EngineError> {
+        let leg = &route.legs[index];
+        let key = IdempotencyKey::new(self.leg_key(payout, index)).map_err(corrupt)?;
+        let last_rail = route.legs.iter().rposition(|leg| leg.kind == "rail") == Some(index);
+        let beneficiary = if last_rail {
+            payout.request.beneficiary.clone()
+        } else {
+            // An intermediate leg pays the house's own account at the next hop.
+            Beneficiary {
+                name: "Railyard House".into(),
+                account: format!("house-{}", leg.to.code().to_lowercase()),
+                country: payout.request.beneficiary.country,
+            }
+        };
+        Ok(Leg {
+            key,
+            amount: leg.send,
+            payout_currency: leg.to,
+            beneficiary,
+            remittance: payout.request.remittance.clone(),
+            instructed_at: DateTime::from_timestamp_micros(payout.created_at).unwrap_or_else(Utc::now),
+        })
+    }
+
+    async fn submit(&self, payout: &Payout, route: &StoredRoute, index: usize) -> LegOutcome {
+        let Ok(leg) = self.connector_leg(payout, route, index) else {
+            return LegOutcome::Unknown("cannot build the leg".into());
+        };
+        let Some(connector) = self.registry.get(&route.legs[index].operator) else {
+            return LegOutcome::Rejected(Rejection::before_send(
+                railyard_connector::ReasonCode::RailUnavailable,
+                format!("no connector for {}", route.legs[index].operator),
+            ));
+        };
+        match connector.submit(&leg).await {
+            Outcome::Executed(execution) => LegOutcome::Executed(execution),
+            Outcome::Rejected(rejection) => LegOutcome::Rejected(rejection),
+            Outcome::Unknown(unknown) => LegOutcome::Unknown(format!("{:?}: {}", unknown.cause, unknown.detail)),
+        }
+    }
+
+    async fn inquiry(&self, payout: &Payout, route: &StoredRoute, index: usize) -> LegOutcome {
+        let Ok(leg) = self.connector_leg(payout, route, index) else {
+            return LegOutcome::Unknown("cannot build the leg".into());
+        };
+        let Some(connector) = self.registry.get(&route.legs[index].operator) else {
+            return LegOutcome::Unknown(format!("no connector for {}", route.legs[index].operator));
+        };
+        match connector.status(&leg).await {
+            Status::Executed(execution) => LegOutcome::Executed(execution),
+            Status::Rejected(rejection) => LegOutcome::Rejected(rejection),
+            Status::NotFound => LegOutcome::NotFound,
+            Status::Pending => LegOutcome::Unknown("the rail is still processing".into()),
+            Status::Unknown(unknown) => LegOutcome::Unknown(format!("status inquiry failed: {}", unknown.detail)),
+        }
+    }
+
+    /// After a crash between the intent and the result: ask the rail first.
+    async fn resolve_submission(&self, payout: &Payout) -> Result<(), EngineError> {
+        let route = payout.route.clone().ok_or_else(|| corrupt("submitting without a route"))?;
+        let index = usize::try_from(payout.leg).map_err(corrupt)?;
+        let outcome = match self.inquiry(payout, &route, index).await {
+            // The rail never saw it: sending now, under the same key, is the first send.
+            LegOutcome::NotFound => self.submit(payout, &route, index).await,
+            other => other,
+        };
+        self.crash("rail_call", Phase::AfterRailCall)?;
+        self.apply_outcome(payout, &route, index, outcome).await
+    }
+
+    async fn inquire(&self, payout: &Payout) -> Result<(), EngineError> {
+        let route = payout.route.clone().ok_or_else(|| corrupt("in doubt without a route"))?;
+        let index = usize::try_from(payout.leg).map_err(corrupt)?;
+        let outcome = match self.inquiry(payout, &route, index).await {
+            LegOutcome::NotFound => self.submit(payout, &route, index).await,
+            other => other,
+        };
+        self.apply_outcome(payout, &route, index, outcome).await
+    }
+
+    async fn apply_outcome(
+        &self,
+        payout: &Payout,
+        route: &StoredRoute,
+        index: usize,
+        outcome: LegOutcome,
+    ) -> Result<(), EngineError> {
+        let from = payout.state;
+        match outcome {
+            LegOutcome::Executed(execution) => {
+                let mut tx = self.store.begin().await?;
+                match ledger::post_pending(
+                    &mut tx,
+                    &format!("{}:post", self.leg_key(payout, index)),
+                    &self.leg_key(payout, index),
+                    None,
+                )
+                .await
+                {
+                    Ok(_) | Err(LedgerError::AlreadyResolved(_)) => {}
+                    Err(error) => return Err(error.into()),
+                }
+                let mut route = route.clone();
+                let detail = format!("leg {index} executed on {}: {}", route.legs[index].operator, execution.reference);
+                route.legs[index].execution = Some(execution);
+                let changes = Changes { route: Some(route), leg: Some(payout.leg + 1), ..Changes::default() };
+                self.commit(tx, payout, from, State::Quoted, changes, &detail).await
+            }
+            LegOutcome::Rejected(rejection) => self.rejected(payout, route, index, from, rejection, true).await,
+            LegOutcome::NotFound | LegOutcome::Unknown(_) => {
+                let reason = match &outcome {
+                    LegOutcome::Unknown(detail) => {
+                        format!("leg {index} on {}: outcome unknown ({detail})", route.legs[index].operator)
+                    }
+                    _ => format!("leg {index} on {}: not found after resubmission", route.legs[index].operator),
+                };
+                let inquiries = if from == State::InDoubt { payout.inquiries + 1 } else { 0 };
+                let exponent = u32::try_from(inquiries.min(20)).unwrap_or(20);
+                let wait = self
+                    .settings
+                    .inquiry_backoff
+                    .saturating_mul(2_u32.saturating_pow(exponent))
+                    .min(INQUIRY_BACKOFF_MAX);
+                let escalated = inquiries >= i64::from(self.settings.inquiries_max);
+                let reason = if escalated {
+                    format!("escalated for reconciliation after {inquiries} inquiries: {reason}")
+                } else {
+                    reason
+                };
+                let tx = self.store.begin().await?;
+                let changes = Changes {
+                    reason: Some(reason.clone()),
+                    inquiries: Some(inquiries),
+                    next_action_at: Some(now_micros() + i64::try_from(wait.as_micros()).unwrap_or(i64::MAX / 4)),
+                    in_doubt_since: None,
+                    ..Changes::default()
+                };
+                self.commit(tx, payout, from, State::InDoubt, changes, &reason).await
+            }
+        }
+    }
+
+    /// A definitive reject: release the leg's liquidity; re-route if nothing executed yet and
+    /// attempts remain, else void the reservation and fail.
+    async fn rejected(
+        &self,
+        payout: &Payout,
+        route: &StoredRoute,
+        index: usize,
+        from: State,
+        rejection: Rejection,
+        liquidity_reserved: bool,
+    ) -> Result<(), EngineError> {
+        let mut tx = self.store.begin().await?;
+        if liquidity_reserved {
+            let key = self.leg_key(payout, index);
+            match ledger::void_pending(&mut tx, &format!("{key}:void"), &key).await {
+                Ok(_) | Err(LedgerError::AlreadyResolved(_)) | Err(LedgerError::PendingNotFound(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let operator = &route.legs[index].operator;
+        let detail = format!(
+            "leg {index} rejected by {operator}: {} ({}) {}",
+            rejection.code, rejection.rail_code, rejection.detail
+        );
+        let nothing_executed = route.legs.iter().all(|leg| leg.execution.is_none());
+        let attempts_left = payout.attempt + 1 < i64::from(self.settings.route_attempts_max);
+        if nothing_executed && attempts_left && rejection.code.another_route_may_succeed() {
+            if let Some(reservation) = &payout.reservation {
+                match ledger::void_pending(&mut tx, &format!("{reservation}:void"), reservation).await {
+                    Ok(_) | Err(LedgerError::AlreadyResolved(_)) => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            let mut next = route.clone();
+            next.excluded_rails.push(operator.clone());
+            let changes = Changes {
+                route: Some(next),
+                attempt: Some(payout.attempt + 1),
+                leg: Some(0),
+                drop_reservation: true,
+                ..Changes::default()
+            };
+            return self.commit(tx, payout, from, State::Accepted, changes, &format!("{detail}; re-routing")).await;
+        }
+        if !nothing_executed {
+            // An earlier leg moved money: the payout cannot simply fail. Hold it for a return.
+            let reason = format!("{detail}; an earlier leg executed, return required");
+            let changes =
+                Changes { reason: Some(reason.clone()), next_action_at: Some(i64::MAX / 2), ..Changes::default() };
+            return self.commit(tx, payout, from, State::InDoubt, changes, &reason).await;
+        }
+        self.fail(tx, payout, from, detail).await
+    }
+
+    /// The locked FX rates expired before any rail leg ran: price again; keep the new route only
+    /// if it moved less than the slippage tolerance.
+    async fn requote(&self, payout: &Payout, route: &StoredRoute) -> Result<(), EngineError> {
+        let tx = self.store.begin().await?;
+        let fresh = match self.find_route(&payout.request, &route.excluded_rails) {
+            Ok(fresh) => fresh,
+            Err(reason) => {
+                return self
+                    .fail(tx, payout, State::Quoted, format!("FX quote expired and re-routing failed: {reason}"))
+                    .await;
+            }
+        };
+        let tolerance = self.settings.slippage_bps / Decimal::from(10_000);
+        let acceptable = match payout.request.mode {
+            AmountMode::Send => {
+                let floor = route.receive.to_decimal() * (Decimal::ONE - tolerance);
+                fresh.receive.currency() == route.receive.currency() && fresh.receive.to_decimal() >= floor
+            }
+            // Delivering exactly: the new cost must fit in what was reserved.
+            AmountMode::Deliver => {
+                fresh.send.currency() == route.send.currency() && fresh.send.minor_units() <= route.send.minor_units()
+            }
+        };
+        if !acceptable {
+            let reason = format!(
+                "FX quote expired; the new price (send {} for {}) moved beyond the {} bps tolerance from send {} for {}",
+                fresh.send, fresh.receive, self.settings.slippage_bps, route.send, route.receive
+            );
+            return self.fail(tx, payout, State::Quoted, reason).await;
+        }
+        let mut fresh = fresh;
+        // The reservation stays: send mode sends the same amount; deliver mode sends no more.
+        fresh.send = route.send;
+        let changes = Changes { route: Some(fresh), leg: Some(0), ..Changes::default() };
+        self.commit(tx, payout, State::Quoted, State::Quoted, changes, "FX quote expired: re-quoted within tolerance")
+            .await
+    }
+
+    /// Every leg done: post the reservation, the conversions, and queue the webhook.
+    async fn complete(&self, payout: &Payout, route: &StoredRoute) -> Result<(), EngineError> {
+        let mut tx = self.store.begin().await?;
+        let reservation = payout.reservation.clone().ok_or_else(|| corrupt("completing without a reservation"))?;
+        match ledger::post_pending(&mut tx, &format!("{reservation}:post"), &reservation, Some(route.send)).await {
+            Ok(_) | Err(LedgerError::AlreadyResolved(_)) => {}
+            Err(error) => return Err(error.into()),
+        }
+        for (index, leg) in route.legs.iter().enumerate() {
+            if leg.kind == "rail" && leg.from == leg.to {
+                continue;
+            }
+            // A conversion (by an FX provider, or in-network by the rail): give `from`, take `to`.
+            if leg.kind == "rail" {
+                // The rail converted in-network: its liquidity entry already took `send` in `from`
+                // out of the rail's nostro; the beneficiary's side is the rail's.
+                continue;
+            }
+            let provider = &leg.operator;
+            let received = leg.receive;
+            let sent = leg.send;
+            for (suffix, debit, credit, amount) in [
+                ("give", clearing_account(leg.from), fx_account(provider, leg.from), sent),
+                ("take", fx_account(provider, leg.to), clearing_account(leg.to), received),
+            ] {
+                let spec = TransferSpec {
+                    id: format!("{}:a{}-leg{index}:fx-{suffix}", payout.id, payout.attempt),
+                    debit,
+                    credit,
+                    amount,
+                    pending: false,
+                    payout_id: Some(payout.id.clone()),
+                    note: format!("conversion by {provider}"),
+                };
+                match ledger::transfer(&mut tx, &spec).await {
+                    Ok(_) | Err(LedgerError::Duplicate(_)) => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+        let delivered = route
+            .legs
+            .iter()
+            .rev()
+            .find_map(|leg| leg.execution.as_ref().map(|execution| execution.receive))
+            .unwrap_or(route.receive);
+        outbox(&mut tx, payout, "payout.completed", &format!("delivered {delivered}")).await?;
+        let changes = Changes::default();
+        self.commit(tx, payout, State::Quoted, State::Completed, changes, &format!("completed: delivered {delivered}"))
+            .await
+    }
+}
+
+/// A rail leg's outcome as the saga sees it.
+#[derive(Debug)]
+enum LegOutcome {
+    Executed(Execution),
+    Rejected(Rejection),
+    NotFound,
+    Unknown(String),
+}
+
+/// Fields a step changes; `None` keeps the stored value (reason and inquiries reset unless given).
+#[derive(Default)]
+struct Changes {
+    route: Option<StoredRoute>,
+    attempt: Option<i64>,
+    leg: Option<i64>,
+    reservation: Option<String>,
+    /// The reservation was voided (re-route): forget it.
+    drop_reservation: bool,
+    reason: Option<String>,
+    inquiries: Option<i64>,
+    next_action_at: Option<i64>,
+    in_doubt_since: Option<i64>,
+}
+
+async fn event(tx: &mut Transaction<'static, Any>, id: &str, state: State, detail: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO saga_events (payout_id, at, state, detail) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(now_micros())
+        .bind(state.as_str())
+        .bind(detail)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn outbox(
+    tx: &mut Transaction<'static, Any>,
+    payout: &Payout,
+    name: &str,
+    detail: &str,
+) -> Result<(), EngineError> {
+    let body = serde_json::json!({ "event": name, "payout_id": payout.id, "tenant": payout.tenant, "detail": detail });
+    sqlx::query(
+        "INSERT INTO outbox (payout_id, event, body, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (payout_id, event) DO NOTHING",
+    )
+    .bind(&payout.id)
+    .bind(name)
+    .bind(body.to_string())
+    .bind(now_micros())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Counts of sagas by state, for monitoring and `verify`.
+pub async fn counts_by_state(store: &Store) -> Result<BTreeMap<String, i64>, sqlx::Error> {
+    let rows = sqlx::query("SELECT state, COUNT(*) FROM payouts GROUP BY state").fetch_all(store.pool()).await?;
+    rows.iter().map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?))).collect()
+}
+
+/// Rounds a decimal amount to `currency` toward zero (for reports).
+pub fn money(value: Decimal, currency: Currency) -> Option<Money> {
+    Money::from_decimal(value, currency, RoundingMode::TowardZero).ok()
+}

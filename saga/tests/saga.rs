@@ -1,0 +1,366 @@
+//! Settlement sagas on SQLite and PostgreSQL against the sandbox rails: the happy path with FX,
+//! idempotency, the crash-point matrix × rail outcome, and two engines sharing one database.
+
+#[path = "../../store/tests/common/mod.rs"]
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use railyard_config::{RailKind, TreasuryConfig};
+use railyard_connector::faults::Fault;
+use railyard_connector::{Beneficiary, IdempotencyKey, Registry};
+use railyard_core::{Country, Currency, Decimal, Money};
+use railyard_fx::{FxBook, RateHistory};
+use railyard_rails::{Rails, SandboxRail};
+use railyard_saga::{AmountMode, CrashPoint, Engine, EngineError, EngineSettings, PayoutRequest, Phase, State};
+use railyard_store::{Store, verify};
+
+fn c(code: &str) -> Currency {
+    Currency::from_code(code).unwrap()
+}
+
+/// The demo configuration with only its instant rails, each with a 300 ms timeout, so that every
+/// route is deterministic and a lost reply is noticed quickly.
+fn config() -> Arc<TreasuryConfig> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/demo.toml");
+    let mut config = railyard_config::load(std::path::Path::new(path)).unwrap();
+    config.rails.retain(|rail| rail.kind == RailKind::Instant);
+    for rail in &mut config.rails {
+        rail.timeout_ms = 300;
+    }
+    Arc::new(config)
+}
+
+struct World {
+    config: Arc<TreasuryConfig>,
+    fx: Arc<FxBook>,
+    rails: Rails,
+}
+
+impl World {
+    fn new() -> World {
+        let config = config();
+        let rates = RateHistory::bundled_daily().latest();
+        let fx = Arc::new(FxBook::build(&config.fx_providers, rates.clone()).unwrap());
+        let rails = railyard_rails::build(&config, &rates).unwrap();
+        World { config, fx, rails }
+    }
+
+    fn engine(&self, store: &Store, owner: &str, crash: Option<railyard_saga::CrashHook>) -> Engine {
+        let settings = EngineSettings {
+            owner: owner.into(),
+            lease: Duration::from_secs(30),
+            inquiry_backoff: Duration::from_millis(1),
+            inquiries_max: 5,
+            route_attempts_max: 3,
+            slippage_bps: Decimal::from(50),
+            crash,
+        };
+        Engine::new(store.clone(), self.config.clone(), self.fx.clone(), registry(&self.rails), settings)
+    }
+
+    fn sandbox(&self, rail: &str) -> SandboxRail {
+        self.rails.sandboxes.iter().find(|(id, _)| id == rail).map(|(_, sandbox)| sandbox.clone()).unwrap()
+    }
+
+    /// Executions the rail performed for any key of this payout.
+    fn executions(&self, rail: &str, payout: &str) -> usize {
+        let connector = self.rails.registry.get(rail).unwrap();
+        let keys: Vec<IdempotencyKey> = (0..4)
+            .flat_map(|attempt| (0..4).map(move |leg| format!("{payout}:a{attempt}-leg{leg}")))
+            .map(|key| connector.rail_key(&IdempotencyKey::new(key).unwrap()))
+            .collect();
+        self.sandbox(rail).sandbox().ledger.executions().iter().filter(|record| keys.contains(&record.key)).count()
+    }
+}
+
+fn registry(rails: &Rails) -> Registry {
+    rails.registry.clone()
+}
+
+fn eur_payout(amount_minor: i64) -> PayoutRequest {
+    PayoutRequest {
+        source: c("USD"),
+        destination: c("EUR"),
+        amount: Money::from_minor(amount_minor, c("USD")),
+        mode: AmountMode::Send,
+        beneficiary: Beneficiary {
+            name: "Jonas Weber".into(),
+            account: "DE89370400440532013000".into(),
+            country: Country::from_code("DE").unwrap(),
+        },
+        remittance: "invoice 2026-118".into(),
+    }
+}
+
+async fn drive_to_rest(engine: &Engine, id: &str) -> State {
+    for _ in 0..200 {
+        match engine.run(id).await {
+            Ok(state) if state.terminal() => return state,
+            Ok(State::InDoubt) => {
+                let payout = engine.payout(id).await.unwrap();
+                if payout.reason.as_deref().is_some_and(|reason| reason.starts_with("escalated")) {
+                    return State::InDoubt;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok(_) => {}
+            Err(error) => panic!("{error}"),
+        }
+    }
+    engine.payout(id).await.unwrap().state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_currency_payout_settles_and_balances() {
+    for db in common::databases().await {
+        let world = World::new();
+        let engine = world.engine(&db.store, "engine-a", None);
+        engine.ensure_accounts().await.unwrap();
+        engine.fund_psp("demo-psp", Money::from_minor(10_000_000, c("USD")), "wire-1").await.unwrap();
+        let accepted = engine.accept("demo-psp", "order-1", &eur_payout(250_000)).await.unwrap();
+        assert!(!accepted.replay);
+        assert_eq!(drive_to_rest(&engine, &accepted.payout_id).await, State::Completed, "{}", db.name);
+        let payout = engine.payout(&accepted.payout_id).await.unwrap();
+        let route = payout.route.unwrap();
+        assert_eq!(route.legs.last().unwrap().operator, "sepa-inst", "{}", db.name);
+        assert!(route.legs.iter().any(|leg| leg.kind == "fx"));
+        assert_eq!(world.executions("sepa-inst", &payout.id), 1);
+        let psp = railyard_store::ledger::balance(db.store.pool(), "psp:demo-psp:USD").await.unwrap();
+        assert_eq!(psp.available(), Money::from_minor(10_000_000 - 250_000, c("USD")));
+        let report = verify::verify(&db.store).await.unwrap();
+        assert!(report.ok(), "{}: {report:?}", db.name);
+        // Same key, same request: the same payout, marked as a replay. Different request: conflict.
+        let again = engine.accept("demo-psp", "order-1", &eur_payout(250_000)).await.unwrap();
+        assert_eq!((again.payout_id.as_str(), again.replay), (accepted.payout_id.as_str(), true));
+        assert!(matches!(
+            engine.accept("demo-psp", "order-1", &eur_payout(250_001)).await,
+            Err(EngineError::Conflict(_))
+        ));
+        // Not enough balance: fails cleanly, nothing sent.
+        let big = engine.accept("demo-psp", "order-2", &eur_payout(9_900_000)).await.unwrap();
+        assert_eq!(drive_to_rest(&engine, &big.payout_id).await, State::Failed);
+        let failed = engine.payout(&big.payout_id).await.unwrap();
+        let reason = failed.reason.unwrap();
+        assert!(reason.contains("insufficient balance"), "{}: {reason}", db.name);
+        assert_eq!(world.executions("sepa-inst", &big.payout_id), 0);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RailOutcome {
+    Executed,
+    Rejected,
+    Unknown,
+}
+
+const POINTS: &[(&str, Phase)] = &[
+    ("accept", Phase::BeforeCommit),
+    ("accept", Phase::AfterCommit),
+    ("accepted", Phase::BeforeCommit),
+    ("accepted", Phase::AfterCommit),
+    ("routed", Phase::BeforeCommit),
+    ("routed", Phase::AfterCommit),
+    ("reserved", Phase::BeforeCommit),
+    ("reserved", Phase::AfterCommit),
+    ("quoted", Phase::BeforeCommit),
+    ("quoted", Phase::AfterCommit),
+    ("rail_call", Phase::AfterRailCall),
+    ("submitting", Phase::BeforeCommit),
+    ("submitting", Phase::AfterCommit),
+    ("in_doubt", Phase::BeforeCommit),
+    ("in_doubt", Phase::AfterCommit),
+];
+
+/// A crash before and after the commit of every step, and between the rail's answer and its
+/// persistence, for each rail outcome. After a restart: no duplicate execution, every payout
+/// terminal or in doubt with a reason, the ledger balanced and its hash chain intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_point_matrix() {
+    for db in common::databases().await {
+        let world = World::new();
+        world.engine(&db.store, "setup", None).ensure_accounts().await.unwrap();
+        world
+            .engine(&db.store, "setup", None)
+            .fund_psp("demo-psp", Money::from_minor(1_000_000_000, c("USD")), "wire-1")
+            .await
+            .unwrap();
+        let sepa = world.sandbox("sepa-inst").sandbox();
+        let mut cases = 0;
+        let mut crashed_at: Vec<(RailOutcome, &str, Phase)> = Vec::new();
+        for outcome in [RailOutcome::Executed, RailOutcome::Rejected, RailOutcome::Unknown] {
+            for (step, phase) in POINTS {
+                let point = CrashPoint { step, phase: *phase };
+                let fired = Arc::new(AtomicBool::new(false));
+                let hook_fired = fired.clone();
+                let seen: Arc<Mutex<Vec<CrashPoint>>> = Arc::default();
+                let hook_seen = seen.clone();
+                let hook: railyard_saga::CrashHook = Arc::new(move |at: CrashPoint| {
+                    hook_seen.lock().unwrap().push(at);
+                    at == point && !hook_fired.swap(true, Ordering::SeqCst)
+                });
+                match outcome {
+                    RailOutcome::Executed => {}
+                    RailOutcome::Rejected => sepa.faults.force(Fault::Reject { code: "AC04".into() }).unwrap(),
+                    // The payment executes, its reply is lost, and the recall is lost too.
+                    RailOutcome::Unknown => {
+                        sepa.faults.force(Fault::ReplyLost).unwrap();
+                        sepa.faults.force(Fault::RequestLost).unwrap();
+                    }
+                }
+                let key = format!("matrix-{outcome:?}-{step}-{phase:?}");
+                let request = eur_payout(10_000 + cases);
+                let crashing = world.engine(&db.store, "engine-crash", Some(hook));
+                let id = match crashing.accept("demo-psp", &key, &request).await {
+                    Ok(accepted) => Some(accepted.payout_id),
+                    Err(EngineError::Crashed(_)) => None,
+                    Err(error) => panic!("{error}"),
+                };
+                if let Some(id) = &id {
+                    match crashing.run(id).await {
+                        Ok(_) | Err(EngineError::Crashed(_)) => {}
+                        Err(error) => panic!("{}: {key}: {error}", db.name),
+                    }
+                }
+                // Restart: a new engine, a new owner; the crashed one's lease is released by
+                // taking over (its lease is 30 s, so expire it the way a dead process would).
+                sqlx::query("UPDATE payouts SET lease_until = 0 WHERE lease_owner = 'engine-crash'")
+                    .execute(db.store.pool())
+                    .await
+                    .unwrap();
+                let restarted = world.engine(&db.store, "engine-restarted", None);
+                // The PSP retries its request (it got no answer, or an answer it did not see).
+                let id = restarted.accept("demo-psp", &key, &request).await.unwrap().payout_id;
+                if id.is_empty() {
+                    unreachable!();
+                }
+                if fired.load(Ordering::SeqCst) {
+                    crashed_at.push((outcome, step, *phase));
+                }
+                let state = drive_to_rest(&restarted, &id).await;
+                let payout = restarted.payout(&id).await.unwrap();
+                let executions = world.executions("sepa-inst", &id);
+                assert!(executions <= 1, "{}: {key}: {executions} executions", db.name);
+                match (outcome, state) {
+                    (RailOutcome::Executed | RailOutcome::Unknown, State::Completed) => {
+                        assert_eq!(executions, 1, "{}: {key}", db.name)
+                    }
+                    (RailOutcome::Rejected, State::Failed) => assert_eq!(executions, 0, "{}: {key}", db.name),
+                    (_, State::InDoubt) => assert!(payout.reason.is_some(), "{}: {key}", db.name),
+                    _ => panic!("{}: {key}: ended {state:?} ({:?})", db.name, payout.reason),
+                }
+                // Unused forced faults (a path that never reached the rail) must not leak into the next case.
+                drain(&sepa);
+                cases += 1;
+            }
+        }
+        // Every crash point was reached on some path: the matrix tests what it says.
+        for (step, phase) in POINTS {
+            assert!(
+                crashed_at.iter().any(|(_, s, p)| s == step && p == phase),
+                "{}: never crashed at {step} {phase:?}",
+                db.name
+            );
+        }
+        for (step, phase) in POINTS.iter().filter(|(step, _)| *step != "in_doubt") {
+            assert!(
+                crashed_at.iter().any(|(o, s, p)| *o == RailOutcome::Executed && s == step && p == phase),
+                "{}: the executed path never crashed at {step} {phase:?}",
+                db.name
+            );
+        }
+        let report = verify::verify(&db.store).await.unwrap();
+        assert!(report.ok(), "{}: {report:?}", db.name);
+        let states = railyard_saga::counts_by_state(&db.store).await.unwrap();
+        assert_eq!(
+            states.get("completed").copied().unwrap_or(0) + states.get("failed").copied().unwrap_or(0),
+            cases,
+            "{}: {states:?}",
+            db.name
+        );
+    }
+}
+
+/// Empties the sandbox's forced-fault queue by drawing until a draw comes back clean.
+fn drain(sandbox: &railyard_connector::sandbox::Sandbox) {
+    for _ in 0..railyard_connector::faults::FORCED_FAULTS_MAX {
+        if sandbox.faults.draw(chrono::Utc::now()).fault.is_none() {
+            return;
+        }
+    }
+}
+
+/// Two engines share one database; one is killed mid-load (its task aborted, its leases left to
+/// expire); the other finishes every saga with nothing lost or executed twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_surviving_engine_finishes_a_dead_engines_sagas() {
+    for db in common::databases().await {
+        let world = Arc::new(World::new());
+        let setup = world.engine(&db.store, "setup", None);
+        setup.ensure_accounts().await.unwrap();
+        setup.fund_psp("demo-psp", Money::from_minor(1_000_000_000, c("USD")), "wire-1").await.unwrap();
+        let mut ids = Vec::new();
+        for index in 0..30 {
+            ids.push(
+                setup.accept("demo-psp", &format!("load-{index}"), &eur_payout(5_000 + index)).await.unwrap().payout_id,
+            );
+        }
+        let short_lease = |owner: &str| {
+            let mut engine = world.engine(&db.store, owner, None);
+            engine.set_lease(Duration::from_millis(300));
+            engine
+        };
+        let doomed = Arc::new(short_lease("engine-doomed"));
+        let survivor = Arc::new(short_lease("engine-survivor"));
+        let doomed_task = {
+            let doomed = doomed.clone();
+            tokio::spawn(async move {
+                loop {
+                    let _ = doomed.resume_due().await;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+        };
+        let survivor_task = {
+            let survivor = survivor.clone();
+            tokio::spawn(async move {
+                for _ in 0..2_000 {
+                    let _ = survivor.resume_due().await;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        doomed_task.abort();
+        let _ = doomed_task.await;
+        let held = sqlx::query("SELECT COUNT(*) FROM payouts WHERE lease_owner = 'engine-doomed'")
+            .fetch_one(db.store.pool())
+            .await
+            .unwrap();
+        let states = railyard_saga::counts_by_state(&db.store).await.unwrap();
+        eprintln!(
+            "{}: at the kill: {states:?}, {} leased by the dead engine",
+            db.name,
+            sqlx::Row::get::<i64, _>(&held, 0)
+        );
+        // Wait for the survivor to finish everything (bounded).
+        for _ in 0..500 {
+            let states = railyard_saga::counts_by_state(&db.store).await.unwrap();
+            let done = states.get("completed").copied().unwrap_or(0) + states.get("failed").copied().unwrap_or(0);
+            if done == 30 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        survivor_task.abort();
+        for id in &ids {
+            let payout = survivor.payout(id).await.unwrap();
+            assert_eq!(payout.state, State::Completed, "{}: {id}: {:?}", db.name, payout.reason);
+            assert_eq!(world.executions("sepa-inst", id), 1, "{}: {id}", db.name);
+        }
+        let report = verify::verify(&db.store).await.unwrap();
+        assert!(report.ok(), "{}: {report:?}", db.name);
+    }
+}
