@@ -177,6 +177,9 @@ pub struct EngineSettings {
 
 /// The upper bound on the inquiry backoff.
 pub const INQUIRY_BACKOFF_MAX: Duration = Duration::from_secs(3_600);
+/// A fresh quote taken after an expired one is honoured at least this long, so a provider with a
+/// very short quote lifetime cannot make a saga re-quote forever.
+pub const REQUOTE_GRACE: Duration = Duration::from_secs(5);
 /// Sagas one `resume_due` call takes on.
 pub const RESUME_BATCH_MAX: i64 = 500;
 
@@ -1013,6 +1016,9 @@ impl Engine {
         let mut fresh = fresh;
         // The reservation stays: send mode sends the same amount; deliver mode sends no more.
         fresh.send = route.send;
+        // The quote just taken is used now; give it at least the grace to reach the rail.
+        let graced = Utc::now() + chrono::Duration::from_std(REQUOTE_GRACE).unwrap_or_default();
+        fresh.quotes_expire_at = fresh.quotes_expire_at.map(|expiry| expiry.max(graced));
         let changes = Changes { route: Some(fresh), leg: Some(0), ..Changes::default() };
         self.commit(tx, payout, State::Quoted, State::Quoted, changes, "FX quote expired: re-quoted within tolerance")
             .await

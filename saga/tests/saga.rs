@@ -364,3 +364,76 @@ async fn a_surviving_engine_finishes_a_dead_engines_sagas() {
         assert!(report.ok(), "{}: {report:?}", db.name);
     }
 }
+
+/// One hundred concurrent submissions with one idempotency key: one saga, one execution.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_hundred_concurrent_accepts_make_one_payout() {
+    for db in common::databases().await {
+        let world = World::new();
+        let engine = Arc::new(world.engine(&db.store, "engine-a", None));
+        engine.ensure_accounts().await.unwrap();
+        engine.fund_psp("demo-psp", Money::from_minor(10_000_000, c("USD")), "wire-1").await.unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..100 {
+            let engine = engine.clone();
+            tasks.spawn(async move { engine.accept("demo-psp", "same-key", &eur_payout(12_345)).await.unwrap() });
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        let mut fresh = 0;
+        while let Some(accepted) = tasks.join_next().await {
+            let accepted = accepted.unwrap();
+            fresh += usize::from(!accepted.replay);
+            ids.insert(accepted.payout_id);
+        }
+        assert_eq!((ids.len(), fresh), (1, 1), "{}", db.name);
+        let id = ids.into_iter().next().unwrap();
+        assert_eq!(drive_to_rest(&engine, &id).await, State::Completed);
+        let count: i64 = sqlx::Row::get(&sqlx::query("SELECT COUNT(*) FROM payouts").fetch_one(db.store.pool()).await.unwrap(), 0);
+        assert_eq!(count, 1, "{}", db.name);
+        assert_eq!(world.executions("sepa-inst", &id), 1, "{}", db.name);
+    }
+}
+
+/// FX quotes that expire before the rail leg: re-quoted within the slippage tolerance and paid;
+/// re-quoted beyond it (the provider widened its spread meanwhile) and failed cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_quotes_are_requoted_within_tolerance_or_fail_cleanly() {
+    for db in common::databases().await {
+        let mut world = World::new();
+        let mut config = (*world.config).clone();
+        for provider in &mut config.fx_providers {
+            provider.quote_ttl_seconds = 0;
+        }
+        world.config = Arc::new(config.clone());
+        let engine = world.engine(&db.store, "engine-a", None);
+        engine.ensure_accounts().await.unwrap();
+        engine.fund_psp("demo-psp", Money::from_minor(10_000_000, c("USD")), "wire-1").await.unwrap();
+        let accepted = engine.accept("demo-psp", "requote-ok", &eur_payout(40_000)).await.unwrap();
+        assert_eq!(drive_to_rest(&engine, &accepted.payout_id).await, State::Completed, "{}", db.name);
+
+        // Quote with today's spreads, stop after the quote is locked ...
+        let stop: railyard_saga::CrashHook =
+            Arc::new(|at: CrashPoint| at == CrashPoint { step: "reserved", phase: Phase::AfterCommit });
+        let quoting = world.engine(&db.store, "engine-quote", Some(stop));
+        let payout = quoting.accept("demo-psp", "requote-moved", &eur_payout(40_000)).await.unwrap().payout_id;
+        assert!(matches!(quoting.run(&payout).await, Err(EngineError::Crashed(_))));
+        sqlx::query("UPDATE payouts SET lease_until = 0").execute(db.store.pool()).await.unwrap();
+        // ... then every provider widens its spread by 3%.
+        for provider in &mut config.fx_providers {
+            provider.spread_bps += Decimal::from(300);
+            for spread in provider.pair_spreads.values_mut() {
+                *spread += Decimal::from(300);
+            }
+        }
+        world.config = Arc::new(config.clone());
+        world.fx = Arc::new(FxBook::build(&config.fx_providers, RateHistory::bundled_daily().latest()).unwrap());
+        let later = world.engine(&db.store, "engine-later", None);
+        assert_eq!(drive_to_rest(&later, &payout).await, State::Failed, "{}", db.name);
+        let failed = later.payout(&payout).await.unwrap();
+        assert!(failed.reason.as_deref().unwrap_or("").contains("tolerance"), "{}: {:?}", db.name, failed.reason);
+        assert_eq!(world.executions("sepa-inst", &payout), 0);
+        let psp = railyard_store::ledger::balance(db.store.pool(), "psp:demo-psp:USD").await.unwrap();
+        assert_eq!(psp.available(), Money::from_minor(10_000_000 - 40_000, c("USD")), "{}: the reservation was released", db.name);
+        assert!(verify::verify(&db.store).await.unwrap().ok());
+    }
+}
