@@ -32,10 +32,58 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Durable payout accepts per second: raw batched writes (baseline), one commit per accept,
+    /// and group commit, each on a fresh database in the same run.
+    Store {
+        /// A directory for fresh SQLite files, or a PostgreSQL URL (a fresh schema per variant).
+        #[arg(long, default_value = "target/bench-store")]
+        db: String,
+        #[arg(long, default_value_t = 5_000)]
+        payouts: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value = "config/demo.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
+        BenchCommand::Store { db, payouts, concurrency, config, json } => {
+            let config = load_config(&config)?;
+            let fx = railyard_fx::FxBook::build(&config.fx_providers, crate::fx_cmd::reference_rates(&config, None)?)?;
+            if cfg!(debug_assertions) && !json {
+                eprintln!("warning: this is a debug build; run with --release for figures worth quoting");
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime
+                .block_on(railyard_saga::bench::run(
+                    &db,
+                    std::sync::Arc::new(config),
+                    std::sync::Arc::new(fx),
+                    payouts,
+                    concurrency,
+                ))
+                .map_err(|error| anyhow::anyhow!(error))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{} payouts, {} concurrent clients, {}", report.payouts, report.concurrency, report.database);
+                println!("baseline (raw batched writes) {:>10.0} /s", report.baseline_per_s);
+                println!(
+                    "one commit per accept         {:>10.0} /s   ratio {:.2}",
+                    report.single_per_s, report.ratio_single
+                );
+                println!(
+                    "group commit                  {:>10.0} /s   ratio {:.2}",
+                    report.group_per_s, report.ratio_group
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCommand::Route { graph, queries, seed, config, json } => {
             let which = BenchGraph::parse(&graph).ok_or_else(|| {
                 anyhow::anyhow!("--graph: expected demo, synthetic-1k or synthetic-20k, got {graph:?}")

@@ -18,6 +18,9 @@
 //! after [`EngineSettings::inquiries_max`]; its reservation is never voided while the outcome is
 //! unknown, and it is never resent blindly.
 
+pub mod bench;
+pub mod intake;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -381,6 +384,39 @@ impl Engine {
     /// Accepts a payout: the intent and the idempotency key are committed together before this
     /// returns, so an acknowledged payout survives any crash.
     pub async fn accept(&self, tenant: &str, key: &str, request: &PayoutRequest) -> Result<Accepted, EngineError> {
+        self.validate(tenant, request)?;
+        let mut tx = self.store.begin().await?;
+        let accepted = self.accept_in(&mut tx, tenant, key, request).await?;
+        self.crash("accept", Phase::BeforeCommit)?;
+        tx.commit().await?;
+        self.crash("accept", Phase::AfterCommit)?;
+        Ok(accepted)
+    }
+
+    /// Accepts many payouts in one transaction (group commit): one disk flush for the batch. Each
+    /// gets its own answer; a request that is invalid or conflicts does not stop the others.
+    pub async fn accept_batch(
+        &self,
+        batch: &[(String, String, PayoutRequest)],
+    ) -> Result<Vec<Result<Accepted, EngineError>>, EngineError> {
+        let mut tx = self.store.begin().await?;
+        let mut answers = Vec::with_capacity(batch.len());
+        for (tenant, key, request) in batch {
+            let answer = match self.validate(tenant, request) {
+                Ok(()) => self.accept_in(&mut tx, tenant, key, request).await,
+                Err(error) => Err(error),
+            };
+            if let Err(EngineError::Database(error)) = answer {
+                // The transaction is unusable after a database error: nothing of the batch is kept.
+                return Err(EngineError::Database(error));
+            }
+            answers.push(answer);
+        }
+        tx.commit().await?;
+        Ok(answers)
+    }
+
+    fn validate(&self, tenant: &str, request: &PayoutRequest) -> Result<(), EngineError> {
         if self.config.tenants.iter().all(|known| known.id.as_str() != tenant) {
             return Err(EngineError::Invalid(format!("tenant {tenant:?} is not configured")));
         }
@@ -394,9 +430,18 @@ impl Engine {
                 if request.mode == AmountMode::Send { "send" } else { "deliver" }
             )));
         }
+        Ok(())
+    }
+
+    async fn accept_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        tenant: &str,
+        key: &str,
+        request: &PayoutRequest,
+    ) -> Result<Accepted, EngineError> {
         let payout_id = format!("pay_{}", uuid::Uuid::now_v7().simple());
-        let mut tx = self.store.begin().await?;
-        match idempotency::claim(&mut tx, tenant, key, &request.fingerprint(), &payout_id).await? {
+        match idempotency::claim(tx, tenant, key, &request.fingerprint(), &payout_id).await? {
             Claim::New => {}
             Claim::Replay(record) | Claim::InProgress(record) => {
                 return Ok(Accepted { payout_id: record.resource_id, replay: true });
@@ -413,12 +458,9 @@ impl Engine {
         .bind(key)
         .bind(serde_json::to_string(request).map_err(corrupt)?)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        event(&mut tx, &payout_id, State::Accepted, "accepted").await?;
-        self.crash("accept", Phase::BeforeCommit)?;
-        tx.commit().await?;
-        self.crash("accept", Phase::AfterCommit)?;
+        event(tx, &payout_id, State::Accepted, "accepted").await?;
         Ok(Accepted { payout_id, replay: false })
     }
 

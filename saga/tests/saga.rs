@@ -388,7 +388,8 @@ async fn one_hundred_concurrent_accepts_make_one_payout() {
         assert_eq!((ids.len(), fresh), (1, 1), "{}", db.name);
         let id = ids.into_iter().next().unwrap();
         assert_eq!(drive_to_rest(&engine, &id).await, State::Completed);
-        let count: i64 = sqlx::Row::get(&sqlx::query("SELECT COUNT(*) FROM payouts").fetch_one(db.store.pool()).await.unwrap(), 0);
+        let count: i64 =
+            sqlx::Row::get(&sqlx::query("SELECT COUNT(*) FROM payouts").fetch_one(db.store.pool()).await.unwrap(), 0);
         assert_eq!(count, 1, "{}", db.name);
         assert_eq!(world.executions("sepa-inst", &id), 1, "{}", db.name);
     }
@@ -433,7 +434,52 @@ async fn expired_quotes_are_requoted_within_tolerance_or_fail_cleanly() {
         assert!(failed.reason.as_deref().unwrap_or("").contains("tolerance"), "{}: {:?}", db.name, failed.reason);
         assert_eq!(world.executions("sepa-inst", &payout), 0);
         let psp = railyard_store::ledger::balance(db.store.pool(), "psp:demo-psp:USD").await.unwrap();
-        assert_eq!(psp.available(), Money::from_minor(10_000_000 - 40_000, c("USD")), "{}: the reservation was released", db.name);
+        assert_eq!(
+            psp.available(),
+            Money::from_minor(10_000_000 - 40_000, c("USD")),
+            "{}: the reservation was released",
+            db.name
+        );
         assert!(verify::verify(&db.store).await.unwrap().ok());
+    }
+}
+
+/// Group commit: concurrent accepts share transactions; each gets its own answer, replays included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_answers_each_request() {
+    for db in common::databases().await {
+        let world = World::new();
+        let engine = Arc::new(world.engine(&db.store, "engine-a", None));
+        let intake = railyard_saga::intake::Intake::start(engine.clone());
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in 0..200 {
+            let intake = intake.clone();
+            // Keys repeat every 100: the second use of each is a replay of the first.
+            tasks.spawn(async move {
+                intake
+                    .accept("demo-psp", &format!("group-{}", index % 100), &eur_payout(7_000 + (index % 100) as i64))
+                    .await
+            });
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        let mut replays = 0;
+        while let Some(answer) = tasks.join_next().await {
+            let accepted = answer.unwrap().unwrap();
+            replays += usize::from(accepted.replay);
+            ids.insert(accepted.payout_id);
+        }
+        assert_eq!((ids.len(), replays), (100, 100), "{}", db.name);
+        let wrong = intake.accept("demo-psp", "group-1", &eur_payout(1)).await;
+        assert!(
+            matches!(wrong, Err(railyard_saga::intake::IntakeError::Engine(EngineError::Conflict(_)))),
+            "{}",
+            db.name
+        );
+        let unknown = intake.accept("nobody", "k", &eur_payout(1)).await;
+        assert!(
+            matches!(unknown, Err(railyard_saga::intake::IntakeError::Engine(EngineError::Invalid(_)))),
+            "{}",
+            db.name
+        );
     }
 }

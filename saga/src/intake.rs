@@ -1,0 +1,91 @@
+//! Group commit for accepting payouts: concurrent requests share one transaction and one disk
+//! flush, so durability does not cap throughput.
+//!
+//! Requests wait in a bounded queue ([`INTAKE_QUEUE_MAX`]); a full queue is refused at once
+//! ([`IntakeError::Overloaded`], which the API answers with 503 and Retry-After) instead of
+//! growing memory. One writer task takes whatever is queued, up to [`GROUP_MAX`], commits it in one
+//! transaction, and answers each request only after the commit returned.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Accepted, Engine, EngineError, PayoutRequest};
+
+/// Requests waiting for the writer. At ~1 KB each, 4 MB at most.
+pub const INTAKE_QUEUE_MAX: usize = 4_096;
+/// Most requests in one transaction: enough to amortise a flush, small enough that the first
+/// request of a group does not wait long for the last.
+pub const GROUP_MAX: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("the intake queue holds {INTAKE_QUEUE_MAX} requests; retry later")]
+    Overloaded,
+    #[error("the intake writer stopped")]
+    Stopped,
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+struct Request {
+    tenant: String,
+    key: String,
+    payout: PayoutRequest,
+    reply: oneshot::Sender<Result<Accepted, EngineError>>,
+}
+
+/// The front door for payouts.
+#[derive(Clone)]
+pub struct Intake {
+    sender: mpsc::Sender<Request>,
+}
+
+impl Intake {
+    /// Starts the writer task on the current runtime.
+    pub fn start(engine: Arc<Engine>) -> Intake {
+        let (sender, mut receiver) = mpsc::channel::<Request>(INTAKE_QUEUE_MAX);
+        tokio::spawn(async move {
+            let mut group: Vec<Request> = Vec::with_capacity(GROUP_MAX);
+            while let Some(first) = receiver.recv().await {
+                group.push(first);
+                while group.len() < GROUP_MAX {
+                    match receiver.try_recv() {
+                        Ok(next) => group.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let batch: Vec<(String, String, PayoutRequest)> = group
+                    .iter()
+                    .map(|request| (request.tenant.clone(), request.key.clone(), request.payout.clone()))
+                    .collect();
+                match engine.accept_batch(&batch).await {
+                    Ok(answers) => {
+                        for (request, answer) in group.drain(..).zip(answers) {
+                            let _ = request.reply.send(answer);
+                        }
+                    }
+                    Err(error) => {
+                        let text = error.to_string();
+                        for request in group.drain(..) {
+                            let _ =
+                                request.reply.send(Err(EngineError::Corrupt(format!("group commit failed: {text}"))));
+                        }
+                    }
+                }
+            }
+        });
+        Intake { sender }
+    }
+
+    /// Accepts a payout durably: returns once its group is committed.
+    pub async fn accept(&self, tenant: &str, key: &str, payout: &PayoutRequest) -> Result<Accepted, IntakeError> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request { tenant: tenant.into(), key: key.into(), payout: payout.clone(), reply };
+        self.sender.try_send(request).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => IntakeError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => IntakeError::Stopped,
+        })?;
+        Ok(answer.await.map_err(|_| IntakeError::Stopped)??)
+    }
+}
