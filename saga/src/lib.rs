@@ -235,9 +235,40 @@ pub struct Payout {
 pub struct Engine {
     store: Store,
     config: Arc<TreasuryConfig>,
-    fx: Arc<FxBook>,
     registry: Registry,
     settings: EngineSettings,
+    routing: Arc<dyn RoutingSource>,
+    observer: Option<Arc<dyn OutcomeObserver>>,
+}
+
+/// Where the engine gets a routing snapshot: built from the configuration on demand, or the
+/// routing actor's latest live snapshot.
+pub trait RoutingSource: Send + Sync {
+    /// A router that avoids `excluded` rails (those that definitively rejected this payout).
+    fn router(&self, excluded: &[String]) -> Result<Arc<Router>, String>;
+}
+
+/// Builds a router from a fixed configuration and FX book, with no live rail state.
+pub struct StaticRouting {
+    pub config: Arc<TreasuryConfig>,
+    pub fx: Arc<FxBook>,
+}
+
+impl RoutingSource for StaticRouting {
+    fn router(&self, excluded: &[String]) -> Result<Arc<Router>, String> {
+        let mut live = LiveState::new();
+        for rail in excluded {
+            live.insert(rail.clone(), RailState { available: Some(false), ..RailState::default() });
+        }
+        railyard_routes::build_router(&self.config, &self.fx, &live).map(Arc::new).map_err(|error| error.to_string())
+    }
+}
+
+/// Told of every rail leg's outcome.
+pub trait OutcomeObserver: Send + Sync {
+    /// `success`: executed (true) or definitively rejected by the rail (false); unknown outcomes are
+    /// not reported until resolved.
+    fn leg_outcome(&self, rail: &str, success: bool, elapsed: Duration);
 }
 
 fn account_id(kind: &str, owner: &str, currency: Currency) -> String {
@@ -276,7 +307,8 @@ impl Engine {
         registry: Registry,
         settings: EngineSettings,
     ) -> Engine {
-        Engine { store, config, fx, registry, settings }
+        let routing = Arc::new(StaticRouting { config: config.clone(), fx });
+        Engine { store, config, registry, settings, routing, observer: None }
     }
 
     pub fn store(&self) -> &Store {
@@ -632,16 +664,18 @@ impl Engine {
         Ok(())
     }
 
-    fn router(&self, excluded: &[String]) -> Result<Router, String> {
-        let mut live = LiveState::new();
-        for rail in excluded {
-            live.insert(rail.clone(), RailState { available: Some(false), ..RailState::default() });
-        }
-        railyard_routes::build_router(&self.config, &self.fx, &live).map_err(|error| error.to_string())
+    /// Replaces where routes come from (the routing actor's live snapshots, in `railyard serve`).
+    pub fn set_routing(&mut self, routing: Arc<dyn RoutingSource>) {
+        self.routing = routing;
+    }
+
+    /// Receives every rail leg's outcome (the rail actors' success rates and latency).
+    pub fn set_observer(&mut self, observer: Arc<dyn OutcomeObserver>) {
+        self.observer = Some(observer);
     }
 
     fn find_route(&self, request: &PayoutRequest, excluded: &[String]) -> Result<StoredRoute, String> {
-        let router = self.router(excluded)?;
+        let router = self.routing.router(excluded)?;
         let mode = match request.mode {
             AmountMode::Send => railyard_routes::Mode::Send,
             AmountMode::Deliver => railyard_routes::Mode::Deliver,
@@ -820,7 +854,17 @@ impl Engine {
         )
         .await?;
         let payout = self.payout(&payout.id).await?;
+        let started = std::time::Instant::now();
         let outcome = self.submit(&payout, &route, index).await;
+        if let Some(observer) = &self.observer {
+            match &outcome {
+                LegOutcome::Executed(_) => observer.leg_outcome(&leg.operator, true, started.elapsed()),
+                LegOutcome::Rejected(rejection) if !rejection.before_send => {
+                    observer.leg_outcome(&leg.operator, false, started.elapsed())
+                }
+                _ => {}
+            }
+        }
         self.crash("rail_call", Phase::AfterRailCall)?;
         self.apply_outcome(&payout, &route, index, outcome).await
     }
@@ -863,10 +907,14 @@ impl Engine {
                 format!("no connector for {}", route.legs[index].operator),
             ));
         };
-        match connector.submit(&leg).await {
-            Outcome::Executed(execution) => LegOutcome::Executed(execution),
-            Outcome::Rejected(rejection) => LegOutcome::Rejected(rejection),
-            Outcome::Unknown(unknown) => LegOutcome::Unknown(format!("{:?}: {}", unknown.cause, unknown.detail)),
+        // The connector runs on its own task: a panic in it is an Unknown outcome for this leg
+        // (resolved by status inquiry), never a lost or repeated payout.
+        let connector = connector.clone();
+        match tokio::spawn(async move { connector.submit(&leg).await }).await {
+            Ok(Outcome::Executed(execution)) => LegOutcome::Executed(execution),
+            Ok(Outcome::Rejected(rejection)) => LegOutcome::Rejected(rejection),
+            Ok(Outcome::Unknown(unknown)) => LegOutcome::Unknown(format!("{:?}: {}", unknown.cause, unknown.detail)),
+            Err(error) => LegOutcome::Unknown(format!("the connector failed: {error}")),
         }
     }
 

@@ -1,0 +1,208 @@
+//! Railyard's actor runtime on ractor and tokio.
+//!
+//! ```text
+//! root
+//! ├── routing            owns live rail state, publishes routing snapshots (watch channel)
+//! ├── rails:card         supervisor: restarts with backoff, gives up after RESTARTS_MAX
+//! │   └── rail actor     one per connector: probes, outcome statistics, reports to routing
+//! ├── rails:instant
+//! ├── rails:cbdc
+//! └── sagas              coordinator: drives due sagas through the engine
+//! ```
+//!
+//! ractor's mailboxes are unbounded; every queue here that traffic can fill has a named bound
+//! enforced by the sender (`RAIL_MAILBOX_MAX`, the intake's `INTAKE_QUEUE_MAX`).
+
+pub mod rail;
+pub mod routing;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use railyard_config::{RailKind, TreasuryConfig};
+use railyard_connector::Registry;
+use railyard_fx::FxBook;
+use railyard_saga::{Engine, OutcomeObserver};
+use tokio::sync::watch;
+
+use crate::rail::{RailHandle, RailMsg, RailSupervisor, RailSupervisorArgs, RailSupervisorMsg};
+use crate::routing::{RoutingActor, RoutingArgs, RoutingMsg, Snapshot, SnapshotRouting, build_snapshot};
+
+/// Forwards the saga's leg outcomes to the rail actors (bounded; dropped when a mailbox is full).
+pub struct RailObserver {
+    handles: BTreeMap<String, RailHandle>,
+}
+
+impl OutcomeObserver for RailObserver {
+    fn leg_outcome(&self, rail: &str, success: bool, elapsed: Duration) {
+        if let Some(handle) = self.handles.get(rail) {
+            handle.send(RailMsg::Outcome { success, elapsed });
+        }
+    }
+}
+
+pub enum CoordinatorMsg {
+    Tick,
+    Done,
+}
+
+pub struct CoordinatorState {
+    engine: Arc<Engine>,
+    busy: Arc<AtomicBool>,
+}
+
+/// Drives due sagas: each tick, if the previous pass finished, one `resume_due` pass on its own
+/// task (a long rail call never blocks the mailbox).
+pub struct SagaCoordinator;
+
+impl Actor for SagaCoordinator {
+    type Msg = CoordinatorMsg;
+    type State = CoordinatorState;
+    type Arguments = (Arc<Engine>, Duration);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<CoordinatorMsg>,
+        (engine, tick): (Arc<Engine>, Duration),
+    ) -> Result<CoordinatorState, ActorProcessingErr> {
+        myself.send_interval(tick, || CoordinatorMsg::Tick);
+        Ok(CoordinatorState { engine, busy: Arc::new(AtomicBool::new(false)) })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<CoordinatorMsg>,
+        message: CoordinatorMsg,
+        state: &mut CoordinatorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            CoordinatorMsg::Tick => {
+                if state.busy.swap(true, Ordering::AcqRel) {
+                    return Ok(());
+                }
+                let engine = state.engine.clone();
+                let busy = state.busy.clone();
+                tokio::spawn(async move {
+                    let _ = engine.resume_due().await;
+                    busy.store(false, Ordering::Release);
+                    let _ = myself.send_message(CoordinatorMsg::Done);
+                });
+            }
+            CoordinatorMsg::Done => {}
+        }
+        Ok(())
+    }
+}
+
+/// The root supervisor. Routing, the rail supervisors and the saga coordinator are linked to it.
+/// A routing or supervisor failure is not survivable in process (the snapshot or a whole kind of
+/// rail would be gone): the root stops, and `railyard serve` exits non-zero for its own
+/// supervisor (systemd, Kubernetes) to restart it; every saga resumes from the database.
+pub struct Root;
+
+impl Actor for Root {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _myself: ActorRef<()>, _args: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<()>,
+        event: SupervisionEvent,
+        _state: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(_, _) | SupervisionEvent::ActorTerminated(_, _, _) = event {
+            myself.stop(Some("a routing, rail supervisor or saga coordinator actor stopped".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A running actor system.
+pub struct Runtime {
+    pub root: ActorRef<()>,
+    pub routing: ActorRef<RoutingMsg>,
+    pub supervisors: BTreeMap<RailKind, ActorRef<RailSupervisorMsg>>,
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    pub rails: BTreeMap<String, RailHandle>,
+    root_handle: tokio::task::JoinHandle<()>,
+}
+
+/// How often each rail actor probes its rail. Four probes per 250 ms budget would be wasteful;
+/// one every 100 ms keeps an outage's detection plus rebuild well inside 250 ms.
+pub const PROBE_EVERY: Duration = Duration::from_millis(100);
+
+impl Runtime {
+    pub async fn start(
+        config: Arc<TreasuryConfig>,
+        fx: Arc<FxBook>,
+        registry: Registry,
+        probe_every: Duration,
+    ) -> Result<Runtime, String> {
+        let initial = build_snapshot(config.clone(), fx.clone(), &Default::default(), &Default::default(), 0)?;
+        let (publish, snapshots) = watch::channel(Arc::new(initial));
+        let handles = rail::handles(&registry);
+        let (root, root_handle) = Actor::spawn(None, Root, ()).await.map_err(|error| error.to_string())?;
+        let routing_args = RoutingArgs { config: config.clone(), fx: fx.clone(), publish };
+        let (routing, _) = Actor::spawn_linked(None, RoutingActor, routing_args, root.get_cell())
+            .await
+            .map_err(|error| error.to_string())?;
+        let mut supervisors = BTreeMap::new();
+        for kind in RailKind::ALL {
+            let rails: Vec<_> = config
+                .rails
+                .iter()
+                .filter(|rail| rail.kind == kind)
+                .filter_map(|rail| {
+                    Some((registry.get(rail.id.as_str())?.clone(), handles.get(rail.id.as_str())?.clone()))
+                })
+                .collect();
+            if rails.is_empty() {
+                continue;
+            }
+            let supervisor_args = RailSupervisorArgs { rails, routing: routing.clone(), probe_every };
+            let (supervisor, _) = Actor::spawn_linked(None, RailSupervisor, supervisor_args, root.get_cell())
+                .await
+                .map_err(|error| error.to_string())?;
+            supervisors.insert(kind, supervisor);
+        }
+        Ok(Runtime { root, routing, supervisors, snapshots, rails: handles, root_handle })
+    }
+
+    pub fn routing_source(&self) -> Arc<SnapshotRouting> {
+        Arc::new(SnapshotRouting { snapshots: self.snapshots.clone() })
+    }
+
+    pub fn observer(&self) -> Arc<RailObserver> {
+        Arc::new(RailObserver { handles: self.rails.clone() })
+    }
+
+    /// Starts the saga coordinator, linked to the root.
+    pub async fn start_coordinator(
+        &self,
+        engine: Arc<Engine>,
+        tick: Duration,
+    ) -> Result<ActorRef<CoordinatorMsg>, String> {
+        let (coordinator, _) = Actor::spawn_linked(None, SagaCoordinator, (engine, tick), self.root.get_cell())
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok(coordinator)
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshots.borrow().clone()
+    }
+
+    /// Stops every actor and waits for the root to finish.
+    pub async fn stop(self) {
+        self.root.stop(Some("shutdown".into()));
+        let _ = self.root_handle.await;
+    }
+}

@@ -1,0 +1,249 @@
+//! The routing actor: owns the live state of every rail and publishes immutable routing snapshots.
+//!
+//! Design choice: solves never talk to this actor. It publishes each new snapshot into a
+//! `tokio::sync::watch` channel; a solve clones the current `Arc<Snapshot>` (a pointer copy) and
+//! routes on it in parallel with every other solve, while the actor builds the next one. An
+//! availability change rebuilds at once (an outage leaves routing within one build, well under
+//! 250 ms); latency and success-rate drift is batched and rebuilt on the next tick.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use railyard_config::TreasuryConfig;
+use railyard_core::Decimal;
+use railyard_fx::FxBook;
+use railyard_routes::{LiveState, RailState, Router};
+use tokio::sync::watch;
+
+/// Audit entries kept in memory (the store keeps them durably once the API writes them).
+pub const AUDIT_MAX: usize = 1_000;
+/// How often batched health drift is folded into a new snapshot.
+pub const REBUILD_TICK: Duration = Duration::from_millis(100);
+
+/// One published routing snapshot.
+pub struct Snapshot {
+    pub version: u64,
+    pub router: Arc<Router>,
+    pub live: LiveState,
+    pub config: Arc<TreasuryConfig>,
+    pub fx: Arc<FxBook>,
+    /// Rails an operator took out of routing.
+    pub killed: BTreeSet<String>,
+    pub built_at: DateTime<Utc>,
+    pub build_time: Duration,
+}
+
+/// What a rail actor reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RailReport {
+    pub rail: String,
+    pub available: bool,
+    pub latency_ms: Option<u32>,
+    pub success_probability: Option<Decimal>,
+    pub detail: String,
+}
+
+/// A change an operator made, kept for audit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub change: String,
+}
+
+pub enum RoutingMsg {
+    Report(RailReport),
+    /// Take a rail out of routing (`engaged`), or put it back.
+    KillSwitch {
+        rail: String,
+        engaged: bool,
+        by: String,
+    },
+    /// A treasury change: new rail costs, spreads, limits, weights. Validated by building a router.
+    SetConfig {
+        config: Box<TreasuryConfig>,
+        by: String,
+        reply: RpcReplyPort<Result<u64, String>>,
+    },
+    SetFx {
+        fx: Arc<FxBook>,
+    },
+    Tick,
+    Audit {
+        reply: RpcReplyPort<Vec<AuditEntry>>,
+    },
+}
+
+pub struct RoutingArgs {
+    pub config: Arc<TreasuryConfig>,
+    pub fx: Arc<FxBook>,
+    pub publish: watch::Sender<Arc<Snapshot>>,
+}
+
+pub struct RoutingState {
+    config: Arc<TreasuryConfig>,
+    fx: Arc<FxBook>,
+    live: LiveState,
+    killed: BTreeSet<String>,
+    dirty: bool,
+    version: u64,
+    publish: watch::Sender<Arc<Snapshot>>,
+    audit: VecDeque<AuditEntry>,
+}
+
+pub struct RoutingActor;
+
+/// Builds a snapshot: the configuration with live state applied, killed rails unavailable.
+pub fn build_snapshot(
+    config: Arc<TreasuryConfig>,
+    fx: Arc<FxBook>,
+    live: &LiveState,
+    killed: &BTreeSet<String>,
+    version: u64,
+) -> Result<Snapshot, String> {
+    let started = Instant::now();
+    let mut effective = live.clone();
+    for rail in killed {
+        effective.entry(rail.clone()).or_default().available = Some(false);
+    }
+    let router = railyard_routes::build_router(&config, &fx, &effective).map_err(|error| error.to_string())?;
+    Ok(Snapshot {
+        version,
+        router: Arc::new(router),
+        live: effective,
+        config,
+        fx,
+        killed: killed.clone(),
+        built_at: Utc::now(),
+        build_time: started.elapsed(),
+    })
+}
+
+impl RoutingState {
+    fn rebuild(&mut self) -> Result<(), String> {
+        self.version += 1;
+        let snapshot = build_snapshot(self.config.clone(), self.fx.clone(), &self.live, &self.killed, self.version)?;
+        self.publish.send_replace(Arc::new(snapshot));
+        self.dirty = false;
+        Ok(())
+    }
+
+    fn audit(&mut self, actor: &str, change: String) {
+        if self.audit.len() >= AUDIT_MAX {
+            self.audit.pop_front();
+        }
+        self.audit.push_back(AuditEntry { at: Utc::now(), actor: actor.into(), change });
+    }
+}
+
+impl Actor for RoutingActor {
+    type Msg = RoutingMsg;
+    type State = RoutingState;
+    type Arguments = RoutingArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RoutingMsg>,
+        args: RoutingArgs,
+    ) -> Result<RoutingState, ActorProcessingErr> {
+        myself.send_interval(REBUILD_TICK, || RoutingMsg::Tick);
+        let version = args.publish.borrow().version;
+        Ok(RoutingState {
+            config: args.config,
+            fx: args.fx,
+            live: LiveState::new(),
+            killed: BTreeSet::new(),
+            dirty: false,
+            version,
+            publish: args.publish,
+            audit: VecDeque::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<RoutingMsg>,
+        message: RoutingMsg,
+        state: &mut RoutingState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            RoutingMsg::Report(report) => {
+                let entry: &mut RailState = state.live.entry(report.rail.clone()).or_default();
+                let availability_changed = entry.available != Some(report.available);
+                entry.available = Some(report.available);
+                if report.latency_ms.is_some() {
+                    entry.latency_ms = report.latency_ms;
+                }
+                if report.success_probability.is_some() {
+                    entry.success_probability = report.success_probability;
+                }
+                if availability_changed {
+                    // An outage (or a recovery) must reach routing now, not on the next tick.
+                    state.rebuild()?;
+                } else {
+                    state.dirty = true;
+                }
+            }
+            RoutingMsg::KillSwitch { rail, engaged, by } => {
+                let changed = if engaged { state.killed.insert(rail.clone()) } else { state.killed.remove(&rail) };
+                if changed {
+                    state
+                        .audit(&by, format!("kill switch {} for {rail}", if engaged { "engaged" } else { "released" }));
+                    state.rebuild()?;
+                }
+            }
+            RoutingMsg::SetConfig { config, by, reply } => {
+                let config = Arc::new(*config);
+                let candidate =
+                    build_snapshot(config.clone(), state.fx.clone(), &state.live, &state.killed, state.version + 1);
+                let answer = match candidate {
+                    Ok(snapshot) => {
+                        state.version = snapshot.version;
+                        state.config = config;
+                        state.publish.send_replace(Arc::new(snapshot));
+                        state.audit(&by, "treasury configuration replaced".into());
+                        Ok(state.version)
+                    }
+                    // A configuration that cannot build a router changes nothing.
+                    Err(error) => Err(error),
+                };
+                let _ = reply.send(answer);
+            }
+            RoutingMsg::SetFx { fx } => {
+                state.fx = fx;
+                state.rebuild()?;
+            }
+            RoutingMsg::Tick => {
+                if state.dirty {
+                    state.rebuild()?;
+                }
+            }
+            RoutingMsg::Audit { reply } => {
+                let _ = reply.send(state.audit.iter().cloned().collect());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The engine's view of routing: the latest published snapshot.
+pub struct SnapshotRouting {
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+}
+
+impl railyard_saga::RoutingSource for SnapshotRouting {
+    fn router(&self, excluded: &[String]) -> Result<Arc<Router>, String> {
+        let snapshot = self.snapshots.borrow().clone();
+        if excluded.is_empty() {
+            return Ok(snapshot.router.clone());
+        }
+        // A payout avoiding rails that rejected it: a private build on the live state.
+        let mut killed = snapshot.killed.clone();
+        killed.extend(excluded.iter().cloned());
+        build_snapshot(snapshot.config.clone(), snapshot.fx.clone(), &snapshot.live, &killed, snapshot.version)
+            .map(|built| built.router)
+    }
+}
