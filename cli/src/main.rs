@@ -10,6 +10,7 @@ mod fx_cmd;
 mod iso_cmd;
 mod route_cmd;
 mod sandbox_cmd;
+mod serve_cmd;
 mod verify_cmd;
 
 use std::process::ExitCode;
@@ -49,6 +50,9 @@ enum Command {
     Iso20022(iso_cmd::IsoCommand),
     /// Run a sandbox rail (card network, instant payments, CBDC platform) over HTTP.
     Sandbox(sandbox_cmd::SandboxArgs),
+    /// Run Railyard: store, sandbox rails, actors and the HTTP API. With no flags: the demo on
+    /// embedded SQLite (railyard.db) at http://127.0.0.1:8080.
+    Serve(serve_cmd::ServeArgs),
     /// Check every invariant of a Railyard database (ledger balanced, no overdraft, reservations
     /// resolved once, journal sequence and hash chain) and count violations.
     Verify(verify_cmd::VerifyArgs),
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Command::Iso20022(command) => iso_cmd::run(command),
         Command::Sandbox(args) => sandbox_cmd::run(args),
         Command::Verify(args) => verify_cmd::run(args),
+        Command::Serve(args) => serve_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -95,16 +95,14 @@ fn request(index: usize) -> PayoutRequest {
 }
 
 fn engine(store: Store, config: Arc<TreasuryConfig>, fx: Arc<FxBook>) -> Arc<Engine> {
-    let settings = EngineSettings {
-        owner: "bench".into(),
-        lease: std::time::Duration::from_secs(30),
-        inquiry_backoff: std::time::Duration::from_secs(1),
-        inquiries_max: 8,
-        route_attempts_max: 3,
-        slippage_bps: Decimal::from(50),
-        #[cfg(feature = "crash-hooks")]
-        crash: None,
-    };
+    let settings = EngineSettings::new(
+        "bench",
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_secs(1),
+        8,
+        3,
+        Decimal::from(50),
+    );
     Arc::new(Engine::new(store, config, fx, Registry::new(), settings))
 }
 

@@ -178,6 +178,30 @@ pub struct EngineSettings {
     pub crash: Option<CrashHook>,
 }
 
+impl EngineSettings {
+    /// Settings without any test hook (the only way to build them outside tests, so a binary never
+    /// carries a crash hook even when a workspace build unifies the `crash-hooks` feature in).
+    pub fn new(
+        owner: impl Into<String>,
+        lease: Duration,
+        inquiry_backoff: Duration,
+        inquiries_max: u32,
+        route_attempts_max: u32,
+        slippage_bps: Decimal,
+    ) -> EngineSettings {
+        EngineSettings {
+            owner: owner.into(),
+            lease,
+            inquiry_backoff,
+            inquiries_max,
+            route_attempts_max,
+            slippage_bps,
+            #[cfg(feature = "crash-hooks")]
+            crash: None,
+        }
+    }
+}
+
 /// The upper bound on the inquiry backoff.
 pub const INQUIRY_BACKOFF_MAX: Duration = Duration::from_secs(3_600);
 /// A fresh quote taken after an expired one is honoured at least this long, so a provider with a

@@ -49,15 +49,10 @@ impl World {
     }
 
     fn engine(&self, store: &Store, owner: &str, crash: Option<railyard_saga::CrashHook>) -> Engine {
-        let settings = EngineSettings {
-            owner: owner.into(),
-            lease: Duration::from_secs(30),
-            inquiry_backoff: Duration::from_millis(1),
-            inquiries_max: 5,
-            route_attempts_max: 3,
-            slippage_bps: Decimal::from(50),
-            crash,
-        };
+        let mut settings =
+            EngineSettings::new("", Duration::from_secs(30), Duration::from_millis(1), 5, 3, Decimal::from(50));
+        settings.owner = owner.into();
+        settings.crash = crash;
         Engine::new(store.clone(), self.config.clone(), self.fx.clone(), registry(&self.rails), settings)
     }
 

@@ -1,0 +1,316 @@
+//! Railyard's HTTP API (axum).
+//!
+//! This first cut serves what `railyard serve` needs to take payouts end to end: `POST /v1/payouts`
+//! (Idempotency-Key required, durable before 2xx through the group-commit intake), `GET
+//! /v1/payouts/{id}` (tenant-isolated), `GET /v1/balances`, `GET /healthz`. Errors are
+//! `application/problem+json` naming the field; bodies are bounded; a full intake answers 503 with
+//! Retry-After. Quotes, batches, cancellation, webhooks delivery, treasury endpoints and the OpenAPI
+//! document are issue 7's.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use railyard_config::{Scope, TreasuryConfig};
+use railyard_connector::Beneficiary;
+use railyard_core::{Country, Currency, Money, Sign};
+use railyard_saga::intake::{Intake, IntakeError};
+use railyard_saga::{AmountMode, Engine, EngineError, Payout, PayoutRequest, State as SagaState};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// Largest request body accepted.
+pub const BODY_BYTES_MAX: usize = 64 * 1024;
+/// Longest Idempotency-Key accepted.
+pub const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 128;
+/// Seconds a client is told to wait when the intake is full.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub config: Arc<TreasuryConfig>,
+    pub engine: Arc<Engine>,
+    pub intake: Intake,
+}
+
+pub fn router(state: ApiState) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/v1/payouts", post(create_payout))
+        .route("/v1/payouts/{id}", get(get_payout))
+        .route("/v1/balances", get(balances))
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(state)
+}
+
+/// An RFC 9457 problem.
+pub struct Problem {
+    status: StatusCode,
+    title: &'static str,
+    detail: String,
+    field: Option<String>,
+    retry_after: Option<u32>,
+}
+
+impl Problem {
+    fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Problem {
+        Problem { status, title, detail: detail.into(), field: None, retry_after: None }
+    }
+
+    fn field(mut self, field: &str) -> Problem {
+        self.field = Some(field.into());
+        self
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "type": "about:blank", "title": self.title, "status": self.status.as_u16(), "detail": self.detail });
+        if let Some(field) = &self.field {
+            body["field"] = Value::String(field.clone());
+        }
+        let mut response = (self.status, body.to_string()).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// The tenant an API key belongs to, if the key carries `scope`. Compares hashes in constant time.
+fn authenticate(config: &TreasuryConfig, headers: &HeaderMap, scope: Scope) -> Result<String, Problem> {
+    let unauthorized =
+        || Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", "send Authorization: Bearer <api key>");
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .ok_or_else(unauthorized)?;
+    let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+    let mut found: Option<(String, bool)> = None;
+    for tenant in &config.tenants {
+        for key in &tenant.keys {
+            // Fold every byte so the time taken does not depend on where a mismatch is.
+            let difference = key.sha256.iter().zip(digest.iter()).fold(0_u8, |acc, (a, b)| acc | (a ^ b));
+            if difference == 0 {
+                found = Some((tenant.id.to_string(), key.scopes.contains(&scope)));
+            }
+        }
+    }
+    match found {
+        None => Err(unauthorized()),
+        Some((_, false)) => {
+            Err(Problem::new(StatusCode::FORBIDDEN, "Forbidden", format!("this key lacks the {scope:?} scope")))
+        }
+        Some((tenant, true)) => Ok(tenant),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BeneficiaryBody {
+    name: String,
+    account: String,
+    country: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PayoutBody {
+    source_currency: String,
+    destination_currency: String,
+    amount: String,
+    amount_type: String,
+    beneficiary: BeneficiaryBody,
+    #[serde(default)]
+    reference: String,
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+fn invalid(field: &str, detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid request", detail).field(field)
+}
+
+fn parse_payout(body: &[u8]) -> Result<PayoutRequest, Problem> {
+    let body: PayoutBody = serde_json::from_slice(body).map_err(|error| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "Malformed JSON",
+            format!("line {}, column {}: {error}", error.line(), error.column()),
+        )
+    })?;
+    let source =
+        Currency::from_code(&body.source_currency).map_err(|error| invalid("source_currency", error.to_string()))?;
+    let destination = Currency::from_code(&body.destination_currency)
+        .map_err(|error| invalid("destination_currency", error.to_string()))?;
+    let mode = match body.amount_type.as_str() {
+        "send" => AmountMode::Send,
+        "deliver" => AmountMode::Deliver,
+        other => return Err(invalid("amount_type", format!("expected \"send\" or \"deliver\", got {other:?}"))),
+    };
+    let amount_currency = if mode == AmountMode::Send { source } else { destination };
+    let amount = Money::parse(&body.amount, amount_currency, Sign::Positive)
+        .map_err(|error| invalid("amount", error.to_string()))?;
+    let country = Country::from_code(&body.beneficiary.country)
+        .map_err(|error| invalid("beneficiary.country", error.to_string()))?;
+    if body.beneficiary.name.trim().is_empty() || body.beneficiary.name.len() > 140 {
+        return Err(invalid("beneficiary.name", "1 to 140 characters"));
+    }
+    if body.beneficiary.account.trim().is_empty() || body.beneficiary.account.len() > 64 {
+        return Err(invalid("beneficiary.account", "1 to 64 characters"));
+    }
+    if body.reference.len() > 140 {
+        return Err(invalid("reference", "at most 140 characters"));
+    }
+    if body.metadata.as_ref().is_some_and(|metadata| metadata.to_string().len() > 4_096) {
+        return Err(invalid("metadata", "at most 4096 bytes of JSON"));
+    }
+    Ok(PayoutRequest {
+        source,
+        destination,
+        amount,
+        mode,
+        beneficiary: Beneficiary { name: body.beneficiary.name, account: body.beneficiary.account, country },
+        remittance: body.reference,
+    })
+}
+
+fn status_name(state: SagaState) -> &'static str {
+    match state {
+        SagaState::Accepted => "received",
+        SagaState::Routed => "routed",
+        SagaState::Reserved => "reserved",
+        SagaState::Quoted => "fx_locked",
+        SagaState::Submitting => "submitted",
+        SagaState::InDoubt => "in_doubt",
+        SagaState::Completed => "completed",
+        SagaState::Failed => "failed",
+    }
+}
+
+/// Masks all but the last four characters of an account number.
+pub fn mask(account: &str) -> String {
+    let count = account.chars().count();
+    account.chars().enumerate().map(|(index, character)| if index + 4 < count { '•' } else { character }).collect()
+}
+
+fn payout_json(payout: &Payout) -> Value {
+    let request = &payout.request;
+    json!({
+        "id": payout.id,
+        "status": status_name(payout.state),
+        "source_currency": request.source.code(),
+        "destination_currency": request.destination.code(),
+        "amount": request.amount.amount_text(),
+        "amount_type": if request.mode == AmountMode::Send { "send" } else { "deliver" },
+        "beneficiary": {
+            "name": request.beneficiary.name,
+            "account": mask(&request.beneficiary.account),
+            "country": request.beneficiary.country.code(),
+        },
+        "reference": request.remittance,
+        "route": payout.route.as_ref().map(|route| json!({
+            "send": route.send.amount_text(),
+            "receive": route.receive.amount_text(),
+            "legs": route.legs.iter().map(|leg| json!({
+                "rail": leg.operator,
+                "kind": leg.kind,
+                "from": leg.from.code(),
+                "to": leg.to.code(),
+                "send": leg.send.amount_text(),
+                "receive": leg.receive.amount_text(),
+                "fee": leg.fee.amount_text(),
+                "rate": leg.rate.map(|rate| rate.to_string()),
+                "reference": leg.execution.as_ref().map(|execution| execution.reference.clone()),
+            })).collect::<Vec<_>>(),
+        })),
+        "reason": payout.reason,
+        "created_at": chrono::DateTime::from_timestamp_micros(payout.created_at).map(|at| at.to_rfc3339()),
+    })
+}
+
+async fn create_payout(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
+    let tenant = authenticate(&state.config, &headers, Scope::Psp)?;
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .ok_or_else(|| {
+            Problem::new(StatusCode::BAD_REQUEST, "Idempotency-Key required", "send an Idempotency-Key header")
+                .field("Idempotency-Key")
+        })?;
+    if key.len() > IDEMPOTENCY_KEY_LENGTH_MAX {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key too long",
+            format!("at most {IDEMPOTENCY_KEY_LENGTH_MAX} characters"),
+        )
+        .field("Idempotency-Key"));
+    }
+    let request = parse_payout(&body)?;
+    let accepted = match state.intake.accept(&tenant, key, &request).await {
+        Ok(accepted) => accepted,
+        Err(IntakeError::Overloaded) => {
+            let mut problem =
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Overloaded", "the payout intake is full; retry shortly");
+            problem.retry_after = Some(RETRY_AFTER_SECONDS);
+            return Err(problem);
+        }
+        Err(IntakeError::Engine(EngineError::Conflict(existing))) => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "Idempotency-Key reused",
+                format!("this key was used for payout {existing} with a different request"),
+            ));
+        }
+        Err(IntakeError::Engine(EngineError::Invalid(detail))) => return Err(invalid("body", detail)),
+        Err(error) => return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", error.to_string())),
+    };
+    let payout = state
+        .engine
+        .payout(&accepted.payout_id)
+        .await
+        .map_err(|error| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Store error", error.to_string()))?;
+    let mut response = (StatusCode::ACCEPTED, Json(payout_json(&payout))).into_response();
+    if accepted.replay {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+async fn get_payout(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let tenant = authenticate(&state.config, &headers, Scope::Psp)?;
+    let not_found = || Problem::new(StatusCode::NOT_FOUND, "Not found", format!("no payout {id}"));
+    let payout = state.engine.payout(&id).await.map_err(|_| not_found())?;
+    // Another tenant's payout does not exist as far as this caller can tell.
+    if payout.tenant != tenant {
+        return Err(not_found());
+    }
+    Ok(Json(payout_json(&payout)).into_response())
+}
+
+async fn balances(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Problem> {
+    let tenant = authenticate(&state.config, &headers, Scope::Psp)?;
+    let all = railyard_store::ledger::balances(state.engine.store().pool())
+        .await
+        .map_err(|error| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Store error", error.to_string()))?;
+    let prefix = format!("psp:{tenant}:");
+    let mine: Vec<Value> = all
+        .iter()
+        .filter(|balance| balance.id.starts_with(&prefix))
+        .map(|balance| json!({ "currency": balance.currency.code(), "posted": balance.posted().amount_text(), "available": balance.available().amount_text() }))
+        .collect();
+    Ok(Json(json!({ "balances": mine })).into_response())
+}

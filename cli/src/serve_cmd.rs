@@ -1,0 +1,135 @@
+//! `railyard serve`: store, sandbox rails, actors, saga coordinator and the HTTP API in one process.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use railyard_core::{Decimal, Money};
+use railyard_saga::{Engine, EngineSettings};
+use railyard_store::{Durability, Store, StoreOptions};
+
+use crate::fx_cmd::{load_config, reference_rates};
+
+/// The demo configuration, used when `--config` is not given.
+const DEMO_CONFIG: &str = "config/demo.toml";
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Treasury configuration (default: the demo, which also opens demo PSP balances).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Database: sqlite:PATH (embedded, the default) or postgres://USER@HOST:PORT/DB.
+    #[arg(long, default_value = "sqlite:railyard.db")]
+    db: String,
+    /// Address for the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// SQLite only: synchronous=NORMAL instead of FULL (faster; a power loss may lose the last
+    /// commits, a process crash does not).
+    #[arg(long)]
+    sqlite_normal_sync: bool,
+}
+
+/// Opening balance each demo PSP gets in each currency, once.
+const DEMO_BALANCE_UNITS: i64 = 1_000_000;
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let demo = args.config.is_none();
+    let config_path = args.config.clone().unwrap_or_else(|| PathBuf::from(DEMO_CONFIG));
+    let config = Arc::new(load_config(&config_path)?);
+    let rates = reference_rates(&config, None)?;
+    let fx = Arc::new(railyard_fx::FxBook::build(&config.fx_providers, rates.clone())?);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let options = StoreOptions {
+            durability: if args.sqlite_normal_sync { Durability::Normal } else { Durability::Full },
+            ..StoreOptions::default()
+        };
+        let store = Store::open(&args.db, &options).await.with_context(|| format!("--db {}", args.db))?;
+        let rails = railyard_rails::build(&config, &rates)?;
+        let actors = railyard_actors::Runtime::start(config.clone(), fx.clone(), rails.registry.clone(), railyard_actors::PROBE_EVERY)
+            .await
+            .map_err(|error| anyhow::anyhow!(error))?;
+        let settings = EngineSettings::new(
+            format!("serve-{}", std::process::id()),
+            Duration::from_secs(30),
+            Duration::from_millis(500),
+            10,
+            3,
+            Decimal::from(50),
+        );
+        let mut engine = Engine::new(store.clone(), config.clone(), fx.clone(), rails.registry.clone(), settings);
+        engine.set_routing(actors.routing_source());
+        engine.set_observer(actors.observer());
+        engine.ensure_accounts().await?;
+        if demo {
+            open_demo_balances(&engine, &config).await?;
+        }
+        let engine = Arc::new(engine);
+        let coordinator = actors.start_coordinator(engine.clone(), Duration::from_millis(20)).await.map_err(|error| anyhow::anyhow!(error))?;
+        let intake = railyard_saga::intake::Intake::start(engine.clone());
+        let api = railyard_api::router(railyard_api::ApiState { config: config.clone(), engine: engine.clone(), intake });
+        let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
+        let address = listener.local_addr()?;
+        println!("railyard listening on http://{address} (config {}, db {})", config_path.display(), args.db);
+        if demo {
+            println!("demo API keys: rk_demo_psp (psp), rk_demo_treasury (treasury); try:");
+            println!(
+                "  curl -s -X POST http://{address}/v1/payouts -H 'Authorization: Bearer rk_demo_psp' -H 'Idempotency-Key: demo-1' \\\n    -d '{{\"source_currency\":\"USD\",\"destination_currency\":\"EUR\",\"amount\":\"250.00\",\"amount_type\":\"send\",\"beneficiary\":{{\"name\":\"Jonas Weber\",\"account\":\"DE89370400440532013000\",\"country\":\"DE\"}}}}'"
+            );
+        }
+        axum::serve(listener, api).with_graceful_shutdown(shutdown_signal()).await?;
+        // Stop taking work; sagas in flight are durable and resume on the next start.
+        coordinator.stop(Some("shutdown".into()));
+        actors.stop().await;
+        store.pool().close().await;
+        println!("railyard stopped");
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn open_demo_balances(engine: &Engine, config: &railyard_config::TreasuryConfig) -> anyhow::Result<()> {
+    let mut currencies: Vec<_> = config.rails.iter().flat_map(|rail| rail.currencies.iter().copied()).collect();
+    currencies.sort_by_key(|currency| currency.code());
+    currencies.dedup();
+    for tenant in &config.tenants {
+        for currency in &currencies {
+            let amount = Money::from_minor(DEMO_BALANCE_UNITS * 10_i64.pow(currency.exponent()), *currency);
+            match engine
+                .fund_psp(tenant.id.as_str(), amount, &format!("demo-opening-balance-{}", currency.code()))
+                .await
+            {
+                Ok(()) | Err(railyard_saga::EngineError::Ledger(railyard_store::ledger::LedgerError::Duplicate(_))) => {
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Completes on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,151 @@
+//! `railyard serve` end to end over real HTTP on loopback, on embedded SQLite: a cross-currency
+//! payout completes; 100 concurrent posts with one key make one payout; tenants are isolated; bad
+//! input gets problem+json; SIGTERM stops it cleanly (exit 0) and `railyard verify` passes after.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Serve {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(db: &str) -> Serve {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_railyard"))
+        .args(["serve", "--db", db, "--listen", "127.0.0.1:0"])
+        .current_dir(root)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let address = line.split("http://").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    // Keep reading stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in reader.lines() {});
+    Serve { child, address }
+}
+
+const BODY: &str = r#"{"source_currency":"USD","destination_currency":"EUR","amount":"250.00","amount_type":"send","beneficiary":{"name":"Jonas Weber","account":"DE89370400440532013000","country":"DE"},"reference":"invoice 118"}"#;
+
+async fn post(client: &reqwest::Client, serve: &Serve, key: &str, token: &str, body: &str) -> (u16, Value, bool) {
+    let response = client
+        .post(format!("http://{}/v1/payouts", serve.address))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Idempotency-Key", key)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let replay = response.headers().get("idempotent-replayed").is_some();
+    let value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Value::Null);
+    (status, value, replay)
+}
+
+async fn get(client: &reqwest::Client, serve: &Serve, id: &str, token: &str) -> (u16, Value) {
+    let response = client
+        .get(format!("http://{}/v1/payouts/{id}", serve.address))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_end_to_end() {
+    let path = std::env::temp_dir().join(format!("railyard_serve_{}.db", std::process::id()));
+    let db = format!("sqlite:{}", path.display());
+    let serve = start(&db);
+    let client = reqwest::Client::new();
+
+    let (status, payout, replay) = post(&client, &serve, "order-1", "rk_demo_psp", BODY).await;
+    assert_eq!((status, replay), (202, false), "{payout}");
+    let id = payout["id"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    let done = loop {
+        let (_, current) = get(&client, &serve, &id, "rk_demo_psp").await;
+        if current["status"] == "completed" || current["status"] == "failed" {
+            break current;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "still {current}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["route"]["legs"][0]["kind"], "fx", "{done}");
+    assert!(done["beneficiary"]["account"].as_str().unwrap().ends_with("3000"));
+    assert!(!done["beneficiary"]["account"].as_str().unwrap().contains("DE89"), "account numbers are masked");
+
+    // Tenant isolation: another PSP's key sees nothing.
+    assert_eq!(get(&client, &serve, &id, "rk_demo_psp_north").await.0, 404);
+    // No key, wrong scope.
+    assert_eq!(get(&client, &serve, &id, "nope").await.0, 401);
+    assert_eq!(post(&client, &serve, "k", "rk_demo_treasury", BODY).await.0, 403);
+
+    // 100 concurrent posts with one key: one payout.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let client = client.clone();
+        let address = serve.address.clone();
+        tasks.spawn(async move {
+            let response = client
+                .post(format!("http://{address}/v1/payouts"))
+                .header("Authorization", "Bearer rk_demo_psp")
+                .header("Idempotency-Key", "race-1")
+                .body(BODY)
+                .send()
+                .await
+                .unwrap();
+            let value: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+            value["id"].as_str().unwrap().to_string()
+        });
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    while let Some(id) = tasks.join_next().await {
+        ids.insert(id.unwrap());
+    }
+    assert_eq!(ids.len(), 1);
+
+    // Same key, different body: 409. Bad input: problem+json naming the field.
+    let changed = BODY.replace("250.00", "251.00");
+    assert_eq!(post(&client, &serve, "order-1", "rk_demo_psp", &changed).await.0, 409);
+    for (body, status, field) in [
+        (BODY.replace("250.00", "250.001"), 422, Some("amount")),
+        (BODY.replace("\"USD\"", "\"XAU\""), 422, Some("source_currency")),
+        ("{not json".to_string(), 400, None),
+        (BODY.replace("\"send\"", "\"sideways\""), 422, Some("amount_type")),
+    ] {
+        let (got, problem, _) = post(&client, &serve, "bad-1", "rk_demo_psp", &body).await;
+        assert_eq!(got, status, "{body}: {problem}");
+        if let Some(field) = field {
+            assert_eq!(problem["field"], field, "{problem}");
+        }
+    }
+    let huge = format!("{{\"reference\":\"{}\"}}", "x".repeat(200_000));
+    assert_eq!(post(&client, &serve, "big-1", "rk_demo_psp", &huge).await.0, 413);
+
+    // SIGTERM: a clean stop, exit 0.
+    let mut serve = serve;
+    let pid = serve.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = serve.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let verify = Command::new(env!("CARGO_BIN_EXE_railyard")).args(["verify", "--db", &db]).output().unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
