@@ -478,3 +478,46 @@ async fn group_commit_answers_each_request() {
         );
     }
 }
+
+/// A stalled database: the intake's bounded queue fills and further requests are refused at once
+/// (the API's 503 with Retry-After) instead of queueing without bound; when the database frees up,
+/// everything that was queued is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_intake_sheds_load_instead_of_growing() {
+    let db = common::sqlite().await;
+    let world = World::new();
+    let engine = Arc::new(world.engine(&db.store, "engine-a", None));
+    let intake = railyard_saga::intake::Intake::start(engine.clone());
+    // Another process holds SQLite's write lock.
+    let blocker = Store::open(&db.url, &railyard_store::StoreOptions::default()).await.unwrap();
+    let held = blocker.begin().await.unwrap();
+    let total = railyard_saga::intake::INTAKE_QUEUE_MAX + 2 * railyard_saga::intake::GROUP_MAX + 500;
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..total {
+        let intake = intake.clone();
+        tasks.spawn(async move {
+            let started = std::time::Instant::now();
+            let answer = intake.accept("demo-psp", &format!("flood-{index}"), &eur_payout(1_000 + index as i64)).await;
+            (answer, started.elapsed())
+        });
+    }
+    // Give the flood time to fill the queue, then let the database go.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    held.rollback().await.unwrap();
+    let (mut accepted, mut shed) = (0, 0);
+    while let Some(result) = tasks.join_next().await {
+        match result.unwrap() {
+            (Ok(_), _) => accepted += 1,
+            (Err(railyard_saga::intake::IntakeError::Overloaded), took) => {
+                shed += 1;
+                assert!(took < Duration::from_millis(400), "a refusal took {took:?}");
+            }
+            (Err(error), _) => panic!("{error}"),
+        }
+    }
+    assert!(shed >= 500, "only {shed} of {total} refused");
+    assert!(accepted >= railyard_saga::intake::INTAKE_QUEUE_MAX, "{accepted} accepted");
+    let count: i64 =
+        sqlx::Row::get(&sqlx::query("SELECT COUNT(*) FROM payouts").fetch_one(db.store.pool()).await.unwrap(), 0);
+    assert_eq!(count as usize, accepted, "every accepted request is on disk, no refused one is");
+}

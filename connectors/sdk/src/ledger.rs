@@ -78,6 +78,11 @@ impl ExecutionLedger {
         *self.lock().received.entry(key.clone()).or_default() += 1;
     }
 
+    /// How many messages reached the rail, all keys together.
+    pub fn received_total(&self) -> u64 {
+        self.lock().received.values().map(|count| u64::from(*count)).sum()
+    }
+
     /// How many messages reached the rail for `key`.
     pub fn received_count(&self, key: &IdempotencyKey) -> u32 {
         self.lock().received.get(key).copied().unwrap_or(0)
