@@ -13,6 +13,7 @@
 //! ractor's mailboxes are unbounded; every queue here that traffic can fill has a named bound
 //! enforced by the sender (`RAIL_MAILBOX_MAX`, the intake's `INTAKE_QUEUE_MAX`).
 
+pub mod fx;
 pub mod rail;
 pub mod routing;
 
@@ -174,6 +175,13 @@ impl Runtime {
             supervisors.insert(kind, supervisor);
         }
         Ok(Runtime { root, routing, supervisors, snapshots, rails: handles, root_handle })
+    }
+
+    /// Starts the FX actor, linked to the root.
+    pub async fn start_fx(&self, config: Arc<TreasuryConfig>, every: Duration) -> Result<(), String> {
+        let args = fx::FxArgs { config, routing: self.routing.clone(), every };
+        Actor::spawn_linked(None, fx::FxActor, args, self.root.get_cell()).await.map_err(|error| error.to_string())?;
+        Ok(())
     }
 
     pub fn routing_source(&self) -> Arc<SnapshotRouting> {

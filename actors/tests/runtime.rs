@@ -130,3 +130,16 @@ async fn a_crashed_rail_actor_is_restarted() {
     }
     runtime.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fx_actor_publishes_a_fresh_book_to_routing() {
+    let config = demo();
+    let (runtime, _rails, fx) = start(config.clone()).await;
+    runtime.start_fx(Arc::new(config), Duration::from_secs(60)).await.unwrap();
+    let started = Instant::now();
+    while Arc::ptr_eq(&runtime.snapshot().fx, &fx) {
+        assert!(started.elapsed() < Duration::from_secs(2), "routing still uses the first FX book");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    runtime.stop().await;
+}

@@ -37,6 +37,15 @@ pub struct ServeArgs {
 const DEMO_BALANCE_UNITS: i64 = 1_000_000;
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // Structured logs on stderr: RUST_LOG filters (default info), RAILYARD_LOG_FORMAT=json for JSON.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("RAILYARD_LOG_FORMAT").is_ok_and(|format| format == "json") {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
     let demo = args.config.is_none();
     let config_path = args.config.clone().unwrap_or_else(|| PathBuf::from(DEMO_CONFIG));
     let config = Arc::new(load_config(&config_path)?);
@@ -69,6 +78,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             open_demo_balances(&engine, &config).await?;
         }
         let engine = Arc::new(engine);
+        actors.start_fx(config.clone(), railyard_actors::fx::FX_REFRESH).await.map_err(|error| anyhow::anyhow!(error))?;
         let coordinator = actors.start_coordinator(engine.clone(), Duration::from_millis(20)).await.map_err(|error| anyhow::anyhow!(error))?;
         let intake = railyard_saga::intake::Intake::start(engine.clone());
         let api = railyard_api::router(railyard_api::ApiState { config: config.clone(), engine: engine.clone(), intake });

@@ -445,6 +445,7 @@ impl Engine {
         let accepted = self.accept_in(&mut tx, tenant, key, request).await?;
         self.crash("accept", Phase::BeforeCommit)?;
         tx.commit().await?;
+        tracing::info!(payout_id = %accepted.payout_id, tenant, replay = accepted.replay, "accepted");
         self.crash("accept", Phase::AfterCommit)?;
         Ok(accepted)
     }
@@ -469,6 +470,9 @@ impl Engine {
             answers.push(answer);
         }
         tx.commit().await?;
+        for accepted in answers.iter().flatten() {
+            tracing::info!(payout_id = %accepted.payout_id, replay = accepted.replay, "accepted");
+        }
         Ok(answers)
     }
 
@@ -603,6 +607,12 @@ impl Engine {
     /// Drives one saga as far as it can go now: to a terminal state, or to `in_doubt` waiting for
     /// its next inquiry. Returns the state it stopped in.
     pub async fn run(&self, id: &str) -> Result<State, EngineError> {
+        use tracing::Instrument;
+        let span = tracing::info_span!("payout", payout_id = %id, engine = %self.settings.owner);
+        self.run_claimed(id).instrument(span).await
+    }
+
+    async fn run_claimed(&self, id: &str) -> Result<State, EngineError> {
         if !self.claim(id).await? {
             let payout = self.payout(id).await?;
             if payout.state.terminal() {
@@ -684,6 +694,10 @@ impl Engine {
         event(&mut tx, &payout.id, to, detail).await?;
         self.crash(from.as_str(), Phase::BeforeCommit)?;
         tx.commit().await?;
+        match to {
+            State::InDoubt | State::Failed => tracing::warn!(from = from.as_str(), to = to.as_str(), "{detail}"),
+            _ => tracing::info!(from = from.as_str(), to = to.as_str(), "{detail}"),
+        }
         self.crash(from.as_str(), Phase::AfterCommit)?;
         Ok(())
     }
