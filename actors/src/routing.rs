@@ -66,6 +66,8 @@ pub enum RoutingMsg {
     SetConfig {
         config: Box<TreasuryConfig>,
         by: String,
+        /// What changed, before and after, for the audit log.
+        change: String,
         reply: RpcReplyPort<Result<u64, String>>,
     },
     SetFx {
@@ -195,7 +197,7 @@ impl Actor for RoutingActor {
                     state.rebuild()?;
                 }
             }
-            RoutingMsg::SetConfig { config, by, reply } => {
+            RoutingMsg::SetConfig { config, by, change, reply } => {
                 let config = Arc::new(*config);
                 let candidate =
                     build_snapshot(config.clone(), state.fx.clone(), &state.live, &state.killed, state.version + 1);
@@ -204,7 +206,7 @@ impl Actor for RoutingActor {
                         state.version = snapshot.version;
                         state.config = config;
                         state.publish.send_replace(Arc::new(snapshot));
-                        state.audit(&by, "treasury configuration replaced".into());
+                        state.audit(&by, change);
                         Ok(state.version)
                     }
                     // A configuration that cannot build a router changes nothing.

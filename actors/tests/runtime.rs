@@ -99,6 +99,7 @@ async fn a_fee_change_flips_the_best_route_without_restart() {
     let version = ractor::call!(runtime.routing, |reply| RoutingMsg::SetConfig {
         config: Box::new(changed),
         by: "treasury@test".into(),
+        change: "fees raised".into(),
         reply
     })
     .unwrap()

@@ -14,15 +14,20 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
+use ractor::ActorRef;
+use railyard_actors::routing::{RoutingMsg, Snapshot};
 use railyard_config::{Scope, TreasuryConfig};
 use railyard_connector::Beneficiary;
 use railyard_core::{Country, Currency, Money, Sign};
+use railyard_core::{Decimal, FeeSchedule};
+use railyard_routes::{Mode, RouteRequest};
 use railyard_saga::intake::{Intake, IntakeError};
 use railyard_saga::{AmountMode, Engine, EngineError, Payout, PayoutRequest, State as SagaState};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
 /// Largest request body accepted.
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
@@ -36,6 +41,9 @@ pub struct ApiState {
     pub config: Arc<TreasuryConfig>,
     pub engine: Arc<Engine>,
     pub intake: Intake,
+    /// The routing actor (treasury changes, kill switches) and its snapshots (quotes, rail state).
+    pub routing: ActorRef<RoutingMsg>,
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
 }
 
 pub fn router(state: ApiState) -> axum::Router {
@@ -44,6 +52,11 @@ pub fn router(state: ApiState) -> axum::Router {
         .route("/v1/payouts", post(create_payout))
         .route("/v1/payouts/{id}", get(get_payout))
         .route("/v1/balances", get(balances))
+        .route("/v1/quotes", post(quote))
+        .route("/v1/treasury/rails", get(treasury_rails))
+        .route("/v1/treasury/rails/{rail}/kill-switch", post(kill_switch))
+        .route("/v1/treasury/rails/{rail}/fees/{currency}", put(set_fee))
+        .route("/v1/treasury/audit", get(audit))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
 }
@@ -313,4 +326,198 @@ async fn balances(State(state): State<ApiState>, headers: HeaderMap) -> Result<R
         .map(|balance| json!({ "currency": balance.currency.code(), "posted": balance.posted().amount_text(), "available": balance.available().amount_text() }))
         .collect();
     Ok(Json(json!({ "balances": mine })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuoteBody {
+    source_currency: String,
+    destination_currency: String,
+    amount: String,
+    amount_type: String,
+    #[serde(default)]
+    beneficiary_country: Option<String>,
+}
+
+/// `POST /v1/quotes`: the best route and up to two alternatives on the live routing snapshot, with
+/// per-leg breakdown and the time until which its FX rates hold.
+async fn quote(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
+    authenticate(&state.config, &headers, Scope::Psp)?;
+    let body: QuoteBody = serde_json::from_slice(&body).map_err(|error| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "Malformed JSON",
+            format!("line {}, column {}: {error}", error.line(), error.column()),
+        )
+    })?;
+    let source =
+        Currency::from_code(&body.source_currency).map_err(|error| invalid("source_currency", error.to_string()))?;
+    let destination = Currency::from_code(&body.destination_currency)
+        .map_err(|error| invalid("destination_currency", error.to_string()))?;
+    let mode = match body.amount_type.as_str() {
+        "send" => Mode::Send,
+        "deliver" => Mode::Deliver,
+        other => return Err(invalid("amount_type", format!("expected \"send\" or \"deliver\", got {other:?}"))),
+    };
+    let amount_currency = if mode == Mode::Send { source } else { destination };
+    let amount = Money::parse(&body.amount, amount_currency, Sign::Positive)
+        .map_err(|error| invalid("amount", error.to_string()))?;
+    let snapshot = state.snapshots.borrow().clone();
+    let mut request = RouteRequest::payout(source, destination, amount, mode, chrono::Utc::now());
+    request.alternatives = 2;
+    if let Some(country) = &body.beneficiary_country {
+        request.country =
+            Some(Country::from_code(country).map_err(|error| invalid("beneficiary_country", error.to_string()))?);
+    }
+    let set = snapshot
+        .router
+        .route(&request)
+        .map_err(|error| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "No route", error.to_string()))?;
+    let ttl = snapshot.config.fx_providers.iter().map(|provider| provider.quote_ttl_seconds).min().unwrap_or(30);
+    let expires_at = chrono::Utc::now() + chrono::Duration::seconds(i64::from(ttl));
+    Ok(Json(json!({
+        "routes": set.routes.iter().map(railyard_routes::route_json).collect::<Vec<_>>(),
+        "exact": set.exact,
+        "expires_at": expires_at.to_rfc3339(),
+        "snapshot_version": snapshot.version,
+    }))
+    .into_response())
+}
+
+/// `GET /v1/treasury/rails`: every rail's live state as routing sees it.
+async fn treasury_rails(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Problem> {
+    authenticate(&state.config, &headers, Scope::Treasury)?;
+    let snapshot = state.snapshots.borrow().clone();
+    let rails: Vec<Value> = snapshot
+        .config
+        .rails
+        .iter()
+        .map(|rail| {
+            let live = snapshot.live.get(rail.id.as_str());
+            json!({
+                "rail": rail.id.as_str(),
+                "kind": rail.kind,
+                "available": live.and_then(|live| live.available),
+                "latency_ms": live.and_then(|live| live.latency_ms),
+                "success_probability": live.and_then(|live| live.success_probability).map(|value| value.to_string()),
+                "kill_switch": snapshot.killed.contains(rail.id.as_str()),
+                "fees": rail.fees.iter().map(|(currency, fee)| (currency.code().to_string(), fee_json(fee))).collect::<serde_json::Map<_, _>>(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "snapshot_version": snapshot.version, "rails": rails })).into_response())
+}
+
+fn fee_json(fee: &FeeSchedule) -> Value {
+    json!({
+        "fixed": fee.fixed().amount_text(),
+        "bps": fee.bps().to_string(),
+        "min": fee.minimum().map(|money| money.amount_text()),
+        "max": fee.maximum().map(|money| money.amount_text()),
+    })
+}
+
+/// The caller's name for the audit log: the tenant and the key id.
+fn who(config: &TreasuryConfig, headers: &HeaderMap, scope: Scope) -> Result<String, Problem> {
+    let tenant = authenticate(config, headers, scope)?;
+    Ok(format!("{tenant}/{scope:?}").to_lowercase())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KillSwitchBody {
+    engaged: bool,
+}
+
+/// `POST /v1/treasury/rails/{rail}/kill-switch` (scope admin): take a rail out of routing or put it back.
+async fn kill_switch(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(rail): Path<String>,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let by = who(&state.config, &headers, Scope::Admin)?;
+    let body: KillSwitchBody = serde_json::from_slice(&body).map_err(|error| invalid("engaged", error.to_string()))?;
+    if state.config.rail(&rail).is_none() {
+        return Err(Problem::new(StatusCode::NOT_FOUND, "Not found", format!("no rail {rail}")));
+    }
+    state.routing.send_message(RoutingMsg::KillSwitch { rail: rail.clone(), engaged: body.engaged, by }).map_err(
+        |_| Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Routing unavailable", "the routing actor is not running"),
+    )?;
+    Ok(Json(json!({ "rail": rail, "kill_switch": body.engaged })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeeBody {
+    fixed: String,
+    bps: String,
+    #[serde(default)]
+    min: Option<String>,
+    #[serde(default)]
+    max: Option<String>,
+}
+
+/// `PUT /v1/treasury/rails/{rail}/fees/{currency}` (scope treasury): a new fee schedule, applied
+/// live to routing and audited with before and after.
+async fn set_fee(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path((rail, code)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let by = who(&state.config, &headers, Scope::Treasury)?;
+    let body: FeeBody = serde_json::from_slice(&body).map_err(|error| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "Malformed JSON",
+            format!("line {}, column {}: {error}", error.line(), error.column()),
+        )
+    })?;
+    let currency = Currency::from_code(&code).map_err(|error| invalid("currency", error.to_string()))?;
+    let money = |field: &str, text: &str| {
+        Money::parse(text, currency, Sign::NonNegative).map_err(|error| invalid(field, error.to_string()))
+    };
+    let fixed = money("fixed", &body.fixed)?;
+    let bps: Decimal =
+        body.bps.parse().map_err(|_| invalid("bps", format!("{:?} is not a decimal number", body.bps)))?;
+    let minimum = body.min.as_deref().map(|text| money("min", text)).transpose()?;
+    let maximum = body.max.as_deref().map(|text| money("max", text)).transpose()?;
+    let schedule = FeeSchedule::new(fixed, bps, minimum, maximum).map_err(|error| invalid("bps", error.to_string()))?;
+    let current = state.snapshots.borrow().config.clone();
+    let mut next = (*current).clone();
+    let Some(target) = next.rails.iter_mut().find(|candidate| candidate.id.as_str() == rail) else {
+        return Err(Problem::new(StatusCode::NOT_FOUND, "Not found", format!("no rail {rail}")));
+    };
+    if !target.currencies.contains(&currency) {
+        return Err(invalid("currency", format!("{rail} does not carry {currency}")));
+    }
+    let before = target.fees.get(&currency).map(fee_json);
+    target.fees.insert(currency, schedule);
+    let change =
+        format!("{rail} fee in {currency}: {} -> {}", before.clone().unwrap_or(Value::Null), fee_json(&schedule));
+    let version = ractor::call!(state.routing, |reply| RoutingMsg::SetConfig {
+        config: Box::new(next),
+        by: by.clone(),
+        change: change.clone(),
+        reply
+    })
+    .map_err(|_| {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Routing unavailable", "the routing actor is not running")
+    })?
+    .map_err(|error| invalid("fees", error))?;
+    Ok(Json(json!({ "rail": rail, "currency": currency.code(), "before": before, "after": fee_json(&schedule), "snapshot_version": version })).into_response())
+}
+
+/// `GET /v1/treasury/audit`: who changed what, when.
+async fn audit(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Problem> {
+    authenticate(&state.config, &headers, Scope::Treasury)?;
+    let entries = ractor::call!(state.routing, |reply| RoutingMsg::Audit { reply }).map_err(|_| {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Routing unavailable", "the routing actor is not running")
+    })?;
+    let entries: Vec<Value> = entries
+        .iter()
+        .map(|entry| json!({ "at": entry.at.to_rfc3339(), "by": entry.actor, "change": entry.change }))
+        .collect();
+    Ok(Json(json!({ "entries": entries })).into_response())
 }

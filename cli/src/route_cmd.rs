@@ -72,7 +72,7 @@ pub fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
             if args.dot {
                 print!("{}", router.to_dot(&highlight));
             } else if args.json {
-                let routes: Vec<Value> = set.routes.iter().map(route_json).collect();
+                let routes: Vec<Value> = set.routes.iter().map(railyard_routes::route_json).collect();
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&json!({ "routes": routes, "exact": set.exact, "split": false }))?
@@ -91,7 +91,7 @@ pub fn run(args: RouteArgs) -> anyhow::Result<ExitCode> {
         Err(RouteError::NoRoute { .. }) if !args.dot => match router.split(&request) {
             Ok(split) => {
                 if args.json {
-                    let parts: Vec<Value> = split.parts.iter().map(route_json).collect();
+                    let parts: Vec<Value> = split.parts.iter().map(railyard_routes::route_json).collect();
                     println!(
                         "{}",
                         serde_json::to_string_pretty(&json!({
@@ -145,38 +145,6 @@ fn report_error(error: Option<RouteError>, json: bool) -> anyhow::Result<ExitCod
 }
 
 /// The documented JSON shape: amounts as strings, currencies as codes.
-pub fn route_json(route: &Route) -> Value {
-    let legs: Vec<Value> = route
-        .legs
-        .iter()
-        .map(|leg| {
-            json!({
-                "rail": leg.rail,
-                "kind": leg.kind,
-                "from": leg.from,
-                "to": leg.to,
-                "send": leg.send.amount_text(),
-                "receive": leg.receive.amount_text(),
-                "fee": leg.fee.amount_text(),
-                "rate": leg.rate.map(|rate| rate.to_string()),
-                "latency_ms": leg.latency_ms,
-                "success_probability": leg.success_probability.to_string(),
-            })
-        })
-        .collect();
-    json!({
-        "legs": legs,
-        "send": route.send.amount_text(),
-        "receive": route.receive.amount_text(),
-        "send_currency": route.send.currency(),
-        "receive_currency": route.receive.currency(),
-        "cost": route.cost.amount_text(),
-        "latency_ms": route.latency_ms,
-        "success_probability": route.success_probability.to_string(),
-        "score": route.score.to_string(),
-        "why_not_best": route.why_not_best,
-    })
-}
 
 fn print_route(title: &str, route: &Route) {
     println!(

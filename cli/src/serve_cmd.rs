@@ -81,7 +81,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         actors.start_fx(config.clone(), railyard_actors::fx::FX_REFRESH).await.map_err(|error| anyhow::anyhow!(error))?;
         let coordinator = actors.start_coordinator(engine.clone(), Duration::from_millis(20)).await.map_err(|error| anyhow::anyhow!(error))?;
         let intake = railyard_saga::intake::Intake::start(engine.clone());
-        let api = railyard_api::router(railyard_api::ApiState { config: config.clone(), engine: engine.clone(), intake });
+        let api = railyard_api::router(railyard_api::ApiState {
+            config: config.clone(),
+            engine: engine.clone(),
+            intake,
+            routing: actors.routing.clone(),
+            snapshots: actors.snapshots.clone(),
+        });
         let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
         let address = listener.local_addr()?;
         println!("railyard listening on http://{address} (config {}, db {})", config_path.display(), args.db);

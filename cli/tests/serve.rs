@@ -149,3 +149,92 @@ async fn serve_end_to_end() {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
+
+/// Treasury over HTTP: a fee change flips a corridor's best route live and is audited; the admin
+/// kill switch takes a rail out of quotes and puts it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn treasury_changes_apply_live() {
+    let path = std::env::temp_dir().join(format!("railyard_treasury_{}.db", std::process::id()));
+    let db = format!("sqlite:{}", path.display());
+    let serve = start(&db);
+    let client = reqwest::Client::new();
+    let quote = |body: &'static str| {
+        let client = client.clone();
+        let address = serve.address.clone();
+        async move {
+            let response = client
+                .post(format!("http://{address}/v1/quotes"))
+                .header("Authorization", "Bearer rk_demo_psp")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&response.bytes().await.unwrap()).unwrap()
+        }
+    };
+    const CORRIDOR: &str = r#"{"source_currency":"USD","destination_currency":"BRL","amount":"2500.00","amount_type":"send","beneficiary_country":"BR"}"#;
+    let before = quote(CORRIDOR).await;
+    let winner =
+        before["routes"][0]["legs"].as_array().unwrap().iter().find(|leg| leg["kind"] == "rail").unwrap()["rail"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let fee = client
+        .put(format!("http://{}/v1/treasury/rails/{winner}/fees/USD", serve.address))
+        .header("Authorization", "Bearer rk_demo_treasury")
+        .body(r#"{"fixed":"400.00","bps":"0"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fee.status().as_u16(), 200, "{}", fee.text().await.unwrap());
+    let after = quote(CORRIDOR).await;
+    let rails_after: Vec<&str> =
+        after["routes"][0]["legs"].as_array().unwrap().iter().filter_map(|leg| leg["rail"].as_str()).collect();
+    assert!(!rails_after.contains(&winner.as_str()), "{winner} still best: {after}");
+    let audit: Value = serde_json::from_slice(
+        &client
+            .get(format!("http://{}/v1/treasury/audit", serve.address))
+            .header("Authorization", "Bearer rk_demo_treasury")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(audit["entries"].to_string().contains(&winner), "{audit}");
+    // A PSP key cannot change fees.
+    let denied = client
+        .put(format!("http://{}/v1/treasury/rails/{winner}/fees/USD", serve.address))
+        .header("Authorization", "Bearer rk_demo_psp")
+        .body(r#"{"fixed":"0.00","bps":"0"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status().as_u16(), 403);
+    // Kill switch (admin): the new best rail leaves quotes.
+    let new_winner = rails_after.iter().find(|rail| !rail.ends_with("-fx")).map(|rail| rail.to_string()).unwrap();
+    let kill = client
+        .post(format!("http://{}/v1/treasury/rails/{new_winner}/kill-switch", serve.address))
+        .header("Authorization", "Bearer rk_demo_admin")
+        .body(r#"{"engaged":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kill.status().as_u16(), 200);
+    let mut gone = false;
+    for _ in 0..50 {
+        let current = quote(CORRIDOR).await;
+        if !current["routes"][0]["legs"].to_string().contains(&format!("\"{new_winner}\"")) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(gone, "{new_winner} still quoted after its kill switch");
+    drop(serve);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}

@@ -25,7 +25,7 @@ pub use graph::{
 };
 pub use router::{
     ALTERNATIVES_MAX, AMOUNT_MAX_MINOR, BENEFICIARY, BlockedLeg, LEDGER, Leg, PathEvaluation, Route, RouteError,
-    RouteRequest, RouteSet, Router, SPLIT_PARTS_MAX, Split,
+    RouteRequest, RouteSet, Router, SPLIT_PARTS_MAX, Split, route_json,
 };
 pub use search::{Block, LABELS_PER_NODE_MAX, Mode};
 pub use transform::{CompiledFee, CompiledLeg, CompiledRate};

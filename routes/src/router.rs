@@ -1237,3 +1237,37 @@ fn why_not_best(best: &Route, other: &Route) -> String {
         if reasons.is_empty() { "equal on every count but rounding".into() } else { reasons.join(", ") }
     )
 }
+
+/// The JSON shape of a route that the CLI and the API share: amounts as strings, currencies as codes.
+pub fn route_json(route: &Route) -> serde_json::Value {
+    let legs: Vec<serde_json::Value> = route
+        .legs
+        .iter()
+        .map(|leg| {
+            serde_json::json!({
+                "rail": leg.rail,
+                "kind": leg.kind,
+                "from": leg.from,
+                "to": leg.to,
+                "send": leg.send.amount_text(),
+                "receive": leg.receive.amount_text(),
+                "fee": leg.fee.amount_text(),
+                "rate": leg.rate.map(|rate| rate.to_string()),
+                "latency_ms": leg.latency_ms,
+                "success_probability": leg.success_probability.to_string(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "legs": legs,
+        "send": route.send.amount_text(),
+        "receive": route.receive.amount_text(),
+        "send_currency": route.send.currency(),
+        "receive_currency": route.receive.currency(),
+        "cost": route.cost.amount_text(),
+        "latency_ms": route.latency_ms,
+        "success_probability": route.success_probability.to_string(),
+        "score": route.score.to_string(),
+        "why_not_best": route.why_not_best,
+    })
+}
