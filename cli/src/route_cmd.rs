@@ -144,8 +144,6 @@ fn report_error(error: Option<RouteError>, json: bool) -> anyhow::Result<ExitCod
     Ok(ExitCode::from(1))
 }
 
-/// The documented JSON shape: amounts as strings, currencies as codes.
-
 fn print_route(title: &str, route: &Route) {
     println!(
         "{title}: send {} → receive {}, cost {}, {} ms, success {}%",
