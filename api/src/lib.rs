@@ -7,6 +7,8 @@
 //! Retry-After. Quotes, batches, cancellation, webhooks delivery, treasury endpoints and the OpenAPI
 //! document are issue 7's.
 
+pub mod webhooks;
+
 use std::sync::Arc;
 
 use axum::Json;
@@ -57,6 +59,9 @@ pub fn router(state: ApiState) -> axum::Router {
         .route("/v1/treasury/rails/{rail}/kill-switch", post(kill_switch))
         .route("/v1/treasury/rails/{rail}/fees/{currency}", put(set_fee))
         .route("/v1/treasury/audit", get(audit))
+        .route("/v1/webhooks/secret", get(webhook_secret))
+        .route("/v1/webhooks/deliveries", get(webhook_deliveries))
+        .route("/v1/payouts/{id}/redeliver", post(redeliver))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
 }
@@ -520,4 +525,55 @@ async fn audit(State(state): State<ApiState>, headers: HeaderMap) -> Result<Resp
         .map(|entry| json!({ "at": entry.at.to_rfc3339(), "by": entry.actor, "change": entry.change }))
         .collect();
     Ok(Json(json!({ "entries": entries })).into_response())
+}
+
+fn store_error(error: impl std::fmt::Display) -> Problem {
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Store error", error.to_string())
+}
+
+/// `GET /v1/webhooks/secret`: the tenant's signing secret (see the `webhooks` module for the scheme).
+async fn webhook_secret(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Problem> {
+    let tenant = authenticate(&state.config, &headers, Scope::Psp)?;
+    let secret = webhooks::secret_for(state.engine.store(), &tenant).await.map_err(store_error)?;
+    Ok(Json(json!({ "secret": secret, "header": "Railyard-Signature", "scheme": "t=<unix>,v1=hex(HMAC-SHA256(secret, t + \".\" + body))" })).into_response())
+}
+
+/// `GET /v1/webhooks/deliveries`: the tenant's last delivery attempts.
+async fn webhook_deliveries(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Problem> {
+    let tenant = authenticate(&state.config, &headers, Scope::Psp)?;
+    let rows = sqlx::query(
+        "SELECT d.payout_id, d.event, d.attempt, d.at, d.status, d.error FROM webhook_deliveries d \
+         JOIN outbox o ON o.payout_id = d.payout_id AND o.event = d.event WHERE o.tenant = $1 ORDER BY d.at DESC LIMIT 100",
+    )
+    .bind(&tenant)
+    .fetch_all(state.engine.store().pool())
+    .await
+    .map_err(store_error)?;
+    let mut deliveries = Vec::new();
+    for row in rows {
+        use sqlx::Row;
+        deliveries.push(json!({
+            "payout_id": row.try_get::<String, _>(0).map_err(store_error)?,
+            "event": row.try_get::<String, _>(1).map_err(store_error)?,
+            "attempt": row.try_get::<i64, _>(2).map_err(store_error)?,
+            "at": chrono::DateTime::from_timestamp_micros(row.try_get::<i64, _>(3).map_err(store_error)?).map(|at| at.to_rfc3339()),
+            "status": row.try_get::<Option<i64>, _>(4).map_err(store_error)?,
+            "error": row.try_get::<Option<String>, _>(5).map_err(store_error)?,
+        }));
+    }
+    Ok(Json(json!({ "deliveries": deliveries })).into_response())
+}
+
+/// `POST /v1/payouts/{id}/redeliver`: queue the payout's webhook events again.
+async fn redeliver(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let tenant = authenticate(&state.config, &headers, Scope::Psp)?;
+    let events = webhooks::redeliver(state.engine.store(), &tenant, &id).await.map_err(store_error)?;
+    if events == 0 {
+        return Err(Problem::new(StatusCode::NOT_FOUND, "Not found", format!("no webhook events for payout {id}")));
+    }
+    Ok(Json(json!({ "payout_id": id, "events_queued": events })).into_response())
 }

@@ -81,6 +81,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         actors.start_fx(config.clone(), railyard_actors::fx::FX_REFRESH).await.map_err(|error| anyhow::anyhow!(error))?;
         let coordinator = actors.start_coordinator(engine.clone(), Duration::from_millis(20)).await.map_err(|error| anyhow::anyhow!(error))?;
         let intake = railyard_saga::intake::Intake::start(engine.clone());
+        let deliverer = tokio::spawn(railyard_api::webhooks::run(store.clone(), config.clone()));
         let api = railyard_api::router(railyard_api::ApiState {
             config: config.clone(),
             engine: engine.clone(),
@@ -100,6 +101,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         axum::serve(listener, api).with_graceful_shutdown(shutdown_signal()).await?;
         // Stop taking work; sagas in flight are durable and resume on the next start.
         coordinator.stop(Some("shutdown".into()));
+        deliverer.abort();
         actors.stop().await;
         store.pool().close().await;
         println!("railyard stopped");

@@ -21,9 +21,15 @@ impl Drop for Serve {
 }
 
 fn start(db: &str) -> Serve {
+    start_with(db, &[])
+}
+
+fn start_with(db: &str, extra: &[&str]) -> Serve {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mut args = vec!["serve", "--db", db, "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
     let mut child = Command::new(env!("CARGO_BIN_EXE_railyard"))
-        .args(["serve", "--db", db, "--listen", "127.0.0.1:0"])
+        .args(&args)
         .current_dir(root)
         .stdout(Stdio::piped())
         .spawn()
@@ -237,4 +243,90 @@ async fn treasury_changes_apply_live() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
+}
+
+/// Webhooks: a payout's completion reaches the PSP's endpoint on loopback, signed with the secret the
+/// API hands out; the delivery is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completion_webhook_is_delivered_and_signed() {
+    use std::sync::{Arc, Mutex};
+    let received: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let sink = sink.clone();
+            async move {
+                let header =
+                    |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).unwrap_or("").to_string();
+                sink.lock().unwrap().push((header("railyard-event"), header("railyard-signature"), body));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    // The demo configuration with a webhook endpoint for demo-psp.
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let demo = std::fs::read_to_string(format!("{root}/config/demo.toml")).unwrap();
+    let config = demo.replacen(
+        "name = \"Demo Payments Ltd\"\n",
+        &format!("name = \"Demo Payments Ltd\"\nwebhook_url = \"{hook}\"\n"),
+        1,
+    );
+    assert_ne!(config, demo);
+    let directory = std::env::temp_dir().join(format!("railyard_hooks_{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let config_path = directory.join("treasury.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let db = format!("sqlite:{}", directory.join("railyard.db").display());
+    let serve = start_with(&db, &["--config", config_path.to_str().unwrap()]);
+    let client = reqwest::Client::new();
+
+    // This configuration is not the demo: no demo balances, so the payout fails cleanly, which is a
+    // status change like any other.
+    let (status, payout, _) = post(&client, &serve, "hook-1", "rk_demo_psp", BODY).await;
+    assert_eq!(status, 202, "{payout}");
+    let id = payout["id"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    let (event, signature, body) = loop {
+        if let Some(found) = received.lock().unwrap().iter().find(|(_, _, body)| body.contains(&id)).cloned() {
+            break found;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no webhook for {id}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(event, "payout.failed");
+    let secret: Value = serde_json::from_slice(
+        &client
+            .get(format!("http://{}/v1/webhooks/secret", serve.address))
+            .header("Authorization", "Bearer rk_demo_psp")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let secret = secret["secret"].as_str().unwrap();
+    let timestamp: i64 = signature.split(',').next().unwrap().trim_start_matches("t=").parse().unwrap();
+    assert_eq!(signature, railyard_api::webhooks::signature(secret, timestamp, &body), "signature does not verify");
+    let deliveries: Value = serde_json::from_slice(
+        &client
+            .get(format!("http://{}/v1/webhooks/deliveries", serve.address))
+            .header("Authorization", "Bearer rk_demo_psp")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(deliveries["deliveries"][0]["status"], 200, "{deliveries}");
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&directory);
 }

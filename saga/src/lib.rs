@@ -692,6 +692,9 @@ impl Engine {
             return Err(EngineError::Leased(payout.id.clone()));
         }
         event(&mut tx, &payout.id, to, detail).await?;
+        if to == State::InDoubt && from != State::InDoubt {
+            outbox(&mut tx, payout, "payout.in_doubt", detail).await?;
+        }
         self.crash(from.as_str(), Phase::BeforeCommit)?;
         tx.commit().await?;
         match to {
@@ -1246,14 +1249,23 @@ async fn outbox(
     name: &str,
     detail: &str,
 ) -> Result<(), EngineError> {
-    let body = serde_json::json!({ "event": name, "payout_id": payout.id, "tenant": payout.tenant, "detail": detail });
+    let status = name.strip_prefix("payout.").unwrap_or(name);
+    let body = serde_json::json!({
+        "event": name,
+        "payout_id": payout.id,
+        "status": status,
+        "detail": detail,
+        "occurred_at": Utc::now().to_rfc3339(),
+    });
     sqlx::query(
-        "INSERT INTO outbox (payout_id, event, body, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (payout_id, event) DO NOTHING",
+        "INSERT INTO outbox (payout_id, event, body, created_at, tenant) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (payout_id, event) DO NOTHING",
     )
     .bind(&payout.id)
     .bind(name)
     .bind(body.to_string())
     .bind(now_micros())
+    .bind(&payout.tenant)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -87,6 +87,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_sagas.sql"),
         postgres: include_str!("../migrations/postgres/0002_sagas.sql"),
     },
+    Migration {
+        version: 3,
+        sqlite: include_str!("../migrations/sqlite/0003_webhooks.sql"),
+        postgres: include_str!("../migrations/postgres/0003_webhooks.sql"),
+    },
 ];
 
 /// The store: a pool and the dialect it speaks.
