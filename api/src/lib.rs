@@ -46,6 +46,51 @@ pub struct ApiState {
     /// The routing actor (treasury changes, kill switches) and its snapshots (quotes, rail state).
     pub routing: ActorRef<RoutingMsg>,
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    pub limiter: Arc<RateLimiter>,
+}
+
+/// Requests per second each API key may make, with a burst allowance.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// 100 requests per second with bursts of 200, per key.
+    pub const DEFAULT: RateLimit = RateLimit { per_second: 100, burst: 200 };
+}
+
+/// A token bucket per API key. Keys come from the configuration, so the map is bounded by it.
+pub struct RateLimiter {
+    limit: RateLimit,
+    buckets: std::sync::Mutex<std::collections::HashMap<[u8; 32], (u64, std::time::Instant)>>,
+}
+
+impl RateLimiter {
+    pub fn new(limit: RateLimit) -> RateLimiter {
+        RateLimiter { limit, buckets: std::sync::Mutex::default() }
+    }
+
+    /// Takes a token for `key`; `Err(seconds)` to wait when the bucket is empty. Tokens are kept in
+    /// thousandths so refills need no fractions.
+    fn take(&self, key: [u8; 32]) -> Result<(), u32> {
+        let capacity = u64::from(self.limit.burst.max(1)) * 1_000;
+        let now = std::time::Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (tokens, last) = buckets.entry(key).or_insert((capacity, now));
+        let elapsed_ms = u64::try_from(now.duration_since(*last).as_millis()).unwrap_or(u64::MAX);
+        *tokens = tokens.saturating_add(elapsed_ms.saturating_mul(u64::from(self.limit.per_second))).min(capacity);
+        *last = now;
+        if *tokens >= 1_000 {
+            *tokens -= 1_000;
+            Ok(())
+        } else {
+            let per_second = u64::from(self.limit.per_second.max(1));
+            let wait_ms = (1_000 - *tokens).div_ceil(per_second);
+            Err(u32::try_from(wait_ms.div_ceil(1_000)).unwrap_or(u32::MAX).max(1))
+        }
+    }
 }
 
 pub fn router(state: ApiState) -> axum::Router {
@@ -102,7 +147,9 @@ impl IntoResponse for Problem {
 }
 
 /// The tenant an API key belongs to, if the key carries `scope`. Compares hashes in constant time.
-fn authenticate(config: &TreasuryConfig, headers: &HeaderMap, scope: Scope) -> Result<String, Problem> {
+fn authenticate(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result<String, Problem> {
+    let config = &state.config;
+    let limiter = &state.limiter;
     let unauthorized =
         || Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", "send Authorization: Bearer <api key>");
     let token = headers
@@ -121,8 +168,15 @@ fn authenticate(config: &TreasuryConfig, headers: &HeaderMap, scope: Scope) -> R
             }
         }
     }
+    let throttled = if found.is_some() { limiter.take(digest).err() } else { None };
     match found {
         None => Err(unauthorized()),
+        Some(_) if throttled.is_some() => {
+            let mut problem =
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "Too many requests", "this API key is over its rate limit");
+            problem.retry_after = throttled;
+            Err(problem)
+        }
         Some((_, false)) => {
             Err(Problem::new(StatusCode::FORBIDDEN, "Forbidden", format!("this key lacks the {scope:?} scope")))
         }
@@ -255,7 +309,7 @@ fn payout_json(payout: &Payout) -> Value {
 }
 
 async fn create_payout(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
-    let tenant = authenticate(&state.config, &headers, Scope::Psp)?;
+    let tenant = authenticate(&state, &headers, Scope::Psp)?;
     let key = headers
         .get("idempotency-key")
         .and_then(|value| value.to_str().ok())
@@ -309,7 +363,7 @@ async fn get_payout(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let tenant = authenticate(&state.config, &headers, Scope::Psp)?;
+    let tenant = authenticate(&state, &headers, Scope::Psp)?;
     let not_found = || Problem::new(StatusCode::NOT_FOUND, "Not found", format!("no payout {id}"));
     let payout = state.engine.payout(&id).await.map_err(|_| not_found())?;
     // Another tenant's payout does not exist as far as this caller can tell.
@@ -320,7 +374,7 @@ async fn get_payout(
 }
 
 async fn balances(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Problem> {
-    let tenant = authenticate(&state.config, &headers, Scope::Psp)?;
+    let tenant = authenticate(&state, &headers, Scope::Psp)?;
     let all = railyard_store::ledger::balances(state.engine.store().pool())
         .await
         .map_err(|error| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Store error", error.to_string()))?;
@@ -347,7 +401,7 @@ struct QuoteBody {
 /// `POST /v1/quotes`: the best route and up to two alternatives on the live routing snapshot, with
 /// per-leg breakdown and the time until which its FX rates hold.
 async fn quote(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
-    authenticate(&state.config, &headers, Scope::Psp)?;
+    authenticate(&state, &headers, Scope::Psp)?;
     let body: QuoteBody = serde_json::from_slice(&body).map_err(|error| {
         Problem::new(
             StatusCode::BAD_REQUEST,
@@ -391,7 +445,7 @@ async fn quote(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -
 
 /// `GET /v1/treasury/rails`: every rail's live state as routing sees it.
 async fn treasury_rails(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Problem> {
-    authenticate(&state.config, &headers, Scope::Treasury)?;
+    authenticate(&state, &headers, Scope::Treasury)?;
     let snapshot = state.snapshots.borrow().clone();
     let rails: Vec<Value> = snapshot
         .config
@@ -423,8 +477,8 @@ fn fee_json(fee: &FeeSchedule) -> Value {
 }
 
 /// The caller's name for the audit log: the tenant and the key id.
-fn who(config: &TreasuryConfig, headers: &HeaderMap, scope: Scope) -> Result<String, Problem> {
-    let tenant = authenticate(config, headers, scope)?;
+fn who(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result<String, Problem> {
+    let tenant = authenticate(state, headers, scope)?;
     Ok(format!("{tenant}/{scope:?}").to_lowercase())
 }
 
@@ -441,7 +495,7 @@ async fn kill_switch(
     Path(rail): Path<String>,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let by = who(&state.config, &headers, Scope::Admin)?;
+    let by = who(&state, &headers, Scope::Admin)?;
     let body: KillSwitchBody = serde_json::from_slice(&body).map_err(|error| invalid("engaged", error.to_string()))?;
     if state.config.rail(&rail).is_none() {
         return Err(Problem::new(StatusCode::NOT_FOUND, "Not found", format!("no rail {rail}")));
@@ -471,7 +525,7 @@ async fn set_fee(
     Path((rail, code)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let by = who(&state.config, &headers, Scope::Treasury)?;
+    let by = who(&state, &headers, Scope::Treasury)?;
     let body: FeeBody = serde_json::from_slice(&body).map_err(|error| {
         Problem::new(
             StatusCode::BAD_REQUEST,
@@ -516,7 +570,7 @@ async fn set_fee(
 
 /// `GET /v1/treasury/audit`: who changed what, when.
 async fn audit(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Problem> {
-    authenticate(&state.config, &headers, Scope::Treasury)?;
+    authenticate(&state, &headers, Scope::Treasury)?;
     let entries = ractor::call!(state.routing, |reply| RoutingMsg::Audit { reply }).map_err(|_| {
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Routing unavailable", "the routing actor is not running")
     })?;
@@ -533,14 +587,14 @@ fn store_error(error: impl std::fmt::Display) -> Problem {
 
 /// `GET /v1/webhooks/secret`: the tenant's signing secret (see the `webhooks` module for the scheme).
 async fn webhook_secret(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Problem> {
-    let tenant = authenticate(&state.config, &headers, Scope::Psp)?;
+    let tenant = authenticate(&state, &headers, Scope::Psp)?;
     let secret = webhooks::secret_for(state.engine.store(), &tenant).await.map_err(store_error)?;
     Ok(Json(json!({ "secret": secret, "header": "Railyard-Signature", "scheme": "t=<unix>,v1=hex(HMAC-SHA256(secret, t + \".\" + body))" })).into_response())
 }
 
 /// `GET /v1/webhooks/deliveries`: the tenant's last delivery attempts.
 async fn webhook_deliveries(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Problem> {
-    let tenant = authenticate(&state.config, &headers, Scope::Psp)?;
+    let tenant = authenticate(&state, &headers, Scope::Psp)?;
     let rows = sqlx::query(
         "SELECT d.payout_id, d.event, d.attempt, d.at, d.status, d.error FROM webhook_deliveries d \
          JOIN outbox o ON o.payout_id = d.payout_id AND o.event = d.event WHERE o.tenant = $1 ORDER BY d.at DESC LIMIT 100",
@@ -570,7 +624,7 @@ async fn redeliver(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let tenant = authenticate(&state.config, &headers, Scope::Psp)?;
+    let tenant = authenticate(&state, &headers, Scope::Psp)?;
     let events = webhooks::redeliver(state.engine.store(), &tenant, &id).await.map_err(store_error)?;
     if events == 0 {
         return Err(Problem::new(StatusCode::NOT_FOUND, "Not found", format!("no webhook events for payout {id}")));

@@ -31,6 +31,9 @@ pub struct ServeArgs {
     /// commits, a process crash does not).
     #[arg(long)]
     sqlite_normal_sync: bool,
+    /// Requests per second per API key (bursts of twice as many); over it the API answers 429.
+    #[arg(long, default_value_t = railyard_api::RateLimit::DEFAULT.per_second)]
+    rate_limit: u32,
 }
 
 /// Opening balance each demo PSP gets in each currency, once.
@@ -88,6 +91,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             intake,
             routing: actors.routing.clone(),
             snapshots: actors.snapshots.clone(),
+            limiter: Arc::new(railyard_api::RateLimiter::new(railyard_api::RateLimit {
+                per_second: args.rate_limit,
+                burst: args.rate_limit.saturating_mul(2),
+            })),
         });
         let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
         let address = listener.local_addr()?;

@@ -330,3 +330,38 @@ async fn completion_webhook_is_delivered_and_signed() {
     drop(serve);
     let _ = std::fs::remove_dir_all(&directory);
 }
+
+/// Per-key rate limit: past the burst, 429 with Retry-After; another key is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_per_key() {
+    let path = std::env::temp_dir().join(format!("railyard_rate_{}.db", std::process::id()));
+    let db = format!("sqlite:{}", path.display());
+    let serve = start_with(&db, &["--rate-limit", "5"]);
+    let client = reqwest::Client::new();
+    let mut limited = None;
+    for _ in 0..40 {
+        let response = client
+            .get(format!("http://{}/v1/balances", serve.address))
+            .header("Authorization", "Bearer rk_demo_psp")
+            .send()
+            .await
+            .unwrap();
+        if response.status().as_u16() == 429 {
+            limited = response.headers().get("retry-after").map(|value| value.to_str().unwrap().to_string());
+            break;
+        }
+    }
+    let retry_after: u32 = limited.expect("never limited").parse().unwrap();
+    assert!(retry_after >= 1);
+    let other = client
+        .get(format!("http://{}/v1/balances", serve.address))
+        .header("Authorization", "Bearer rk_demo_psp_north")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 200);
+    drop(serve);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
