@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -31,8 +31,13 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+/// Items in one `POST /v1/payouts/batch`.
+pub const BATCH_ITEMS_MAX: usize = 100;
+/// Payouts in one page of `GET /v1/payouts`.
+pub const PAGE_SIZE_MAX: i64 = 200;
+
 /// Largest request body accepted.
-pub const BODY_BYTES_MAX: usize = 64 * 1024;
+pub const BODY_BYTES_MAX: usize = 512 * 1024;
 /// Longest Idempotency-Key accepted.
 pub const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 128;
 /// Seconds a client is told to wait when the intake is full.
@@ -96,7 +101,8 @@ impl RateLimiter {
 pub fn router(state: ApiState) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
-        .route("/v1/payouts", post(create_payout))
+        .route("/v1/payouts", post(create_payout).get(list_payouts))
+        .route("/v1/payouts/batch", post(create_batch))
         .route("/v1/payouts/{id}", get(get_payout))
         .route("/v1/balances", get(balances))
         .route("/v1/quotes", post(quote))
@@ -630,4 +636,111 @@ async fn redeliver(
         return Err(Problem::new(StatusCode::NOT_FOUND, "Not found", format!("no webhook events for payout {id}")));
     }
     Ok(Json(json!({ "payout_id": id, "events_queued": events })).into_response())
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    created_after: Option<String>,
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+fn parse_status(text: &str) -> Option<SagaState> {
+    Some(match text {
+        "received" => SagaState::Accepted,
+        "routed" => SagaState::Routed,
+        "reserved" => SagaState::Reserved,
+        "fx_locked" => SagaState::Quoted,
+        "submitted" => SagaState::Submitting,
+        "in_doubt" => SagaState::InDoubt,
+        "completed" => SagaState::Completed,
+        "failed" => SagaState::Failed,
+        _ => return None,
+    })
+}
+
+/// `GET /v1/payouts?status=&created_after=&cursor=&limit=`: the tenant's payouts, oldest first;
+/// `next_cursor` continues the listing.
+async fn list_payouts(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, Problem> {
+    let tenant = authenticate(&state, &headers, Scope::Psp)?;
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(text) => Some(parse_status(text).ok_or_else(|| invalid("status", format!("unknown status {text:?}")))?),
+    };
+    let created_after = match query.created_after.as_deref() {
+        None => None,
+        Some(text) => Some(
+            chrono::DateTime::parse_from_rfc3339(text)
+                .map_err(|error| invalid("created_after", format!("expected RFC 3339: {error}")))?
+                .timestamp_micros(),
+        ),
+    };
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=PAGE_SIZE_MAX).contains(&limit) {
+        return Err(invalid("limit", format!("between 1 and {PAGE_SIZE_MAX}")));
+    }
+    let payouts =
+        state.engine.list(&tenant, status, created_after, query.cursor.as_deref(), limit).await.map_err(store_error)?;
+    let next_cursor = if payouts.len() as i64 == limit { payouts.last().map(|payout| payout.id.clone()) } else { None };
+    Ok(Json(json!({ "payouts": payouts.iter().map(payout_json).collect::<Vec<_>>(), "next_cursor": next_cursor }))
+        .into_response())
+}
+
+/// `POST /v1/payouts/batch`: `{"items":[{"idempotency_key": ..., <payout fields>}, ...]}`, at most
+/// [`BATCH_ITEMS_MAX`]; one result per item, in order, each as `POST /v1/payouts` would answer it.
+async fn create_batch(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
+    let tenant = authenticate(&state, &headers, Scope::Psp)?;
+    let body: Value = serde_json::from_slice(&body).map_err(|error| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "Malformed JSON",
+            format!("line {}, column {}: {error}", error.line(), error.column()),
+        )
+    })?;
+    let items = body.get("items").and_then(Value::as_array).ok_or_else(|| invalid("items", "an array of payouts"))?;
+    if items.is_empty() || items.len() > BATCH_ITEMS_MAX {
+        return Err(invalid("items", format!("between 1 and {BATCH_ITEMS_MAX} items")));
+    }
+    let mut pending = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let mut item = item.clone();
+        let key = item
+            .as_object_mut()
+            .and_then(|object| object.remove("idempotency_key"))
+            .and_then(|key| key.as_str().map(str::to_string))
+            .filter(|key| !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_LENGTH_MAX);
+        let parsed = match key {
+            None => Err(invalid(&format!("items[{index}].idempotency_key"), "required, 1 to 128 characters")),
+            Some(key) => parse_payout(item.to_string().as_bytes()).map(|request| (key, request)),
+        };
+        pending.push(parsed);
+    }
+    let mut results = Vec::with_capacity(pending.len());
+    for parsed in pending {
+        let result = match parsed {
+            Err(problem) => {
+                json!({ "status": problem.status.as_u16(), "error": { "title": problem.title, "detail": problem.detail, "field": problem.field } })
+            }
+            Ok((key, request)) => match state.intake.accept(&tenant, &key, &request).await {
+                Ok(accepted) => match state.engine.payout(&accepted.payout_id).await {
+                    Ok(payout) => json!({ "status": 202, "replay": accepted.replay, "payout": payout_json(&payout) }),
+                    Err(error) => json!({ "status": 500, "error": { "detail": error.to_string() } }),
+                },
+                Err(IntakeError::Engine(EngineError::Conflict(existing))) => {
+                    json!({ "status": 409, "error": { "detail": format!("key used for payout {existing} with a different request") } })
+                }
+                Err(IntakeError::Overloaded) => {
+                    json!({ "status": 503, "error": { "detail": "intake full; retry this item" } })
+                }
+                Err(error) => json!({ "status": 422, "error": { "detail": error.to_string() } }),
+            },
+        };
+        results.push(result);
+    }
+    Ok((StatusCode::MULTI_STATUS, Json(json!({ "results": results }))).into_response())
 }

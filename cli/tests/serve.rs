@@ -140,7 +140,7 @@ async fn serve_end_to_end() {
             assert_eq!(problem["field"], field, "{problem}");
         }
     }
-    let huge = format!("{{\"reference\":\"{}\"}}", "x".repeat(200_000));
+    let huge = format!("{{\"reference\":\"{}\"}}", "x".repeat(1_000_000));
     assert_eq!(post(&client, &serve, "big-1", "rk_demo_psp", &huge).await.0, 413);
 
     // SIGTERM: a clean stop, exit 0.
@@ -360,6 +360,71 @@ async fn rate_limits_are_per_key() {
         .await
         .unwrap();
     assert_eq!(other.status().as_u16(), 200);
+    drop(serve);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+/// Batches answer per item; listings page with a cursor and stay within the tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_and_listing() {
+    let path = std::env::temp_dir().join(format!("railyard_batch_{}.db", std::process::id()));
+    let db = format!("sqlite:{}", path.display());
+    let serve = start(&db);
+    let client = reqwest::Client::new();
+    let item = |key: &str, amount: &str| {
+        let mut value: Value = serde_json::from_str(BODY).unwrap();
+        value["idempotency_key"] = Value::String(key.into());
+        value["amount"] = Value::String(amount.into());
+        value
+    };
+    let batch = serde_json::json!({ "items": [item("b-1", "10.00"), item("b-2", "10.001"), item("b-3", "12.00")] });
+    let response = client
+        .post(format!("http://{}/v1/payouts/batch", serve.address))
+        .header("Authorization", "Bearer rk_demo_psp")
+        .body(batch.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 207);
+    let results: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    let statuses: Vec<i64> =
+        results["results"].as_array().unwrap().iter().map(|result| result["status"].as_i64().unwrap()).collect();
+    assert_eq!(statuses, [202, 422, 202], "{results}");
+    assert_eq!(results["results"][1]["error"]["field"], "amount");
+
+    let page = |cursor: Option<String>| {
+        let client = client.clone();
+        let address = serve.address.clone();
+        async move {
+            let mut url = format!("http://{address}/v1/payouts?limit=1");
+            if let Some(cursor) = cursor {
+                url.push_str(&format!("&cursor={cursor}"));
+            }
+            let response = client.get(url).header("Authorization", "Bearer rk_demo_psp").send().await.unwrap();
+            serde_json::from_slice::<Value>(&response.bytes().await.unwrap()).unwrap()
+        }
+    };
+    let first = page(None).await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_string();
+    let second = page(Some(cursor)).await;
+    assert_ne!(first["payouts"][0]["id"], second["payouts"][0]["id"]);
+    let third = page(second["next_cursor"].as_str().map(str::to_string)).await;
+    assert!(third["payouts"].as_array().unwrap().is_empty() || third["next_cursor"].is_null());
+    let other: Value = serde_json::from_slice(
+        &client
+            .get(format!("http://{}/v1/payouts", serve.address))
+            .header("Authorization", "Bearer rk_demo_psp_north")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(other["payouts"].as_array().unwrap().is_empty(), "{other}");
     drop(serve);
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));

@@ -524,6 +524,34 @@ impl Engine {
         Ok(Accepted { payout_id, replay: false })
     }
 
+    /// A tenant's payouts after `cursor` (a payout id; ids sort by creation time), oldest first,
+    /// optionally only in `state` and created after `created_after` (microseconds since the epoch).
+    pub async fn list(
+        &self,
+        tenant: &str,
+        state: Option<State>,
+        created_after: Option<i64>,
+        cursor: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Payout>, EngineError> {
+        let rows = sqlx::query(
+            "SELECT id FROM payouts WHERE tenant = $1 AND ($2 = '' OR state = $2) AND created_at > $3 AND id > $4 \
+             ORDER BY id LIMIT $5",
+        )
+        .bind(tenant)
+        .bind(state.map(State::as_str).unwrap_or(""))
+        .bind(created_after.unwrap_or(i64::MIN))
+        .bind(cursor.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(self.store.pool())
+        .await?;
+        let mut payouts = Vec::with_capacity(rows.len());
+        for row in rows {
+            payouts.push(self.payout(&row.try_get::<String, _>(0)?).await?);
+        }
+        Ok(payouts)
+    }
+
     pub async fn payout(&self, id: &str) -> Result<Payout, EngineError> {
         let row = sqlx::query(
             "SELECT id, tenant, idempotency_key, request, state, attempt, leg, route, reservation, reason, inquiries, \
