@@ -16,7 +16,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use ractor::ActorRef;
 use railyard_actors::routing::{RoutingMsg, Snapshot};
 use railyard_config::{Scope, TreasuryConfig};
@@ -98,24 +98,79 @@ impl RateLimiter {
     }
 }
 
+/// An RFC 9457 problem, as documented.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ProblemDoc {
+    r#type: String,
+    title: String,
+    status: u16,
+    detail: String,
+    /// The request field at fault, when one is.
+    field: Option<String>,
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Railyard API", description = "Cross-border payouts: quotes, payouts, webhooks, treasury."),
+    components(schemas(ProblemDoc)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// Every documented route, registered and documented in one place so the two cannot drift.
+fn documented() -> utoipa_axum::router::OpenApiRouter<ApiState> {
+    use utoipa::OpenApi;
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(create_payout, list_payouts))
+        .routes(routes!(create_batch))
+        .routes(routes!(get_payout))
+        .routes(routes!(balances))
+        .routes(routes!(quote))
+        .routes(routes!(treasury_rails))
+        .routes(routes!(kill_switch))
+        .routes(routes!(set_fee))
+        .routes(routes!(audit))
+        .routes(routes!(webhook_secret))
+        .routes(routes!(webhook_deliveries))
+        .routes(routes!(redeliver))
+}
+
+/// The OpenAPI document of every route [`router`] serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented().split_for_parts().1
+}
+
 pub fn router(state: ApiState) -> axum::Router {
-    axum::Router::new()
+    let (routes, document) = documented().split_for_parts();
+    let document = Arc::new(document.to_pretty_json().unwrap_or_default());
+    routes
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
-        .route("/v1/payouts", post(create_payout).get(list_payouts))
-        .route("/v1/payouts/batch", post(create_batch))
-        .route("/v1/payouts/{id}", get(get_payout))
-        .route("/v1/balances", get(balances))
-        .route("/v1/quotes", post(quote))
-        .route("/v1/treasury/rails", get(treasury_rails))
-        .route("/v1/treasury/rails/{rail}/kill-switch", post(kill_switch))
-        .route("/v1/treasury/rails/{rail}/fees/{currency}", put(set_fee))
-        .route("/v1/treasury/audit", get(audit))
-        .route("/v1/webhooks/secret", get(webhook_secret))
-        .route("/v1/webhooks/deliveries", get(webhook_deliveries))
-        .route("/v1/payouts/{id}/redeliver", post(redeliver))
+        .route(
+            "/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], document.as_str().to_owned()) }
+            }),
+        )
+        .route("/docs", get(|| async { axum::response::Html(DOCS_PAGE) }))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
 }
+
+/// A self-contained docs page (no assets fetched from anywhere) that reads `/openapi.json`.
+const DOCS_PAGE: &str = include_str!("docs.html");
 
 /// An RFC 9457 problem.
 pub struct Problem {
@@ -190,7 +245,7 @@ fn authenticate(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result<S
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BeneficiaryBody {
     name: String,
@@ -198,7 +253,7 @@ struct BeneficiaryBody {
     country: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PayoutBody {
     source_currency: String,
@@ -209,6 +264,7 @@ struct PayoutBody {
     #[serde(default)]
     reference: String,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
 }
 
@@ -314,6 +370,7 @@ fn payout_json(payout: &Payout) -> Value {
     })
 }
 
+#[utoipa::path(post, path = "/v1/payouts", tag = "payouts", request_body = PayoutBody, params(("Idempotency-Key" = String, Header, description = "required; same key and body replay the first answer")), responses((status = 202, description = "accepted, durable", body = Object), (status = 409, description = "key reused with another body", body = ProblemDoc), (status = 422, description = "invalid field", body = ProblemDoc), (status = 503, description = "intake full, Retry-After", body = ProblemDoc)), security(("bearer" = [])))]
 async fn create_payout(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
     let tenant = authenticate(&state, &headers, Scope::Psp)?;
     let key = headers
@@ -364,6 +421,7 @@ async fn create_payout(State(state): State<ApiState>, headers: HeaderMap, body: 
     Ok(response)
 }
 
+#[utoipa::path(get, path = "/v1/payouts/{id}", tag = "payouts", params(("id" = String, Path)), responses((status = 200, description = "the payout", body = Object), (status = 404, description = "no such payout for this tenant", body = ProblemDoc)), security(("bearer" = [])))]
 async fn get_payout(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -379,6 +437,7 @@ async fn get_payout(
     Ok(Json(payout_json(&payout)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/balances", tag = "payouts", responses((status = 200, description = "balances per currency", body = Object)), security(("bearer" = [])))]
 async fn balances(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Problem> {
     let tenant = authenticate(&state, &headers, Scope::Psp)?;
     let all = railyard_store::ledger::balances(state.engine.store().pool())
@@ -393,7 +452,7 @@ async fn balances(State(state): State<ApiState>, headers: HeaderMap) -> Result<R
     Ok(Json(json!({ "balances": mine })).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct QuoteBody {
     source_currency: String,
@@ -404,6 +463,7 @@ struct QuoteBody {
     beneficiary_country: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/quotes", tag = "quotes", request_body = QuoteBody, responses((status = 200, description = "routes with per-leg breakdown and expiry", body = Object), (status = 422, description = "invalid field or no route", body = ProblemDoc)), security(("bearer" = [])))]
 /// `POST /v1/quotes`: the best route and up to two alternatives on the live routing snapshot, with
 /// per-leg breakdown and the time until which its FX rates hold.
 async fn quote(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
@@ -449,6 +509,7 @@ async fn quote(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -
     .into_response())
 }
 
+#[utoipa::path(get, path = "/v1/treasury/rails", tag = "treasury", responses((status = 200, description = "live rail state", body = Object)), security(("bearer" = [])))]
 /// `GET /v1/treasury/rails`: every rail's live state as routing sees it.
 async fn treasury_rails(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Problem> {
     authenticate(&state, &headers, Scope::Treasury)?;
@@ -488,12 +549,13 @@ fn who(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result<String, Pr
     Ok(format!("{tenant}/{scope:?}").to_lowercase())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct KillSwitchBody {
     engaged: bool,
 }
 
+#[utoipa::path(post, path = "/v1/treasury/rails/{rail}/kill-switch", tag = "treasury", request_body = KillSwitchBody, params(("rail" = String, Path)), responses((status = 200, description = "applied", body = Object), (status = 404, description = "no such rail", body = ProblemDoc)), security(("bearer" = [])))]
 /// `POST /v1/treasury/rails/{rail}/kill-switch` (scope admin): take a rail out of routing or put it back.
 async fn kill_switch(
     State(state): State<ApiState>,
@@ -512,7 +574,7 @@ async fn kill_switch(
     Ok(Json(json!({ "rail": rail, "kill_switch": body.engaged })).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FeeBody {
     fixed: String,
@@ -523,6 +585,7 @@ struct FeeBody {
     max: Option<String>,
 }
 
+#[utoipa::path(put, path = "/v1/treasury/rails/{rail}/fees/{currency}", tag = "treasury", request_body = FeeBody, params(("rail" = String, Path), ("currency" = String, Path)), responses((status = 200, description = "applied live, audited", body = Object), (status = 422, description = "invalid field", body = ProblemDoc)), security(("bearer" = [])))]
 /// `PUT /v1/treasury/rails/{rail}/fees/{currency}` (scope treasury): a new fee schedule, applied
 /// live to routing and audited with before and after.
 async fn set_fee(
@@ -574,6 +637,7 @@ async fn set_fee(
     Ok(Json(json!({ "rail": rail, "currency": currency.code(), "before": before, "after": fee_json(&schedule), "snapshot_version": version })).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/treasury/audit", tag = "treasury", responses((status = 200, description = "who changed what, when", body = Object)), security(("bearer" = [])))]
 /// `GET /v1/treasury/audit`: who changed what, when.
 async fn audit(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Problem> {
     authenticate(&state, &headers, Scope::Treasury)?;
@@ -591,6 +655,7 @@ fn store_error(error: impl std::fmt::Display) -> Problem {
     Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Store error", error.to_string())
 }
 
+#[utoipa::path(get, path = "/v1/webhooks/secret", tag = "webhooks", responses((status = 200, description = "the signing secret", body = Object)), security(("bearer" = [])))]
 /// `GET /v1/webhooks/secret`: the tenant's signing secret (see the `webhooks` module for the scheme).
 async fn webhook_secret(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Problem> {
     let tenant = authenticate(&state, &headers, Scope::Psp)?;
@@ -598,6 +663,7 @@ async fn webhook_secret(State(state): State<ApiState>, headers: HeaderMap) -> Re
     Ok(Json(json!({ "secret": secret, "header": "Railyard-Signature", "scheme": "t=<unix>,v1=hex(HMAC-SHA256(secret, t + \".\" + body))" })).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/webhooks/deliveries", tag = "webhooks", responses((status = 200, description = "delivery log", body = Object)), security(("bearer" = [])))]
 /// `GET /v1/webhooks/deliveries`: the tenant's last delivery attempts.
 async fn webhook_deliveries(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Problem> {
     let tenant = authenticate(&state, &headers, Scope::Psp)?;
@@ -624,6 +690,7 @@ async fn webhook_deliveries(State(state): State<ApiState>, headers: HeaderMap) -
     Ok(Json(json!({ "deliveries": deliveries })).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/payouts/{id}/redeliver", tag = "webhooks", params(("id" = String, Path)), responses((status = 200, description = "events queued again", body = Object), (status = 404, description = "no events", body = ProblemDoc)), security(("bearer" = [])))]
 /// `POST /v1/payouts/{id}/redeliver`: queue the payout's webhook events again.
 async fn redeliver(
     State(state): State<ApiState>,
@@ -660,6 +727,7 @@ fn parse_status(text: &str) -> Option<SagaState> {
     })
 }
 
+#[utoipa::path(get, path = "/v1/payouts", tag = "payouts", params(("status" = Option<String>, Query), ("created_after" = Option<String>, Query), ("cursor" = Option<String>, Query), ("limit" = Option<i64>, Query)), responses((status = 200, description = "a page of payouts and next_cursor", body = Object)), security(("bearer" = [])))]
 /// `GET /v1/payouts?status=&created_after=&cursor=&limit=`: the tenant's payouts, oldest first;
 /// `next_cursor` continues the listing.
 async fn list_payouts(
@@ -691,6 +759,7 @@ async fn list_payouts(
         .into_response())
 }
 
+#[utoipa::path(post, path = "/v1/payouts/batch", tag = "payouts", request_body = Object, responses((status = 207, description = "one result per item", body = Object)), security(("bearer" = [])))]
 /// `POST /v1/payouts/batch`: `{"items":[{"idempotency_key": ..., <payout fields>}, ...]}`, at most
 /// [`BATCH_ITEMS_MAX`]; one result per item, in order, each as `POST /v1/payouts` would answer it.
 async fn create_batch(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
