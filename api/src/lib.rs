@@ -145,6 +145,7 @@ fn documented() -> utoipa_axum::router::OpenApiRouter<ApiState> {
         .routes(routes!(webhook_secret))
         .routes(routes!(webhook_deliveries))
         .routes(routes!(redeliver))
+        .routes(routes!(cancel_payout))
 }
 
 /// The OpenAPI document of every route [`router`] serves.
@@ -326,6 +327,7 @@ fn status_name(state: SagaState) -> &'static str {
         SagaState::InDoubt => "in_doubt",
         SagaState::Completed => "completed",
         SagaState::Failed => "failed",
+        SagaState::Cancelled => "cancelled",
     }
 }
 
@@ -723,6 +725,7 @@ fn parse_status(text: &str) -> Option<SagaState> {
         "in_doubt" => SagaState::InDoubt,
         "completed" => SagaState::Completed,
         "failed" => SagaState::Failed,
+        "cancelled" => SagaState::Cancelled,
         _ => return None,
     })
 }
@@ -812,4 +815,28 @@ async fn create_batch(State(state): State<ApiState>, headers: HeaderMap, body: B
         results.push(result);
     }
     Ok((StatusCode::MULTI_STATUS, Json(json!({ "results": results }))).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/payouts/{id}/cancel", tag = "payouts", params(("id" = String, Path)), responses((status = 200, description = "cancelled", body = Object), (status = 409, description = "a rail leg was already sent", body = ProblemDoc), (status = 404, description = "no such payout for this tenant", body = ProblemDoc)), security(("bearer" = [])))]
+/// `POST /v1/payouts/{id}/cancel`: cancels a payout that no rail has received yet.
+async fn cancel_payout(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let tenant = authenticate(&state, &headers, Scope::Psp)?;
+    match state.engine.cancel(&tenant, &id).await {
+        Ok(payout) => Ok(Json(payout_json(&payout)).into_response()),
+        Err(EngineError::NotFound(_)) => {
+            Err(Problem::new(StatusCode::NOT_FOUND, "Not found", format!("no payout {id}")))
+        }
+        Err(EngineError::TooLate(detail)) => Err(Problem::new(StatusCode::CONFLICT, "Too late to cancel", detail)),
+        Err(EngineError::Leased(_)) => {
+            let mut problem =
+                Problem::new(StatusCode::CONFLICT, "Payout busy", "the payout is being processed; try again");
+            problem.retry_after = Some(1);
+            Err(problem)
+        }
+        Err(error) => Err(store_error(error)),
+    }
 }

@@ -11,6 +11,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/payouts/batch"),
     ("get", "/v1/payouts/{id}"),
     ("post", "/v1/payouts/{id}/redeliver"),
+    ("post", "/v1/payouts/{id}/cancel"),
     ("get", "/v1/balances"),
     ("post", "/v1/quotes"),
     ("get", "/v1/treasury/rails"),

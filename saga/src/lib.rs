@@ -105,6 +105,8 @@ pub enum State {
     InDoubt,
     Completed,
     Failed,
+    /// Cancelled by the PSP before any rail leg was sent.
+    Cancelled,
 }
 
 impl State {
@@ -118,6 +120,7 @@ impl State {
             State::InDoubt => "in_doubt",
             State::Completed => "completed",
             State::Failed => "failed",
+            State::Cancelled => "cancelled",
         }
     }
 
@@ -130,13 +133,14 @@ impl State {
             "submitting" => State::Submitting,
             "in_doubt" => State::InDoubt,
             "completed" => State::Completed,
+            "cancelled" => State::Cancelled,
             "failed" => State::Failed,
             _ => return None,
         })
     }
 
     pub fn terminal(self) -> bool {
-        matches!(self, State::Completed | State::Failed)
+        matches!(self, State::Completed | State::Failed | State::Cancelled)
     }
 }
 
@@ -216,6 +220,8 @@ pub enum EngineError {
     Crashed(CrashPoint),
     #[error("payout {0} not found")]
     NotFound(String),
+    #[error("too late to cancel: {0}")]
+    TooLate(String),
     #[error("payout {0} is leased by another engine")]
     Leased(String),
     #[error("idempotency key reused with a different request (first used for payout {0})")]
@@ -552,6 +558,42 @@ impl Engine {
         Ok(payouts)
     }
 
+    /// Cancels a payout for `tenant` if no rail leg has been sent yet: its reservation is voided
+    /// and it ends `cancelled`. Once a leg is with a rail the answer is [`EngineError::TooLate`].
+    pub async fn cancel(&self, tenant: &str, id: &str) -> Result<Payout, EngineError> {
+        let payout = self.payout(id).await?;
+        if payout.tenant != tenant {
+            return Err(EngineError::NotFound(id.into()));
+        }
+        if !matches!(payout.state, State::Accepted | State::Routed | State::Reserved | State::Quoted)
+            || payout.route.as_ref().is_some_and(|route| route.legs.iter().any(|leg| leg.execution.is_some()))
+        {
+            return Err(EngineError::TooLate(format!("payout {id} is {}", payout.state.as_str())));
+        }
+        if !self.claim(id).await? {
+            return Err(EngineError::Leased(id.into()));
+        }
+        // Read again under the lease: the saga may have moved since.
+        let payout = self.payout(id).await?;
+        let result = if matches!(payout.state, State::Accepted | State::Routed | State::Reserved | State::Quoted) {
+            let mut tx = self.store.begin().await?;
+            if let Some(reservation) = &payout.reservation {
+                match ledger::void_pending(&mut tx, &format!("{reservation}:void"), reservation).await {
+                    Ok(_) | Err(LedgerError::AlreadyResolved(_)) => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            outbox(&mut tx, &payout, "payout.cancelled", "cancelled by the PSP").await?;
+            let changes = Changes { reason: Some("cancelled by the PSP".into()), ..Changes::default() };
+            self.commit(tx, &payout, payout.state, State::Cancelled, changes, "cancelled by the PSP").await
+        } else {
+            Err(EngineError::TooLate(format!("payout {id} is {}", payout.state.as_str())))
+        };
+        self.release(id).await?;
+        result?;
+        self.payout(id).await
+    }
+
     pub async fn payout(&self, id: &str) -> Result<Payout, EngineError> {
         let row = sqlx::query(
             "SELECT id, tenant, idempotency_key, request, state, attempt, leg, route, reservation, reason, inquiries, \
@@ -588,7 +630,7 @@ impl Engine {
         let now = now_micros();
         let result = sqlx::query(
             "UPDATE payouts SET lease_owner = $1, lease_until = $2 WHERE id = $3 \
-             AND state NOT IN ('completed', 'failed') AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)",
+             AND state NOT IN ('completed', 'failed', 'cancelled') AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)",
         )
         .bind(&self.settings.owner)
         .bind(self.lease_until())
@@ -613,7 +655,7 @@ impl Engine {
     /// live engine. Returns how many were run.
     pub async fn resume_due(&self) -> Result<usize, EngineError> {
         let rows = sqlx::query(
-            "SELECT id FROM payouts WHERE state NOT IN ('completed', 'failed') AND next_action_at <= $1 \
+            "SELECT id FROM payouts WHERE state NOT IN ('completed', 'failed', 'cancelled') AND next_action_at <= $1 \
              AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < $1) ORDER BY next_action_at LIMIT $3",
         )
         .bind(now_micros())
@@ -662,7 +704,7 @@ impl Engine {
         for _ in 0..steps_max {
             let payout = self.payout(id).await?;
             match payout.state {
-                State::Completed | State::Failed => return Ok(payout.state),
+                State::Completed | State::Failed | State::Cancelled => return Ok(payout.state),
                 State::InDoubt if payout.next_action_at > now_micros() => return Ok(State::InDoubt),
                 State::Accepted => self.route(&payout).await?,
                 State::Routed => self.reserve(&payout).await?,

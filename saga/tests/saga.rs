@@ -521,3 +521,33 @@ async fn a_full_intake_sheds_load_instead_of_growing() {
         sqlx::Row::get(&sqlx::query("SELECT COUNT(*) FROM payouts").fetch_one(db.store.pool()).await.unwrap(), 0);
     assert_eq!(count as usize, accepted, "every accepted request is on disk, no refused one is");
 }
+
+/// Cancellation before any rail leg voids the reservation and ends `cancelled`; after, it is too late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_before_the_rail_only() {
+    for db in common::databases().await {
+        let world = World::new();
+        let setup = world.engine(&db.store, "setup", None);
+        setup.ensure_accounts().await.unwrap();
+        setup.fund_psp("demo-psp", Money::from_minor(1_000_000, c("USD")), "wire-1").await.unwrap();
+        // Stop right after the reservation is committed.
+        let stop: railyard_saga::CrashHook =
+            Arc::new(|at: CrashPoint| at == CrashPoint { step: "routed", phase: Phase::AfterCommit });
+        let engine = world.engine(&db.store, "engine-a", Some(stop));
+        let id = engine.accept("demo-psp", "cancel-1", &eur_payout(50_000)).await.unwrap().payout_id;
+        assert!(matches!(engine.run(&id).await, Err(EngineError::Crashed(_))));
+        sqlx::query("UPDATE payouts SET lease_until = 0").execute(db.store.pool()).await.unwrap();
+        let other = world.engine(&db.store, "engine-b", None);
+        assert!(matches!(other.cancel("northwind-remit", &id).await, Err(EngineError::NotFound(_))), "{}", db.name);
+        let cancelled = other.cancel("demo-psp", &id).await.unwrap();
+        assert_eq!(cancelled.state, State::Cancelled, "{}", db.name);
+        let psp = railyard_store::ledger::balance(db.store.pool(), "psp:demo-psp:USD").await.unwrap();
+        assert_eq!(psp.available(), Money::from_minor(1_000_000, c("USD")), "{}: reservation released", db.name);
+        assert_eq!(world.executions("sepa-inst", &id), 0);
+        // A completed payout cannot be cancelled.
+        let done = other.accept("demo-psp", "cancel-2", &eur_payout(10_000)).await.unwrap().payout_id;
+        assert_eq!(drive_to_rest(&other, &done).await, State::Completed);
+        assert!(matches!(other.cancel("demo-psp", &done).await, Err(EngineError::TooLate(_))), "{}", db.name);
+        assert!(verify::verify(&db.store).await.unwrap().ok(), "{}", db.name);
+    }
+}

@@ -223,7 +223,7 @@ pub async fn verify(store: &Store) -> Result<Report, sqlx::Error> {
         "a completed payout's reservation is posted, a failed payout's reservation is not",
     );
     let payouts = sqlx::query(
-        "SELECT p.id, p.state, p.reason, p.reservation,          (SELECT COUNT(*) FROM transfers t WHERE t.pending_id = p.reservation AND t.kind = 'post_pending') AS posted          FROM payouts p WHERE p.state IN ('completed', 'failed', 'in_doubt')",
+        "SELECT p.id, p.state, p.reason, p.reservation,          (SELECT COUNT(*) FROM transfers t WHERE t.pending_id = p.reservation AND t.kind = 'post_pending') AS posted          FROM payouts p WHERE p.state IN ('completed', 'failed', 'cancelled', 'in_doubt')",
     )
     .fetch_all(store.pool())
     .await?;
