@@ -42,6 +42,7 @@ fn payout(index: usize) -> PayoutRequest {
             country: Country::from_code("DE").unwrap(),
         },
         remittance: String::new(),
+        rail_kind: None,
     }
 }
 

@@ -52,6 +52,8 @@ pub struct ApiState {
     pub routing: ActorRef<RoutingMsg>,
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     pub limiter: Arc<RateLimiter>,
+    /// The in-process sandbox rails (empty when every rail is remote), for sandbox onboarding.
+    pub sandboxes: Arc<Vec<(String, railyard_rails::SandboxRail)>>,
 }
 
 /// Requests per second each API key may make, with a burst allowance.
@@ -146,6 +148,8 @@ fn documented() -> utoipa_axum::router::OpenApiRouter<ApiState> {
         .routes(routes!(webhook_deliveries))
         .routes(routes!(redeliver))
         .routes(routes!(cancel_payout))
+        .routes(routes!(sandbox_card))
+        .routes(routes!(sandbox_wallet))
 }
 
 /// The OpenAPI document of every route [`router`] serves.
@@ -252,6 +256,9 @@ struct BeneficiaryBody {
     name: String,
     account: String,
     country: String,
+    /// `iban` or `account` (instant rails), `card_token` (card networks), `wallet` (CBDC).
+    #[serde(default)]
+    account_type: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -301,6 +308,18 @@ fn parse_payout(body: &[u8]) -> Result<PayoutRequest, Problem> {
     if body.beneficiary.account.trim().is_empty() || body.beneficiary.account.len() > 64 {
         return Err(invalid("beneficiary.account", "1 to 64 characters"));
     }
+    let rail_kind = match body.beneficiary.account_type.as_deref() {
+        None => None,
+        Some("iban" | "account") => Some(railyard_config::RailKind::Instant),
+        Some("card_token") => Some(railyard_config::RailKind::Card),
+        Some("wallet") => Some(railyard_config::RailKind::Cbdc),
+        Some(other) => {
+            return Err(invalid(
+                "beneficiary.account_type",
+                format!("expected iban, account, card_token or wallet, got {other:?}"),
+            ));
+        }
+    };
     if body.reference.len() > 140 {
         return Err(invalid("reference", "at most 140 characters"));
     }
@@ -314,6 +333,7 @@ fn parse_payout(body: &[u8]) -> Result<PayoutRequest, Problem> {
         mode,
         beneficiary: Beneficiary { name: body.beneficiary.name, account: body.beneficiary.account, country },
         remittance: body.reference,
+        rail_kind,
     })
 }
 
@@ -839,4 +859,63 @@ async fn cancel_payout(
         }
         Err(error) => Err(store_error(error)),
     }
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CardBody {
+    pan: String,
+    /// MM/YY
+    expiry: String,
+}
+
+#[utoipa::path(post, path = "/v1/sandbox/cards", tag = "sandbox", request_body = CardBody, responses((status = 200, description = "the card's token, to use as a card_token beneficiary account", body = Object), (status = 422, description = "invalid card", body = ProblemDoc)), security(("bearer" = [])))]
+/// `POST /v1/sandbox/cards`: tokenises a test card with every sandbox card network.
+async fn sandbox_card(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
+    authenticate(&state, &headers, Scope::Psp)?;
+    let body: CardBody = serde_json::from_slice(&body).map_err(|error| invalid("body", error.to_string()))?;
+    let mut info = None;
+    for (_, sandbox) in state.sandboxes.iter() {
+        if let railyard_rails::SandboxRail::Card(card) = sandbox {
+            info = Some(card.tokenise(&body.pan, &body.expiry).map_err(|error| invalid("pan", error))?);
+        }
+    }
+    let info = info.ok_or_else(|| {
+        Problem::new(StatusCode::NOT_FOUND, "No sandbox card network", "no card rail runs in this process")
+    })?;
+    Ok(Json(json!({ "token": info.token, "last4": info.last4, "currency": info.currency.code(), "country": info.country.code(), "scheme": info.scheme })).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct WalletBody {
+    wallet: String,
+    currency: String,
+}
+
+#[utoipa::path(post, path = "/v1/sandbox/wallets", tag = "sandbox", request_body = WalletBody, responses((status = 200, description = "the wallet, to use as a wallet beneficiary account", body = Object), (status = 422, description = "invalid wallet", body = ProblemDoc)), security(("bearer" = [])))]
+/// `POST /v1/sandbox/wallets`: opens a beneficiary wallet on every sandbox CBDC platform carrying the currency.
+async fn sandbox_wallet(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
+    authenticate(&state, &headers, Scope::Psp)?;
+    let body: WalletBody = serde_json::from_slice(&body).map_err(|error| invalid("body", error.to_string()))?;
+    let currency = Currency::from_code(&body.currency).map_err(|error| invalid("currency", error.to_string()))?;
+    let mut opened = Vec::new();
+    for (rail, sandbox) in state.sandboxes.iter() {
+        if let railyard_rails::SandboxRail::Cbdc(platform) = sandbox
+            && state.config.rail(rail).is_some_and(|config| config.currencies.contains(&currency))
+        {
+            match platform.open_wallet(&body.wallet, currency) {
+                Ok(()) | Err(railyard_cbdc::ledger::LedgerError::WalletExists(_)) => opened.push(rail.clone()),
+                Err(error) => return Err(invalid("wallet", error.to_string())),
+            }
+        }
+    }
+    if opened.is_empty() {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "No sandbox CBDC platform",
+            format!("no CBDC rail carries {currency} here"),
+        ));
+    }
+    Ok(Json(json!({ "wallet": body.wallet, "currency": currency.code(), "rails": opened })).into_response())
 }

@@ -12,6 +12,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/payouts/{id}"),
     ("post", "/v1/payouts/{id}/redeliver"),
     ("post", "/v1/payouts/{id}/cancel"),
+    ("post", "/v1/sandbox/cards"),
+    ("post", "/v1/sandbox/wallets"),
     ("get", "/v1/balances"),
     ("post", "/v1/quotes"),
     ("get", "/v1/treasury/rails"),

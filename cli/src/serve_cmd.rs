@@ -91,6 +91,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             intake,
             routing: actors.routing.clone(),
             snapshots: actors.snapshots.clone(),
+            sandboxes: Arc::new(rails.sandboxes.clone()),
             limiter: Arc::new(railyard_api::RateLimiter::new(railyard_api::RateLimit {
                 per_second: args.rate_limit,
                 burst: args.rate_limit.saturating_mul(2),

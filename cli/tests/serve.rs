@@ -430,3 +430,109 @@ async fn batches_and_listing() {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
+
+/// One corridor per rail kind end to end: quote, payout, completed, on the kind the beneficiary's
+/// account needs (instant IBAN, card token, CBDC wallet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_completes_on_each_rail_kind() {
+    let path = std::env::temp_dir().join(format!("railyard_kinds_{}.db", std::process::id()));
+    let db = format!("sqlite:{}", path.display());
+    let serve = start(&db);
+    let client = reqwest::Client::new();
+    let call = |method: &str, url: String, body: Option<String>, key: Option<&str>| {
+        let mut request = match method {
+            "POST" => client.post(url),
+            _ => client.get(url),
+        };
+        request = request.header("Authorization", "Bearer rk_demo_psp");
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key.to_string());
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, serde_json::from_slice::<Value>(&response.bytes().await.unwrap()).unwrap_or(Value::Null))
+        }
+    };
+    let base = format!("http://{}", serve.address);
+    let pan = railyard_rail_card::card::with_check_digit("400076123456789");
+    let (status, card) = call(
+        "POST",
+        format!("{base}/v1/sandbox/cards"),
+        Some(serde_json::json!({ "pan": pan, "expiry": "12/30" }).to_string()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{card}");
+    let token = card["token"].as_str().unwrap().to_string();
+    let (status, wallet) = call(
+        "POST",
+        format!("{base}/v1/sandbox/wallets"),
+        Some(r#"{"wallet":"wei-cny","currency":"CNY"}"#.into()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{wallet}");
+    let cases = [
+        ("instant", "EUR", "EUR", "1200.00", "Jonas Weber", "DE89370400440532013000".to_string(), "DE", "iban"),
+        ("card", "USD", "BRL", "150.00", "Ana Souza", token, "BR", "card_token"),
+        ("cbdc", "HKD", "CNY", "5000.00", "Wei Zhang", "wei-cny".to_string(), "CN", "wallet"),
+    ];
+    for (kind, from, to, amount, name, account, country, account_type) in cases {
+        let quote = serde_json::json!({ "source_currency": from, "destination_currency": to, "amount": amount, "amount_type": "send", "beneficiary_country": country });
+        let (status, quoted) = call("POST", format!("{base}/v1/quotes"), Some(quote.to_string()), None).await;
+        assert_eq!(status, 200, "{kind}: {quoted}");
+        let body = serde_json::json!({
+            "source_currency": from, "destination_currency": to, "amount": amount, "amount_type": "send",
+            "beneficiary": { "name": name, "account": account, "country": country, "account_type": account_type },
+        });
+        let (status, payout) =
+            call("POST", format!("{base}/v1/payouts"), Some(body.to_string()), Some(&format!("kind-{kind}"))).await;
+        assert_eq!(status, 202, "{kind}: {payout}");
+        let id = payout["id"].as_str().unwrap().to_string();
+        let started = Instant::now();
+        let done = loop {
+            let (_, current) = call("GET", format!("{base}/v1/payouts/{id}"), None, None).await;
+            if ["completed", "failed", "in_doubt"].contains(&current["status"].as_str().unwrap_or("")) {
+                break current;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "{kind}: still {current}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(done["status"], "completed", "{kind}: {done}");
+        let rails: Vec<String> = done["route"]["legs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|leg| leg["kind"] == "rail")
+            .map(|leg| leg["rail"].as_str().unwrap().to_string())
+            .collect();
+        let expected_kind = match kind {
+            "instant" => "instant",
+            "card" => "card",
+            _ => "cbdc",
+        };
+        let (status, rails_state) = {
+            let response = client
+                .get(format!("{base}/v1/treasury/rails"))
+                .header("Authorization", "Bearer rk_demo_treasury")
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), serde_json::from_slice::<Value>(&response.bytes().await.unwrap()).unwrap())
+        };
+        assert_eq!(status, 200);
+        for rail in &rails {
+            let configured =
+                rails_state["rails"].as_array().unwrap().iter().find(|entry| entry["rail"] == rail.as_str()).unwrap();
+            assert_eq!(configured["kind"], expected_kind, "{kind}: {rail} is {}", configured["kind"]);
+        }
+    }
+    drop(serve);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}

@@ -91,6 +91,7 @@ fn request(index: usize) -> PayoutRequest {
             country: Country::from_code("DE").unwrap_or_else(|_| unreachable!("DE exists")),
         },
         remittance: String::new(),
+        rail_kind: None,
     }
 }
 

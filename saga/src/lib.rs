@@ -56,6 +56,10 @@ pub struct PayoutRequest {
     pub beneficiary: Beneficiary,
     #[serde(default)]
     pub remittance: String,
+    /// The kind of rail the beneficiary's account can receive on (an IBAN on instant rails, a
+    /// card token on card networks, a wallet on CBDC platforms); `None` lets routing choose any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rail_kind: Option<railyard_config::RailKind>,
 }
 
 impl PayoutRequest {
@@ -786,7 +790,12 @@ impl Engine {
     }
 
     fn find_route(&self, request: &PayoutRequest, excluded: &[String]) -> Result<StoredRoute, String> {
-        let router = self.routing.router(excluded)?;
+        // Rails that cannot credit this beneficiary's kind of account are out of the search.
+        let mut avoided: Vec<String> = excluded.to_vec();
+        if let Some(kind) = request.rail_kind {
+            avoided.extend(self.config.rails.iter().filter(|rail| rail.kind != kind).map(|rail| rail.id.to_string()));
+        }
+        let router = self.routing.router(&avoided)?;
         let mode = match request.mode {
             AmountMode::Send => railyard_routes::Mode::Send,
             AmountMode::Deliver => railyard_routes::Mode::Deliver,

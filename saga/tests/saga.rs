@@ -87,6 +87,7 @@ fn eur_payout(amount_minor: i64) -> PayoutRequest {
             country: Country::from_code("DE").unwrap(),
         },
         remittance: "invoice 2026-118".into(),
+        rail_kind: None,
     }
 }
 
