@@ -1,10 +1,7 @@
 //! The card network's connector.
 
-use std::time::Instant;
-
 use async_trait::async_trait;
-use chrono::Utc;
-use railyard_connector::transport::{Method, Transport, TransportError};
+use railyard_connector::transport::{self, Method, Transport, TransportError};
 use railyard_connector::{
     Capabilities, Connector, Health, Leg, LegQuote, Notification, Outcome, ReasonCode, Rejection, Status, Unknown,
     UnknownCause,
@@ -111,66 +108,22 @@ impl Connector for CardConnector {
             payout_currency: leg.payout_currency,
             name: leg.beneficiary.name.clone(),
         };
-        match self.post("/payouts", &request).await {
-            Ok((200 | 202, body)) => match Self::read_answer(&body) {
-                Status::Executed(execution) => Outcome::Executed(execution),
-                Status::Rejected(rejection) => Outcome::Rejected(rejection),
-                Status::Pending => Outcome::Unknown(Unknown::new(UnknownCause::Pending, "the issuer has not answered")),
-                Status::NotFound => Outcome::Unknown(Unknown::new(UnknownCause::Unreadable, "payout not found")),
-                Status::Unknown(unknown) => Outcome::Unknown(unknown),
-            },
-            Ok((400, body)) => Outcome::Rejected(Rejection::by_rail(
-                ReasonCode::FormatError,
-                "400",
-                String::from_utf8_lossy(&body).into_owned(),
-            )),
-            Ok((status, body)) => Outcome::Unknown(Unknown::new(
-                UnknownCause::Transport,
-                format!("HTTP {status}: {}", String::from_utf8_lossy(&body)),
-            )),
-            Err(TransportError::Unreachable(detail)) => Outcome::Rejected(Rejection {
-                code: ReasonCode::RailUnavailable,
-                rail_code: String::new(),
-                detail: format!("network unreachable, nothing sent: {detail}"),
-                before_send: true,
-            }),
-            Err(TransportError::Timeout(waited)) => {
-                Outcome::Unknown(Unknown::new(UnknownCause::Timeout, format!("no answer within {waited:?}")))
-            }
-            Err(error) => Outcome::Unknown(Unknown::new(UnknownCause::Transport, error.to_string())),
-        }
+        let body = match serde_json::to_vec(&request) {
+            Ok(body) => body,
+            Err(error) => return Outcome::Rejected(Rejection::before_send(ReasonCode::FormatError, error.to_string())),
+        };
+        let result = self.transport.exchange(Method::Post, "/payouts", body, self.capabilities.timeout).await;
+        transport::submission_outcome(result, Self::read_answer)
     }
 
     async fn status(&self, leg: &Leg) -> Status {
         let target = format!("/payouts/{}", leg.key);
-        match self.transport.exchange(Method::Get, &target, Vec::new(), self.capabilities.timeout).await {
-            Ok(answer) if answer.status == 404 => Status::NotFound,
-            Ok(answer) if matches!(answer.status, 200 | 202) => Self::read_answer(&answer.body),
-            Ok(answer) => Status::Unknown(Unknown::new(UnknownCause::Transport, format!("HTTP {}", answer.status))),
-            Err(TransportError::Timeout(_)) => Status::Unknown(Unknown::new(UnknownCause::Timeout, "no answer")),
-            Err(error) => Status::Unknown(Unknown::new(UnknownCause::Transport, error.to_string())),
-        }
+        let result = self.transport.exchange(Method::Get, &target, Vec::new(), self.capabilities.timeout).await;
+        transport::inquiry_status(result, Self::read_answer)
     }
 
     async fn health(&self) -> Health {
-        let started = Instant::now();
-        let answer = self.transport.exchange(Method::Get, "/health", Vec::new(), self.capabilities.timeout).await;
-        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let (available, detail) = match answer {
-            Ok(answer) if answer.status == 200 => {
-                match serde_json::from_slice::<serde_json::Value>(&answer.body)
-                    .ok()
-                    .and_then(|value| value["available"].as_bool())
-                {
-                    Some(true) => (true, "network available".to_string()),
-                    Some(false) => (false, "network reports an outage".to_string()),
-                    None => (false, "unreadable health answer".to_string()),
-                }
-            }
-            Ok(answer) => (false, format!("HTTP {}", answer.status)),
-            Err(error) => (false, error.to_string()),
-        };
-        Health { available, latency_ms, detail, checked_at: Utc::now() }
+        transport::probe_json_health(&self.transport, "/health", self.capabilities.timeout).await
     }
 
     async fn notifications(&self, after: u64, max: usize) -> Result<Vec<Notification>, Unknown> {

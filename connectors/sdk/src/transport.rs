@@ -275,3 +275,77 @@ pub fn split_target(target: &str) -> (&str, Vec<(&str, &str)>) {
         }
     }
 }
+
+/// The outcome of a submission exchange, for rails that answer 200/202 with a body `read` turns
+/// into a status, 400 for a request they could not read, and anything else for trouble.
+///
+/// Unreachable (nothing sent) is a before-send rejection; a timeout or a broken connection is
+/// Unknown; so is an answer saying the rail still holds the payment.
+pub fn submission_outcome(
+    result: Result<Answer, TransportError>,
+    read: impl Fn(&[u8]) -> crate::Status,
+) -> crate::Outcome {
+    use crate::{Outcome, ReasonCode, Rejection, Status, Unknown, UnknownCause};
+    match result {
+        Ok(answer) if matches!(answer.status, 200 | 202) => match read(&answer.body) {
+            Status::Executed(execution) => Outcome::Executed(execution),
+            Status::Rejected(rejection) => Outcome::Rejected(rejection),
+            Status::Pending => Outcome::Unknown(Unknown::new(UnknownCause::Pending, "the rail has not finished")),
+            Status::NotFound => Outcome::Unknown(Unknown::new(UnknownCause::Unreadable, "the rail answered not found")),
+            Status::Unknown(unknown) => Outcome::Unknown(unknown),
+        },
+        Ok(answer) if answer.status == 400 => Outcome::Rejected(Rejection::by_rail(
+            ReasonCode::FormatError,
+            "400",
+            String::from_utf8_lossy(&answer.body).into_owned(),
+        )),
+        Ok(answer) => Outcome::Unknown(Unknown::new(
+            UnknownCause::Transport,
+            format!("HTTP {}: {}", answer.status, String::from_utf8_lossy(&answer.body)),
+        )),
+        Err(TransportError::Unreachable(detail)) => Outcome::Rejected(Rejection {
+            code: ReasonCode::RailUnavailable,
+            rail_code: String::new(),
+            detail: format!("rail unreachable, nothing sent: {detail}"),
+            before_send: true,
+        }),
+        Err(TransportError::Timeout(waited)) => {
+            Outcome::Unknown(Unknown::new(UnknownCause::Timeout, format!("no answer within {waited:?}")))
+        }
+        Err(error) => Outcome::Unknown(Unknown::new(UnknownCause::Transport, error.to_string())),
+    }
+}
+
+/// The answer to a status inquiry: 404 is not found, 200/202 a body `read` understands.
+pub fn inquiry_status(result: Result<Answer, TransportError>, read: impl Fn(&[u8]) -> crate::Status) -> crate::Status {
+    use crate::{Status, Unknown, UnknownCause};
+    match result {
+        Ok(answer) if answer.status == 404 => Status::NotFound,
+        Ok(answer) if matches!(answer.status, 200 | 202) => read(&answer.body),
+        Ok(answer) => Status::Unknown(Unknown::new(UnknownCause::Transport, format!("HTTP {}", answer.status))),
+        Err(TransportError::Timeout(_)) => Status::Unknown(Unknown::new(UnknownCause::Timeout, "no answer")),
+        Err(error) => Status::Unknown(Unknown::new(UnknownCause::Transport, error.to_string())),
+    }
+}
+
+/// Probes a JSON health endpoint answering `{"available": bool, ...}`.
+pub async fn probe_json_health(transport: &Transport, path: &str, timeout: Duration) -> crate::Health {
+    let started = std::time::Instant::now();
+    let answer = transport.exchange(Method::Get, path, Vec::new(), timeout).await;
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let (available, detail) = match answer {
+        Ok(answer) if answer.status == 200 => {
+            match serde_json::from_slice::<serde_json::Value>(&answer.body)
+                .ok()
+                .and_then(|value| value["available"].as_bool())
+            {
+                Some(true) => (true, "rail available".to_string()),
+                Some(false) => (false, "rail reports an outage".to_string()),
+                None => (false, "unreadable health answer".to_string()),
+            }
+        }
+        Ok(answer) => (false, format!("HTTP {}", answer.status)),
+        Err(error) => (false, error.to_string()),
+    };
+    crate::Health { available, latency_ms, detail, checked_at: chrono::Utc::now() }
+}
