@@ -185,7 +185,7 @@ impl Runtime {
     }
 
     pub fn routing_source(&self) -> Arc<SnapshotRouting> {
-        Arc::new(SnapshotRouting { snapshots: self.snapshots.clone() })
+        Arc::new(SnapshotRouting::new(self.snapshots.clone()))
     }
 
     pub fn observer(&self) -> Arc<RailObserver> {

@@ -231,9 +231,20 @@ impl Actor for RoutingActor {
     }
 }
 
+/// Routers built for payouts that avoid some rails, kept per snapshot version: most payouts avoid
+/// the same rails (those of the other account kinds), so one build serves many.
+pub const EXCLUSION_CACHE_MAX: usize = 16;
+
 /// The engine's view of routing: the latest published snapshot.
 pub struct SnapshotRouting {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    cache: std::sync::Mutex<VecDeque<((u64, Vec<String>), Arc<Router>)>>,
+}
+
+impl SnapshotRouting {
+    pub fn new(snapshots: watch::Receiver<Arc<Snapshot>>) -> SnapshotRouting {
+        SnapshotRouting { snapshots, cache: std::sync::Mutex::default() }
+    }
 }
 
 impl railyard_saga::RoutingSource for SnapshotRouting {
@@ -242,10 +253,28 @@ impl railyard_saga::RoutingSource for SnapshotRouting {
         if excluded.is_empty() {
             return Ok(snapshot.router.clone());
         }
-        // A payout avoiding rails that rejected it: a private build on the live state.
+        let mut key_rails: Vec<String> = excluded.to_vec();
+        key_rails.sort();
+        key_rails.dedup();
+        let key = (snapshot.version, key_rails);
+        if let Ok(cache) = self.cache.lock()
+            && let Some((_, router)) = cache.iter().find(|(cached, _)| *cached == key)
+        {
+            return Ok(router.clone());
+        }
+        // A payout avoiding rails: a private build on the live state.
         let mut killed = snapshot.killed.clone();
-        killed.extend(excluded.iter().cloned());
-        build_snapshot(snapshot.config.clone(), snapshot.fx.clone(), &snapshot.live, &killed, snapshot.version)
-            .map(|built| built.router)
+        killed.extend(key.1.iter().cloned());
+        let router =
+            build_snapshot(snapshot.config.clone(), snapshot.fx.clone(), &snapshot.live, &killed, snapshot.version)?
+                .router;
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.retain(|((version, _), _)| *version == snapshot.version);
+            if cache.len() >= EXCLUSION_CACHE_MAX {
+                cache.pop_front();
+            }
+            cache.push_back((key, router.clone()));
+        }
+        Ok(router)
     }
 }

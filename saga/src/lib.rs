@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use railyard_config::TreasuryConfig;
 use railyard_connector::{Beneficiary, Execution, IdempotencyKey, Leg, Outcome, Registry, Rejection, Status};
 use railyard_core::{Currency, Decimal, Money, RoundingMode};
@@ -215,6 +216,8 @@ pub const INQUIRY_BACKOFF_MAX: Duration = Duration::from_secs(3_600);
 /// A fresh quote taken after an expired one is honoured at least this long, so a provider with a
 /// very short quote lifetime cannot make a saga re-quote forever.
 pub const REQUOTE_GRACE: Duration = Duration::from_secs(5);
+/// Sagas one `resume_due` pass drives at the same time.
+pub const SAGAS_CONCURRENT_MAX: usize = 64;
 /// Sagas one `resume_due` call takes on.
 pub const RESUME_BATCH_MAX: i64 = 500;
 
@@ -667,15 +670,39 @@ impl Engine {
         .bind(RESUME_BATCH_MAX)
         .fetch_all(self.store.pool())
         .await?;
-        let mut count = 0;
-        for row in rows {
-            let id: String = row.try_get(0)?;
-            match self.run(&id).await {
-                Ok(_) | Err(EngineError::Leased(_)) => count += 1,
-                Err(error) => return Err(error),
-            }
+        let ids: Vec<String> = rows.iter().map(|row| row.try_get::<String, _>(0)).collect::<Result<_, _>>()?;
+        // Sagas run concurrently (a slow rail must not hold up the others), at most
+        // SAGAS_CONCURRENT_MAX at a time.
+        let crashed: std::sync::Mutex<Option<EngineError>> = std::sync::Mutex::new(None);
+        let count = std::sync::atomic::AtomicUsize::new(0);
+        futures_util::stream::iter(ids)
+            .for_each_concurrent(SAGAS_CONCURRENT_MAX, |id| {
+                let crashed = &crashed;
+                let count = &count;
+                async move {
+                    if crashed.lock().map(|slot| slot.is_some()).unwrap_or(true) {
+                        return;
+                    }
+                    match self.run(&id).await {
+                        Ok(_) | Err(EngineError::Leased(_)) => {
+                            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        // A crash hook stops the whole engine, as a crash would.
+                        Err(error @ EngineError::Crashed(_)) => {
+                            if let Ok(mut slot) = crashed.lock() {
+                                *slot = Some(error);
+                            }
+                        }
+                        // One saga's trouble must not starve the others: log it, retry it next pass.
+                        Err(error) => tracing::error!(payout_id = %id, "saga pass failed: {error}"),
+                    }
+                }
+            })
+            .await;
+        if let Some(error) = crashed.into_inner().ok().flatten() {
+            return Err(error);
         }
-        Ok(count)
+        Ok(count.into_inner())
     }
 
     /// Drives one saga as far as it can go now: to a terminal state, or to `in_doubt` waiting for
@@ -832,8 +859,10 @@ impl Engine {
 
     async fn route(&self, payout: &Payout) -> Result<(), EngineError> {
         let excluded = payout.route.as_ref().map(|route| route.excluded_rails.clone()).unwrap_or_default();
+        // Route first, then take the write lock: solving must not hold up other writers.
+        let found = self.find_route(&payout.request, &excluded);
         let tx = self.store.begin().await?;
-        match self.find_route(&payout.request, &excluded) {
+        match found {
             Ok(route) => {
                 let detail = format!(
                     "route via {}",

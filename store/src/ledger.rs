@@ -386,6 +386,14 @@ async fn check_accounts(transaction: &mut Transaction<'_, Any>, spec: &TransferS
 /// Records a transfer: posted at once, or pending (a reservation).
 pub async fn transfer(transaction: &mut Transaction<'_, Any>, spec: &TransferSpec) -> Result<Transfer, LedgerError> {
     check_accounts(transaction, spec).await?;
+    // Refuse a repeated id before touching any total: a caller that treats Duplicate as "already
+    // done" and commits must not commit half a transfer. (SQLite keeps a transaction usable after a
+    // failed statement, so the unique index alone would leave the totals changed.)
+    let existing =
+        sqlx::query("SELECT 1 FROM transfers WHERE id = $1").bind(&spec.id).fetch_optional(&mut **transaction).await?;
+    if existing.is_some() {
+        return Err(LedgerError::Duplicate(spec.id.clone()));
+    }
     let amount = spec.amount.minor_units();
     let (debit_column, credit_column, kind) = if spec.pending {
         ("debits_pending", "credits_pending", "pending")

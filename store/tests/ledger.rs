@@ -221,3 +221,20 @@ async fn verify_finds_tampering() {
         assert!(report.get("hash_chain_intact").unwrap().violations >= 1, "{}", db.name);
     }
 }
+
+/// A caller that treats a repeated transfer id as "already done" and commits must not commit half
+/// a transfer (regression: the soak test found totals without journal entries on SQLite).
+#[tokio::test]
+async fn a_duplicate_id_changes_no_totals_even_if_the_caller_commits() {
+    for db in common::databases().await {
+        let store = &db.store;
+        setup(store).await;
+        let before = ledger::balances(store.pool()).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        let again = transfer("fund-1", "funding:USD", "psp:acme:USD", usd(100_000), false);
+        assert!(matches!(ledger::transfer(&mut tx, &again).await, Err(LedgerError::Duplicate(_))), "{}", db.name);
+        tx.commit().await.unwrap();
+        assert_eq!(ledger::balances(store.pool()).await.unwrap(), before, "{}", db.name);
+        assert!(verify::verify(store).await.unwrap().ok(), "{}", db.name);
+    }
+}
