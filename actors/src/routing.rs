@@ -235,10 +235,13 @@ impl Actor for RoutingActor {
 /// the same rails (those of the other account kinds), so one build serves many.
 pub const EXCLUSION_CACHE_MAX: usize = 16;
 
+/// A snapshot version and the sorted rails a router avoids.
+type ExclusionKey = (u64, Vec<String>);
+
 /// The engine's view of routing: the latest published snapshot.
 pub struct SnapshotRouting {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
-    cache: std::sync::Mutex<VecDeque<((u64, Vec<String>), Arc<Router>)>>,
+    cache: std::sync::Mutex<VecDeque<(ExclusionKey, Arc<Router>)>>,
 }
 
 impl SnapshotRouting {
