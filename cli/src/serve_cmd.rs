@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// Requests per second per API key (bursts of twice as many); over it the API answers 429.
     #[arg(long, default_value_t = railyard_api::RateLimit::DEFAULT.per_second)]
     rate_limit: u32,
+    /// Payout requests waiting to be written; beyond it the API answers 503 with Retry-After.
+    #[arg(long, default_value_t = railyard_saga::intake::INTAKE_QUEUE_MAX)]
+    intake_queue: usize,
 }
 
 /// Opening balance each demo PSP gets in each currency, once.
@@ -83,7 +86,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let engine = Arc::new(engine);
         actors.start_fx(config.clone(), railyard_actors::fx::FX_REFRESH).await.map_err(|error| anyhow::anyhow!(error))?;
         let coordinator = actors.start_coordinator(engine.clone(), Duration::from_millis(20)).await.map_err(|error| anyhow::anyhow!(error))?;
-        let intake = railyard_saga::intake::Intake::start(engine.clone());
+        let intake = railyard_saga::intake::Intake::start_with(engine.clone(), args.intake_queue);
         let deliverer = tokio::spawn(railyard_api::webhooks::run(store.clone(), config.clone()));
         let api = railyard_api::router(railyard_api::ApiState {
             config: config.clone(),

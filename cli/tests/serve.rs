@@ -536,3 +536,62 @@ async fn a_payout_completes_on_each_rail_kind() {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
+
+/// Overload: with the database stalled (another process holds SQLite's write lock) the intake queue
+/// fills and the API sheds requests with 503 and Retry-After at once; when the database frees up,
+/// every request that was accepted is on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overload_is_shed_with_retry_after() {
+    let path = std::env::temp_dir().join(format!("railyard_overload_{}.db", std::process::id()));
+    let db = format!("sqlite:{}", path.display());
+    let serve = start_with(&db, &["--intake-queue", "16", "--rate-limit", "100000"]);
+    let client = reqwest::Client::new();
+    // Another process takes the write lock and keeps it.
+    let blocker = railyard_store::Store::open(&db, &railyard_store::StoreOptions::default()).await.unwrap();
+    let held = blocker.begin().await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..200 {
+        let client = client.clone();
+        let address = serve.address.clone();
+        tasks.spawn(async move {
+            let started = Instant::now();
+            let response = client
+                .post(format!("http://{address}/v1/payouts"))
+                .header("Authorization", "Bearer rk_demo_psp")
+                .header("Idempotency-Key", format!("overload-{index}"))
+                .body(BODY)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let retry_after = response.headers().get("retry-after").is_some();
+            let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Value::Null);
+            (status, retry_after, started.elapsed(), body["id"].as_str().map(str::to_string))
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    held.rollback().await.unwrap();
+    let (mut shed, mut accepted) = (0, Vec::new());
+    while let Some(result) = tasks.join_next().await {
+        let (status, retry_after, took, id) = result.unwrap();
+        match status {
+            503 => {
+                shed += 1;
+                assert!(retry_after, "503 without Retry-After");
+                assert!(took < Duration::from_millis(700), "a refusal waited {took:?}");
+            }
+            202 => accepted.push(id.unwrap()),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(shed > 0, "nothing was shed");
+    assert!(!accepted.is_empty());
+    for id in &accepted {
+        assert_eq!(get(&client, &serve, id, "rk_demo_psp").await.0, 200, "accepted {id} is not stored");
+    }
+    blocker.pool().close().await;
+    drop(serve);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}

@@ -20,7 +20,7 @@ pub const GROUP_MAX: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
-    #[error("the intake queue holds {INTAKE_QUEUE_MAX} requests; retry later")]
+    #[error("the intake queue is full; retry later")]
     Overloaded,
     #[error("the intake writer stopped")]
     Stopped,
@@ -42,9 +42,14 @@ pub struct Intake {
 }
 
 impl Intake {
-    /// Starts the writer task on the current runtime.
+    /// Starts the writer task on the current runtime, with the default queue bound.
     pub fn start(engine: Arc<Engine>) -> Intake {
-        let (sender, mut receiver) = mpsc::channel::<Request>(INTAKE_QUEUE_MAX);
+        Intake::start_with(engine, INTAKE_QUEUE_MAX)
+    }
+
+    /// Starts the writer task with a queue of `queue_max` requests (at least one).
+    pub fn start_with(engine: Arc<Engine>, queue_max: usize) -> Intake {
+        let (sender, mut receiver) = mpsc::channel::<Request>(queue_max.max(1));
         tokio::spawn(async move {
             let mut group: Vec<Request> = Vec::with_capacity(GROUP_MAX);
             while let Some(first) = receiver.recv().await {
