@@ -251,6 +251,11 @@ impl SnapshotRouting {
 }
 
 impl railyard_saga::RoutingSource for SnapshotRouting {
+    fn rail_available(&self, rail: &str) -> bool {
+        let snapshot = self.snapshots.borrow();
+        !snapshot.killed.contains(rail) && snapshot.live.get(rail).and_then(|state| state.available) != Some(false)
+    }
+
     fn router(&self, excluded: &[String]) -> Result<Arc<Router>, String> {
         let snapshot = self.snapshots.borrow().clone();
         if excluded.is_empty() {

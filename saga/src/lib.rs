@@ -283,6 +283,13 @@ pub struct Engine {
 pub trait RoutingSource: Send + Sync {
     /// A router that avoids `excluded` rails (those that definitively rejected this payout).
     fn router(&self, excluded: &[String]) -> Result<Arc<Router>, String>;
+
+    /// Whether `rail` may take a new leg now (not down, not switched off). Asked right before a
+    /// leg is sent, so a payout routed before an outage does not send into it.
+    fn rail_available(&self, rail: &str) -> bool {
+        let _ = rail;
+        true
+    }
 }
 
 /// Builds a router from a fixed configuration and FX book, with no live rail state.
@@ -968,6 +975,15 @@ impl Engine {
                     &format!("leg {index}: {} conversion", leg.operator),
                 )
                 .await;
+        }
+        if !self.routing.rail_available(&leg.operator) {
+            // The rail went down (or was switched off) after this payout was routed: nothing is
+            // sent; route again around it.
+            let rejection = Rejection::before_send(
+                railyard_connector::ReasonCode::RailUnavailable,
+                format!("{} became unavailable after routing", leg.operator),
+            );
+            return self.rejected(payout, &route, index, State::Quoted, rejection, false).await;
         }
         // Commit the intent, with the leg's liquidity reserved at the rail, before calling it.
         let mut tx = self.store.begin().await?;
