@@ -11,6 +11,7 @@ mod iso_cmd;
 mod route_cmd;
 mod sandbox_cmd;
 mod serve_cmd;
+mod simulate_cmd;
 mod verify_cmd;
 
 use std::process::ExitCode;
@@ -53,6 +54,9 @@ enum Command {
     /// Run Railyard: store, sandbox rails, actors and the HTTP API. With no flags: the demo on
     /// embedded SQLite (railyard.db) at http://127.0.0.1:8080.
     Serve(serve_cmd::ServeArgs),
+    /// Drive a running Railyard through its HTTP API with a realistic mix of payouts and report
+    /// throughput, latencies, route shares and outcomes.
+    Simulate(simulate_cmd::SimulateArgs),
     /// Check every invariant of a Railyard database (ledger balanced, no overdraft, reservations
     /// resolved once, journal sequence and hash chain) and count violations.
     Verify(verify_cmd::VerifyArgs),
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         Command::Sandbox(args) => sandbox_cmd::run(args),
         Command::Verify(args) => verify_cmd::run(args),
         Command::Serve(args) => serve_cmd::run(args),
+        Command::Simulate(args) => simulate_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -595,3 +595,34 @@ async fn overload_is_shed_with_retry_after() {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
+
+/// `railyard simulate` against `railyard serve`: every accepted payout settles, duplicates come
+/// back as replays, and the JSON report carries its documented keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_drives_serve() {
+    let path = std::env::temp_dir().join(format!("railyard_simulate_{}.db", std::process::id()));
+    let db = format!("sqlite:{}", path.display());
+    let serve = start_with(&db, &["--rate-limit", "100000"]);
+    let target = format!("http://{}", serve.address);
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_railyard"))
+            .args(["simulate", "--target", &target, "--payouts", "60", "--duplicate-permille", "200", "--json"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    for key in ["payouts", "throughput_per_s", "accept_p99_ms", "completion_p99_ms", "failed", "in_doubt"] {
+        assert!(report.get(key).is_some(), "missing {key}: {report}");
+    }
+    assert_eq!(report["accepted"], 60, "{report}");
+    assert_eq!(report["completed"], 60, "{report}");
+    assert_eq!(report["replays"], report["duplicates"], "{report}");
+    assert!(report["duplicates"].as_u64().unwrap() > 0);
+    drop(serve);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
