@@ -129,8 +129,8 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<Value> {
         let cross = random.below(1000) < u64::from(args.cross_currency_permille);
         let pool: Vec<_> = CORRIDORS.iter().filter(|(from, to, _, _)| (from != to) == cross).collect();
         let (from, to, country, iban) = pool[random.below(pool.len() as u64) as usize];
-        // Log-uniform amounts between 10 and 100,000 with two decimals.
-        let decade = 10_u64.pow(1 + random.below(4) as u32);
+        // Log-uniform amounts between 10 and 10,000 with two decimals.
+        let decade = 10_u64.pow(1 + random.below(3) as u32);
         let amount_minor = decade * (100 + random.below(900)) / 100 * 100 + random.below(100);
         let amount = format!("{}.{:02}", amount_minor / 100, amount_minor % 100);
         let body = json!({
@@ -238,7 +238,9 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<Value> {
                 }
             }
             if status == "failed" {
-                let reason = value["reason"].as_str().unwrap_or("").split(':').next().unwrap_or("").to_string();
+                // Group by the kind of reason, not the amounts in it.
+                let text = value["reason"].as_str().unwrap_or("");
+                let reason = text.split([':', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']).next().unwrap_or("").trim().to_string();
                 *reasons.entry(reason).or_default() += 1;
             }
             *outcomes.entry(status).or_default() += 1;
