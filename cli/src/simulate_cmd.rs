@@ -240,7 +240,12 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<Value> {
             if status == "failed" {
                 // Group by the kind of reason, not the amounts in it.
                 let text = value["reason"].as_str().unwrap_or("");
-                let reason = text.split([':', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']).next().unwrap_or("").trim().to_string();
+                let reason = text
+                    .split([':', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'])
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
                 *reasons.entry(reason).or_default() += 1;
             }
             *outcomes.entry(status).or_default() += 1;
