@@ -646,6 +646,8 @@ async fn set_fee(
     target.fees.insert(currency, schedule);
     let change =
         format!("{rail} fee in {currency}: {} -> {}", before.clone().unwrap_or(Value::Null), fee_json(&schedule));
+    // Durable first: an applied change is never missing from the audit log.
+    state.engine.store().audit(&by, &change).await.map_err(store_error)?;
     let version = ractor::call!(state.routing, |reply| RoutingMsg::SetConfig {
         config: Box::new(next),
         by: by.clone(),
@@ -660,15 +662,15 @@ async fn set_fee(
 }
 
 #[utoipa::path(get, path = "/v1/treasury/audit", tag = "treasury", responses((status = 200, description = "who changed what, when", body = Object)), security(("bearer" = [])))]
-/// `GET /v1/treasury/audit`: who changed what, when.
+/// `GET /v1/treasury/audit`: who changed what, when (newest first, from the store).
 async fn audit(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Problem> {
     authenticate(&state, &headers, Scope::Treasury)?;
-    let entries = ractor::call!(state.routing, |reply| RoutingMsg::Audit { reply }).map_err(|_| {
-        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Routing unavailable", "the routing actor is not running")
-    })?;
+    let entries = state.engine.store().audit_log(railyard_store::AUDIT_PAGE_MAX).await.map_err(store_error)?;
     let entries: Vec<Value> = entries
         .iter()
-        .map(|entry| json!({ "at": entry.at.to_rfc3339(), "by": entry.actor, "change": entry.change }))
+        .map(|(at, by, change)| {
+            json!({ "at": chrono::DateTime::from_timestamp_micros(*at).map(|at| at.to_rfc3339()), "by": by, "change": change })
+        })
         .collect();
     Ok(Json(json!({ "entries": entries })).into_response())
 }

@@ -92,6 +92,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_webhooks.sql"),
         postgres: include_str!("../migrations/postgres/0003_webhooks.sql"),
     },
+    Migration {
+        version: 4,
+        sqlite: include_str!("../migrations/sqlite/0004_audit.sql"),
+        postgres: include_str!("../migrations/postgres/0004_audit.sql"),
+    },
 ];
 
 /// The store: a pool and the dialect it speaks.
@@ -106,7 +111,30 @@ pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
+/// Most audit entries one read returns.
+pub const AUDIT_PAGE_MAX: i64 = 500;
+
 impl Store {
+    /// Records a treasury or operator change durably.
+    pub async fn audit(&self, actor: &str, change: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO audit_log (at, actor, change) VALUES ($1, $2, $3)")
+            .bind(now_micros())
+            .bind(actor)
+            .bind(change)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The newest audit entries first: (microseconds since the epoch, actor, change).
+    pub async fn audit_log(&self, limit: i64) -> Result<Vec<(i64, String, String)>, sqlx::Error> {
+        let rows = sqlx::query("SELECT at, actor, change FROM audit_log ORDER BY at DESC LIMIT $1")
+            .bind(limit.clamp(1, AUDIT_PAGE_MAX))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))).collect()
+    }
+
     /// Opens (creating if needed) the database at `url` and applies pending migrations.
     pub async fn open(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
         let store = Store::connect(url, options).await?;
