@@ -43,6 +43,7 @@ fn payout(index: usize) -> PayoutRequest {
         },
         remittance: String::new(),
         rail_kind: None,
+        quote_id: None,
     }
 }
 

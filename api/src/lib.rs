@@ -274,6 +274,9 @@ struct PayoutBody {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
+    /// Pay against this quote: its route and locked rates (the corridor and amount must match it).
+    #[serde(default)]
+    quote_id: Option<String>,
 }
 
 fn invalid(field: &str, detail: impl Into<String>) -> Problem {
@@ -334,6 +337,23 @@ fn parse_payout(body: &[u8]) -> Result<PayoutRequest, Problem> {
         beneficiary: Beneficiary { name: body.beneficiary.name, account: body.beneficiary.account, country },
         remittance: body.reference,
         rail_kind,
+        quote_id: body.quote_id,
+    })
+}
+
+/// The rail kind an account type is credited on.
+fn account_kind(account_type: Option<&str>) -> Result<Option<railyard_config::RailKind>, Problem> {
+    Ok(match account_type {
+        None => None,
+        Some("iban" | "account") => Some(railyard_config::RailKind::Instant),
+        Some("card_token") => Some(railyard_config::RailKind::Card),
+        Some("wallet") => Some(railyard_config::RailKind::Cbdc),
+        Some(other) => {
+            return Err(invalid(
+                "account_type",
+                format!("expected iban, account, card_token or wallet, got {other:?}"),
+            ));
+        }
     })
 }
 
@@ -483,13 +503,16 @@ struct QuoteBody {
     amount_type: String,
     #[serde(default)]
     beneficiary_country: Option<String>,
+    /// The beneficiary's account type (`iban`, `account`, `card_token`, `wallet`), when known.
+    #[serde(default)]
+    account_type: Option<String>,
 }
 
 #[utoipa::path(post, path = "/v1/quotes", tag = "quotes", request_body = QuoteBody, responses((status = 200, description = "routes with per-leg breakdown and expiry", body = Object), (status = 422, description = "invalid field or no route", body = ProblemDoc)), security(("bearer" = [])))]
 /// `POST /v1/quotes`: the best route and up to two alternatives on the live routing snapshot, with
 /// per-leg breakdown and the time until which its FX rates hold.
 async fn quote(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
-    authenticate(&state, &headers, Scope::Psp)?;
+    let tenant = authenticate(&state, &headers, Scope::Psp)?;
     let body: QuoteBody = serde_json::from_slice(&body).map_err(|error| {
         Problem::new(
             StatusCode::BAD_REQUEST,
@@ -509,23 +532,53 @@ async fn quote(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -
     let amount_currency = if mode == Mode::Send { source } else { destination };
     let amount = Money::parse(&body.amount, amount_currency, Sign::Positive)
         .map_err(|error| invalid("amount", error.to_string()))?;
+    let country = match &body.beneficiary_country {
+        Some(country) => {
+            Some(Country::from_code(country).map_err(|error| invalid("beneficiary_country", error.to_string()))?)
+        }
+        None => None,
+    };
+    let rail_kind = account_kind(body.account_type.as_deref()).map_err(|problem| problem.field("account_type"))?;
+    // Alternatives from the live snapshot, for the PSP to compare.
     let snapshot = state.snapshots.borrow().clone();
     let mut request = RouteRequest::payout(source, destination, amount, mode, chrono::Utc::now());
     request.alternatives = 2;
-    if let Some(country) = &body.beneficiary_country {
-        request.country =
-            Some(Country::from_code(country).map_err(|error| invalid("beneficiary_country", error.to_string()))?);
-    }
+    request.country = country;
     let set = snapshot
         .router
         .route(&request)
         .map_err(|error| Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "No route", error.to_string()))?;
-    let ttl = snapshot.config.fx_providers.iter().map(|provider| provider.quote_ttl_seconds).min().unwrap_or(30);
-    let expires_at = chrono::Utc::now() + chrono::Duration::seconds(i64::from(ttl));
+    // The best route for this kind of account, kept so that a payout can follow it.
+    let payout = PayoutRequest {
+        source,
+        destination,
+        amount,
+        mode: if mode == Mode::Send { AmountMode::Send } else { AmountMode::Deliver },
+        beneficiary: Beneficiary {
+            name: String::new(),
+            account: String::new(),
+            country: country.unwrap_or_else(|| Country::from_code("US").unwrap_or_else(|_| unreachable!("US exists"))),
+        },
+        remittance: String::new(),
+        rail_kind,
+        quote_id: None,
+    };
+    let stored = state.engine.quote(&tenant, &payout, country).await.map_err(|error| match error {
+        EngineError::Invalid(detail) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "No route", detail),
+        other => store_error(other),
+    })?;
     Ok(Json(json!({
+        "quote_id": stored.id,
+        "expires_at": stored.expires_at.to_rfc3339(),
+        "send": stored.route.send.amount_text(),
+        "receive": stored.route.receive.amount_text(),
+        "legs": stored.route.legs.iter().map(|leg| json!({
+            "rail": leg.operator, "kind": leg.kind, "from": leg.from.code(), "to": leg.to.code(),
+            "send": leg.send.amount_text(), "receive": leg.receive.amount_text(), "fee": leg.fee.amount_text(),
+            "rate": leg.rate.map(|rate| rate.to_string()),
+        })).collect::<Vec<_>>(),
         "routes": set.routes.iter().map(railyard_routes::route_json).collect::<Vec<_>>(),
         "exact": set.exact,
-        "expires_at": expires_at.to_rfc3339(),
         "snapshot_version": snapshot.version,
     }))
     .into_response())

@@ -626,3 +626,59 @@ async fn simulate_drives_serve() {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
+
+/// A payout against a quote follows the quote's route; a payout that does not match the quote,
+/// or names a quote that does not exist, is refused and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_follows_its_quote() {
+    let path = std::env::temp_dir().join(format!("railyard_quote_{}.db", std::process::id()));
+    let db = format!("sqlite:{}", path.display());
+    let serve = start(&db);
+    let client = reqwest::Client::new();
+    let quote: Value = serde_json::from_slice(
+        &client
+            .post(format!("http://{}/v1/quotes", serve.address))
+            .header("Authorization", "Bearer rk_demo_psp")
+            .body(r#"{"source_currency":"USD","destination_currency":"EUR","amount":"250.00","amount_type":"send","beneficiary_country":"DE","account_type":"iban"}"#)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let quote_id = quote["quote_id"].as_str().unwrap().to_string();
+    let with_quote = |amount: &str, quote_id: &str| {
+        BODY.replace("\"250.00\"", &format!("\"{amount}\""))
+            .replace("\"reference\"", &format!("\"quote_id\":\"{quote_id}\",\"reference\""))
+    };
+    let (status, problem, _) =
+        post(&client, &serve, "q-bad-amount", "rk_demo_psp", &with_quote("251.00", &quote_id)).await;
+    assert_eq!(status, 422, "{problem}");
+    let (status, _, _) = post(&client, &serve, "q-unknown", "rk_demo_psp", &with_quote("250.00", "quo_nope")).await;
+    assert_eq!(status, 422);
+    // Another tenant cannot use it.
+    assert_eq!(post(&client, &serve, "q-other", "rk_demo_psp_north", &with_quote("250.00", &quote_id)).await.0, 422);
+    let (status, payout, _) = post(&client, &serve, "q-1", "rk_demo_psp", &with_quote("250.00", &quote_id)).await;
+    assert_eq!(status, 202, "{payout}");
+    let id = payout["id"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    let done = loop {
+        let (_, current) = get(&client, &serve, &id, "rk_demo_psp").await;
+        if current["status"] == "completed" || current["status"] == "failed" {
+            break current;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "still {current}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["status"], "completed", "{done}");
+    let quoted: Vec<&Value> = quote["legs"].as_array().unwrap().iter().map(|leg| &leg["rail"]).collect();
+    let paid: Vec<&Value> = done["route"]["legs"].as_array().unwrap().iter().map(|leg| &leg["rail"]).collect();
+    assert_eq!(quoted, paid);
+    assert_eq!(done["route"]["receive"], quote["receive"]);
+    drop(serve);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}

@@ -92,6 +92,7 @@ fn request(index: usize) -> PayoutRequest {
         },
         remittance: String::new(),
         rail_kind: None,
+        quote_id: None,
     }
 }
 

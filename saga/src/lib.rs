@@ -61,6 +61,17 @@ pub struct PayoutRequest {
     /// card token on card networks, a wallet on CBDC platforms); `None` lets routing choose any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rail_kind: Option<railyard_config::RailKind>,
+    /// A quote (from [`Engine::quote`]) whose route and locked rates this payout follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote_id: Option<String>,
+}
+
+/// A quote a PSP can pay out against until it expires.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredQuote {
+    pub id: String,
+    pub route: StoredRoute,
+    pub expires_at: DateTime<Utc>,
 }
 
 impl PayoutRequest {
@@ -529,19 +540,98 @@ impl Engine {
             Claim::Conflict(record) => return Err(EngineError::Conflict(record.resource_id)),
         }
         let now = now_micros();
+        // A payout against a quote starts routed, on the quote's route and locked rates.
+        let quoted = match &request.quote_id {
+            None => None,
+            Some(quote_id) => Some(self.quoted_route(tx, tenant, quote_id, request).await?),
+        };
+        let (state, route) = match &quoted {
+            Some(route) => (State::Routed, Some(serde_json::to_string(route).map_err(corrupt)?)),
+            None => (State::Accepted, None),
+        };
         sqlx::query(
-            "INSERT INTO payouts (id, tenant, idempotency_key, request, state, next_action_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'accepted', $5, $5, $5)",
+            "INSERT INTO payouts (id, tenant, idempotency_key, request, state, route, next_action_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7)",
         )
         .bind(&payout_id)
         .bind(tenant)
         .bind(key)
         .bind(serde_json::to_string(request).map_err(corrupt)?)
+        .bind(state.as_str())
+        .bind(route)
         .bind(now)
         .execute(&mut **tx)
         .await?;
         event(tx, &payout_id, State::Accepted, "accepted").await?;
+        if let Some(quote_id) = &request.quote_id {
+            event(tx, &payout_id, State::Routed, &format!("route from quote {quote_id}")).await?;
+        }
         Ok(Accepted { payout_id, replay: false })
+    }
+
+    /// The route of a quote the tenant may still pay against, checked against the request.
+    async fn quoted_route(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        tenant: &str,
+        quote_id: &str,
+        request: &PayoutRequest,
+    ) -> Result<StoredRoute, EngineError> {
+        let row = sqlx::query("SELECT tenant, route, expires_at FROM quotes WHERE id = $1")
+            .bind(quote_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| EngineError::Invalid(format!("quote {quote_id} does not exist")))?;
+        let owner: String = row.try_get(0)?;
+        if owner != tenant {
+            return Err(EngineError::Invalid(format!("quote {quote_id} does not exist")));
+        }
+        let expires_at: i64 = row.try_get(2)?;
+        if expires_at <= now_micros() {
+            return Err(EngineError::Invalid(format!("quote {quote_id} has expired; ask for a new one")));
+        }
+        let route: StoredRoute = serde_json::from_str(&row.try_get::<String, _>(1)?).map_err(corrupt)?;
+        let matches = route.send.currency() == request.source
+            && route.receive.currency() == request.destination
+            && match request.mode {
+                AmountMode::Send => route.send == request.amount,
+                AmountMode::Deliver => route.receive == request.amount,
+            };
+        if !matches {
+            return Err(EngineError::Invalid(format!("the payout does not match quote {quote_id}")));
+        }
+        Ok(route)
+    }
+
+    /// Prices a payout and keeps the quote: a payout with its `quote_id` follows this route at
+    /// these rates until `expires_at`.
+    /// `country`: the beneficiary's country when known (routing then honours rail coverage).
+    pub async fn quote(
+        &self,
+        tenant: &str,
+        request: &PayoutRequest,
+        country: Option<railyard_core::Country>,
+    ) -> Result<StoredQuote, EngineError> {
+        self.validate(tenant, request)?;
+        let mut route = self
+            .find_route_in(request, &[], country)
+            .map_err(|reason| EngineError::Invalid(format!("no route: {reason}")))?;
+        let ttl = self.config.fx_providers.iter().map(|provider| provider.quote_ttl_seconds).min().unwrap_or(30);
+        let expires_at = Utc::now() + chrono::Duration::seconds(i64::from(ttl.max(1)));
+        route.quotes_expire_at = Some(expires_at);
+        let id = format!("quo_{}", uuid::Uuid::now_v7().simple());
+        sqlx::query(
+            "INSERT INTO quotes (id, tenant, request, route, expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(tenant)
+        .bind(serde_json::to_string(request).map_err(corrupt)?)
+        .bind(serde_json::to_string(&route).map_err(corrupt)?)
+        .bind(expires_at.timestamp_micros())
+        .bind(now_micros())
+        .execute(self.store.pool())
+        .await?;
+        Ok(StoredQuote { id, route, expires_at })
     }
 
     /// A tenant's payouts after `cursor` (a payout id; ids sort by creation time), oldest first,
@@ -824,6 +914,15 @@ impl Engine {
     }
 
     fn find_route(&self, request: &PayoutRequest, excluded: &[String]) -> Result<StoredRoute, String> {
+        self.find_route_in(request, excluded, Some(request.beneficiary.country))
+    }
+
+    fn find_route_in(
+        &self,
+        request: &PayoutRequest,
+        excluded: &[String],
+        country: Option<railyard_core::Country>,
+    ) -> Result<StoredRoute, String> {
         // Rails that cannot credit this beneficiary's kind of account are out of the search.
         let mut avoided: Vec<String> = excluded.to_vec();
         if let Some(kind) = request.rail_kind {
@@ -836,7 +935,7 @@ impl Engine {
         };
         let mut route_request =
             RouteRequest::payout(request.source, request.destination, request.amount, mode, Utc::now());
-        route_request.country = Some(request.beneficiary.country);
+        route_request.country = country;
         let set = router.route(&route_request).map_err(|error| error.to_string())?;
         let best = set.routes.into_iter().next().ok_or("no route")?;
         let ttl = self.config.fx_providers.iter().map(|provider| provider.quote_ttl_seconds).min().unwrap_or(30);

@@ -88,6 +88,7 @@ fn eur_payout(amount_minor: i64) -> PayoutRequest {
         },
         remittance: "invoice 2026-118".into(),
         rail_kind: None,
+        quote_id: None,
     }
 }
 

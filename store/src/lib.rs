@@ -97,6 +97,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_audit.sql"),
         postgres: include_str!("../migrations/postgres/0004_audit.sql"),
     },
+    Migration {
+        version: 5,
+        sqlite: include_str!("../migrations/sqlite/0005_quotes.sql"),
+        postgres: include_str!("../migrations/postgres/0005_quotes.sql"),
+    },
 ];
 
 /// The store: a pool and the dialect it speaks.
