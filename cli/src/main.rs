@@ -63,6 +63,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A reader that goes away (`railyard ... | head`) is not an error: stop quietly, like ripgrep.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Config(command) => config_cmd::run(command),
