@@ -58,7 +58,8 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         bail!("--rail {}: that rail is of kind {}, not {kind}", rail.id, rail.kind);
     }
     let faults = match &args.faults {
-        None => FaultPlan::default(),
+        // Without --faults, the plan the configuration names for this rail (if any).
+        None => railyard_rails::fault_plan(rail)?,
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
             let plan: FaultPlan = serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;

@@ -65,5 +65,13 @@ pub fn load(path: &Path) -> Result<TreasuryConfig, LoadError> {
         let folder = path.parent().unwrap_or(Path::new("."));
         config.fx.rates_file = Some(folder.join(rates));
     }
+    let folder = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    for rail in &mut config.rails {
+        if let Some(faults) = &rail.sandbox_faults
+            && faults.is_relative()
+        {
+            rail.sandbox_faults = Some(folder.join(faults));
+        }
+    }
     Ok(config)
 }

@@ -192,6 +192,9 @@ pub struct RailConfig {
     pub timeout_ms: u32,
     /// A rail running in another process (`railyard sandbox ... --listen`); `None` runs it in process.
     pub endpoint: Option<String>,
+    /// A JSON fault plan (latency, rejects, lost replies, outages ...) for this rail's in-process
+    /// sandbox, resolved against the configuration file's folder.
+    pub sandbox_faults: Option<PathBuf>,
     pub origin: Origin,
 }
 

@@ -185,6 +185,7 @@ const RAIL_KEYS: &[&str] = &[
     "availability_prior",
     "timeout_ms",
     "endpoint",
+    "sandbox_faults",
 ];
 
 fn identifier(ctx: &mut Context<'_>, section: &Section<'_, '_>) -> Option<Identifier> {
@@ -276,6 +277,8 @@ fn read_rail(ctx: &mut Context<'_>, value: &Value<'_>, index: usize) -> Option<R
     if section.get("endpoint").is_some() && endpoint.is_none() {
         return None;
     }
+    // A JSON fault plan for this rail's sandbox (checked when the sandbox is built).
+    let sandbox_faults = section.optional_string(ctx, "sandbox_faults").map(|(path, _)| PathBuf::from(path));
 
     let id = id?;
     let kind = kind?;
@@ -294,6 +297,7 @@ fn read_rail(ctx: &mut Context<'_>, value: &Value<'_>, index: usize) -> Option<R
         availability_prior: availability_prior?,
         timeout_ms: timeout_ms?.map(|ms| ms as u32).unwrap_or_else(|| kind.default_timeout_ms()),
         endpoint,
+        sandbox_faults,
         origin: ctx.origin(&section.span()),
     })
 }

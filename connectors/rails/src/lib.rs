@@ -211,6 +211,20 @@ pub struct Rails {
     pub sandboxes: Vec<(String, SandboxRail)>,
 }
 
+/// The rail's configured sandbox fault plan, or none.
+pub fn fault_plan(rail: &RailConfig) -> Result<FaultPlan, BuildError> {
+    let Some(path) = &rail.sandbox_faults else { return Ok(FaultPlan::default()) };
+    let failed = |reason: String| BuildError::Rail {
+        rail: rail.id.to_string(),
+        reason: format!("sandbox_faults {}: {reason}", path.display()),
+    };
+    let text = std::fs::read_to_string(path).map_err(|error| failed(error.to_string()))?;
+    let plan: FaultPlan = serde_json::from_str(&text)
+        .map_err(|error| failed(format!("line {}, column {}: {error}", error.line(), error.column())))?;
+    plan.validate().map_err(|error| failed(error.to_string()))?;
+    Ok(plan)
+}
+
 pub fn build(config: &TreasuryConfig, rates: &ReferenceRates) -> Result<Rails, BuildError> {
     let mut registry = Registry::new();
     let mut sandboxes = Vec::new();
@@ -218,7 +232,7 @@ pub fn build(config: &TreasuryConfig, rates: &ReferenceRates) -> Result<Rails, B
         let transport = match &rail.endpoint {
             Some(endpoint) => Transport::http(endpoint),
             None => {
-                let sandbox = sandbox(config, rail, rates, FaultPlan::default())?;
+                let sandbox = sandbox(config, rail, rates, fault_plan(rail)?)?;
                 let transport = Transport::in_process(sandbox.service());
                 sandboxes.push((rail.id.to_string(), sandbox));
                 transport

@@ -53,3 +53,39 @@ async fn every_demo_rail_executes_a_payout() {
         assert!(connector.health().await.available, "{}", rail.id);
     }
 }
+
+/// A rail's `sandbox_faults` (a JSON plan beside the configuration) shapes its in-process sandbox;
+/// a bad plan is refused naming the file and the line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_fault_plan_applies() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let demo = std::fs::read_to_string(format!("{root}/config/demo.toml")).unwrap();
+    let directory = std::env::temp_dir().join(format!("railyard_faults_{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    std::fs::write(directory.join("sepa.json"), r#"{"seed": 1, "rejects": [{"code": "AM04", "permille": 1000}]}"#)
+        .unwrap();
+    let config = demo.replacen("id = \"sepa-inst\"\n", "id = \"sepa-inst\"\nsandbox_faults = \"sepa.json\"\n", 1);
+    std::fs::write(directory.join("treasury.toml"), &config).unwrap();
+    let loaded = railyard_config::load(&directory.join("treasury.toml")).unwrap();
+    let rails = railyard_rails::build(&loaded, &RateHistory::bundled_daily().latest()).unwrap();
+    let leg = Leg {
+        key: IdempotencyKey::new("faulted-1").unwrap(),
+        amount: Money::from_minor(10_000, railyard_core::Currency::from_code("EUR").unwrap()),
+        payout_currency: railyard_core::Currency::from_code("EUR").unwrap(),
+        beneficiary: Beneficiary {
+            name: "Jonas".into(),
+            account: "DE89370400440532013000".into(),
+            country: Country::from_code("DE").unwrap(),
+        },
+        remittance: String::new(),
+        instructed_at: Utc::now(),
+    };
+    match rails.registry.get("sepa-inst").unwrap().submit(&leg).await {
+        Outcome::Rejected(rejection) => assert_eq!(rejection.rail_code, "AM04"),
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(directory.join("sepa.json"), "{\"seed\": 1,\n \"reply_lost_permille\": 5000}").unwrap();
+    let error = railyard_rails::build(&loaded, &RateHistory::bundled_daily().latest()).err().unwrap().to_string();
+    assert!(error.contains("sepa.json") && error.contains("5000"), "{error}");
+    let _ = std::fs::remove_dir_all(&directory);
+}
