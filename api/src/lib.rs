@@ -283,14 +283,19 @@ fn invalid(field: &str, detail: impl Into<String>) -> Problem {
     Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid request", detail).field(field)
 }
 
-fn parse_payout(body: &[u8]) -> Result<PayoutRequest, Problem> {
-    let body: PayoutBody = serde_json::from_slice(body).map_err(|error| {
+/// Reads a JSON body; a syntax or type error is a 400 naming the line and column.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    serde_json::from_slice(body).map_err(|error| {
         Problem::new(
             StatusCode::BAD_REQUEST,
             "Malformed JSON",
             format!("line {}, column {}: {error}", error.line(), error.column()),
         )
-    })?;
+    })
+}
+
+fn parse_payout(body: &[u8]) -> Result<PayoutRequest, Problem> {
+    let body: PayoutBody = json_body(body)?;
     let source =
         Currency::from_code(&body.source_currency).map_err(|error| invalid("source_currency", error.to_string()))?;
     let destination = Currency::from_code(&body.destination_currency)
@@ -513,13 +518,7 @@ struct QuoteBody {
 /// per-leg breakdown and the time until which its FX rates hold.
 async fn quote(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
     let tenant = authenticate(&state, &headers, Scope::Psp)?;
-    let body: QuoteBody = serde_json::from_slice(&body).map_err(|error| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "Malformed JSON",
-            format!("line {}, column {}: {error}", error.line(), error.column()),
-        )
-    })?;
+    let body: QuoteBody = json_body(&body)?;
     let source =
         Currency::from_code(&body.source_currency).map_err(|error| invalid("source_currency", error.to_string()))?;
     let destination = Currency::from_code(&body.destination_currency)
@@ -670,13 +669,7 @@ async fn set_fee(
     body: Bytes,
 ) -> Result<Response, Problem> {
     let by = who(&state, &headers, Scope::Treasury)?;
-    let body: FeeBody = serde_json::from_slice(&body).map_err(|error| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "Malformed JSON",
-            format!("line {}, column {}: {error}", error.line(), error.column()),
-        )
-    })?;
+    let body: FeeBody = json_body(&body)?;
     let currency = Currency::from_code(&code).map_err(|error| invalid("currency", error.to_string()))?;
     let money = |field: &str, text: &str| {
         Money::parse(text, currency, Sign::NonNegative).map_err(|error| invalid(field, error.to_string()))
@@ -842,13 +835,7 @@ async fn list_payouts(
 /// [`BATCH_ITEMS_MAX`]; one result per item, in order, each as `POST /v1/payouts` would answer it.
 async fn create_batch(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
     let tenant = authenticate(&state, &headers, Scope::Psp)?;
-    let body: Value = serde_json::from_slice(&body).map_err(|error| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "Malformed JSON",
-            format!("line {}, column {}: {error}", error.line(), error.column()),
-        )
-    })?;
+    let body: Value = json_body(&body)?;
     let items = body.get("items").and_then(Value::as_array).ok_or_else(|| invalid("items", "an array of payouts"))?;
     if items.is_empty() || items.len() > BATCH_ITEMS_MAX {
         return Err(invalid("items", format!("between 1 and {BATCH_ITEMS_MAX} items")));
