@@ -229,6 +229,34 @@ pub struct TokenLedger {
     blocks: Vec<Block>,
 }
 
+/// Checks a run of blocks read from outside (an exported log, a page of `/blocks`): consecutive
+/// heights, each block linked to the one before, each hash matching its contents. A run that starts
+/// at height 0 must start from the genesis link. Balances are not replayed (a page may start
+/// mid-log); [`TokenLedger::verify`] does that for the whole ledger.
+pub fn verify_blocks(blocks: &[Block]) -> Result<(), TamperError> {
+    let mut previous: Option<&Block> = None;
+    for block in blocks {
+        match previous {
+            None if block.height == 0 && block.previous_hash != "0".repeat(64) => {
+                return Err(TamperError::Link { height: 0 });
+            }
+            None => {}
+            Some(before) if block.height != before.height + 1 => {
+                return Err(TamperError::Height { height: block.height });
+            }
+            Some(before) if block.previous_hash != before.hash => {
+                return Err(TamperError::Link { height: block.height });
+            }
+            Some(_) => {}
+        }
+        if Block::compute_hash(block.height, &block.previous_hash, block.at, &block.operations) != block.hash {
+            return Err(TamperError::Hash { height: block.height });
+        }
+        previous = Some(block);
+    }
+    Ok(())
+}
+
 pub fn hashlock_of(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }

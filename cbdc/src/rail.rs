@@ -80,6 +80,12 @@ pub struct OpenWallet {
     pub currency: Currency,
 }
 
+/// The memo of the transfer that pays the beneficiary: the payment's key, then the payer's text,
+/// so that the block log alone shows which payment a transfer settled (reconciliation reads it).
+pub fn payment_memo(key: &IdempotencyKey, remittance: &str) -> String {
+    if remittance.is_empty() { key.to_string() } else { format!("{key} {remittance}") }
+}
+
 pub fn house_wallet(currency: Currency) -> String {
     format!("house-{}", currency.code().to_lowercase())
 }
@@ -166,6 +172,11 @@ impl CbdcRail {
 
     pub fn verify(&self) -> Result<(), crate::ledger::TamperError> {
         self.ledger().verify()
+    }
+
+    /// The whole block log (what `/blocks` pages through).
+    pub fn blocks(&self) -> Vec<crate::ledger::Block> {
+        self.ledger().blocks().to_vec()
     }
 
     pub fn block_count(&self) -> usize {
@@ -298,7 +309,7 @@ impl CbdcRail {
                 from: house,
                 to: request.to_wallet.clone(),
                 amount: net,
-                memo: request.memo.clone(),
+                memo: payment_memo(key, &request.memo),
             }),
             Some(_) => {
                 // Payment versus payment: both legs in this one block.
@@ -312,7 +323,7 @@ impl CbdcRail {
                     from: lp_wallet(request.payout_currency),
                     to: request.to_wallet.clone(),
                     amount: quote.receive,
-                    memo: request.memo.clone(),
+                    memo: payment_memo(key, &request.memo),
                 });
             }
         }

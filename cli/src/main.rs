@@ -8,6 +8,7 @@ mod bench_cmd;
 mod config_cmd;
 mod fx_cmd;
 mod iso_cmd;
+mod reconcile_cmd;
 mod route_cmd;
 mod sandbox_cmd;
 mod serve_cmd;
@@ -57,6 +58,9 @@ enum Command {
     /// Drive a running Railyard through its HTTP API with a realistic mix of payouts and report
     /// throughput, latencies, route shares and outcomes.
     Simulate(simulate_cmd::SimulateArgs),
+    /// Match rail reports and bank statements (camt.053/054, pacs.002, card settlement files, CBDC
+    /// block logs) with the ledger; resolve in-doubt payouts from the evidence.
+    Reconcile(reconcile_cmd::ReconcileArgs),
     /// Check every invariant of a Railyard database (ledger balanced, no overdraft, reservations
     /// resolved once, journal sequence and hash chain) and count violations.
     Verify(verify_cmd::VerifyArgs),
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
         Command::Iso20022(command) => iso_cmd::run(command),
         Command::Sandbox(args) => sandbox_cmd::run(args),
         Command::Verify(args) => verify_cmd::run(args),
+        Command::Reconcile(args) => reconcile_cmd::run(args),
         Command::Serve(args) => serve_cmd::run(args),
         Command::Simulate(args) => simulate_cmd::run(args),
     };

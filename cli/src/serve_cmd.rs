@@ -14,7 +14,7 @@ use railyard_store::{Durability, Store, StoreOptions};
 use crate::fx_cmd::{load_config, reference_rates};
 
 /// The demo configuration, used when `--config` is not given.
-const DEMO_CONFIG: &str = "config/demo.toml";
+pub const DEMO_CONFIG: &str = "config/demo.toml";
 
 #[derive(Args)]
 pub struct ServeArgs {

@@ -810,6 +810,98 @@ impl Engine {
         self.run_claimed(id).instrument(span).await
     }
 
+    /// Resolves an `in_doubt` leg from evidence found outside the rail's answers (a settlement
+    /// file, a statement, a block log): executed → the leg is posted and the saga carries on;
+    /// not executed → the leg's liquidity is voided and the saga re-routes or fails, as after a
+    /// definitive reject. The evidence is kept in the saga's history. Only the leg the saga is in
+    /// doubt about, and only while its liquidity is still pending, is touched.
+    ///
+    /// With `drive_on` the saga carries on at once (this engine's connectors send its next legs);
+    /// without, it is left due for whichever engine runs the rails (`railyard reconcile` run beside
+    /// `railyard serve`).
+    pub async fn resolve_in_doubt(
+        &self,
+        id: &str,
+        leg_key: &str,
+        evidence: &Evidence,
+        drive_on: bool,
+    ) -> Result<Resolution, EngineError> {
+        use tracing::Instrument;
+        let span = tracing::info_span!("payout", payout_id = %id, engine = %self.settings.owner);
+        async {
+            if !self.claim(id).await? {
+                let payout = self.payout(id).await?;
+                if payout.state.terminal() {
+                    return Ok(Resolution::NotInDoubt { state: payout.state });
+                }
+                return Err(EngineError::Leased(id.into()));
+            }
+            let result = self.resolve_claimed(id, leg_key, evidence).await;
+            let result = match result {
+                // Carry the saga on at once (post the payout, or re-route).
+                Ok(Resolution::Resolved { .. }) if drive_on => match self.drive(id).await {
+                    Ok(state) => Ok(Resolution::Resolved { state }),
+                    Err(error) => Err(error),
+                },
+                other => other,
+            };
+            if !matches!(result, Err(EngineError::Crashed(_))) {
+                self.release(id).await?;
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn resolve_claimed(&self, id: &str, leg_key: &str, evidence: &Evidence) -> Result<Resolution, EngineError> {
+        let payout = self.payout(id).await?;
+        if payout.state != State::InDoubt {
+            return Ok(Resolution::NotInDoubt { state: payout.state });
+        }
+        let route = payout.route.clone().ok_or_else(|| corrupt("in doubt without a route"))?;
+        let index = usize::try_from(payout.leg).map_err(corrupt)?;
+        let current = self.leg_key(&payout, index);
+        if current != leg_key || index >= route.legs.len() {
+            return Ok(Resolution::OtherLeg { current });
+        }
+        // A leg held for a return was definitively rejected: its liquidity is no longer pending
+        // and no evidence about it changes that.
+        let pending: Option<i64> = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM transfers t WHERE t.id = $1 AND t.kind = 'pending'              AND NOT EXISTS (SELECT 1 FROM transfers r WHERE r.pending_id = t.id)",
+        )
+        .bind(&current)
+        .fetch_optional(self.store.pool())
+        .await?;
+        if pending.unwrap_or(0) != 1 {
+            return Ok(Resolution::NotPending);
+        }
+        let leg = &route.legs[index];
+        let (outcome, provenance) = match evidence {
+            Evidence::Executed { reference, delivered, executed_at, source } => {
+                let execution = Execution {
+                    reference: reference.clone(),
+                    send: leg.send,
+                    fee: leg.fee,
+                    receive: delivered.unwrap_or(leg.receive),
+                    rate: leg.rate,
+                    executed_at: *executed_at,
+                };
+                (LegOutcome::Executed(execution), format!(" (by reconciliation: {source})"))
+            }
+            Evidence::NotExecuted { source, detail } => {
+                let rejection = Rejection::by_rail(
+                    railyard_connector::ReasonCode::Timeout,
+                    "",
+                    format!("not executed, by reconciliation: {detail}"),
+                );
+                (LegOutcome::Rejected(rejection), format!(" ({source})"))
+            }
+        };
+        self.apply_outcome_from(&payout, &route, index, outcome, &provenance).await?;
+        Ok(Resolution::Resolved { state: self.payout(id).await?.state })
+    }
+
     async fn run_claimed(&self, id: &str) -> Result<State, EngineError> {
         if !self.claim(id).await? {
             let payout = self.payout(id).await?;
@@ -1228,6 +1320,19 @@ impl Engine {
         index: usize,
         outcome: LegOutcome,
     ) -> Result<(), EngineError> {
+        self.apply_outcome_from(payout, route, index, outcome, "").await
+    }
+
+    /// Applies a leg's outcome; `provenance` (how it was learned, when not from the rail's own
+    /// answer) is kept in the saga's history.
+    async fn apply_outcome_from(
+        &self,
+        payout: &Payout,
+        route: &StoredRoute,
+        index: usize,
+        outcome: LegOutcome,
+        provenance: &str,
+    ) -> Result<(), EngineError> {
         let from = payout.state;
         match outcome {
             LegOutcome::Executed(execution) => {
@@ -1244,12 +1349,18 @@ impl Engine {
                     Err(error) => return Err(error.into()),
                 }
                 let mut route = route.clone();
-                let detail = format!("leg {index} executed on {}: {}", route.legs[index].operator, execution.reference);
+                let detail = format!(
+                    "leg {index} executed on {}: {}{provenance}",
+                    route.legs[index].operator, execution.reference
+                );
                 route.legs[index].execution = Some(execution);
                 let changes = Changes { route: Some(route), leg: Some(payout.leg + 1), ..Changes::default() };
                 self.commit(tx, payout, from, State::Quoted, changes, &detail).await
             }
-            LegOutcome::Rejected(rejection) => self.rejected(payout, route, index, from, rejection, true).await,
+            LegOutcome::Rejected(mut rejection) => {
+                rejection.detail.push_str(provenance);
+                self.rejected(payout, route, index, from, rejection, true).await
+            }
             LegOutcome::NotFound | LegOutcome::Unknown(_) => {
                 let reason = match &outcome {
                     LegOutcome::Unknown(detail) => {
@@ -1429,6 +1540,37 @@ impl Engine {
         self.commit(tx, payout, State::Quoted, State::Completed, changes, &format!("completed: delivered {delivered}"))
             .await
     }
+}
+
+/// What a reconciliation learned about a rail leg from outside the rail's own answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Evidence {
+    /// A report shows the leg executed.
+    Executed {
+        reference: String,
+        /// What reached the beneficiary, when the report says.
+        delivered: Option<Money>,
+        executed_at: DateTime<Utc>,
+        /// Where it was seen: file and line or entry.
+        source: String,
+    },
+    /// A definitive report shows it did not: a reject, or absence from a complete report.
+    NotExecuted { source: String, detail: String },
+}
+
+/// What [`Engine::resolve_in_doubt`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "resolution", rename_all = "snake_case")]
+pub enum Resolution {
+    /// The leg was resolved; the saga ran on to `state`.
+    Resolved { state: State },
+    /// The saga is not in doubt (it was resolved already, or never was).
+    NotInDoubt { state: State },
+    /// The saga is in doubt about another leg (`current`), not the one the evidence names.
+    OtherLeg { current: String },
+    /// The leg's liquidity is no longer pending (a leg held for a return).
+    NotPending,
 }
 
 /// A rail leg's outcome as the saga sees it.

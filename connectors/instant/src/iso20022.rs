@@ -645,7 +645,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+/// Reads an ISO date-time: RFC 3339, or without an offset (taken as UTC), as ISO 20022 messages write it.
+pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(time) = DateTime::parse_from_rfc3339(text) {
         return Some(time.with_timezone(&Utc));
     }

@@ -106,14 +106,14 @@ pub struct Element {
 /// Why a document could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum XmlError {
-    #[error("message is larger than {MESSAGE_BYTES_MAX} bytes")]
-    TooLarge,
+    #[error("document is larger than {max} bytes")]
+    TooLarge { max: usize },
     #[error("malformed XML at byte {position}: {reason}")]
     Malformed { position: u64, reason: String },
     #[error("elements nest deeper than {DEPTH_MAX}")]
     TooDeep,
-    #[error("more than {ELEMENTS_MAX} elements")]
-    TooManyElements,
+    #[error("more than {max} elements")]
+    TooManyElements { max: usize },
     #[error("the document has no root element")]
     Empty,
 }
@@ -151,8 +151,27 @@ impl Element {
 
 /// Reads a document into its root element, resolving namespaces.
 pub fn parse(bytes: &[u8]) -> Result<Element, XmlError> {
-    if bytes.len() > MESSAGE_BYTES_MAX {
-        return Err(XmlError::TooLarge);
+    parse_within(bytes, Limits::MESSAGE)
+}
+
+/// How much a document may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub bytes_max: usize,
+    pub elements_max: usize,
+}
+
+impl Limits {
+    /// One message on the wire.
+    pub const MESSAGE: Limits = Limits { bytes_max: MESSAGE_BYTES_MAX, elements_max: ELEMENTS_MAX };
+    /// A bank statement or report file: a day's entries of a busy account.
+    pub const STATEMENT: Limits = Limits { bytes_max: 64 * 1024 * 1024, elements_max: 2_000_000 };
+}
+
+/// Reads a document within `limits`.
+pub fn parse_within(bytes: &[u8], limits: Limits) -> Result<Element, XmlError> {
+    if bytes.len() > limits.bytes_max {
+        return Err(XmlError::TooLarge { max: limits.bytes_max });
     }
     let mut reader = NsReader::from_reader(bytes);
     // Text is kept whole (entities arrive as separate events); readers trim where they look.
@@ -180,8 +199,8 @@ pub fn parse(bytes: &[u8]) -> Result<Element, XmlError> {
                     return Err(malformed("content after the root element".into()));
                 }
                 count += 1;
-                if count > ELEMENTS_MAX {
-                    return Err(XmlError::TooManyElements);
+                if count > limits.elements_max {
+                    return Err(XmlError::TooManyElements { max: limits.elements_max });
                 }
                 if stack.len() >= DEPTH_MAX {
                     return Err(XmlError::TooDeep);

@@ -1,0 +1,10 @@
+//! Treasury operations: where the money is, and proof that Railyard's ledger agrees with what the
+//! rails and banks say happened.
+//!
+//! - [`reports`] reads rail reports and bank statements (ISO 20022 camt.052/053/054 and pacs.002,
+//!   the card network's settlement file, the CBDC block log) into lines.
+//! - [`reconcile`] matches the lines to the ledger's rail legs and resolves in-doubt sagas from the
+//!   evidence.
+
+pub mod reconcile;
+pub mod reports;
