@@ -346,6 +346,12 @@ fn fx_account(provider: &str, currency: Currency) -> String {
     account_id("fx", provider, currency)
 }
 
+/// Money the house paid out on a rail for a payout that was then returned: held at the hop until
+/// treasury brings it back.
+pub fn returns_account(currency: Currency) -> String {
+    account_id("returns", "", currency)
+}
+
 fn funding_account(currency: Currency) -> String {
     account_id("funding", "", currency)
 }
@@ -405,6 +411,7 @@ impl Engine {
             let mut specs = vec![
                 (funding_account(*currency), "funding", Normal::Debit, false),
                 (clearing_account(*currency), "clearing", Normal::Credit, false),
+                (returns_account(*currency), "returns", Normal::Debit, false),
             ];
             for tenant in &self.config.tenants {
                 specs.push((psp_account(tenant.id.as_str(), *currency), "psp", Normal::Credit, true));
@@ -1439,13 +1446,99 @@ impl Engine {
             return self.commit(tx, payout, from, State::Accepted, changes, &format!("{detail}; re-routing")).await;
         }
         if !nothing_executed {
-            // An earlier leg moved money: the payout cannot simply fail. Hold it for a return.
-            let reason = format!("{detail}; an earlier leg executed, return required");
-            let changes =
-                Changes { reason: Some(reason.clone()), next_action_at: Some(i64::MAX / 2), ..Changes::default() };
-            return self.commit(tx, payout, from, State::InDoubt, changes, &reason).await;
+            // An earlier leg moved money to the house's account at this hop: carry the remainder
+            // on from there by another route, or return the payout.
+            if attempts_left && rejection.code.another_route_may_succeed() {
+                let mut excluded = route.excluded_rails.clone();
+                excluded.push(operator.clone());
+                if let Some(rest) = self.remainder_route(payout, route, index, &excluded) {
+                    let detail = format!(
+                        "{detail}; re-routing the remaining {} via {}",
+                        route.legs[index].send,
+                        rest.legs[index..].iter().map(|leg| leg.operator.as_str()).collect::<Vec<_>>().join(" → ")
+                    );
+                    let changes = Changes {
+                        route: Some(rest),
+                        attempt: Some(payout.attempt + 1),
+                        leg: Some(payout.leg),
+                        ..Changes::default()
+                    };
+                    return self.commit(tx, payout, from, State::Quoted, changes, &detail).await;
+                }
+            }
+            return self.return_payout(tx, payout, route, from, detail).await;
         }
         self.fail(tx, payout, from, detail).await
+    }
+
+    /// After leg `index` was rejected with earlier legs executed: a route for the rest, from the
+    /// currency and amount that leg was to send, avoiding `excluded`. The executed legs are kept;
+    /// a deliver-mode payout still delivers its amount exactly, from no more than is at the hop.
+    fn remainder_route(
+        &self,
+        payout: &Payout,
+        route: &StoredRoute,
+        index: usize,
+        excluded: &[String],
+    ) -> Option<StoredRoute> {
+        let at_hop = route.legs[index].send;
+        let mut request = payout.request.clone();
+        request.source = at_hop.currency();
+        if request.mode == AmountMode::Send {
+            request.amount = at_hop;
+        }
+        let rest = self.find_route(&request, excluded).ok()?;
+        if rest.send.currency() != at_hop.currency() || rest.send.minor_units() > at_hop.minor_units() {
+            return None;
+        }
+        let mut next = route.clone();
+        next.legs.truncate(index);
+        next.legs.extend(rest.legs);
+        next.receive = rest.receive;
+        next.quotes_expire_at = rest.quotes_expire_at;
+        next.excluded_rails = excluded.to_vec();
+        Some(next)
+    }
+
+    /// A payout that cannot go on after money moved: the PSP gets its reservation back, and what
+    /// the executed rail legs paid out (now the house's, at the hop) is booked as a return
+    /// receivable per currency, for treasury to bring back. The payout fails saying so.
+    async fn return_payout(
+        &self,
+        mut tx: Transaction<'static, Any>,
+        payout: &Payout,
+        route: &StoredRoute,
+        from: State,
+        detail: String,
+    ) -> Result<(), EngineError> {
+        let mut held: BTreeMap<&'static str, (Currency, i64)> = BTreeMap::new();
+        for leg in route.legs.iter().filter(|leg| leg.kind == "rail" && leg.execution.is_some()) {
+            let entry = held.entry(leg.send.currency().code()).or_insert((leg.send.currency(), 0));
+            entry.1 = entry.1.checked_add(leg.send.minor_units()).ok_or_else(|| corrupt("return amount overflows"))?;
+        }
+        let mut booked = Vec::new();
+        for (code, (currency, minor)) in held {
+            let amount = Money::from_minor(minor, currency);
+            let spec = TransferSpec {
+                id: format!("{}:a{}:return-{code}", payout.id, payout.attempt),
+                debit: returns_account(currency),
+                credit: clearing_account(currency),
+                amount,
+                pending: false,
+                payout_id: Some(payout.id.clone()),
+                note: "funds held at a hop after a rejected leg, to be returned".into(),
+            };
+            match ledger::transfer(&mut tx, &spec).await {
+                Ok(_) | Err(LedgerError::Duplicate(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+            booked.push(amount.to_string());
+        }
+        let reason = format!(
+            "{detail}; no other route for the remainder: returned to the PSP, {} held at the hop booked for return",
+            booked.join(" + ")
+        );
+        self.fail(tx, payout, from, reason).await
     }
 
     /// The locked FX rates expired before any rail leg ran: price again; keep the new route only
