@@ -88,6 +88,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let coordinator = actors.start_coordinator(engine.clone(), Duration::from_millis(20)).await.map_err(|error| anyhow::anyhow!(error))?;
         let intake = railyard_saga::intake::Intake::start_with(engine.clone(), args.intake_queue);
         let deliverer = tokio::spawn(railyard_api::webhooks::run(store.clone(), config.clone()));
+        let reconciler = tokio::spawn(railyard_treasury::schedule::run(
+            store.clone(),
+            engine.clone(),
+            railyard_treasury::schedule::sandbox_feeds(&rails.sandboxes),
+            railyard_treasury::schedule::RECONCILE_EVERY,
+            railyard_treasury::reconcile::Settings {
+                rails: config.rails.iter().map(|rail| (rail.id.to_string(), rail.kind)).collect(),
+                drive_on: true,
+                ..railyard_treasury::reconcile::Settings::default()
+            },
+        ));
         let api = railyard_api::router(railyard_api::ApiState {
             config: config.clone(),
             engine: engine.clone(),
@@ -113,6 +124,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // Stop taking work; sagas in flight are durable and resume on the next start.
         coordinator.stop(Some("shutdown".into()));
         deliverer.abort();
+        reconciler.abort();
         actors.stop().await;
         store.pool().close().await;
         println!("railyard stopped");

@@ -1002,6 +1002,10 @@ impl Engine {
         Ok(())
     }
 
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
     /// Replaces where routes come from (the routing actor's live snapshots, in `railyard serve`).
     pub fn set_routing(&mut self, routing: Arc<dyn RoutingSource>) {
         self.routing = routing;

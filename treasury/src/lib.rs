@@ -4,7 +4,8 @@
 //! - [`reports`] reads rail reports and bank statements (ISO 20022 camt.052/053/054 and pacs.002,
 //!   the card network's settlement file, the CBDC block log) into lines.
 //! - [`reconcile`] matches the lines to the ledger's rail legs and resolves in-doubt sagas from the
-//!   evidence.
+//!   evidence; [`schedule`] does so inside `railyard serve` for rails that publish reports.
 
 pub mod reconcile;
 pub mod reports;
+pub mod schedule;

@@ -309,3 +309,42 @@ async fn a_line_with_the_wrong_amount_is_a_mismatch_and_resolves_nothing() {
         assert_eq!(engine.payout(&accepted.payout_id).await.unwrap().state, State::InDoubt);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_run_resolves_escalated_payouts_from_the_rails_reports() {
+    for db in common::databases().await {
+        let world = World::new();
+        let engine = Arc::new(world.engine(&db.store));
+        engine.ensure_accounts().await.unwrap();
+        engine.fund_psp("demo-psp", Money::from_minor(100_000_000, c("USD")), "wire-usd").await.unwrap();
+        let SandboxRail::Card(card) = world.sandbox("visa-direct") else { panic!("visa-direct is a card rail") };
+        let token =
+            card.tokenise(&railyard_rail_card::card::with_check_digit("411111123456789"), "12/30").unwrap().token;
+        card.sandbox.faults.force(Fault::ReplyLost).unwrap();
+        let accepted = engine.accept("demo-psp", "card-3", &payout("USD", 12_345, &token, "US")).await.unwrap();
+        let _ = engine.run(&accepted.payout_id).await.unwrap();
+        card.sandbox.faults.set_outage(true);
+        assert_eq!(drive_to_rest(&engine, &accepted.payout_id).await, State::InDoubt);
+        assert_eq!(railyard_treasury::schedule::escalated_in_doubt(&db.store, 2).await.unwrap(), 1);
+        let feeds = railyard_treasury::schedule::sandbox_feeds(&world.rails.sandboxes);
+        let task = tokio::spawn(railyard_treasury::schedule::run(
+            db.store.clone(),
+            engine.clone(),
+            feeds,
+            Duration::from_millis(20),
+            world.settings(),
+        ));
+        let mut state = State::InDoubt;
+        for _ in 0..250 {
+            state = engine.payout(&accepted.payout_id).await.unwrap().state;
+            if state != State::InDoubt {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        task.abort();
+        assert_eq!(state, State::Completed, "{}", db.name);
+        let events = history(&db.store, &accepted.payout_id).await;
+        assert!(events.iter().any(|event| event.contains("by reconciliation: visa-direct-settlement-")), "{events:?}");
+    }
+}
