@@ -144,6 +144,8 @@ fn documented() -> utoipa_axum::router::OpenApiRouter<ApiState> {
         .routes(routes!(kill_switch))
         .routes(routes!(set_fee))
         .routes(routes!(audit))
+        .routes(routes!(liquidity))
+        .routes(routes!(move_liquidity))
         .routes(routes!(webhook_secret))
         .routes(routes!(webhook_deliveries))
         .routes(routes!(redeliver))
@@ -719,6 +721,83 @@ async fn audit(State(state): State<ApiState>, headers: HeaderMap) -> Result<Resp
         })
         .collect();
     Ok(Json(json!({ "entries": entries })).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/treasury/liquidity", tag = "treasury", responses((status = 200, description = "every rail's prefunded position per currency, and the open water-mark alerts", body = Object)), security(("bearer" = [])))]
+/// `GET /v1/treasury/liquidity` (scope treasury): positions (prefunded, reserved, available, marks,
+/// level) from the ledger, and the open low/high-water alerts.
+async fn liquidity(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Problem> {
+    authenticate(&state, &headers, Scope::Treasury)?;
+    let config = state.snapshots.borrow().config.clone();
+    let store = state.engine.store();
+    let positions = railyard_treasury::liquidity::positions(store, &config).await.map_err(store_error)?;
+    let alerts = railyard_treasury::liquidity::open_alerts(store).await.map_err(store_error)?;
+    Ok(Json(json!({ "positions": positions, "alerts": alerts })).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct LiquidityBody {
+    /// A positive decimal string in `currency`.
+    amount: String,
+    currency: String,
+    /// `top_up` (from the house's bank to the rail) or `sweep` (back to the bank).
+    direction: String,
+    /// The bank transfer's reference: a movement is booked once per reference.
+    reference: String,
+}
+
+#[utoipa::path(post, path = "/v1/treasury/rails/{rail}/liquidity", tag = "treasury", request_body = LiquidityBody, params(("rail" = String, Path)), responses((status = 201, description = "booked, audited; the new position", body = Object), (status = 404, description = "no such rail", body = ProblemDoc), (status = 409, description = "this reference was booked already", body = ProblemDoc), (status = 422, description = "invalid field, or a sweep beyond what is available", body = ProblemDoc)), security(("bearer" = [])))]
+/// `POST /v1/treasury/rails/{rail}/liquidity` (scope treasury): books a top-up of a rail's
+/// prefunded account, or a sweep back to the bank, and audits it.
+async fn move_liquidity(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(rail): Path<String>,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let by = who(&state, &headers, Scope::Treasury)?;
+    let body: LiquidityBody = json_body(&body)?;
+    let currency = Currency::from_code(&body.currency).map_err(|error| invalid("currency", error.to_string()))?;
+    let amount =
+        Money::parse(&body.amount, currency, Sign::Positive).map_err(|error| invalid("amount", error.to_string()))?;
+    let withdraw = match body.direction.as_str() {
+        "top_up" => false,
+        "sweep" => true,
+        other => return Err(invalid("direction", format!("{other:?} is neither \"top_up\" nor \"sweep\""))),
+    };
+    let reference = body.reference.trim();
+    if reference.is_empty() || reference.len() > 128 || reference.chars().any(char::is_control) {
+        return Err(invalid("reference", "1 to 128 printable characters"));
+    }
+    let config = state.snapshots.borrow().config.clone();
+    let Some(configured) = config.rails.iter().find(|candidate| candidate.id.as_str() == rail) else {
+        return Err(Problem::new(StatusCode::NOT_FOUND, "Not found", format!("no rail {rail}")));
+    };
+    if !configured.currencies.contains(&currency) {
+        return Err(invalid("currency", format!("{rail} does not carry {currency}")));
+    }
+    match state.engine.move_rail_liquidity(&rail, amount, withdraw, reference).await {
+        Ok(()) => {}
+        Err(railyard_saga::EngineError::Ledger(railyard_store::ledger::LedgerError::Duplicate(_))) => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "Already booked",
+                format!("reference {reference:?} was booked already for {rail}"),
+            ));
+        }
+        Err(railyard_saga::EngineError::Ledger(railyard_store::ledger::LedgerError::Overdraft(_))) => {
+            return Err(invalid("amount", format!("{rail} has less than {amount} available to sweep")));
+        }
+        Err(error) => return Err(store_error(error)),
+    }
+    let change = format!("{rail} liquidity {}: {amount} (reference {reference})", body.direction);
+    state.engine.store().audit(&by, &change).await.map_err(store_error)?;
+    let positions =
+        railyard_treasury::liquidity::positions(state.engine.store(), &config).await.map_err(store_error)?;
+    let position = positions.into_iter().find(|position| position.rail == rail && position.currency == currency);
+    Ok((StatusCode::CREATED, Json(json!({ "rail": rail, "direction": body.direction, "amount": amount, "reference": reference, "position": position })))
+        .into_response())
 }
 
 fn store_error(error: impl std::fmt::Display) -> Problem {

@@ -13,6 +13,7 @@ mod route_cmd;
 mod sandbox_cmd;
 mod serve_cmd;
 mod simulate_cmd;
+mod treasury_cmd;
 mod verify_cmd;
 
 use std::process::ExitCode;
@@ -58,6 +59,9 @@ enum Command {
     /// Drive a running Railyard through its HTTP API with a realistic mix of payouts and report
     /// throughput, latencies, route shares and outcomes.
     Simulate(simulate_cmd::SimulateArgs),
+    /// Treasury: liquidity positions and rebalancing suggestions.
+    #[command(subcommand)]
+    Treasury(treasury_cmd::TreasuryCommand),
     /// Match rail reports and bank statements (camt.053/054, pacs.002, card settlement files, CBDC
     /// block logs) with the ledger; resolve in-doubt payouts from the evidence.
     Reconcile(reconcile_cmd::ReconcileArgs),
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
         Command::Sandbox(args) => sandbox_cmd::run(args),
         Command::Verify(args) => verify_cmd::run(args),
         Command::Reconcile(args) => reconcile_cmd::run(args),
+        Command::Treasury(command) => treasury_cmd::run(command),
         Command::Serve(args) => serve_cmd::run(args),
         Command::Simulate(args) => simulate_cmd::run(args),
     };

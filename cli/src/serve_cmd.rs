@@ -88,6 +88,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let coordinator = actors.start_coordinator(engine.clone(), Duration::from_millis(20)).await.map_err(|error| anyhow::anyhow!(error))?;
         let intake = railyard_saga::intake::Intake::start_with(engine.clone(), args.intake_queue);
         let deliverer = tokio::spawn(railyard_api::webhooks::run(store.clone(), config.clone()));
+        let liquidity_watch = tokio::spawn(railyard_treasury::liquidity::watch(
+            store.clone(),
+            config.clone(),
+            railyard_treasury::liquidity::LIQUIDITY_CHECK_EVERY,
+        ));
         let reconciler = tokio::spawn(railyard_treasury::schedule::run(
             store.clone(),
             engine.clone(),
@@ -125,6 +130,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         coordinator.stop(Some("shutdown".into()));
         deliverer.abort();
         reconciler.abort();
+        liquidity_watch.abort();
         actors.stop().await;
         store.pool().close().await;
         println!("railyard stopped");

@@ -682,3 +682,122 @@ async fn a_payout_follows_its_quote() {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn treasury_reads_and_moves_liquidity() {
+    let path = std::env::temp_dir().join(format!("railyard_liquidity_{}.db", std::process::id()));
+    let db = format!("sqlite:{}", path.display());
+    let serve = start(&db);
+    let client = reqwest::Client::new();
+    let liquidity = || {
+        let client = client.clone();
+        let address = serve.address.clone();
+        async move {
+            let response = client
+                .get(format!("http://{address}/v1/treasury/liquidity"))
+                .header("Authorization", "Bearer rk_demo_treasury")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 200);
+            serde_json::from_slice::<Value>(&response.bytes().await.unwrap()).unwrap()
+        }
+    };
+    let position = |value: &Value, rail: &str| {
+        value["positions"].as_array().unwrap().iter().find(|position| position["rail"] == rail).unwrap().clone()
+    };
+    let before = liquidity().await;
+    assert_eq!(position(&before, "rtp-us")["available"]["amount"], "3000000.00", "{before}");
+    assert_eq!(position(&before, "rtp-us")["level"], "normal");
+    // A PSP key may not read it.
+    let denied = client
+        .get(format!("http://{}/v1/treasury/liquidity", serve.address))
+        .header("Authorization", "Bearer rk_demo_psp")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status().as_u16(), 403);
+
+    let move_liquidity = |body: &'static str| {
+        let client = client.clone();
+        let address = serve.address.clone();
+        async move {
+            let response = client
+                .post(format!("http://{address}/v1/treasury/rails/rtp-us/liquidity"))
+                .header("Authorization", "Bearer rk_demo_treasury")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, serde_json::from_slice::<Value>(&response.bytes().await.unwrap()).unwrap())
+        }
+    };
+    let (status, booked) =
+        move_liquidity(r#"{"amount":"125000.00","currency":"USD","direction":"top_up","reference":"FED-20261124-1"}"#)
+            .await;
+    assert_eq!(status, 201, "{booked}");
+    assert_eq!(booked["position"]["available"]["amount"], "3125000.00", "{booked}");
+    let (status, again) =
+        move_liquidity(r#"{"amount":"125000.00","currency":"USD","direction":"top_up","reference":"FED-20261124-1"}"#)
+            .await;
+    assert_eq!(status, 409, "{again}");
+    let (status, bad) =
+        move_liquidity(r#"{"amount":"1.00","currency":"USD","direction":"sideways","reference":"x"}"#).await;
+    assert_eq!((status, bad["field"].as_str()), (422, Some("direction")), "{bad}");
+    let (status, bad) =
+        move_liquidity(r#"{"amount":"-1.00","currency":"USD","direction":"top_up","reference":"x"}"#).await;
+    assert_eq!((status, bad["field"].as_str()), (422, Some("amount")), "{bad}");
+    let (status, bad) =
+        move_liquidity(r#"{"amount":"99000000.00","currency":"USD","direction":"sweep","reference":"sweep-1"}"#).await;
+    assert_eq!((status, bad["field"].as_str()), (422, Some("amount")), "{bad}");
+    // Sweeping all but 100,000.00 USD takes rtp-us below its low-water mark: the watcher raises
+    // an alert within its period.
+    let (status, swept) =
+        move_liquidity(r#"{"amount":"3025000.00","currency":"USD","direction":"sweep","reference":"sweep-2"}"#).await;
+    assert_eq!(status, 201, "{swept}");
+    let mut alerts = Value::Null;
+    for _ in 0..50 {
+        let now = liquidity().await;
+        if !now["alerts"].as_array().unwrap().is_empty() {
+            alerts = now["alerts"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(alerts[0]["rail"], "rtp-us", "{alerts}");
+    assert_eq!(alerts[0]["level"], "low");
+    let audit: Value = serde_json::from_slice(
+        &client
+            .get(format!("http://{}/v1/treasury/audit", serve.address))
+            .header("Authorization", "Bearer rk_demo_treasury")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(audit.to_string().contains("rtp-us liquidity top_up: 125000.00 USD (reference FED-20261124-1)"), "{audit}");
+
+    // The rebalancing plan from the command line: rtp-us needs 200,000.00 USD, which the card
+    // network with the most USD to spare can give without a conversion.
+    let output = Command::new(env!("CARGO_BIN_EXE_railyard"))
+        .args(["treasury", "rebalance", "--db", &db, "--json"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let plan: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let suggestion =
+        plan["suggestions"].as_array().unwrap().iter().find(|suggestion| suggestion["to_rail"] == "rtp-us").unwrap();
+    assert_eq!(suggestion["action"], "transfer", "{plan}");
+    assert_eq!(suggestion["from_rail"], "visa-direct", "{plan}");
+    assert_eq!(suggestion["receive"]["amount"], "200000.00", "{plan}");
+    assert_eq!(suggestion["fx_cost"]["amount"], "0.00", "{plan}");
+    drop(serve);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}

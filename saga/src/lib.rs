@@ -458,6 +458,38 @@ impl Engine {
         Ok(())
     }
 
+    /// Moves liquidity between the house's bank and a rail's prefunded account, once per
+    /// `reference`: a top-up (`withdraw` false) or a sweep back to the bank (`withdraw` true,
+    /// refused with [`LedgerError::Overdraft`] beyond what is available).
+    pub async fn move_rail_liquidity(
+        &self,
+        rail: &str,
+        amount: Money,
+        withdraw: bool,
+        reference: &str,
+    ) -> Result<(), EngineError> {
+        let currency = amount.currency();
+        let nostro = nostro_account(rail, currency);
+        let (debit, credit, kind) = if withdraw {
+            (funding_account(currency), nostro, "sweep")
+        } else {
+            (nostro, funding_account(currency), "top-up")
+        };
+        let mut tx = self.store.begin().await?;
+        let spec = TransferSpec {
+            id: format!("liquidity:{rail}:{reference}"),
+            debit,
+            credit,
+            amount,
+            pending: false,
+            payout_id: None,
+            note: format!("{kind} {reference}"),
+        };
+        ledger::transfer(&mut tx, &spec).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Credits a PSP's balance (a top-up received outside Railyard), once per `reference`.
     pub async fn fund_psp(&self, tenant: &str, amount: Money, reference: &str) -> Result<(), EngineError> {
         let mut tx = self.store.begin().await?;

@@ -102,6 +102,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0005_quotes.sql"),
         postgres: include_str!("../migrations/postgres/0005_quotes.sql"),
     },
+    Migration {
+        version: 6,
+        sqlite: include_str!("../migrations/sqlite/0006_liquidity.sql"),
+        postgres: include_str!("../migrations/postgres/0006_liquidity.sql"),
+    },
 ];
 
 /// The store: a pool and the dialect it speaks.
