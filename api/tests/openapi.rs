@@ -20,6 +20,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/treasury/rails/{rail}/kill-switch"),
     ("put", "/v1/treasury/rails/{rail}/fees/{currency}"),
     ("get", "/v1/treasury/audit"),
+    ("get", "/v1/treasury/liquidity"),
+    ("post", "/v1/treasury/rails/{rail}/liquidity"),
     ("get", "/v1/webhooks/secret"),
     ("get", "/v1/webhooks/deliveries"),
 ];
