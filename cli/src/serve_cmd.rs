@@ -93,6 +93,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             config.clone(),
             railyard_treasury::liquidity::LIQUIDITY_CHECK_EVERY,
         ));
+        let settlement_schedule = tokio::spawn(railyard_treasury::settlement::run(
+            store.clone(),
+            config.clone(),
+            railyard_treasury::settlement::SETTLEMENT_CHECK_EVERY,
+        ));
         let reconciler = tokio::spawn(railyard_treasury::schedule::run(
             store.clone(),
             engine.clone(),
@@ -131,6 +136,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         deliverer.abort();
         reconciler.abort();
         liquidity_watch.abort();
+        settlement_schedule.abort();
         actors.stop().await;
         store.pool().close().await;
         println!("railyard stopped");

@@ -1,4 +1,4 @@
-//! `railyard treasury ...`: liquidity positions and rebalancing suggestions from a database.
+//! `railyard treasury ...`: liquidity positions, rebalancing suggestions and settlement windows.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use railyard_store::{Store, StoreOptions};
-use railyard_treasury::liquidity;
+use railyard_treasury::{liquidity, settlement};
 
 use crate::fx_cmd::{load_config, reference_rates};
 
@@ -18,6 +18,41 @@ pub enum TreasuryCommand {
     /// next --hours, projecting each rail's outflow over the last --window-hours, at the least FX
     /// cost.
     Rebalance(RebalanceArgs),
+    /// Settlement windows of net-settled rails (open, closed, settling, settled).
+    Windows(WindowArgs),
+    /// Close a net rail's open window now (the next one opens).
+    Close(CloseArgs),
+    /// Settle a closed window: net it, post one movement per currency, print its report.
+    Settle(SettleArgs),
+}
+
+#[derive(Args)]
+pub struct WindowArgs {
+    #[command(flatten)]
+    common: PositionArgs,
+    /// Only this rail's windows.
+    #[arg(long)]
+    rail: Option<String>,
+}
+
+#[derive(Args)]
+pub struct CloseArgs {
+    #[command(flatten)]
+    common: PositionArgs,
+    #[arg(long)]
+    rail: String,
+}
+
+#[derive(Args)]
+pub struct SettleArgs {
+    #[command(flatten)]
+    common: PositionArgs,
+    /// The window, as `railyard treasury windows` lists it (for example rtp-us:w3).
+    #[arg(long)]
+    window: String,
+    /// Print the report as CSV instead of text.
+    #[arg(long, conflicts_with = "json")]
+    csv: bool,
 }
 
 #[derive(Args)]
@@ -43,9 +78,70 @@ pub struct RebalanceArgs {
     window_hours: u32,
 }
 
+fn open(runtime: &tokio::runtime::Runtime, db: &str) -> anyhow::Result<Store> {
+    Ok(runtime.block_on(Store::open_existing(db, &StoreOptions::default()))?)
+}
+
 pub fn run(command: TreasuryCommand) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match command {
+        TreasuryCommand::Windows(args) => {
+            let store = open(&runtime, &args.common.db)?;
+            let windows = runtime.block_on(settlement::windows(&store, args.rail.as_deref()))?;
+            if args.common.json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "windows": windows }))?);
+            } else {
+                for window in &windows {
+                    println!(
+                        "{:<24} {:<9} opened {} closed {} settled {}",
+                        window.id,
+                        format!("{:?}", window.state).to_lowercase(),
+                        window.opened_at,
+                        window.closed_at.map(|at| at.to_string()).unwrap_or_else(|| "-".into()),
+                        window.settled_at.map(|at| at.to_string()).unwrap_or_else(|| "-".into())
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TreasuryCommand::Close(args) => {
+            let config = load_config(&args.common.config)?;
+            let store = open(&runtime, &args.common.db)?;
+            let window = runtime.block_on(settlement::close(&store, &config, &args.rail))?;
+            if args.common.json {
+                println!("{}", serde_json::to_string_pretty(&window)?);
+            } else {
+                println!("closed {} (journal entries up to {})", window.id, window.to_sequence.unwrap_or(0));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TreasuryCommand::Settle(args) => {
+            let store = open(&runtime, &args.common.db)?;
+            let report = runtime.block_on(settlement::settle(&store, &args.window))?;
+            if args.csv {
+                print!("{}", settlement::report_csv(&report));
+            } else if args.common.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{} settled: {} payouts", report.window, report.payouts);
+                for position in &report.positions {
+                    println!("  net {}: {} over {} payouts", position.currency.code(), position.net, position.payouts);
+                }
+                for total in &report.by_tenant {
+                    println!(
+                        "  {} {}: {} over {} payouts",
+                        total.tenant,
+                        total.currency.code(),
+                        total.amount,
+                        total.payouts
+                    );
+                }
+                for posting in &report.postings {
+                    println!("  posted {}: {} → {} {}", posting.id, posting.credit, posting.debit, posting.amount);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         TreasuryCommand::Positions(args) => {
             let config = load_config(&args.config)?;
             let (positions, alerts) = runtime.block_on(async {

@@ -107,6 +107,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0006_liquidity.sql"),
         postgres: include_str!("../migrations/postgres/0006_liquidity.sql"),
     },
+    Migration {
+        version: 7,
+        sqlite: include_str!("../migrations/sqlite/0007_settlement.sql"),
+        postgres: include_str!("../migrations/postgres/0007_settlement.sql"),
+    },
 ];
 
 /// The store: a pool and the dialect it speaks.
