@@ -24,7 +24,8 @@ fn c(code: &str) -> Currency {
     Currency::from_code(code).unwrap()
 }
 
-const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/iso20022/iso/samples");
+/// Real bank samples (camt.053, camt.054), copied with their licence into the repository.
+const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/iso20022");
 
 fn sample(name: &str) -> reports::Report {
     let directory = Path::new(SAMPLES);
@@ -66,7 +67,7 @@ impl World {
     fn engine(&self, store: &Store) -> Engine {
         // Two inquiries, then escalation: an outage keeps the payout in doubt.
         let settings =
-            EngineSettings::new("engine", Duration::from_secs(30), Duration::from_millis(50), 2, 3, Decimal::from(50));
+            EngineSettings::new("engine", Duration::from_secs(30), Duration::from_millis(250), 2, 3, Decimal::from(50));
         Engine::new(store.clone(), self.config.clone(), self.fx.clone(), self.rails.registry.clone(), settings)
     }
 
@@ -111,7 +112,7 @@ async fn drive_to_rest(engine: &Engine, id: &str) -> State {
                 if payout.reason.as_deref().is_some_and(|reason| reason.starts_with("escalated")) {
                     return State::InDoubt;
                 }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             _ => {}
         }
@@ -337,7 +338,7 @@ async fn the_scheduled_run_resolves_escalated_payouts_from_the_rails_reports() {
         let mut state = State::InDoubt;
         for _ in 0..250 {
             state = engine.payout(&accepted.payout_id).await.unwrap().state;
-            if state != State::InDoubt {
+            if state.terminal() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
