@@ -44,6 +44,9 @@ fn payout(index: usize) -> PayoutRequest {
         remittance: String::new(),
         rail_kind: None,
         quote_id: None,
+        originator: None,
+        account_masked: None,
+        submitted_by: None,
     }
 }
 
@@ -66,7 +69,14 @@ async fn system(name: &str) -> System {
     let store = Store::open(&format!("sqlite:{}", path.display()), &StoreOptions::default()).await.unwrap();
     let settings =
         EngineSettings::new("load", Duration::from_secs(30), Duration::from_millis(5), 5, 3, Decimal::from(50));
-    let mut engine = Engine::new(store, config.clone(), fx, rails.registry.clone(), settings);
+    let mut engine = Engine::new(
+        store,
+        config.clone(),
+        fx,
+        rails.registry.clone(),
+        settings,
+        std::sync::Arc::new(railyard_store::vault::VaultKeys::generate()),
+    );
     engine.set_routing(runtime.routing_source());
     engine.set_observer(runtime.observer());
     engine.ensure_accounts().await.unwrap();

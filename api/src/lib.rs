@@ -150,6 +150,10 @@ fn documented() -> utoipa_axum::router::OpenApiRouter<ApiState> {
         .routes(routes!(webhook_deliveries))
         .routes(routes!(redeliver))
         .routes(routes!(cancel_payout))
+        .routes(routes!(approvals))
+        .routes(routes!(approve_payout))
+        .routes(routes!(reject_payout))
+        .routes(routes!(audit_verify))
         .routes(routes!(sandbox_card))
         .routes(routes!(sandbox_wallet))
 }
@@ -214,8 +218,20 @@ impl IntoResponse for Problem {
     }
 }
 
+/// Who is calling: the tenant, the key's name as the audit log and approvals record it
+/// (`tenant/key-id`), and whether the tenant is the operator (it holds a treasury or admin key).
+struct Caller {
+    tenant: String,
+    key: String,
+    operator: bool,
+}
+
 /// The tenant an API key belongs to, if the key carries `scope`. Compares hashes in constant time.
 fn authenticate(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result<String, Problem> {
+    authenticate_caller(state, headers, scope).map(|caller| caller.tenant)
+}
+
+fn authenticate_caller(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result<Caller, Problem> {
     let config = &state.config;
     let limiter = &state.limiter;
     let unauthorized =
@@ -226,13 +242,19 @@ fn authenticate(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result<S
         .and_then(|value| value.strip_prefix("Bearer "))
         .ok_or_else(unauthorized)?;
     let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-    let mut found: Option<(String, bool)> = None;
+    let mut found: Option<(Caller, bool)> = None;
     for tenant in &config.tenants {
         for key in &tenant.keys {
             // Fold every byte so the time taken does not depend on where a mismatch is.
             let difference = key.sha256.iter().zip(digest.iter()).fold(0_u8, |acc, (a, b)| acc | (a ^ b));
             if difference == 0 {
-                found = Some((tenant.id.to_string(), key.scopes.contains(&scope)));
+                let operator = tenant
+                    .keys
+                    .iter()
+                    .any(|key| key.scopes.iter().any(|scope| matches!(scope, Scope::Treasury | Scope::Admin)));
+                let caller =
+                    Caller { tenant: tenant.id.to_string(), key: format!("{}/{}", tenant.id, key.id), operator };
+                found = Some((caller, key.scopes.contains(&scope)));
             }
         }
     }
@@ -248,7 +270,7 @@ fn authenticate(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result<S
         Some((_, false)) => {
             Err(Problem::new(StatusCode::FORBIDDEN, "Forbidden", format!("this key lacks the {scope:?} scope")))
         }
-        Some((tenant, true)) => Ok(tenant),
+        Some((caller, true)) => Ok(caller),
     }
 }
 
@@ -279,6 +301,17 @@ struct PayoutBody {
     /// Pay against this quote: its route and locked rates (the corridor and amount must match it).
     #[serde(default)]
     quote_id: Option<String>,
+    /// The PSP's customer paying, screened like the beneficiary.
+    #[serde(default)]
+    originator: Option<OriginatorBody>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct OriginatorBody {
+    name: String,
+    #[serde(default)]
+    country: Option<String>,
 }
 
 fn invalid(field: &str, detail: impl Into<String>) -> Problem {
@@ -336,6 +369,21 @@ fn parse_payout(body: &[u8]) -> Result<PayoutRequest, Problem> {
     if body.metadata.as_ref().is_some_and(|metadata| metadata.to_string().len() > 4_096) {
         return Err(invalid("metadata", "at most 4096 bytes of JSON"));
     }
+    let originator = match body.originator {
+        None => None,
+        Some(originator) => {
+            if originator.name.trim().is_empty() || originator.name.len() > 140 {
+                return Err(invalid("originator.name", "1 to 140 characters"));
+            }
+            let country = originator
+                .country
+                .as_deref()
+                .map(Country::from_code)
+                .transpose()
+                .map_err(|error| invalid("originator.country", error.to_string()))?;
+            Some(railyard_saga::Originator { name: originator.name, country })
+        }
+    };
     Ok(PayoutRequest {
         source,
         destination,
@@ -345,6 +393,9 @@ fn parse_payout(body: &[u8]) -> Result<PayoutRequest, Problem> {
         remittance: body.reference,
         rail_kind,
         quote_id: body.quote_id,
+        originator,
+        account_masked: None,
+        submitted_by: None,
     })
 }
 
@@ -375,6 +426,9 @@ fn status_name(state: SagaState) -> &'static str {
         SagaState::Completed => "completed",
         SagaState::Failed => "failed",
         SagaState::Cancelled => "cancelled",
+        SagaState::Screening => "screening",
+        SagaState::AwaitingApproval => "awaiting_approval",
+        SagaState::Returned => "returned",
     }
 }
 
@@ -395,9 +449,23 @@ fn payout_json(payout: &Payout) -> Value {
         "amount_type": if request.mode == AmountMode::Send { "send" } else { "deliver" },
         "beneficiary": {
             "name": request.beneficiary.name,
-            "account": mask(&request.beneficiary.account),
+            // Only the masked form ever leaves: the account itself is in the vault.
+            "account": request.account_masked.clone().unwrap_or_else(|| mask(&request.beneficiary.account)),
             "country": request.beneficiary.country.code(),
         },
+        "originator": request.originator.as_ref().map(|originator| json!({
+            "name": originator.name,
+            "country": originator.country.map(|country| country.code().to_string()),
+        })),
+        "risk": payout.risk.as_ref().map(|risk| json!({
+            "decision": risk.decision.as_str(),
+            "score": risk.score,
+            "reasons": risk.reasons,
+            "screening": risk.screening,
+            "assessed_at": risk.assessed_at.to_rfc3339(),
+            "expires_at": risk.expires_at.map(|at| at.to_rfc3339()),
+        })),
+        "decided_by": payout.decided_by,
         "reference": request.remittance,
         "route": payout.route.as_ref().map(|route| json!({
             "send": route.send.amount_text(),
@@ -421,7 +489,8 @@ fn payout_json(payout: &Payout) -> Value {
 
 #[utoipa::path(post, path = "/v1/payouts", tag = "payouts", request_body = PayoutBody, params(("Idempotency-Key" = String, Header, description = "required; same key and body replay the first answer")), responses((status = 202, description = "accepted, durable", body = Object), (status = 409, description = "key reused with another body", body = ProblemDoc), (status = 422, description = "invalid field", body = ProblemDoc), (status = 503, description = "intake full, Retry-After", body = ProblemDoc)), security(("bearer" = [])))]
 async fn create_payout(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
-    let tenant = authenticate(&state, &headers, Scope::Psp)?;
+    let caller = authenticate_caller(&state, &headers, Scope::Psp)?;
+    let tenant = caller.tenant;
     let key = headers
         .get("idempotency-key")
         .and_then(|value| value.to_str().ok())
@@ -439,7 +508,8 @@ async fn create_payout(State(state): State<ApiState>, headers: HeaderMap, body: 
         )
         .field("Idempotency-Key"));
     }
-    let request = parse_payout(&body)?;
+    let mut request = parse_payout(&body)?;
+    request.submitted_by = Some(caller.key);
     let accepted = match state.intake.accept(&tenant, key, &request).await {
         Ok(accepted) => accepted,
         Err(IntakeError::Overloaded) => {
@@ -563,6 +633,9 @@ async fn quote(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -
         remittance: String::new(),
         rail_kind,
         quote_id: None,
+        originator: None,
+        account_masked: None,
+        submitted_by: None,
     };
     let stored = state.engine.quote(&tenant, &payout, country).await.map_err(|error| match error {
         EngineError::Invalid(detail) => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "No route", detail),
@@ -619,10 +692,9 @@ fn fee_json(fee: &FeeSchedule) -> Value {
     })
 }
 
-/// The caller's name for the audit log: the tenant and the key id.
+/// The caller's name for the audit log: `tenant/key-id`.
 fn who(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result<String, Problem> {
-    let tenant = authenticate(state, headers, scope)?;
-    Ok(format!("{tenant}/{scope:?}").to_lowercase())
+    authenticate_caller(state, headers, scope).map(|caller| caller.key)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -644,6 +716,9 @@ async fn kill_switch(
     if state.config.rail(&rail).is_none() {
         return Err(Problem::new(StatusCode::NOT_FOUND, "Not found", format!("no rail {rail}")));
     }
+    // Durable first: an applied switch is never missing from the audit log.
+    let detail = format!("{rail}: {}", if body.engaged { "engaged" } else { "released" });
+    state.engine.store().audit(&by, "rail.kill_switch", &detail).await.map_err(store_error)?;
     state.routing.send_message(RoutingMsg::KillSwitch { rail: rail.clone(), engaged: body.engaged, by }).map_err(
         |_| Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Routing unavailable", "the routing actor is not running"),
     )?;
@@ -695,7 +770,7 @@ async fn set_fee(
     let change =
         format!("{rail} fee in {currency}: {} -> {}", before.clone().unwrap_or(Value::Null), fee_json(&schedule));
     // Durable first: an applied change is never missing from the audit log.
-    state.engine.store().audit(&by, &change).await.map_err(store_error)?;
+    state.engine.store().audit(&by, "treasury.fee", &change).await.map_err(store_error)?;
     let version = ractor::call!(state.routing, |reply| RoutingMsg::SetConfig {
         config: Box::new(next),
         by: by.clone(),
@@ -716,8 +791,15 @@ async fn audit(State(state): State<ApiState>, headers: HeaderMap) -> Result<Resp
     let entries = state.engine.store().audit_log(railyard_store::AUDIT_PAGE_MAX).await.map_err(store_error)?;
     let entries: Vec<Value> = entries
         .iter()
-        .map(|(at, by, change)| {
-            json!({ "at": chrono::DateTime::from_timestamp_micros(*at).map(|at| at.to_rfc3339()), "by": by, "change": change })
+        .map(|entry| {
+            json!({
+                "sequence": entry.sequence,
+                "at": chrono::DateTime::from_timestamp_micros(entry.at).map(|at| at.to_rfc3339()),
+                "by": entry.actor,
+                "action": entry.action,
+                "change": entry.detail,
+                "hash": entry.hash,
+            })
         })
         .collect();
     Ok(Json(json!({ "entries": entries })).into_response())
@@ -777,7 +859,7 @@ async fn move_liquidity(
     if !configured.currencies.contains(&currency) {
         return Err(invalid("currency", format!("{rail} does not carry {currency}")));
     }
-    match state.engine.move_rail_liquidity(&rail, amount, withdraw, reference).await {
+    match state.engine.move_rail_liquidity(&rail, amount, withdraw, reference, &by).await {
         Ok(()) => {}
         Err(railyard_saga::EngineError::Ledger(railyard_store::ledger::LedgerError::Duplicate(_))) => {
             return Err(Problem::new(
@@ -791,8 +873,6 @@ async fn move_liquidity(
         }
         Err(error) => return Err(store_error(error)),
     }
-    let change = format!("{rail} liquidity {}: {amount} (reference {reference})", body.direction);
-    state.engine.store().audit(&by, &change).await.map_err(store_error)?;
     let positions =
         railyard_treasury::liquidity::positions(state.engine.store(), &config).await.map_err(store_error)?;
     let position = positions.into_iter().find(|position| position.rail == rail && position.currency == currency);
@@ -873,6 +953,9 @@ fn parse_status(text: &str) -> Option<SagaState> {
         "completed" => SagaState::Completed,
         "failed" => SagaState::Failed,
         "cancelled" => SagaState::Cancelled,
+        "screening" => SagaState::Screening,
+        "awaiting_approval" => SagaState::AwaitingApproval,
+        "returned" => SagaState::Returned,
         _ => return None,
     })
 }
@@ -913,7 +996,8 @@ async fn list_payouts(
 /// `POST /v1/payouts/batch`: `{"items":[{"idempotency_key": ..., <payout fields>}, ...]}`, at most
 /// [`BATCH_ITEMS_MAX`]; one result per item, in order, each as `POST /v1/payouts` would answer it.
 async fn create_batch(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
-    let tenant = authenticate(&state, &headers, Scope::Psp)?;
+    let caller = authenticate_caller(&state, &headers, Scope::Psp)?;
+    let tenant = caller.tenant.clone();
     let body: Value = json_body(&body)?;
     let items = body.get("items").and_then(Value::as_array).ok_or_else(|| invalid("items", "an array of payouts"))?;
     if items.is_empty() || items.len() > BATCH_ITEMS_MAX {
@@ -929,7 +1013,10 @@ async fn create_batch(State(state): State<ApiState>, headers: HeaderMap, body: B
             .filter(|key| !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_LENGTH_MAX);
         let parsed = match key {
             None => Err(invalid(&format!("items[{index}].idempotency_key"), "required, 1 to 128 characters")),
-            Some(key) => parse_payout(item.to_string().as_bytes()).map(|request| (key, request)),
+            Some(key) => parse_payout(item.to_string().as_bytes()).map(|mut request| {
+                request.submitted_by = Some(caller.key.clone());
+                (key, request)
+            }),
         };
         pending.push(parsed);
     }
@@ -1039,4 +1126,98 @@ async fn sandbox_wallet(State(state): State<ApiState>, headers: HeaderMap, body:
         ));
     }
     Ok(Json(json!({ "wallet": body.wallet, "currency": currency.code(), "rails": opened })).into_response())
+}
+
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    /// Why: kept with the payout and in the audit log (at most 500 characters).
+    #[serde(default)]
+    note: String,
+}
+
+#[utoipa::path(get, path = "/v1/approvals", tag = "approvals", responses((status = 200, description = "payouts held for screening review or approval, oldest first, with their risk assessment", body = Object)), security(("bearer" = [])))]
+/// `GET /v1/approvals` (scope approver): payouts waiting for a decision, with the reasons.
+async fn approvals(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Problem> {
+    let caller = authenticate_caller(&state, &headers, Scope::Approver)?;
+    let tenant = (!caller.operator).then_some(caller.tenant.as_str());
+    let held = state.engine.held(tenant, railyard_saga::authorise::HELD_PAGE_MAX).await.map_err(store_error)?;
+    let items: Vec<Value> = held
+        .iter()
+        .map(|payout| {
+            let mut item = payout_json(payout);
+            item["tenant"] = json!(payout.tenant);
+            item["submitted_by"] = json!(payout.request.submitted_by);
+            item
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })).into_response())
+}
+
+async fn decide(
+    state: &ApiState,
+    headers: &HeaderMap,
+    id: &str,
+    body: &[u8],
+    verdict: railyard_saga::authorise::Verdict,
+) -> Result<Response, Problem> {
+    use railyard_saga::authorise::{Approver, DecideError, NOTE_CHARS_MAX};
+    let caller = authenticate_caller(state, headers, Scope::Approver)?;
+    let body: DecisionBody = if body.is_empty() { DecisionBody::default() } else { json_body(body)? };
+    if body.note.chars().count() > NOTE_CHARS_MAX {
+        return Err(invalid("note", format!("at most {NOTE_CHARS_MAX} characters")));
+    }
+    if verdict == railyard_saga::authorise::Verdict::Reject && body.note.trim().is_empty() {
+        return Err(invalid("note", "say why the payout is rejected"));
+    }
+    let approver = Approver { tenant: caller.tenant, key: caller.key, all_tenants: caller.operator };
+    match state.engine.decide(id, &approver, verdict, body.note.trim()).await {
+        Ok(payout) => Ok(Json(payout_json(&payout)).into_response()),
+        Err(DecideError::NotFound(_)) => {
+            Err(Problem::new(StatusCode::NOT_FOUND, "Not found", format!("no payout {id}")))
+        }
+        Err(error @ DecideError::OwnRequest(_)) => {
+            Err(Problem::new(StatusCode::FORBIDDEN, "Four eyes", error.to_string()))
+        }
+        Err(error @ (DecideError::NotHeld { .. } | DecideError::Expired(_))) => {
+            Err(Problem::new(StatusCode::CONFLICT, "Not waiting for a decision", error.to_string()))
+        }
+        Err(DecideError::Engine(EngineError::Leased(_))) => {
+            let mut problem =
+                Problem::new(StatusCode::CONFLICT, "Busy", "the payout is being moved right now; try again");
+            problem.retry_after = Some(RETRY_AFTER_SECONDS);
+            Err(problem)
+        }
+        Err(DecideError::Engine(error)) => Err(store_error(error)),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/payouts/{id}/approve", tag = "approvals", request_body = DecisionBody, params(("id" = String, Path)), responses((status = 200, description = "approved (a screening match cleared, recorded as an override): the payout goes on to routing", body = Object), (status = 403, description = "the key that submitted the payout cannot approve it", body = ProblemDoc), (status = 404, description = "no such payout for this approver", body = ProblemDoc), (status = 409, description = "not waiting for a decision, or the hold expired", body = ProblemDoc)), security(("bearer" = [])))]
+/// `POST /v1/payouts/{id}/approve` (scope approver, a different key from the submitter's).
+async fn approve_payout(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    decide(&state, &headers, &id, &body, railyard_saga::authorise::Verdict::Approve).await
+}
+
+#[utoipa::path(post, path = "/v1/payouts/{id}/reject", tag = "approvals", request_body = DecisionBody, params(("id" = String, Path)), responses((status = 200, description = "rejected: the payout fails with the note as its reason", body = Object), (status = 403, description = "the key that submitted the payout cannot decide it", body = ProblemDoc), (status = 404, description = "no such payout for this approver", body = ProblemDoc), (status = 409, description = "not waiting for a decision, or the hold expired", body = ProblemDoc), (status = 422, description = "a note is required", body = ProblemDoc)), security(("bearer" = [])))]
+/// `POST /v1/payouts/{id}/reject` (scope approver): a note saying why is required.
+async fn reject_payout(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    decide(&state, &headers, &id, &body, railyard_saga::authorise::Verdict::Reject).await
+}
+
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "treasury", responses((status = 200, description = "the audit chain recomputed: entries, head, problems (none when intact)", body = Object)), security(("bearer" = [])))]
+/// `GET /v1/audit/verify` (scope admin): recomputes the hash-chained audit log.
+async fn audit_verify(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Problem> {
+    authenticate(&state, &headers, Scope::Admin)?;
+    let report = railyard_store::audit::verify(state.engine.store()).await.map_err(store_error)?;
+    Ok(Json(json!({ "intact": report.intact(), "report": report })).into_response())
 }

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use railyard_config::TreasuryConfig;
 use railyard_store::{Store, now_micros};
-use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 /// Attempts before an event is marked failed (it stays re-deliverable by API).
@@ -27,24 +26,7 @@ pub const DELIVERY_BATCH_MAX: i64 = 100;
 /// How often the deliverer looks for due events.
 pub const DELIVERY_POLL: Duration = Duration::from_millis(200);
 
-/// HMAC-SHA256 (RFC 2104).
-pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut block = [0_u8; BLOCK];
-    if key.len() > BLOCK {
-        block[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = Sha256::new();
-    inner.update(block.iter().map(|byte| byte ^ 0x36).collect::<Vec<u8>>());
-    inner.update(message);
-    let inner = inner.finalize();
-    let mut outer = Sha256::new();
-    outer.update(block.iter().map(|byte| byte ^ 0x5c).collect::<Vec<u8>>());
-    outer.update(inner);
-    outer.finalize().into()
-}
+pub use railyard_store::vault::hmac_sha256;
 
 /// The `Railyard-Signature` header value for `body` sent at `timestamp`.
 pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {

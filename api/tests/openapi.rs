@@ -24,6 +24,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/treasury/rails/{rail}/liquidity"),
     ("get", "/v1/webhooks/secret"),
     ("get", "/v1/webhooks/deliveries"),
+    ("get", "/v1/approvals"),
+    ("post", "/v1/payouts/{id}/approve"),
+    ("post", "/v1/payouts/{id}/reject"),
+    ("get", "/v1/audit/verify"),
 ];
 
 #[test]

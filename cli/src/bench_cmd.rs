@@ -48,10 +48,56 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Sanctions screening time per name with the bigram index, against scoring every listed name
+    /// (baseline), on a synthetic list; and whether the index holds every edited listed name the
+    /// scan holds.
+    Screening {
+        /// Entries in the synthetic list.
+        #[arg(long, default_value_t = 10_000)]
+        entries: usize,
+        /// Names screened (half edited listed names, half unrelated).
+        #[arg(long, default_value_t = 2_000)]
+        queries: usize,
+        /// Similarity that holds a payout.
+        #[arg(long, default_value_t = 0.9)]
+        threshold: f64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
+        BenchCommand::Screening { entries, queries, threshold, seed, json } => {
+            if cfg!(debug_assertions) && !json {
+                eprintln!("warning: this is a debug build; run with --release for figures worth quoting");
+            }
+            let figures = railyard_risk::bench::run(entries, queries, threshold, seed);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                println!(
+                    "{} entries ({} names), {} queries, threshold {}",
+                    figures.entries, figures.names_indexed, figures.queries, figures.threshold
+                );
+                println!("baseline (score every name) {:>10.1} us per name", figures.exhaustive_us_per_name);
+                println!(
+                    "bigram index                {:>10.1} us per name   {:.1}x faster",
+                    figures.indexed_us_per_name, figures.speedup
+                );
+                println!(
+                    "edited listed names held: index {} / scan {} of {}; unrelated names held: index {} / scan {}",
+                    figures.listed_held_indexed,
+                    figures.listed_held_exhaustive,
+                    figures.listed_queries,
+                    figures.unrelated_held_indexed,
+                    figures.unrelated_held_exhaustive
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCommand::Store { db, payouts, concurrency, config, json } => {
             let config = load_config(&config)?;
             let fx = railyard_fx::FxBook::build(&config.fx_providers, crate::fx_cmd::reference_rates(&config, None)?)?;

@@ -4,6 +4,7 @@
 //! no business logic. Exit status: 0 on success, 1 when the command ran and found problems (invalid
 //! configuration, no route), 2 for usage errors (clap's own).
 
+mod audit_cmd;
 mod bench_cmd;
 mod config_cmd;
 mod fx_cmd;
@@ -68,6 +69,12 @@ enum Command {
     /// Check every invariant of a Railyard database (ledger balanced, no overdraft, reservations
     /// resolved once, journal sequence and hash chain) and count violations.
     Verify(verify_cmd::VerifyArgs),
+    /// The hash-chained audit log: verify it, print its head, read it.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCommand),
+    /// The beneficiary vault: re-encrypt under the active key after a rotation.
+    #[command(subcommand)]
+    Vault(audit_cmd::VaultCommand),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +101,8 @@ fn main() -> ExitCode {
         Command::Iso20022(command) => iso_cmd::run(command),
         Command::Sandbox(args) => sandbox_cmd::run(args),
         Command::Verify(args) => verify_cmd::run(args),
+        Command::Audit(command) => audit_cmd::run(command),
+        Command::Vault(command) => audit_cmd::run_vault(command),
         Command::Reconcile(args) => reconcile_cmd::run(args),
         Command::Treasury(command) => treasury_cmd::run(command),
         Command::Serve(args) => serve_cmd::run(args),

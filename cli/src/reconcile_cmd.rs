@@ -73,8 +73,11 @@ pub fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
             3,
             Decimal::from(50),
         );
+        // With drive_on false no leg is ever sent from here, so the vault is never read: throwaway
+        // keys stand in for the deployment's.
+        let vault = Arc::new(railyard_store::vault::VaultKeys::generate());
         let engine =
-            Engine::new(store.clone(), config.clone(), fx, railyard_connector::Registry::new(), engine_settings);
+            Engine::new(store.clone(), config.clone(), fx, railyard_connector::Registry::new(), engine_settings, vault);
         let run = reconcile::reconcile(&store, Some(&engine), &reports, &settings).await?;
         store.pool().close().await;
         anyhow::Ok(run)

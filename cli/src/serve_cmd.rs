@@ -37,6 +37,23 @@ pub struct ServeArgs {
     /// Payout requests waiting to be written; beyond it the API answers 503 with Retry-After.
     #[arg(long, default_value_t = railyard_saga::intake::INTAKE_QUEUE_MAX)]
     intake_queue: usize,
+    /// Open the demo PSP balances with a --config of your own too (a sandbox deployment).
+    #[arg(long)]
+    demo_balances: bool,
+}
+
+/// Where the vault keys live when neither `RAILYARD_VAULT_KEYS` nor `RAILYARD_VAULT_KEY_FILE` is
+/// set: beside an SQLite database (`railyard.db.keys`), or `railyard-vault.keys` in the working
+/// directory for PostgreSQL.
+pub fn vault_file(db: &str) -> PathBuf {
+    let path = db.strip_prefix("sqlite://").or_else(|| db.strip_prefix("sqlite:"));
+    match path {
+        Some(path) if !path.is_empty() && !path.starts_with(':') => {
+            let path = path.split('?').next().unwrap_or(path);
+            PathBuf::from(format!("{path}.keys"))
+        }
+        _ => PathBuf::from("railyard-vault.keys"),
+    }
 }
 
 /// Opening balance each demo PSP gets in each currency, once.
@@ -76,11 +93,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             3,
             Decimal::from(50),
         );
-        let mut engine = Engine::new(store.clone(), config.clone(), fx.clone(), rails.registry.clone(), settings);
+        let (vault, vault_source) =
+            railyard_store::vault::keys_from_environment(&vault_file(&args.db), true).context("vault keys")?;
+        tracing::info!(source = %vault_source, active_key = vault.active_key(), "vault keys loaded");
+        let mut engine =
+            Engine::new(store.clone(), config.clone(), fx.clone(), rails.registry.clone(), settings, Arc::new(vault));
+        // Screening fails closed (every payout held) without its list: refuse to start instead.
+        let listed = engine.screening_ready().map_err(|error| anyhow::anyhow!("[risk] sanctions_list: {error}"))?;
+        if config.risk.is_some() {
+            tracing::info!(entries = listed, "sanctions list loaded");
+        } else {
+            tracing::warn!("no [risk] section: payouts are not screened or scored");
+        }
         engine.set_routing(actors.routing_source());
         engine.set_observer(actors.observer());
         engine.ensure_accounts().await?;
-        if demo {
+        if demo || args.demo_balances {
             open_demo_balances(&engine, &config).await?;
         }
         let engine = Arc::new(engine);

@@ -271,11 +271,13 @@ async fn completion_webhook_is_delivered_and_signed() {
     // The demo configuration with a webhook endpoint for demo-psp.
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let demo = std::fs::read_to_string(format!("{root}/config/demo.toml")).unwrap();
-    let config = demo.replacen(
-        "name = \"Demo Payments Ltd\"\n",
-        &format!("name = \"Demo Payments Ltd\"\nwebhook_url = \"{hook}\"\n"),
-        1,
-    );
+    let config = demo
+        .replacen(
+            "name = \"Demo Payments Ltd\"\n",
+            &format!("name = \"Demo Payments Ltd\"\nwebhook_url = \"{hook}\"\n"),
+            1,
+        )
+        .replace("sanctions_list = \"sanctions.csv\"", &format!("sanctions_list = \"{root}/config/sanctions.csv\""));
     assert_ne!(config, demo);
     let directory = std::env::temp_dir().join(format!("railyard_hooks_{}", std::process::id()));
     std::fs::create_dir_all(&directory).unwrap();
@@ -779,7 +781,14 @@ async fn treasury_reads_and_moves_liquidity() {
             .unwrap(),
     )
     .unwrap();
-    assert!(audit.to_string().contains("rtp-us liquidity top_up: 125000.00 USD (reference FED-20261124-1)"), "{audit}");
+    let entry = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["action"] == "liquidity.top_up")
+        .unwrap_or_else(|| panic!("no top-up in {audit}"));
+    assert_eq!(entry["change"], "rtp-us: 125000.00 USD (reference FED-20261124-1)", "{audit}");
+    assert_eq!(entry["by"], "house/treasury-desk", "{audit}");
 
     // The rebalancing plan from the command line: rtp-us needs 200,000.00 USD, which the card
     // network with the most USD to spare can give without a conversion.
@@ -800,4 +809,101 @@ async fn treasury_reads_and_moves_liquidity() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
+}
+
+async fn call(client: &reqwest::Client, method: &str, url: String, token: &str, body: &str) -> (u16, Value) {
+    let request = if method == "GET" { client.get(url) } else { client.post(url).body(body.to_string()) };
+    let response = request.header("Authorization", format!("Bearer {token}")).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Value::Null))
+}
+
+/// Authorisation over HTTP: a listed name is held in `screening` and cleared by the house's
+/// approver; a payout over the approval amount waits in `awaiting_approval` until a second key
+/// approves it (the submitting key, though it has the approver scope, cannot); the audit chain
+/// verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_eyes_and_screening_over_http() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let demo = std::fs::read_to_string(format!("{root}/config/demo.toml")).unwrap();
+    let (head, risk) = demo.split_at(demo.find("[risk.approval_amount]").unwrap());
+    let mut config = head.to_string() + &risk.replacen("USD = \"100000.00\"", "USD = \"1000.00\"", 1);
+    config = config
+        .replace("sanctions_list = \"sanctions.csv\"", &format!("sanctions_list = \"{root}/config/sanctions.csv\""));
+    // A key of demo-psp that may also approve (sha256 of "rk_test_dual_key").
+    config = config.replacen(
+        "scopes = [\"psp\"]\n",
+        "scopes = [\"psp\"]\n\n[[tenants.keys]]\nid = \"ops-dual\"\nsha256 = \"420b647fa0510cf3986a2371520e5a482dccbc6761ac6dbf87d72f613b92d706\"\nscopes = [\"psp\", \"approver\"]\n",
+        1,
+    );
+    let folder = std::env::temp_dir().join(format!("railyard_authorise_{}", std::process::id()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let config_path = folder.join("treasury.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let db = format!("sqlite:{}", folder.join("railyard.db").display());
+    let serve = start_with(&db, &["--config", config_path.to_str().unwrap(), "--demo-balances"]);
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", serve.address);
+    let wait_for = |id: String, statuses: &'static [&'static str]| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            let started = Instant::now();
+            loop {
+                let (_, payout) = call(&client, "GET", format!("{base}/v1/payouts/{id}"), "rk_demo_psp", "").await;
+                if statuses.contains(&payout["status"].as_str().unwrap_or("")) {
+                    return payout;
+                }
+                assert!(started.elapsed() < Duration::from_secs(15), "still {payout}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    // A listed name (alias order, capitals) is held for review.
+    let listed = BODY.replace("Jonas Weber", "ZARUBENKO VIKTOR");
+    let (status, payout, _) = post(&client, &serve, "listed-1", "rk_demo_psp", &listed).await;
+    assert_eq!(status, 202, "{payout}");
+    let held = wait_for(payout["id"].as_str().unwrap().to_string(), &["screening", "completed", "failed"]).await;
+    assert_eq!(held["status"], "screening", "{held}");
+    assert_eq!(held["risk"]["screening"][0]["hits"][0]["entry"], "Viktor Aleksandrovich Zarubenko", "{held}");
+    let account = held["beneficiary"]["account"].as_str().unwrap();
+    assert!(account.ends_with("3000") && !account.contains("DE89"), "{held}");
+
+    // Over the approval amount (1,000 USD here), submitted by a key that is also an approver.
+    let big = BODY.replace("250.00", "1500.00");
+    let (status, payout, _) = post(&client, &serve, "big-1", "rk_test_dual_key", &big).await;
+    assert_eq!(status, 202, "{payout}");
+    let big_id = payout["id"].as_str().unwrap().to_string();
+    let waiting = wait_for(big_id.clone(), &["awaiting_approval", "completed", "failed"]).await;
+    assert_eq!(waiting["status"], "awaiting_approval", "{waiting}");
+
+    let (status, queue) = call(&client, "GET", format!("{base}/v1/approvals"), "rk_demo_approver", "").await;
+    assert_eq!(status, 200, "{queue}");
+    assert_eq!(queue["items"].as_array().unwrap().len(), 2, "{queue}");
+    assert_eq!(call(&client, "GET", format!("{base}/v1/approvals"), "rk_demo_psp", "").await.0, 403);
+
+    let approve = |id: &str| format!("{base}/v1/payouts/{id}/approve");
+    let (status, problem) = call(&client, "POST", approve(&big_id), "rk_test_dual_key", r#"{"note":"mine"}"#).await;
+    assert_eq!(status, 403, "the submitting key approved its own payout: {problem}");
+    assert_eq!(call(&client, "POST", approve(&big_id), "rk_demo_psp", "{}").await.0, 403);
+    let (status, problem) =
+        call(&client, "POST", format!("{base}/v1/payouts/{big_id}/reject"), "rk_demo_approver", "{}").await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("note")), "{problem}");
+    let (status, approved) =
+        call(&client, "POST", approve(&big_id), "rk_demo_approver", r#"{"note":"invoice checked"}"#).await;
+    assert_eq!(status, 200, "{approved}");
+    assert_eq!(approved["decided_by"], "house/risk-approver", "{approved}");
+    let done = wait_for(big_id.clone(), &["completed", "failed"]).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (status, problem) = call(&client, "POST", approve(&big_id), "rk_demo_approver", "{}").await;
+    assert_eq!(status, 409, "{problem}");
+
+    let (status, audit) = call(&client, "GET", format!("{base}/v1/audit/verify"), "rk_demo_admin", "").await;
+    assert_eq!(status, 200, "{audit}");
+    assert_eq!(audit["intact"], true, "{audit}");
+    drop(serve);
+    let output = Command::new(env!("CARGO_BIN_EXE_railyard")).args(["audit", "verify", "--db", &db]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    let _ = std::fs::remove_dir_all(&folder);
 }

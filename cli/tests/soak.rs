@@ -74,7 +74,9 @@ async fn kill_dash_nine_soak() {
         &format!("id = \"sepa-inst\"\nendpoint = \"http://{rail_address}\"\n"),
         1,
     );
-    let config = config.replace("timeout_ms = 10000", "timeout_ms = 1000");
+    let config = config
+        .replace("timeout_ms = 10000", "timeout_ms = 1000")
+        .replace("sanctions_list = \"sanctions.csv\"", &format!("sanctions_list = \"{root}/config/sanctions.csv\""));
     let config_path = directory.join("treasury.toml");
     std::fs::write(&config_path, &config).unwrap();
     let db = format!("sqlite:{}", directory.join("railyard.db").display());
@@ -104,8 +106,14 @@ async fn kill_dash_nine_soak() {
             3,
             railyard_core::Decimal::from(50),
         );
-        let engine =
-            railyard_saga::Engine::new(store.clone(), config, fx, railyard_connector::Registry::new(), settings);
+        let engine = railyard_saga::Engine::new(
+            store.clone(),
+            config,
+            fx,
+            railyard_connector::Registry::new(),
+            settings,
+            std::sync::Arc::new(railyard_store::vault::VaultKeys::generate()),
+        );
         engine.ensure_accounts().await.unwrap();
         let eur = railyard_core::Currency::from_code("EUR").unwrap();
         engine.fund_psp("demo-psp", railyard_core::Money::from_minor(100_000_000_000, eur), "soak").await.unwrap();

@@ -66,6 +66,11 @@ pub fn load(path: &Path) -> Result<TreasuryConfig, LoadError> {
         config.fx.rates_file = Some(folder.join(rates));
     }
     let folder = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    if let Some(risk) = &mut config.risk
+        && risk.sanctions_list.is_relative()
+    {
+        risk.sanctions_list = folder.join(&risk.sanctions_list);
+    }
     for rail in &mut config.rails {
         if let Some(faults) = &rail.sandbox_faults
             && faults.is_relative()

@@ -36,6 +36,9 @@ pub struct TreasuryConfig {
     pub liquidity: Vec<LiquidityConfig>,
     pub tenants: Vec<TenantConfig>,
     pub corridors: Vec<CorridorRule>,
+    /// Screening, scoring and approval rules; `None` when the file has no `[risk]` section (every
+    /// payout is then approved without screening, and says so in its assessment).
+    pub risk: Option<RiskConfig>,
 }
 
 impl TreasuryConfig {
@@ -403,4 +406,60 @@ pub struct CorridorRule {
     pub action: CorridorAction,
     pub reason: String,
     pub origin: Origin,
+}
+
+/// `[risk]`: sanctions screening, the explainable risk score, limits and four-eyes approval.
+///
+/// Amount thresholds and limits are per currency of the payout's amount (the send amount, or the
+/// amount to deliver for a deliver-exact payout); a currency without an entry has no such limit.
+#[derive(Debug, Clone)]
+pub struct RiskConfig {
+    /// The sanctions list (CSV: name, aliases, country, program), resolved beside the file.
+    pub sanctions_list: PathBuf,
+    /// Name similarity (Jaro-Winkler, 0..1) at or above which a payout is held for review.
+    pub screening_threshold: Decimal,
+    /// Similarity at or above which (and below the threshold) a name adds `scores.screening_near`.
+    pub screening_watch: Decimal,
+    /// Scores at or above wait for a second person.
+    pub approval_score: u32,
+    /// Scores at or above are refused.
+    pub block_score: u32,
+    /// Amounts at or above wait for a second person, per currency.
+    pub approval_amount: BTreeMap<Currency, Money>,
+    /// How long a held payout waits for a decision before it fails.
+    pub approval_expiry_minutes: u32,
+    /// Destination countries that add `scores.high_risk_corridor`.
+    pub high_risk_countries: Vec<Country>,
+    pub scores: RiskScores,
+    pub limits: RiskLimits,
+}
+
+/// Points each rule adds to a payout's risk score (`[risk.scores]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RiskScores {
+    /// The tenant has never paid this beneficiary account before.
+    pub new_beneficiary: u32,
+    /// The amount is at least `unusual_amount_multiple` times the tenant's mean in its currency.
+    pub unusual_amount: u32,
+    /// More than `beneficiary_payouts_per_day` payouts to one beneficiary account in a day.
+    pub beneficiary_velocity: u32,
+    /// The destination country is listed in `high_risk_countries`.
+    pub high_risk_corridor: u32,
+    /// A name is similar to a sanctioned one (at or above `screening_watch`) but below the threshold.
+    pub screening_near: u32,
+}
+
+/// Hard limits (`[risk.limits]`): a payout over one is blocked, naming the limit.
+#[derive(Debug, Clone)]
+pub struct RiskLimits {
+    pub psp_payouts_per_hour: u64,
+    pub corridor_payouts_per_hour: u64,
+    pub beneficiary_payouts_per_day: u64,
+    /// The tenant's history needs at least this many payouts before `unusual_amount` applies.
+    pub history_min: u64,
+    pub unusual_amount_multiple: Decimal,
+    /// Per currency: most a tenant may pay out in a day.
+    pub psp_daily_amount: BTreeMap<Currency, Money>,
+    /// Per currency: most one corridor (source → destination currency) may carry in a day.
+    pub corridor_daily_amount: BTreeMap<Currency, Money>,
 }

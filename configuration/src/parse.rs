@@ -34,7 +34,7 @@ pub fn parse(text: &str, file: &str) -> Result<TreasuryConfig, ConfigErrors> {
     })
 }
 
-const TOP_KEYS: &[&str] = &["fx", "routing", "rails", "fx_providers", "liquidity", "tenants", "corridors"];
+const TOP_KEYS: &[&str] = &["fx", "routing", "rails", "fx_providers", "liquidity", "tenants", "corridors", "risk"];
 
 fn read_document(ctx: &mut Context<'_>, table: &DeTable<'_>, span: Range<usize>) -> Option<TreasuryConfig> {
     let top = Section::new(table, span, "the configuration".into(), TOP_KEYS);
@@ -72,6 +72,8 @@ fn read_document(ctx: &mut Context<'_>, table: &DeTable<'_>, span: Range<usize>)
         .filter_map(|(index, value)| read_corridor(ctx, value, index, &rails, &declared_rails))
         .collect();
 
+    let risk = top.get("risk").map(|value| read_risk(ctx, value));
+
     check_unique_ids(ctx, &top, "rails");
     check_unique_ids(ctx, &top, "fx_providers");
     check_unique_ids(ctx, &top, "tenants");
@@ -89,6 +91,7 @@ fn read_document(ctx: &mut Context<'_>, table: &DeTable<'_>, span: Range<usize>)
         liquidity: liquidity.into_iter().map(|(account, _)| account).collect(),
         tenants,
         corridors,
+        risk: risk.flatten(),
     })
 }
 
@@ -380,7 +383,11 @@ fn per_currency<T>(
     };
     let mut entries = BTreeMap::new();
     for (code, entry) in table.iter() {
-        let what = format!("[rails.{key}.{}] of {}", code.get_ref(), section.name);
+        let what = match section.name.strip_prefix('[').and_then(|name| name.strip_suffix(']')) {
+            // A plain table such as [risk] or [risk.limits]: its sub-tables are [risk.limits.USD].
+            Some(table) if !table.starts_with('[') => format!("[{table}.{key}.{}]", code.get_ref()),
+            _ => format!("[rails.{key}.{}] of {}", code.get_ref(), section.name),
+        };
         let Some(currency) = reader::currency(ctx, code.get_ref(), code.span(), &what) else {
             continue;
         };
@@ -1200,5 +1207,148 @@ fn read_corridor(
         action: action?,
         reason: reason?,
         origin: ctx.origin(&section.span()),
+    })
+}
+
+const RISK_KEYS: &[&str] = &[
+    "sanctions_list",
+    "screening_threshold",
+    "screening_watch",
+    "approval_score",
+    "block_score",
+    "approval_amount",
+    "approval_expiry_minutes",
+    "high_risk_countries",
+    "scores",
+    "limits",
+];
+const RISK_SCORE_KEYS: &[&str] =
+    &["new_beneficiary", "unusual_amount", "beneficiary_velocity", "high_risk_corridor", "screening_near"];
+const RISK_LIMIT_KEYS: &[&str] = &[
+    "psp_payouts_per_hour",
+    "corridor_payouts_per_hour",
+    "beneficiary_payouts_per_day",
+    "history_min",
+    "unusual_amount_multiple",
+    "psp_daily_amount",
+    "corridor_daily_amount",
+];
+
+/// Scores are points out of this.
+pub const RISK_SCORE_MAX: i64 = 100;
+
+fn read_risk(ctx: &mut Context<'_>, value: &Value<'_>) -> Option<RiskConfig> {
+    let section = Section::of(ctx, value, "[risk]".into(), RISK_KEYS)?;
+    section.check_keys(ctx);
+    let sanctions_list = section.string(ctx, "sanctions_list").map(|(path, _)| PathBuf::from(path));
+    let similarity = |ctx: &mut Context<'_>, key: &str| -> Option<Decimal> {
+        let value = section.required(ctx, key)?;
+        let number = reader::decimal(ctx, value, &section.describe(key))?;
+        if number <= Decimal::ZERO || number > Decimal::ONE {
+            ctx.error(value.span(), format!("{} must be a similarity above 0 and at most 1", section.describe(key)));
+            return None;
+        }
+        Some(number)
+    };
+    let screening_threshold = similarity(ctx, "screening_threshold");
+    let screening_watch = similarity(ctx, "screening_watch");
+    if let (Some(threshold), Some(watch)) = (screening_threshold, screening_watch)
+        && watch > threshold
+    {
+        let span = section.get("screening_watch").map(|value| value.span()).unwrap_or(section.span());
+        ctx.error(span, format!("`screening_watch` {watch} must not be above `screening_threshold` {threshold}"));
+    }
+    let points = |ctx: &mut Context<'_>, section: &Section<'_, '_>, key: &str| -> Option<u32> {
+        let value = section.required(ctx, key)?;
+        reader::integer(ctx, value, &section.describe(key), 0..=RISK_SCORE_MAX).and_then(|n| u32::try_from(n).ok())
+    };
+    let approval_score = points(ctx, &section, "approval_score");
+    let block_score = points(ctx, &section, "block_score");
+    if let (Some(approval), Some(block)) = (approval_score, block_score)
+        && approval >= block
+    {
+        let span = section.get("block_score").map(|value| value.span()).unwrap_or(section.span());
+        ctx.error(span, format!("`block_score` {block} must be above `approval_score` {approval}"));
+    }
+    let amounts = |ctx: &mut Context<'_>, section: &Section<'_, '_>, key: &str| -> Option<BTreeMap<Currency, Money>> {
+        let Some(value) = section.get(key) else {
+            return Some(BTreeMap::new());
+        };
+        per_currency(ctx, value, section, key, &[], |ctx, entry, currency, what| {
+            reader::money(ctx, entry, &what, currency, Sign::Positive)
+        })
+    };
+    let approval_amount = amounts(ctx, &section, "approval_amount");
+    let approval_expiry_minutes = section.required(ctx, "approval_expiry_minutes").and_then(|value| {
+        reader::integer(ctx, value, &section.describe("approval_expiry_minutes"), 1..=43_200)
+            .and_then(|n| u32::try_from(n).ok())
+    });
+    let mut high_risk_countries = Vec::new();
+    if let Some(value) = section.get("high_risk_countries") {
+        let what = section.describe("high_risk_countries");
+        for (code, span) in reader::strings(ctx, value, &what) {
+            match Country::from_code(code) {
+                Ok(country) if high_risk_countries.contains(&country) => {
+                    ctx.error(span, format!("{what} lists {country} twice"))
+                }
+                Ok(country) => high_risk_countries.push(country),
+                Err(error) => ctx.error(span, format!("{what}: {error}")),
+            }
+        }
+    }
+    let scores = section.required(ctx, "scores").and_then(|value| {
+        let scores = Section::of(ctx, value, "[risk.scores]".into(), RISK_SCORE_KEYS)?;
+        scores.check_keys(ctx);
+        Some(RiskScores {
+            new_beneficiary: points(ctx, &scores, "new_beneficiary")?,
+            unusual_amount: points(ctx, &scores, "unusual_amount")?,
+            beneficiary_velocity: points(ctx, &scores, "beneficiary_velocity")?,
+            high_risk_corridor: points(ctx, &scores, "high_risk_corridor")?,
+            screening_near: points(ctx, &scores, "screening_near")?,
+        })
+    });
+    let limits = section.required(ctx, "limits").and_then(|value| {
+        let limits = Section::of(ctx, value, "[risk.limits]".into(), RISK_LIMIT_KEYS)?;
+        limits.check_keys(ctx);
+        let count = |ctx: &mut Context<'_>, key: &str| -> Option<u64> {
+            let value = limits.required(ctx, key)?;
+            reader::integer(ctx, value, &limits.describe(key), 1..=i64::from(u32::MAX))
+                .and_then(|n| u64::try_from(n).ok())
+        };
+        let psp_payouts_per_hour = count(ctx, "psp_payouts_per_hour");
+        let corridor_payouts_per_hour = count(ctx, "corridor_payouts_per_hour");
+        let beneficiary_payouts_per_day = count(ctx, "beneficiary_payouts_per_day");
+        let history_min = count(ctx, "history_min");
+        let unusual_amount_multiple = limits.required(ctx, "unusual_amount_multiple").and_then(|value| {
+            let multiple = reader::decimal(ctx, value, &limits.describe("unusual_amount_multiple"))?;
+            if multiple <= Decimal::ONE {
+                ctx.error(value.span(), format!("{} must be above 1", limits.describe("unusual_amount_multiple")));
+                return None;
+            }
+            Some(multiple)
+        });
+        let psp_daily_amount = amounts(ctx, &limits, "psp_daily_amount");
+        let corridor_daily_amount = amounts(ctx, &limits, "corridor_daily_amount");
+        Some(RiskLimits {
+            psp_payouts_per_hour: psp_payouts_per_hour?,
+            corridor_payouts_per_hour: corridor_payouts_per_hour?,
+            beneficiary_payouts_per_day: beneficiary_payouts_per_day?,
+            history_min: history_min?,
+            unusual_amount_multiple: unusual_amount_multiple?,
+            psp_daily_amount: psp_daily_amount?,
+            corridor_daily_amount: corridor_daily_amount?,
+        })
+    });
+    Some(RiskConfig {
+        sanctions_list: sanctions_list?,
+        screening_threshold: screening_threshold?,
+        screening_watch: screening_watch?,
+        approval_score: approval_score?,
+        block_score: block_score?,
+        approval_amount: approval_amount?,
+        approval_expiry_minutes: approval_expiry_minutes?,
+        high_risk_countries,
+        scores: scores?,
+        limits: limits?,
     })
 }

@@ -106,6 +106,15 @@ fn broken_copies_name_line_and_reason() {
         "min = \"0.20\"\nmax = \"0.10\"\n\n[rails.limits.BRL]",
         "is above the maximum",
     );
+    check("block_score = 90 ", "block_score = 40 ", "`block_score` 40 must be above `approval_score` 50");
+    check("screening_threshold = \"0.92\"", "screening_threshold = \"1.2\"", "similarity above 0 and at most 1");
+    check(
+        "USD = \"100000.00\"\nEUR = \"100000.00\"",
+        "USD = \"100000.001\"\nEUR = \"100000.00\"",
+        "[risk.approval_amount.USD]",
+    );
+    check("unusual_amount_multiple = \"20\"", "unusual_amount_multiple = \"1\"", "must be above 1");
+    check("new_beneficiary = 10", "new_beneficiary = 101", "new_beneficiary");
 }
 
 #[test]

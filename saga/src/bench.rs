@@ -93,6 +93,9 @@ fn request(index: usize) -> PayoutRequest {
         remittance: String::new(),
         rail_kind: None,
         quote_id: None,
+        originator: None,
+        account_masked: None,
+        submitted_by: None,
     }
 }
 
@@ -105,7 +108,14 @@ fn engine(store: Store, config: Arc<TreasuryConfig>, fx: Arc<FxBook>) -> Arc<Eng
         3,
         Decimal::from(50),
     );
-    Arc::new(Engine::new(store, config, fx, Registry::new(), settings))
+    Arc::new(Engine::new(
+        store,
+        config,
+        fx,
+        Registry::new(),
+        settings,
+        std::sync::Arc::new(railyard_store::vault::VaultKeys::generate()),
+    ))
 }
 
 /// Runs the three variants; `target` is a directory (SQLite) or a PostgreSQL URL.

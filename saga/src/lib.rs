@@ -18,6 +18,7 @@
 //! after [`EngineSettings::inquiries_max`]; its reservation is never voided while the outcome is
 //! unknown, and it is never resent blindly.
 
+pub mod authorise;
 pub mod bench;
 pub mod intake;
 
@@ -34,6 +35,7 @@ use railyard_fx::FxBook;
 use railyard_routes::{LiveState, RailState, RouteRequest, Router};
 use railyard_store::idempotency::{self, Claim};
 use railyard_store::ledger::{self, AccountSpec, LedgerError, Normal, TransferSpec};
+use railyard_store::vault::VaultKeys;
 use railyard_store::{Store, now_micros};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -64,6 +66,25 @@ pub struct PayoutRequest {
     /// A quote (from [`Engine::quote`]) whose route and locked rates this payout follows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quote_id: Option<String>,
+    /// Who the money comes from, when the PSP pays out for a customer (screened like the beneficiary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub originator: Option<Originator>,
+    /// The beneficiary account's masked form (set when the account is put in the vault; the stored
+    /// `beneficiary.account` is then the vault token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_masked: Option<String>,
+    /// The API key that submitted the payout (not part of the request's fingerprint; stored in its
+    /// own column): it may not approve the payout.
+    #[serde(skip)]
+    pub submitted_by: Option<String>,
+}
+
+/// The party paying, as the PSP names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Originator {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<railyard_core::Country>,
 }
 
 /// A quote a PSP can pay out against until it expires.
@@ -123,6 +144,13 @@ pub enum State {
     Failed,
     /// Cancelled by the PSP before any rail leg was sent.
     Cancelled,
+    /// Held after a sanctions-screening match until an approver clears (overrides) or rejects it.
+    Screening,
+    /// Waiting for a second person (risk score or amount over the configured tier).
+    AwaitingApproval,
+    /// A rail leg ran but the rest could not: the PSP was refunded and what the executed legs paid
+    /// is booked for return.
+    Returned,
 }
 
 impl State {
@@ -137,6 +165,9 @@ impl State {
             State::Completed => "completed",
             State::Failed => "failed",
             State::Cancelled => "cancelled",
+            State::Screening => "screening",
+            State::AwaitingApproval => "awaiting_approval",
+            State::Returned => "returned",
         }
     }
 
@@ -150,13 +181,16 @@ impl State {
             "in_doubt" => State::InDoubt,
             "completed" => State::Completed,
             "cancelled" => State::Cancelled,
+            "screening" => State::Screening,
+            "awaiting_approval" => State::AwaitingApproval,
+            "returned" => State::Returned,
             "failed" => State::Failed,
             _ => return None,
         })
     }
 
     pub fn terminal(self) -> bool {
-        matches!(self, State::Completed | State::Failed | State::Cancelled)
+        matches!(self, State::Completed | State::Failed | State::Cancelled | State::Returned)
     }
 }
 
@@ -278,6 +312,10 @@ pub struct Payout {
     pub inquiries: i64,
     pub next_action_at: i64,
     pub created_at: i64,
+    /// Screening and risk scoring, once assessed.
+    pub risk: Option<railyard_risk::Assessment>,
+    /// The approver key that cleared or rejected a held payout.
+    pub decided_by: Option<String>,
 }
 
 pub struct Engine {
@@ -287,6 +325,10 @@ pub struct Engine {
     settings: EngineSettings,
     routing: Arc<dyn RoutingSource>,
     observer: Option<Arc<dyn OutcomeObserver>>,
+    vault: Arc<VaultKeys>,
+    /// The sanctions list of `config.risk`, or why it could not be loaded (screening then holds
+    /// every payout for review: it fails closed).
+    sanctions: Result<Arc<railyard_risk::SanctionsList>, String>,
 }
 
 /// Where the engine gets a routing snapshot: built from the configuration on demand, or the
@@ -361,15 +403,34 @@ fn corrupt(error: impl std::fmt::Display) -> EngineError {
 }
 
 impl Engine {
+    /// `vault`: the keys beneficiary accounts are encrypted under. The sanctions list of the
+    /// configuration's `[risk]` section is loaded here; see [`Engine::screening_ready`].
     pub fn new(
         store: Store,
         config: Arc<TreasuryConfig>,
         fx: Arc<FxBook>,
         registry: Registry,
         settings: EngineSettings,
+        vault: Arc<VaultKeys>,
     ) -> Engine {
         let routing = Arc::new(StaticRouting { config: config.clone(), fx });
-        Engine { store, config, registry, settings, routing, observer: None }
+        let sanctions = match &config.risk {
+            None => Ok(Arc::new(railyard_risk::SanctionsList::default())),
+            Some(risk) => railyard_risk::SanctionsList::load(&risk.sanctions_list)
+                .map(Arc::new)
+                .map_err(|error| error.to_string()),
+        };
+        Engine { store, config, registry, settings, routing, observer: None, vault, sanctions }
+    }
+
+    /// Whether screening can run: the configured sanctions list loaded, or why not.
+    pub fn screening_ready(&self) -> Result<usize, String> {
+        self.sanctions.as_ref().map(|list| list.len()).map_err(Clone::clone)
+    }
+
+    /// The configuration the engine was built with.
+    pub fn config(&self) -> &Arc<TreasuryConfig> {
+        &self.config
     }
 
     pub fn store(&self) -> &Store {
@@ -461,12 +522,14 @@ impl Engine {
     /// Moves liquidity between the house's bank and a rail's prefunded account, once per
     /// `reference`: a top-up (`withdraw` false) or a sweep back to the bank (`withdraw` true,
     /// refused with [`LedgerError::Overdraft`] beyond what is available).
+    /// `by` is recorded in the audit log in the same transaction.
     pub async fn move_rail_liquidity(
         &self,
         rail: &str,
         amount: Money,
         withdraw: bool,
         reference: &str,
+        by: &str,
     ) -> Result<(), EngineError> {
         let currency = amount.currency();
         let nostro = nostro_account(rail, currency);
@@ -486,6 +549,13 @@ impl Engine {
             note: format!("{kind} {reference}"),
         };
         ledger::transfer(&mut tx, &spec).await?;
+        railyard_store::audit::append(
+            &mut tx,
+            by,
+            if withdraw { "liquidity.sweep" } else { "liquidity.top_up" },
+            &format!("{rail}: {amount} (reference {reference})"),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -571,6 +641,13 @@ impl Engine {
         request: &PayoutRequest,
     ) -> Result<Accepted, EngineError> {
         let payout_id = format!("pay_{}", uuid::Uuid::now_v7().simple());
+        // The account goes into the vault; the payout keeps its token (deterministic, so a retry
+        // fingerprints the same).
+        let account = request.beneficiary.account.clone();
+        let mut request = request.clone();
+        request.beneficiary.account = self.vault.token(tenant, &account);
+        request.account_masked = Some(railyard_store::vault::mask(&account));
+        let request = &request;
         match idempotency::claim(tx, tenant, key, &request.fingerprint(), &payout_id).await? {
             Claim::New => {}
             Claim::Replay(record) | Claim::InProgress(record) => {
@@ -578,6 +655,12 @@ impl Engine {
             }
             Claim::Conflict(record) => return Err(EngineError::Conflict(record.resource_id)),
         }
+        railyard_store::vault::tokenise(tx, &self.vault, tenant, &account, &payout_id).await.map_err(|error| {
+            match error {
+                railyard_store::vault::VaultError::Database(error) => EngineError::Database(error),
+                other => EngineError::Invalid(format!("beneficiary.account: {other}")),
+            }
+        })?;
         let now = now_micros();
         // A payout against a quote starts routed, on the quote's route and locked rates.
         let quoted = match &request.quote_id {
@@ -589,8 +672,8 @@ impl Engine {
             None => (State::Accepted, None),
         };
         sqlx::query(
-            "INSERT INTO payouts (id, tenant, idempotency_key, request, state, route, next_action_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7)",
+            "INSERT INTO payouts (id, tenant, idempotency_key, request, state, route, next_action_at, created_at, updated_at, submitted_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7, $8)",
         )
         .bind(&payout_id)
         .bind(tenant)
@@ -599,6 +682,7 @@ impl Engine {
         .bind(state.as_str())
         .bind(route)
         .bind(now)
+        .bind(request.submitted_by.as_deref())
         .execute(&mut **tx)
         .await?;
         event(tx, &payout_id, State::Accepted, "accepted").await?;
@@ -708,7 +792,18 @@ impl Engine {
         if payout.tenant != tenant {
             return Err(EngineError::NotFound(id.into()));
         }
-        if !matches!(payout.state, State::Accepted | State::Routed | State::Reserved | State::Quoted)
+        let cancellable = |state: State| {
+            matches!(
+                state,
+                State::Accepted
+                    | State::Routed
+                    | State::Reserved
+                    | State::Quoted
+                    | State::Screening
+                    | State::AwaitingApproval
+            )
+        };
+        if !cancellable(payout.state)
             || payout.route.as_ref().is_some_and(|route| route.legs.iter().any(|leg| leg.execution.is_some()))
         {
             return Err(EngineError::TooLate(format!("payout {id} is {}", payout.state.as_str())));
@@ -718,7 +813,7 @@ impl Engine {
         }
         // Read again under the lease: the saga may have moved since.
         let payout = self.payout(id).await?;
-        let result = if matches!(payout.state, State::Accepted | State::Routed | State::Reserved | State::Quoted) {
+        let result = if cancellable(payout.state) {
             let mut tx = self.store.begin().await?;
             if let Some(reservation) = &payout.reservation {
                 match ledger::void_pending(&mut tx, &format!("{reservation}:void"), reservation).await {
@@ -740,18 +835,22 @@ impl Engine {
     pub async fn payout(&self, id: &str) -> Result<Payout, EngineError> {
         let row = sqlx::query(
             "SELECT id, tenant, idempotency_key, request, state, attempt, leg, route, reservation, reason, inquiries, \
-             next_action_at, created_at FROM payouts WHERE id = $1",
+             next_action_at, created_at, submitted_by, risk, decided_by FROM payouts WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(self.store.pool())
         .await?
         .ok_or_else(|| EngineError::NotFound(id.into()))?;
         let route: Option<String> = row.try_get("route")?;
+        let risk: Option<String> = row.try_get("risk")?;
+        let mut request: PayoutRequest =
+            serde_json::from_str(&row.try_get::<String, _>("request")?).map_err(corrupt)?;
+        request.submitted_by = row.try_get("submitted_by")?;
         Ok(Payout {
             id: row.try_get("id")?,
             tenant: row.try_get("tenant")?,
             idempotency_key: row.try_get("idempotency_key")?,
-            request: serde_json::from_str(&row.try_get::<String, _>("request")?).map_err(corrupt)?,
+            request,
             state: State::parse(&row.try_get::<String, _>("state")?).ok_or_else(|| corrupt("unknown state"))?,
             attempt: row.try_get("attempt")?,
             leg: row.try_get("leg")?,
@@ -761,6 +860,8 @@ impl Engine {
             inquiries: row.try_get("inquiries")?,
             next_action_at: row.try_get("next_action_at")?,
             created_at: row.try_get("created_at")?,
+            risk: risk.map(|text| serde_json::from_str(&text)).transpose().map_err(corrupt)?,
+            decided_by: row.try_get("decided_by")?,
         })
     }
 
@@ -773,7 +874,7 @@ impl Engine {
         let now = now_micros();
         let result = sqlx::query(
             "UPDATE payouts SET lease_owner = $1, lease_until = $2 WHERE id = $3 \
-             AND state NOT IN ('completed', 'failed', 'cancelled') AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)",
+             AND state NOT IN ('completed', 'failed', 'cancelled', 'returned') AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)",
         )
         .bind(&self.settings.owner)
         .bind(self.lease_until())
@@ -798,7 +899,7 @@ impl Engine {
     /// live engine. Returns how many were run.
     pub async fn resume_due(&self) -> Result<usize, EngineError> {
         let rows = sqlx::query(
-            "SELECT id FROM payouts WHERE state NOT IN ('completed', 'failed', 'cancelled') AND next_action_at <= $1 \
+            "SELECT id FROM payouts WHERE state NOT IN ('completed', 'failed', 'cancelled', 'returned') AND next_action_at <= $1 \
              AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < $1) ORDER BY next_action_at LIMIT $3",
         )
         .bind(now_micros())
@@ -963,8 +1064,15 @@ impl Engine {
         for _ in 0..steps_max {
             let payout = self.payout(id).await?;
             match payout.state {
-                State::Completed | State::Failed | State::Cancelled => return Ok(payout.state),
+                State::Completed | State::Failed | State::Cancelled | State::Returned => return Ok(payout.state),
                 State::InDoubt if payout.next_action_at > now_micros() => return Ok(State::InDoubt),
+                // Held for a person: nothing to do until the hold expires.
+                State::Screening | State::AwaitingApproval if payout.next_action_at > now_micros() => {
+                    return Ok(payout.state);
+                }
+                State::Screening | State::AwaitingApproval => self.expire_hold(&payout).await?,
+                // Screening and scoring come before any money is reserved.
+                State::Accepted | State::Routed if payout.risk.is_none() => self.assess(&payout).await?,
                 State::Accepted => self.route(&payout).await?,
                 State::Routed => self.reserve(&payout).await?,
                 State::Reserved => self.lock_quotes(&payout).await?,
@@ -1027,7 +1135,9 @@ impl Engine {
         self.crash(from.as_str(), Phase::BeforeCommit)?;
         tx.commit().await?;
         match to {
-            State::InDoubt | State::Failed => tracing::warn!(from = from.as_str(), to = to.as_str(), "{detail}"),
+            State::InDoubt | State::Failed | State::Returned => {
+                tracing::warn!(from = from.as_str(), to = to.as_str(), "{detail}")
+            }
             _ => tracing::info!(from = from.as_str(), to = to.as_str(), "{detail}"),
         }
         self.crash(from.as_str(), Phase::AfterCommit)?;
@@ -1129,9 +1239,21 @@ impl Engine {
     /// Fails the saga, voiding its reservation if it holds one.
     async fn fail(
         &self,
+        tx: Transaction<'static, Any>,
+        payout: &Payout,
+        from: State,
+        reason: String,
+    ) -> Result<(), EngineError> {
+        self.fail_as(tx, payout, from, State::Failed, reason).await
+    }
+
+    /// Ends a payout unpaid (`Failed` or `Returned`): the PSP's reservation is voided.
+    async fn fail_as(
+        &self,
         mut tx: Transaction<'static, Any>,
         payout: &Payout,
         from: State,
+        to: State,
         reason: String,
     ) -> Result<(), EngineError> {
         if let Some(reservation) = &payout.reservation {
@@ -1140,9 +1262,10 @@ impl Engine {
                 Err(error) => return Err(error.into()),
             }
         }
-        outbox(&mut tx, payout, "payout.failed", &reason).await?;
+        let event = if to == State::Returned { "payout.returned" } else { "payout.failed" };
+        outbox(&mut tx, payout, event, &reason).await?;
         let changes = Changes { reason: Some(reason.clone()), ..Changes::default() };
-        self.commit(tx, payout, from, State::Failed, changes, &reason).await
+        self.commit(tx, payout, from, to, changes, &reason).await
     }
 
     async fn reserve(&self, payout: &Payout) -> Result<(), EngineError> {
@@ -1272,12 +1395,15 @@ impl Engine {
         format!("{}:a{}-leg{index}", payout.id, payout.attempt)
     }
 
-    fn connector_leg(&self, payout: &Payout, route: &StoredRoute, index: usize) -> Result<Leg, EngineError> {
+    async fn connector_leg(&self, payout: &Payout, route: &StoredRoute, index: usize) -> Result<Leg, EngineError> {
         let leg = &route.legs[index];
         let key = IdempotencyKey::new(self.leg_key(payout, index)).map_err(corrupt)?;
         let last_rail = route.legs.iter().rposition(|leg| leg.kind == "rail") == Some(index);
         let beneficiary = if last_rail {
-            payout.request.beneficiary.clone()
+            // The account leaves the vault only here, for the rail that pays it.
+            let mut beneficiary = payout.request.beneficiary.clone();
+            beneficiary.account = self.reveal_account(&beneficiary.account).await?;
+            beneficiary
         } else {
             // An intermediate leg pays the house's own account at the next hop.
             Beneficiary {
@@ -1297,7 +1423,7 @@ impl Engine {
     }
 
     async fn submit(&self, payout: &Payout, route: &StoredRoute, index: usize) -> LegOutcome {
-        let Ok(leg) = self.connector_leg(payout, route, index) else {
+        let Ok(leg) = self.connector_leg(payout, route, index).await else {
             return LegOutcome::Unknown("cannot build the leg".into());
         };
         let Some(connector) = self.registry.get(&route.legs[index].operator) else {
@@ -1318,7 +1444,7 @@ impl Engine {
     }
 
     async fn inquiry(&self, payout: &Payout, route: &StoredRoute, index: usize) -> LegOutcome {
-        let Ok(leg) = self.connector_leg(payout, route, index) else {
+        let Ok(leg) = self.connector_leg(payout, route, index).await else {
             return LegOutcome::Unknown("cannot build the leg".into());
         };
         let Some(connector) = self.registry.get(&route.legs[index].operator) else {
@@ -1574,7 +1700,7 @@ impl Engine {
             "{detail}; no other route for the remainder: returned to the PSP, {} held at the hop booked for return",
             booked.join(" + ")
         );
-        self.fail(tx, payout, from, reason).await
+        self.fail_as(tx, payout, from, State::Returned, reason).await
     }
 
     /// The locked FX rates expired before any rail leg ran: price again; keep the new route only

@@ -14,8 +14,13 @@ use railyard_connector::{Beneficiary, IdempotencyKey, Registry};
 use railyard_core::{Country, Currency, Decimal, Money};
 use railyard_fx::{FxBook, RateHistory};
 use railyard_rails::{Rails, SandboxRail};
-use railyard_saga::{AmountMode, CrashPoint, Engine, EngineError, EngineSettings, PayoutRequest, Phase, State};
+use railyard_risk::Decision;
+use railyard_saga::authorise::{Approver, DecideError, Verdict};
+use railyard_saga::{
+    AmountMode, CrashPoint, Engine, EngineError, EngineSettings, Originator, Payout, PayoutRequest, Phase, State,
+};
 use railyard_store::{Store, verify};
+use sqlx::Executor;
 
 fn c(code: &str) -> Currency {
     Currency::from_code(code).unwrap()
@@ -37,15 +42,20 @@ struct World {
     config: Arc<TreasuryConfig>,
     fx: Arc<FxBook>,
     rails: Rails,
+    /// One set of vault keys for every engine of a test, as one deployment has.
+    vault: Arc<railyard_store::vault::VaultKeys>,
 }
 
 impl World {
     fn new() -> World {
-        let config = config();
+        World::with_config(config())
+    }
+
+    fn with_config(config: Arc<TreasuryConfig>) -> World {
         let rates = RateHistory::bundled_daily().latest();
         let fx = Arc::new(FxBook::build(&config.fx_providers, rates.clone()).unwrap());
         let rails = railyard_rails::build(&config, &rates).unwrap();
-        World { config, fx, rails }
+        World { config, fx, rails, vault: std::sync::Arc::new(railyard_store::vault::VaultKeys::generate()) }
     }
 
     fn engine(&self, store: &Store, owner: &str, crash: Option<railyard_saga::CrashHook>) -> Engine {
@@ -53,7 +63,14 @@ impl World {
             EngineSettings::new("", Duration::from_secs(30), Duration::from_millis(1), 5, 3, Decimal::from(50));
         settings.owner = owner.into();
         settings.crash = crash;
-        Engine::new(store.clone(), self.config.clone(), self.fx.clone(), registry(&self.rails), settings)
+        Engine::new(
+            store.clone(),
+            self.config.clone(),
+            self.fx.clone(),
+            registry(&self.rails),
+            settings,
+            self.vault.clone(),
+        )
     }
 
     fn sandbox(&self, rail: &str) -> SandboxRail {
@@ -89,6 +106,9 @@ fn eur_payout(amount_minor: i64) -> PayoutRequest {
         remittance: "invoice 2026-118".into(),
         rail_kind: None,
         quote_id: None,
+        originator: None,
+        account_masked: None,
+        submitted_by: None,
     }
 }
 
@@ -551,5 +571,228 @@ async fn cancel_before_the_rail_only() {
         assert_eq!(drive_to_rest(&other, &done).await, State::Completed);
         assert!(matches!(other.cancel("demo-psp", &done).await, Err(EngineError::TooLate(_))), "{}", db.name);
         assert!(verify::verify(&db.store).await.unwrap().ok(), "{}", db.name);
+    }
+}
+
+async fn drive_to_hold(engine: &Engine, id: &str) -> Payout {
+    for _ in 0..50 {
+        let state = engine.run(id).await.unwrap();
+        if state.terminal() || matches!(state, State::Screening | State::AwaitingApproval) {
+            break;
+        }
+    }
+    engine.payout(id).await.unwrap()
+}
+
+fn named(name: &str, account: &str) -> PayoutRequest {
+    let mut request = eur_payout(25_000);
+    request.beneficiary.name = name.into();
+    request.beneficiary.account = account.into();
+    request
+}
+
+fn house_approver() -> Approver {
+    Approver { tenant: "house".into(), key: "house/risk-approver".into(), all_tenants: true }
+}
+
+/// Screening: a clear name goes through; a near match of a listed name (or of the originator) is
+/// held before any money moves, then cleared (a screening override, audited) or rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screening_holds_near_matches_before_money_moves() {
+    for db in common::databases().await {
+        let world = World::new();
+        let engine = world.engine(&db.store, "engine-a", None);
+        engine.ensure_accounts().await.unwrap();
+        engine.fund_psp("demo-psp", Money::from_minor(10_000_000, c("USD")), "wire-1").await.unwrap();
+        let balance = || async {
+            railyard_store::ledger::balance(db.store.pool(), "psp:demo-psp:USD").await.unwrap().available()
+        };
+
+        let clear =
+            engine.accept("demo-psp", "clear-1", &named("Jonas Weber", "DE89370400440532013000")).await.unwrap();
+        assert_eq!(drive_to_rest(&engine, &clear.payout_id).await, State::Completed, "{}", db.name);
+        let risk = engine.payout(&clear.payout_id).await.unwrap().risk.unwrap();
+        assert_eq!(risk.decision, Decision::Approve, "{}: {risk:?}", db.name);
+        assert!(risk.reasons.iter().any(|reason| reason.rule == "new_beneficiary"), "{risk:?}");
+
+        // "Viktor Zarubenko" is listed as "Viktor Aleksandrovich Zarubenko".
+        let before = balance().await;
+        let near = engine
+            .accept("demo-psp", "near-1", &named("VIKTOR ZARUBENKO", "FR7630006000011234567890189"))
+            .await
+            .unwrap();
+        let held = drive_to_hold(&engine, &near.payout_id).await;
+        assert_eq!(held.state, State::Screening, "{}: {:?}", db.name, held.reason);
+        let risk = held.risk.clone().unwrap();
+        assert_eq!(risk.decision, Decision::Review);
+        let hit = &risk.screening[0].hits[0];
+        assert_eq!(hit.entry, "Viktor Aleksandrovich Zarubenko");
+        assert_eq!(hit.program, "SYN-EURO");
+        assert!(held.reason.as_deref().unwrap().contains("matches listed"), "{:?}", held.reason);
+        assert!(held.reservation.is_none(), "nothing is reserved while held");
+        assert_eq!(balance().await, before);
+        assert_eq!(world.executions("sepa-inst", &held.id), 0);
+
+        // An originator is screened too.
+        let mut request = named("Jonas Weber", "DE89370400440532013000");
+        request.originator = Some(Originator { name: "Rashid Al Qadumi".into(), country: None });
+        let originator = engine.accept("demo-psp", "near-2", &request).await.unwrap();
+        let held_originator = drive_to_hold(&engine, &originator.payout_id).await;
+        assert_eq!(held_originator.state, State::Screening, "{}", db.name);
+        assert_eq!(held_originator.risk.unwrap().screening[1].party, "originator");
+
+        // Cleared by an approver: an audited screening override, then routed and paid.
+        let cleared = engine
+            .decide(&near.payout_id, &house_approver(), Verdict::Approve, "same name, different person")
+            .await
+            .unwrap();
+        assert_eq!(cleared.state, State::Accepted);
+        assert_eq!(cleared.decided_by.as_deref(), Some("house/risk-approver"));
+        assert_eq!(drive_to_rest(&engine, &near.payout_id).await, State::Completed, "{}", db.name);
+        assert_eq!(world.executions("sepa-inst", &near.payout_id), 1);
+        // Rejected: it fails with the approver's words, nothing was ever reserved.
+        let rejected =
+            engine.decide(&originator.payout_id, &house_approver(), Verdict::Reject, "confirmed match").await.unwrap();
+        assert_eq!(rejected.state, State::Failed);
+        assert!(rejected.reason.unwrap().contains("rejected by house/risk-approver: confirmed match"));
+        assert!(matches!(
+            engine.decide(&originator.payout_id, &house_approver(), Verdict::Approve, "").await,
+            Err(DecideError::NotHeld { .. })
+        ));
+
+        let log = db.store.audit_log(100).await.unwrap();
+        let actions: Vec<&str> = log.iter().map(|entry| entry.action.as_str()).collect();
+        assert!(actions.contains(&"screening.override") && actions.contains(&"payout.reject"), "{actions:?}");
+        assert!(verify::verify(&db.store).await.unwrap().ok(), "{}", db.name);
+    }
+}
+
+/// Four eyes: a payout over the approval amount waits, unreserved, until a second key approves;
+/// the key that submitted it cannot, nor can another tenant's approver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_approval_amount_needs_a_second_key() {
+    for db in common::databases().await {
+        let mut config = (*config()).clone();
+        config.risk.as_mut().unwrap().approval_amount.insert(c("USD"), Money::from_minor(100_000, c("USD")));
+        let world = World::with_config(Arc::new(config));
+        let engine = world.engine(&db.store, "engine-a", None);
+        engine.ensure_accounts().await.unwrap();
+        engine.fund_psp("demo-psp", Money::from_minor(10_000_000, c("USD")), "wire-1").await.unwrap();
+        let mut request = eur_payout(150_000);
+        request.submitted_by = Some("demo-psp/ops-dual".into());
+        let accepted = engine.accept("demo-psp", "big-1", &request).await.unwrap();
+        let held = drive_to_hold(&engine, &accepted.payout_id).await;
+        assert_eq!(held.state, State::AwaitingApproval, "{}: {:?}", db.name, held.reason);
+        assert!(held.reason.as_deref().unwrap().contains("approval amount"), "{:?}", held.reason);
+        assert!(held.reservation.is_none());
+        // Running it again changes nothing: it waits for a person.
+        assert_eq!(engine.run(&accepted.payout_id).await.unwrap(), State::AwaitingApproval);
+        assert_eq!(world.executions("sepa-inst", &held.id), 0);
+
+        let own = Approver { tenant: "demo-psp".into(), key: "demo-psp/ops-dual".into(), all_tenants: false };
+        assert!(matches!(
+            engine.decide(&held.id, &own, Verdict::Approve, "mine").await,
+            Err(DecideError::OwnRequest(_))
+        ));
+        let stranger =
+            Approver { tenant: "northwind-remit".into(), key: "northwind-remit/boss".into(), all_tenants: false };
+        assert!(matches!(
+            engine.decide(&held.id, &stranger, Verdict::Approve, "").await,
+            Err(DecideError::NotFound(_))
+        ));
+        assert_eq!(engine.payout(&held.id).await.unwrap().state, State::AwaitingApproval);
+
+        let second = Approver { tenant: "demo-psp".into(), key: "demo-psp/ops-second".into(), all_tenants: false };
+        engine.decide(&held.id, &second, Verdict::Approve, "checked the invoice").await.unwrap();
+        assert_eq!(drive_to_rest(&engine, &held.id).await, State::Completed, "{}", db.name);
+        assert_eq!(world.executions("sepa-inst", &held.id), 1);
+        let log = db.store.audit_log(10).await.unwrap();
+        assert_eq!(log[0].action, "payout.approve");
+        assert_eq!(log[0].actor, "demo-psp/ops-second");
+    }
+}
+
+/// The beneficiary account is encrypted at rest: the payout stores a token, the rail still gets
+/// the account, and the clear text is nowhere in the database (files included, on SQLite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beneficiary_accounts_are_encrypted_at_rest() {
+    const ACCOUNT: &str = "NL91ABNA0417164300";
+    for db in common::databases().await {
+        let world = World::new();
+        let engine = world.engine(&db.store, "engine-a", None);
+        engine.ensure_accounts().await.unwrap();
+        engine.fund_psp("demo-psp", Money::from_minor(10_000_000, c("USD")), "wire-1").await.unwrap();
+        let accepted = engine.accept("demo-psp", "vault-1", &named("Anna de Vries", ACCOUNT)).await.unwrap();
+        assert_eq!(drive_to_rest(&engine, &accepted.payout_id).await, State::Completed, "{}", db.name);
+        let payout = engine.payout(&accepted.payout_id).await.unwrap();
+        assert!(payout.request.beneficiary.account.starts_with("ben_"), "{:?}", payout.request.beneficiary);
+        assert_eq!(payout.request.account_masked.as_deref(), Some("••••••••••••••4300"));
+        // Round trip: the rail was paid to the account itself.
+        let record = world
+            .sandbox("sepa-inst")
+            .sandbox()
+            .ledger
+            .executions()
+            .into_iter()
+            .find(|record| record.beneficiary_account == ACCOUNT);
+        assert!(record.is_some(), "{}: the rail never saw the account", db.name);
+        // Replaying the request finds the same payout (the token is deterministic).
+        let replay = engine.accept("demo-psp", "vault-1", &named("Anna de Vries", ACCOUNT)).await.unwrap();
+        assert!(replay.replay && replay.payout_id == accepted.payout_id);
+        let stored: Vec<String> = sqlx::query("SELECT request FROM payouts")
+            .fetch_all(db.store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| sqlx::Row::try_get::<String, _>(row, 0).unwrap())
+            .collect();
+        assert!(stored.iter().all(|request| !request.contains(ACCOUNT)));
+        if let Some(file) = db.file() {
+            db.store.pool().execute("PRAGMA wal_checkpoint(FULL)").await.unwrap();
+            for suffix in ["", "-wal"] {
+                let bytes = std::fs::read(format!("{}{suffix}", file.display())).unwrap_or_default();
+                assert!(
+                    !bytes.windows(ACCOUNT.len()).any(|window| window == ACCOUNT.as_bytes()),
+                    "the account is in clear in {}{suffix}",
+                    file.display()
+                );
+            }
+        }
+    }
+}
+
+/// The audit log is a hash chain: an edited row, a removed row and a removed tail are each found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_with_the_audit_log_is_detected() {
+    for db in common::databases().await {
+        for index in 1..=5 {
+            db.store.audit("house/treasury-desk", "treasury.fee", &format!("change {index}")).await.unwrap();
+        }
+        assert!(railyard_store::audit::verify(&db.store).await.unwrap().intact(), "{}", db.name);
+
+        sqlx::query("UPDATE audit_chain SET detail = 'change 2 (nothing to see)' WHERE sequence = 2")
+            .execute(db.store.pool())
+            .await
+            .unwrap();
+        let report = railyard_store::audit::verify(&db.store).await.unwrap();
+        assert_eq!(report.listed[0].sequence, 2, "{}: {report:?}", db.name);
+        assert!(report.listed[0].problem.contains("edited"), "{report:?}");
+        let store_report = verify::verify(&db.store).await.unwrap();
+        assert_eq!(store_report.get("audit_chain").unwrap().violations, 1, "{}", db.name);
+
+        sqlx::query("UPDATE audit_chain SET detail = 'change 2' WHERE sequence = 2")
+            .execute(db.store.pool())
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM audit_chain WHERE sequence = 4").execute(db.store.pool()).await.unwrap();
+        let report = railyard_store::audit::verify(&db.store).await.unwrap();
+        assert!(
+            report.listed.iter().any(|problem| problem.sequence == 5 && problem.problem.contains("missing")),
+            "{report:?}"
+        );
+
+        sqlx::query("DELETE FROM audit_chain WHERE sequence >= 4").execute(db.store.pool()).await.unwrap();
+        let report = railyard_store::audit::verify(&db.store).await.unwrap();
+        assert!(report.listed.iter().any(|problem| problem.problem.contains("head says 5")), "{}: {report:?}", db.name);
     }
 }

@@ -11,7 +11,9 @@
 //! committed transaction is on disk when `commit` returns. PostgreSQL commits are durable by its
 //! own configuration (`synchronous_commit`, on by default).
 
+pub mod audit;
 pub mod ledger;
+pub mod vault;
 pub mod verify;
 
 pub mod idempotency;
@@ -112,6 +114,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0007_settlement.sql"),
         postgres: include_str!("../migrations/postgres/0007_settlement.sql"),
     },
+    Migration {
+        version: 8,
+        sqlite: include_str!("../migrations/sqlite/0008_security.sql"),
+        postgres: include_str!("../migrations/postgres/0008_security.sql"),
+    },
 ];
 
 /// The store: a pool and the dialect it speaks.
@@ -130,30 +137,25 @@ pub fn now_micros() -> i64 {
 pub const AUDIT_PAGE_MAX: i64 = 500;
 
 impl Store {
-    /// Records a treasury or operator change durably.
-    pub async fn audit(&self, actor: &str, change: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT INTO audit_log (at, actor, change) VALUES ($1, $2, $3)")
-            .bind(now_micros())
-            .bind(actor)
-            .bind(change)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Records a security-relevant action durably, in the hash-chained audit log, in its own
+    /// transaction (see [`audit::append`] to record it with the change it describes).
+    pub async fn audit(&self, actor: &str, action: &str, detail: &str) -> Result<audit::AuditEntry, sqlx::Error> {
+        let mut transaction = self.begin().await?;
+        let entry = audit::append(&mut transaction, actor, action, detail).await?;
+        transaction.commit().await?;
+        Ok(entry)
     }
 
-    /// The newest audit entries first: (microseconds since the epoch, actor, change).
-    pub async fn audit_log(&self, limit: i64) -> Result<Vec<(i64, String, String)>, sqlx::Error> {
-        let rows = sqlx::query("SELECT at, actor, change FROM audit_log ORDER BY at DESC LIMIT $1")
-            .bind(limit.clamp(1, AUDIT_PAGE_MAX))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))).collect()
+    /// The newest audit entries first.
+    pub async fn audit_log(&self, limit: i64) -> Result<Vec<audit::AuditEntry>, sqlx::Error> {
+        audit::log(self, limit).await
     }
 
     /// Opens (creating if needed) the database at `url` and applies pending migrations.
     pub async fn open(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
         let store = Store::connect(url, options).await?;
         store.migrate().await?;
+        audit::adopt_legacy(&store).await?;
         Ok(store)
     }
 

@@ -223,7 +223,7 @@ pub async fn verify(store: &Store) -> Result<Report, sqlx::Error> {
         "a completed payout's reservation is posted, a failed payout's reservation is not",
     );
     let payouts = sqlx::query(
-        "SELECT p.id, p.state, p.reason, p.reservation,          (SELECT COUNT(*) FROM transfers t WHERE t.pending_id = p.reservation AND t.kind = 'post_pending') AS posted          FROM payouts p WHERE p.state IN ('completed', 'failed', 'cancelled', 'in_doubt')",
+        "SELECT p.id, p.state, p.reason, p.reservation,          (SELECT COUNT(*) FROM transfers t WHERE t.pending_id = p.reservation AND t.kind = 'post_pending') AS posted          FROM payouts p WHERE p.state IN ('completed', 'failed', 'cancelled', 'returned', 'in_doubt')",
     )
     .fetch_all(store.pool())
     .await?;
@@ -243,6 +243,14 @@ pub async fn verify(store: &Store) -> Result<Report, sqlx::Error> {
             _ => settled.check(posted == 0, || format!("payout {id} failed but its reservation was posted")),
         }
     }
+    let mut audit_chain =
+        Invariant::new("audit_chain", "the audit log's rows chain by hash from the first to the head");
+    let audit = crate::audit::verify(store).await?;
+    for problem in &audit.listed {
+        audit_chain.check(false, || format!("audit row {}: {}", problem.sequence, problem.problem));
+    }
+    audit_chain.checked = u64::try_from(audit.entries).unwrap_or(0);
+    audit_chain.violations = audit.problems as u64;
     Ok(Report {
         invariants: vec![
             balanced,
@@ -255,6 +263,7 @@ pub async fn verify(store: &Store) -> Result<Report, sqlx::Error> {
             chain,
             in_doubt,
             settled,
+            audit_chain,
         ],
     })
 }

@@ -48,7 +48,14 @@ fn engine(store: &railyard_store::Store, config: &Arc<TreasuryConfig>, fx: &Arc<
     let rails = railyard_rails::build(config, &rates).unwrap();
     let settings =
         EngineSettings::new("engine", Duration::from_secs(30), Duration::from_millis(50), 3, 3, Decimal::from(50));
-    Engine::new(store.clone(), config.clone(), fx.clone(), rails.registry.clone(), settings)
+    Engine::new(
+        store.clone(),
+        config.clone(),
+        fx.clone(),
+        rails.registry.clone(),
+        settings,
+        std::sync::Arc::new(railyard_store::vault::VaultKeys::generate()),
+    )
 }
 
 async fn outbox_events(store: &railyard_store::Store) -> Vec<(String, String)> {
@@ -95,6 +102,9 @@ async fn alerts_fire_at_both_marks_and_clear() {
             remittance: "payroll".into(),
             rail_kind: None,
             quote_id: None,
+            originator: None,
+            account_masked: None,
+            submitted_by: None,
         };
         let accepted = engine.accept("demo-psp", "us-1", &request).await.unwrap();
         assert_eq!(engine.run(&accepted.payout_id).await.unwrap(), State::Completed, "{}", db.name);
@@ -138,12 +148,25 @@ async fn alerts_fire_at_both_marks_and_clear() {
         }
 
         // Treasury acts: top rtp-us up, sweep sepa-inst's idle money back; both alerts clear.
-        engine.move_rail_liquidity("rtp-us", money("10000.00", "USD"), false, "wire-rtp-1").await.unwrap();
-        engine.move_rail_liquidity("sepa-inst", money("600000.00", "EUR"), true, "sweep-sepa-1").await.unwrap();
+        engine
+            .move_rail_liquidity("rtp-us", money("10000.00", "USD"), false, "wire-rtp-1", "treasury-test")
+            .await
+            .unwrap();
+        engine
+            .move_rail_liquidity("sepa-inst", money("600000.00", "EUR"), true, "sweep-sepa-1", "treasury-test")
+            .await
+            .unwrap();
         // The same reference again changes nothing; a sweep beyond the balance is refused.
-        assert!(engine.move_rail_liquidity("rtp-us", money("10000.00", "USD"), false, "wire-rtp-1").await.is_err());
+        assert!(
+            engine
+                .move_rail_liquidity("rtp-us", money("10000.00", "USD"), false, "wire-rtp-1", "treasury-test")
+                .await
+                .is_err()
+        );
         assert!(matches!(
-            engine.move_rail_liquidity("sepa-inst", money("99000000.00", "EUR"), true, "sweep-sepa-2").await,
+            engine
+                .move_rail_liquidity("sepa-inst", money("99000000.00", "EUR"), true, "sweep-sepa-2", "treasury-test")
+                .await,
             Err(railyard_saga::EngineError::Ledger(LedgerError::Overdraft(_)))
         ));
         let changes = liquidity::check(&db.store, &config).await.unwrap();

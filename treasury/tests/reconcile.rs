@@ -53,6 +53,7 @@ struct World {
     config: Arc<TreasuryConfig>,
     fx: Arc<FxBook>,
     rails: Rails,
+    vault: Arc<railyard_store::vault::VaultKeys>,
 }
 
 impl World {
@@ -61,14 +62,21 @@ impl World {
         let rates = RateHistory::bundled_daily().latest();
         let fx = Arc::new(FxBook::build(&config.fx_providers, rates.clone()).unwrap());
         let rails = railyard_rails::build(&config, &rates).unwrap();
-        World { config, fx, rails }
+        World { config, fx, rails, vault: std::sync::Arc::new(railyard_store::vault::VaultKeys::generate()) }
     }
 
     fn engine(&self, store: &Store) -> Engine {
         // Two inquiries, then escalation: an outage keeps the payout in doubt.
         let settings =
             EngineSettings::new("engine", Duration::from_secs(30), Duration::from_millis(250), 2, 3, Decimal::from(50));
-        Engine::new(store.clone(), self.config.clone(), self.fx.clone(), self.rails.registry.clone(), settings)
+        Engine::new(
+            store.clone(),
+            self.config.clone(),
+            self.fx.clone(),
+            self.rails.registry.clone(),
+            settings,
+            self.vault.clone(),
+        )
     }
 
     fn sandbox(&self, rail: &str) -> SandboxRail {
@@ -99,6 +107,9 @@ fn payout(currency: &str, amount_minor: i64, account: &str, country: &str) -> Pa
         remittance: "invoice 8812".into(),
         rail_kind: None,
         quote_id: None,
+        originator: None,
+        account_masked: None,
+        submitted_by: None,
     }
 }
 

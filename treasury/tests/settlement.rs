@@ -38,6 +38,9 @@ fn request(amount: &str) -> PayoutRequest {
         remittance: "payroll".into(),
         rail_kind: None,
         quote_id: None,
+        originator: None,
+        account_masked: None,
+        submitted_by: None,
     }
 }
 
@@ -54,7 +57,14 @@ async fn a_window_collects_nets_and_settles() {
         let rails = railyard_rails::build(&config, &rates).unwrap();
         let settings =
             EngineSettings::new("engine", Duration::from_secs(30), Duration::from_millis(50), 3, 3, Decimal::from(50));
-        let engine = Engine::new(db.store.clone(), config.clone(), fx, rails.registry.clone(), settings);
+        let engine = Engine::new(
+            db.store.clone(),
+            config.clone(),
+            fx,
+            rails.registry.clone(),
+            settings,
+            std::sync::Arc::new(railyard_store::vault::VaultKeys::generate()),
+        );
         engine.ensure_accounts().await.unwrap();
         for tenant in ["demo-psp", "northwind-remit"] {
             engine.fund_psp(tenant, money("100000.00"), "wire-1").await.unwrap();

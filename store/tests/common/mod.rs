@@ -19,6 +19,14 @@ pub struct TestDb {
     schema: Option<String>,
 }
 
+impl TestDb {
+    /// The SQLite file, for tests that look at what is on disk.
+    #[allow(dead_code)]
+    pub fn file(&self) -> Option<&std::path::Path> {
+        self.file.as_deref()
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some(file) = &self.file {
