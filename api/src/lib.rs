@@ -143,6 +143,8 @@ fn documented() -> utoipa_axum::router::OpenApiRouter<ApiState> {
         .routes(routes!(treasury_rails))
         .routes(routes!(kill_switch))
         .routes(routes!(set_fee))
+        .routes(routes!(set_limits))
+        .routes(routes!(set_weights))
         .routes(routes!(audit))
         .routes(routes!(liquidity))
         .routes(routes!(move_liquidity))
@@ -759,29 +761,164 @@ async fn set_fee(
     let schedule = FeeSchedule::new(fixed, bps, minimum, maximum).map_err(|error| invalid("bps", error.to_string()))?;
     let current = state.snapshots.borrow().config.clone();
     let mut next = (*current).clone();
-    let Some(target) = next.rails.iter_mut().find(|candidate| candidate.id.as_str() == rail) else {
+    let target = rail_carrying(&mut next, &rail, currency)?;
+    let before = target.fees.get(&currency).map(fee_json);
+    target.fees.insert(currency, schedule);
+    let change =
+        format!("{rail} fee in {currency}: {} -> {}", before.clone().unwrap_or(Value::Null), fee_json(&schedule));
+    let version = apply_change(&state, &by, "treasury.fee", change, next, "fees").await?;
+    Ok(Json(json!({ "rail": rail, "currency": currency.code(), "before": before, "after": fee_json(&schedule), "snapshot_version": version })).into_response())
+}
+
+/// The rail of a configuration being edited, if it exists and carries `currency`.
+fn rail_carrying<'c>(
+    config: &'c mut TreasuryConfig,
+    rail: &str,
+    currency: Currency,
+) -> Result<&'c mut railyard_config::RailConfig, Problem> {
+    let Some(target) = config.rails.iter_mut().find(|candidate| candidate.id.as_str() == rail) else {
         return Err(Problem::new(StatusCode::NOT_FOUND, "Not found", format!("no rail {rail}")));
     };
     if !target.currencies.contains(&currency) {
         return Err(invalid("currency", format!("{rail} does not carry {currency}")));
     }
-    let before = target.fees.get(&currency).map(fee_json);
-    target.fees.insert(currency, schedule);
-    let change =
-        format!("{rail} fee in {currency}: {} -> {}", before.clone().unwrap_or(Value::Null), fee_json(&schedule));
-    // Durable first: an applied change is never missing from the audit log.
-    state.engine.store().audit(&by, "treasury.fee", &change).await.map_err(store_error)?;
-    let version = ractor::call!(state.routing, |reply| RoutingMsg::SetConfig {
+    Ok(target)
+}
+
+/// Applies a treasury change live through the routing actor. Durable first: the change is in the
+/// audit log before it applies, and a change the routing actor refuses (it cannot build a router
+/// from it) is logged as refused, so the log never shows a change as applied that was not.
+async fn apply_change(
+    state: &ApiState,
+    by: &str,
+    action: &str,
+    change: String,
+    next: TreasuryConfig,
+    field: &str,
+) -> Result<u64, Problem> {
+    state.engine.store().audit(by, action, &change).await.map_err(store_error)?;
+    let answer = ractor::call!(state.routing, |reply| RoutingMsg::SetConfig {
         config: Box::new(next),
-        by: by.clone(),
+        by: by.to_string(),
         change: change.clone(),
         reply
     })
     .map_err(|_| {
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Routing unavailable", "the routing actor is not running")
-    })?
-    .map_err(|error| invalid("fees", error))?;
-    Ok(Json(json!({ "rail": rail, "currency": currency.code(), "before": before, "after": fee_json(&schedule), "snapshot_version": version })).into_response())
+    })?;
+    match answer {
+        Ok(version) => Ok(version),
+        Err(error) => {
+            state
+                .engine
+                .store()
+                .audit(by, &format!("{action}.refused"), &format!("{change}: {error}"))
+                .await
+                .map_err(store_error)?;
+            Err(invalid(field, error))
+        }
+    }
+}
+
+fn limits_json(limits: &railyard_config::PaymentLimits) -> Value {
+    json!({
+        "min": limits.minimum.amount_text(),
+        "max": limits.maximum.amount_text(),
+        "daily_cap": limits.daily_cap.map(|cap| cap.amount_text()),
+    })
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct LimitsBody {
+    min: String,
+    max: String,
+    #[serde(default)]
+    daily_cap: Option<String>,
+}
+
+#[utoipa::path(put, path = "/v1/treasury/rails/{rail}/limits/{currency}", tag = "treasury", request_body = LimitsBody, params(("rail" = String, Path), ("currency" = String, Path)), responses((status = 200, description = "applied live, audited", body = Object), (status = 404, description = "no such rail", body = ProblemDoc), (status = 422, description = "invalid field", body = ProblemDoc)), security(("bearer" = [])))]
+/// `PUT /v1/treasury/rails/{rail}/limits/{currency}` (scope treasury): per-payment bounds and the
+/// daily cap, applied live to routing and audited with before and after.
+async fn set_limits(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path((rail, code)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let by = who(&state, &headers, Scope::Treasury)?;
+    let body: LimitsBody = json_body(&body)?;
+    let currency = Currency::from_code(&code).map_err(|error| invalid("currency", error.to_string()))?;
+    let money = |field: &str, text: &str| {
+        Money::parse(text, currency, Sign::Positive).map_err(|error| invalid(field, error.to_string()))
+    };
+    let minimum = money("min", &body.min)?;
+    let maximum = money("max", &body.max)?;
+    let daily_cap = body.daily_cap.as_deref().map(|text| money("daily_cap", text)).transpose()?;
+    if minimum.minor_units() > maximum.minor_units() {
+        return Err(invalid("min", format!("{minimum} is above the maximum {maximum}")));
+    }
+    if let Some(cap) = daily_cap
+        && cap.minor_units() < maximum.minor_units()
+    {
+        return Err(invalid("daily_cap", format!("{cap} is below the per-payment maximum {maximum}")));
+    }
+    let limits = railyard_config::PaymentLimits { minimum, maximum, daily_cap };
+    let current = state.snapshots.borrow().config.clone();
+    let mut next = (*current).clone();
+    let target = rail_carrying(&mut next, &rail, currency)?;
+    let before = target.limits.get(&currency).map(limits_json);
+    target.limits.insert(currency, limits);
+    let after = limits_json(&limits);
+    let change = format!("{rail} limits in {currency}: {} -> {after}", before.clone().unwrap_or(Value::Null));
+    let version = apply_change(&state, &by, "treasury.limits", change, next, "limits").await?;
+    Ok(Json(json!({ "rail": rail, "currency": currency.code(), "before": before, "after": after, "snapshot_version": version })).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct WeightsBody {
+    /// Multiplier on a route's money cost.
+    cost_weight: String,
+    /// Reference-currency units one second of expected latency is worth.
+    latency_weight_per_second: String,
+    /// Reference-currency units one unit of risk (-ln of the success probability) is worth.
+    risk_weight: String,
+}
+
+#[utoipa::path(put, path = "/v1/treasury/routing/weights", tag = "treasury", request_body = WeightsBody, params(), responses((status = 200, description = "applied live, audited", body = Object), (status = 422, description = "invalid field", body = ProblemDoc)), security(("bearer" = [])))]
+/// `PUT /v1/treasury/routing/weights` (scope treasury): the routing objective's weights, applied
+/// live and audited with before and after.
+async fn set_weights(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
+    let by = who(&state, &headers, Scope::Treasury)?;
+    let body: WeightsBody = json_body(&body)?;
+    let weight = |field: &str, text: &str| -> Result<Decimal, Problem> {
+        let value: Decimal = text.parse().map_err(|_| invalid(field, format!("{text:?} is not a decimal number")))?;
+        if value < Decimal::ZERO {
+            return Err(invalid(field, "must not be negative"));
+        }
+        Ok(value)
+    };
+    let cost = weight("cost_weight", &body.cost_weight)?;
+    let latency = weight("latency_weight_per_second", &body.latency_weight_per_second)?;
+    let risk = weight("risk_weight", &body.risk_weight)?;
+    let current = state.snapshots.borrow().config.clone();
+    let mut next = (*current).clone();
+    let show = |routing: &railyard_config::RoutingSettings| {
+        json!({
+            "cost_weight": routing.cost_weight.to_string(),
+            "latency_weight_per_second": routing.latency_weight_per_second.to_string(),
+            "risk_weight": routing.risk_weight.to_string(),
+        })
+    };
+    let before = show(&next.routing);
+    next.routing.cost_weight = cost;
+    next.routing.latency_weight_per_second = latency;
+    next.routing.risk_weight = risk;
+    let after = show(&next.routing);
+    let change = format!("routing weights: {before} -> {after}");
+    let version = apply_change(&state, &by, "treasury.weights", change, next, "weights").await?;
+    Ok(Json(json!({ "before": before, "after": after, "snapshot_version": version })).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/treasury/audit", tag = "treasury", responses((status = 200, description = "who changed what, when", body = Object)), security(("bearer" = [])))]

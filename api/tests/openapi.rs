@@ -19,6 +19,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/treasury/rails"),
     ("post", "/v1/treasury/rails/{rail}/kill-switch"),
     ("put", "/v1/treasury/rails/{rail}/fees/{currency}"),
+    ("put", "/v1/treasury/rails/{rail}/limits/{currency}"),
+    ("put", "/v1/treasury/routing/weights"),
     ("get", "/v1/treasury/audit"),
     ("get", "/v1/treasury/liquidity"),
     ("post", "/v1/treasury/rails/{rail}/liquidity"),

@@ -157,7 +157,8 @@ async fn serve_end_to_end() {
 }
 
 /// Treasury over HTTP: a fee change flips a corridor's best route live and is audited; the admin
-/// kill switch takes a rail out of quotes and puts it back.
+/// kill switch takes a rail out of quotes; a limit change and new routing weights apply live and
+/// are audited.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn treasury_changes_apply_live() {
     let path = std::env::temp_dir().join(format!("railyard_treasury_{}.db", std::process::id()));
@@ -197,18 +198,8 @@ async fn treasury_changes_apply_live() {
     let rails_after: Vec<&str> =
         after["routes"][0]["legs"].as_array().unwrap().iter().filter_map(|leg| leg["rail"].as_str()).collect();
     assert!(!rails_after.contains(&winner.as_str()), "{winner} still best: {after}");
-    let audit: Value = serde_json::from_slice(
-        &client
-            .get(format!("http://{}/v1/treasury/audit", serve.address))
-            .header("Authorization", "Bearer rk_demo_treasury")
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let audit: Value =
+        call(&client, "GET", format!("http://{}/v1/treasury/audit", serve.address), "rk_demo_treasury", "").await.1;
     assert!(audit["entries"].to_string().contains(&winner), "{audit}");
     // A PSP key cannot change fees.
     let denied = client
@@ -239,6 +230,54 @@ async fn treasury_changes_apply_live() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(gone, "{new_winner} still quoted after its kill switch");
+
+    // Limits: the current best rail's maximum (in its leg's currency) below what the leg carries
+    // takes it out of this corridor; a minimum above the maximum is refused naming the field.
+    let current = quote(CORRIDOR).await;
+    let leg =
+        current["routes"][0]["legs"].as_array().unwrap().iter().find(|leg| leg["kind"] == "rail").unwrap().clone();
+    let best = leg["rail"].as_str().unwrap().to_string();
+    let currency = leg["from"].as_str().unwrap().to_string();
+    let put = |path: String, token: &'static str, body: &'static str| {
+        let client = client.clone();
+        async move {
+            let response =
+                client.put(path).header("Authorization", format!("Bearer {token}")).body(body).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, serde_json::from_slice::<Value>(&response.bytes().await.unwrap()).unwrap_or(Value::Null))
+        }
+    };
+    let limits = format!("http://{}/v1/treasury/rails/{best}/limits/{currency}", serve.address);
+    let (status, problem) = put(limits.clone(), "rk_demo_treasury", r#"{"min":"500","max":"100"}"#).await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("min")), "{problem}");
+    // The leg carries well over 1,000 of its currency in this corridor.
+    let (status, changed) = put(limits.clone(), "rk_demo_treasury", r#"{"min":"1","max":"1000"}"#).await;
+    assert_eq!(status, 200, "{changed}");
+    let current = quote(CORRIDOR).await;
+    assert!(
+        !current["routes"][0]["legs"].to_string().contains(&format!("\"{best}\"")),
+        "{best} still quoted: {current}"
+    );
+    // Weights: applied live and audited with before and after.
+    let weights = format!("http://{}/v1/treasury/routing/weights", serve.address);
+    let (status, problem) = put(
+        weights.clone(),
+        "rk_demo_treasury",
+        r#"{"cost_weight":"-1","latency_weight_per_second":"0","risk_weight":"0"}"#,
+    )
+    .await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("cost_weight")), "{problem}");
+    let (status, changed) =
+        put(weights, "rk_demo_treasury", r#"{"cost_weight":"1","latency_weight_per_second":"0.5","risk_weight":"2"}"#)
+            .await;
+    assert_eq!(status, 200, "{changed}");
+    let audit: Value =
+        call(&client, "GET", format!("http://{}/v1/treasury/audit", serve.address), "rk_demo_treasury", "").await.1;
+    let actions: Vec<&str> =
+        audit["entries"].as_array().unwrap().iter().filter_map(|entry| entry["action"].as_str()).collect();
+    for action in ["treasury.fee", "rail.kill_switch", "treasury.limits", "treasury.weights"] {
+        assert!(actions.contains(&action), "{action} missing from {actions:?}");
+    }
     drop(serve);
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
@@ -246,11 +285,14 @@ async fn treasury_changes_apply_live() {
 }
 
 /// Webhooks: a payout's completion reaches the PSP's endpoint on loopback, signed with the secret the
-/// API hands out; the delivery is logged.
+/// API hands out; an endpoint that fails twice is retried with growing delays, and every attempt is
+/// logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completion_webhook_is_delivered_and_signed() {
     use std::sync::{Arc, Mutex};
-    let received: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
+    // Every call: (event, signature, body, when). The endpoint fails the first two with 503.
+    type Calls = Arc<Mutex<Vec<(String, String, String, Instant)>>>;
+    let received: Calls = Arc::default();
     let sink = received.clone();
     let app = axum::Router::new().route(
         "/hook",
@@ -259,8 +301,9 @@ async fn completion_webhook_is_delivered_and_signed() {
             async move {
                 let header =
                     |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).unwrap_or("").to_string();
-                sink.lock().unwrap().push((header("railyard-event"), header("railyard-signature"), body));
-                "ok"
+                let mut calls = sink.lock().unwrap();
+                calls.push((header("railyard-event"), header("railyard-signature"), body, Instant::now()));
+                if calls.len() <= 2 { axum::http::StatusCode::SERVICE_UNAVAILABLE } else { axum::http::StatusCode::OK }
             }
         }),
     );
@@ -293,42 +336,39 @@ async fn completion_webhook_is_delivered_and_signed() {
     assert_eq!(status, 202, "{payout}");
     let id = payout["id"].as_str().unwrap().to_string();
     let started = Instant::now();
-    let (event, signature, body) = loop {
-        if let Some(found) = received.lock().unwrap().iter().find(|(_, _, body)| body.contains(&id)).cloned() {
-            break found;
+    // Two failures, then the third attempt is accepted: retried with a growing delay.
+    let calls = loop {
+        let calls: Vec<_> =
+            received.lock().unwrap().iter().filter(|(_, _, body, _)| body.contains(&id)).cloned().collect();
+        if calls.len() >= 3 {
+            break calls;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "no webhook for {id}");
+        assert!(started.elapsed() < Duration::from_secs(20), "{} webhook calls for {id}", calls.len());
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let first_gap = calls[1].3 - calls[0].3;
+    let second_gap = calls[2].3 - calls[1].3;
+    assert!(first_gap >= Duration::from_millis(900), "retried after {first_gap:?}");
+    assert!(second_gap >= Duration::from_millis(1_900) && second_gap > first_gap, "then after {second_gap:?}");
+    let (event, signature, body, _) = calls[2].clone();
+    assert_eq!(calls[0].2, body, "a retry sends the same event");
     assert_eq!(event, "payout.failed");
-    let secret: Value = serde_json::from_slice(
-        &client
-            .get(format!("http://{}/v1/webhooks/secret", serve.address))
-            .header("Authorization", "Bearer rk_demo_psp")
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let secret: Value =
+        call(&client, "GET", format!("http://{}/v1/webhooks/secret", serve.address), "rk_demo_psp", "").await.1;
     let secret = secret["secret"].as_str().unwrap();
     let timestamp: i64 = signature.split(',').next().unwrap().trim_start_matches("t=").parse().unwrap();
     assert_eq!(signature, railyard_api::webhooks::signature(secret, timestamp, &body), "signature does not verify");
-    let deliveries: Value = serde_json::from_slice(
-        &client
-            .get(format!("http://{}/v1/webhooks/deliveries", serve.address))
-            .header("Authorization", "Bearer rk_demo_psp")
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(deliveries["deliveries"][0]["status"], 200, "{deliveries}");
+    let deliveries: Value =
+        call(&client, "GET", format!("http://{}/v1/webhooks/deliveries", serve.address), "rk_demo_psp", "").await.1;
+    // The log shows every attempt, newest first: 200 after two 503s.
+    let attempts: Vec<(i64, i64)> = deliveries["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|delivery| delivery["payout_id"] == id.as_str())
+        .map(|delivery| (delivery["attempt"].as_i64().unwrap(), delivery["status"].as_i64().unwrap_or(0)))
+        .collect();
+    assert_eq!(attempts, [(3, 200), (2, 503), (1, 503)], "{deliveries}");
     drop(serve);
     let _ = std::fs::remove_dir_all(&directory);
 }
@@ -414,18 +454,8 @@ async fn batches_and_listing() {
     assert_ne!(first["payouts"][0]["id"], second["payouts"][0]["id"]);
     let third = page(second["next_cursor"].as_str().map(str::to_string)).await;
     assert!(third["payouts"].as_array().unwrap().is_empty() || third["next_cursor"].is_null());
-    let other: Value = serde_json::from_slice(
-        &client
-            .get(format!("http://{}/v1/payouts", serve.address))
-            .header("Authorization", "Bearer rk_demo_psp_north")
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let other: Value =
+        call(&client, "GET", format!("http://{}/v1/payouts", serve.address), "rk_demo_psp_north", "").await.1;
     assert!(other["payouts"].as_array().unwrap().is_empty(), "{other}");
     drop(serve);
     for suffix in ["", "-wal", "-shm"] {
@@ -769,18 +799,8 @@ async fn treasury_reads_and_moves_liquidity() {
     }
     assert_eq!(alerts[0]["rail"], "rtp-us", "{alerts}");
     assert_eq!(alerts[0]["level"], "low");
-    let audit: Value = serde_json::from_slice(
-        &client
-            .get(format!("http://{}/v1/treasury/audit", serve.address))
-            .header("Authorization", "Bearer rk_demo_treasury")
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let audit: Value =
+        call(&client, "GET", format!("http://{}/v1/treasury/audit", serve.address), "rk_demo_treasury", "").await.1;
     let entry = audit["entries"]
         .as_array()
         .unwrap()
