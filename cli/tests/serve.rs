@@ -254,6 +254,8 @@ async fn treasury_changes_apply_live() {
     let (status, changed) = put(limits.clone(), "rk_demo_treasury", r#"{"min":"1","max":"1000"}"#).await;
     assert_eq!(status, 200, "{changed}");
     let current = quote(CORRIDOR).await;
+    // Another route, or no route at all, but an answer either way.
+    assert!(current["routes"].is_array() || current["title"] == "No route", "{current}");
     assert!(
         !current["routes"][0]["legs"].to_string().contains(&format!("\"{best}\"")),
         "{best} still quoted: {current}"
