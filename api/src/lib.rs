@@ -7,6 +7,7 @@
 //! Retry-After. Quotes, batches, cancellation, webhooks delivery, treasury endpoints and the OpenAPI
 //! document are issue 7's.
 
+pub mod keys;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -28,7 +29,6 @@ use railyard_saga::intake::{Intake, IntakeError};
 use railyard_saga::{AmountMode, Engine, EngineError, Payout, PayoutRequest, State as SagaState};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 /// Items in one `POST /v1/payouts/batch`.
@@ -52,6 +52,8 @@ pub struct ApiState {
     pub routing: ActorRef<RoutingMsg>,
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     pub limiter: Arc<RateLimiter>,
+    /// The API keys in force (configuration and store), see [`keys`].
+    pub keys: Arc<keys::KeyRing>,
     /// The in-process sandbox rails (empty when every rail is remote), for sandbox onboarding.
     pub sandboxes: Arc<Vec<(String, railyard_rails::SandboxRail)>>,
 }
@@ -68,7 +70,8 @@ impl RateLimit {
     pub const DEFAULT: RateLimit = RateLimit { per_second: 100, burst: 200 };
 }
 
-/// A token bucket per API key. Keys come from the configuration, so the map is bounded by it.
+/// A token bucket per API key. Only known keys get a bucket, so the map is bounded by the
+/// configuration's keys and [`railyard_store::keys::KEYS_PER_TENANT_MAX`] per tenant.
 pub struct RateLimiter {
     limit: RateLimit,
     buckets: std::sync::Mutex<std::collections::HashMap<[u8; 32], (u64, std::time::Instant)>>,
@@ -156,6 +159,8 @@ fn documented() -> utoipa_axum::router::OpenApiRouter<ApiState> {
         .routes(routes!(approve_payout))
         .routes(routes!(reject_payout))
         .routes(routes!(audit_verify))
+        .routes(routes!(create_key, list_keys))
+        .routes(routes!(revoke_key))
         .routes(routes!(sandbox_card))
         .routes(routes!(sandbox_wallet))
 }
@@ -234,8 +239,6 @@ fn authenticate(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result<S
 }
 
 fn authenticate_caller(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result<Caller, Problem> {
-    let config = &state.config;
-    let limiter = &state.limiter;
     let unauthorized =
         || Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", "send Authorization: Bearer <api key>");
     let token = headers
@@ -243,37 +246,24 @@ fn authenticate_caller(state: &ApiState, headers: &HeaderMap, scope: Scope) -> R
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .ok_or_else(unauthorized)?;
-    let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
-    let mut found: Option<(Caller, bool)> = None;
-    for tenant in &config.tenants {
-        for key in &tenant.keys {
-            // Fold every byte so the time taken does not depend on where a mismatch is.
-            let difference = key.sha256.iter().zip(digest.iter()).fold(0_u8, |acc, (a, b)| acc | (a ^ b));
-            if difference == 0 {
-                let operator = tenant
-                    .keys
-                    .iter()
-                    .any(|key| key.scopes.iter().any(|scope| matches!(scope, Scope::Treasury | Scope::Admin)));
-                let caller =
-                    Caller { tenant: tenant.id.to_string(), key: format!("{}/{}", tenant.id, key.id), operator };
-                found = Some((caller, key.scopes.contains(&scope)));
-            }
-        }
+    let digest = railyard_store::keys::digest(token);
+    let Some(key) = state.keys.find(&digest) else {
+        return Err(unauthorized());
+    };
+    if !key.active() {
+        return Err(Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", "this API key has been revoked"));
     }
-    let throttled = if found.is_some() { limiter.take(digest).err() } else { None };
-    match found {
-        None => Err(unauthorized()),
-        Some(_) if throttled.is_some() => {
-            let mut problem =
-                Problem::new(StatusCode::TOO_MANY_REQUESTS, "Too many requests", "this API key is over its rate limit");
-            problem.retry_after = throttled;
-            Err(problem)
-        }
-        Some((_, false)) => {
-            Err(Problem::new(StatusCode::FORBIDDEN, "Forbidden", format!("this key lacks the {scope:?} scope")))
-        }
-        Some((caller, true)) => Ok(caller),
+    if let Err(seconds) = state.limiter.take(digest) {
+        let mut problem =
+            Problem::new(StatusCode::TOO_MANY_REQUESTS, "Too many requests", "this API key is over its rate limit");
+        problem.retry_after = Some(seconds);
+        return Err(problem);
     }
+    if !key.scopes.contains(&scope) {
+        return Err(Problem::new(StatusCode::FORBIDDEN, "Forbidden", format!("this key lacks the {scope:?} scope")));
+    }
+    let operator = state.keys.operator(&key.tenant);
+    Ok(Caller { key: format!("{}/{}", key.tenant, key.id), tenant: key.tenant, operator })
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -1357,4 +1347,139 @@ async fn audit_verify(State(state): State<ApiState>, headers: HeaderMap) -> Resu
     authenticate(&state, &headers, Scope::Admin)?;
     let report = railyard_store::audit::verify(state.engine.store()).await.map_err(store_error)?;
     Ok(Json(json!({ "intact": report.intact(), "report": report })).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct KeyBody {
+    /// The tenant the key acts for (one of the configuration's tenants).
+    tenant: String,
+    /// The key's name: lower-case letters, digits and '-', unique within the tenant.
+    id: String,
+    /// Any of `psp`, `treasury`, `admin`, `approver`.
+    scopes: Vec<String>,
+}
+
+fn key_json(key: &keys::KeyEntry) -> Value {
+    let at = |micros: Option<i64>| micros.and_then(chrono::DateTime::from_timestamp_micros).map(|at| at.to_rfc3339());
+    json!({
+        "tenant": key.tenant,
+        "id": key.id,
+        "scopes": key.scopes.iter().map(|scope| scope.name()).collect::<Vec<_>>(),
+        "origin": key.origin.name(),
+        "active": key.active(),
+        "created_at": at(key.created_at),
+        "created_by": key.created_by,
+        "revoked_at": at(key.revoked_at),
+        "revoked_by": key.revoked_by,
+    })
+}
+
+fn key_error(error: railyard_store::keys::KeyError) -> Problem {
+    use railyard_store::keys::KeyError;
+    match error {
+        KeyError::Exists { .. } => Problem::new(StatusCode::CONFLICT, "Key exists", error.to_string()).field("id"),
+        KeyError::AlreadyRevoked { .. } => Problem::new(StatusCode::CONFLICT, "Already revoked", error.to_string()),
+        KeyError::NotFound { .. } => Problem::new(StatusCode::NOT_FOUND, "Not found", error.to_string()),
+        KeyError::TooMany(_) => Problem::new(StatusCode::CONFLICT, "Too many keys", error.to_string()).field("tenant"),
+        KeyError::Database(error) => store_error(error),
+    }
+}
+
+async fn reload_keys(state: &ApiState) -> Result<(), Problem> {
+    state.keys.reload(state.engine.store(), &state.config).await.map_err(store_error)
+}
+
+#[utoipa::path(post, path = "/v1/admin/keys", tag = "admin", request_body = KeyBody, responses((status = 201, description = "created: `secret` is shown this once and never stored (only its SHA-256 is); audited as key.create", body = Object), (status = 409, description = "the tenant already has a key with this id", body = ProblemDoc), (status = 422, description = "unknown tenant, invalid id or scope", body = ProblemDoc)), security(("bearer" = [])))]
+/// `POST /v1/admin/keys` (scope admin): a new API key for a tenant; the answer holds its secret.
+async fn create_key(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
+    let by = who(&state, &headers, Scope::Admin)?;
+    let body: KeyBody = json_body(&body)?;
+    let Some(tenant) = state.config.tenants.iter().find(|tenant| tenant.id.as_str() == body.tenant) else {
+        return Err(invalid("tenant", format!("no tenant {:?} in the configuration", body.tenant)));
+    };
+    let id = railyard_config::Identifier::new(&body.id).map_err(|reason| invalid("id", reason))?;
+    if tenant.keys.iter().any(|key| key.id == id) {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "Key exists",
+            format!("tenant {} lists a key {id:?} in the configuration", tenant.id.as_str()),
+        )
+        .field("id"));
+    }
+    let mut scopes = Vec::new();
+    for name in &body.scopes {
+        match Scope::parse(name) {
+            Some(scope) if !scopes.contains(&scope) => scopes.push(scope),
+            Some(_) => return Err(invalid("scopes", format!("{name:?} is listed twice"))),
+            None => return Err(invalid("scopes", format!("{name:?} is not one of psp, treasury, admin, approver"))),
+        }
+    }
+    if scopes.is_empty() {
+        return Err(invalid("scopes", "give at least one scope"));
+    }
+    let secret = railyard_store::keys::new_secret();
+    let names: Vec<&str> = scopes.iter().map(|scope| scope.name()).collect();
+    let stored = railyard_store::keys::create(
+        state.engine.store(),
+        tenant.id.as_str(),
+        id.as_str(),
+        &railyard_store::keys::digest(&secret),
+        &names,
+        &by,
+    )
+    .await
+    .map_err(key_error)?;
+    reload_keys(&state).await?;
+    let mut answer = key_json(&keys::KeyEntry {
+        tenant: stored.tenant,
+        id: stored.id,
+        sha256: stored.sha256,
+        scopes,
+        origin: stored.origin,
+        created_at: Some(stored.created_at),
+        created_by: Some(stored.created_by),
+        revoked_at: None,
+        revoked_by: None,
+    });
+    answer["secret"] = json!(secret);
+    let mut response = (StatusCode::CREATED, Json(answer)).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+#[utoipa::path(get, path = "/v1/admin/keys", tag = "admin", responses((status = 200, description = "every key, from the configuration and created here, active and revoked; never a secret", body = Object)), security(("bearer" = [])))]
+/// `GET /v1/admin/keys` (scope admin): the keys and their state.
+async fn list_keys(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Problem> {
+    authenticate(&state, &headers, Scope::Admin)?;
+    let keys: Vec<Value> = state.keys.entries().iter().map(key_json).collect();
+    Ok(Json(json!({ "keys": keys })).into_response())
+}
+
+#[utoipa::path(post, path = "/v1/admin/keys/{tenant}/{id}/revoke", tag = "admin", params(("tenant" = String, Path), ("id" = String, Path)), responses((status = 200, description = "revoked at once on this instance (others within seconds); audited as key.revoke", body = Object), (status = 404, description = "no such key", body = ProblemDoc), (status = 409, description = "already revoked, or the last active admin key", body = ProblemDoc)), security(("bearer" = [])))]
+/// `POST /v1/admin/keys/{tenant}/{id}/revoke` (scope admin): the key stops working.
+async fn revoke_key(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let by = who(&state, &headers, Scope::Admin)?;
+    let entries = state.keys.entries();
+    let Some(target) = entries.iter().find(|key| key.tenant == tenant && key.id == id) else {
+        return Err(Problem::new(StatusCode::NOT_FOUND, "Not found", format!("tenant {tenant} has no key {id}")));
+    };
+    let admins = entries.iter().filter(|key| key.active() && key.scopes.contains(&Scope::Admin)).count();
+    if target.active() && target.scopes.contains(&Scope::Admin) && admins <= 1 {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "Last admin key",
+            "revoking the only active admin key would leave nobody able to manage keys; create another first",
+        ));
+    }
+    let names: Vec<&str> = target.scopes.iter().map(|scope| scope.name()).collect();
+    let config_key = (target.origin == railyard_store::keys::Origin::Config).then_some((&target.sha256, &names[..]));
+    railyard_store::keys::revoke(state.engine.store(), &tenant, &id, config_key, &by).await.map_err(key_error)?;
+    reload_keys(&state).await?;
+    let revoked = state.keys.entries().iter().find(|key| key.tenant == tenant && key.id == id).map(key_json);
+    Ok(Json(revoked.unwrap_or(Value::Null)).into_response())
 }

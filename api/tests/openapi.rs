@@ -30,6 +30,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/payouts/{id}/approve"),
     ("post", "/v1/payouts/{id}/reject"),
     ("get", "/v1/audit/verify"),
+    ("post", "/v1/admin/keys"),
+    ("get", "/v1/admin/keys"),
+    ("post", "/v1/admin/keys/{tenant}/{id}/revoke"),
 ];
 
 #[test]

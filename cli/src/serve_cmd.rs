@@ -137,7 +137,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 ..railyard_treasury::reconcile::Settings::default()
             },
         ));
+        let keys = Arc::new(railyard_api::keys::KeyRing::load(&store, &config).await?);
+        let key_refresh = tokio::spawn(railyard_api::keys::refresh(
+            keys.clone(),
+            store.clone(),
+            config.clone(),
+            railyard_api::keys::KEY_REFRESH_EVERY,
+        ));
         let api = railyard_api::router(railyard_api::ApiState {
+            keys,
             config: config.clone(),
             engine: engine.clone(),
             intake,
@@ -162,6 +170,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // Stop taking work; sagas in flight are durable and resume on the next start.
         coordinator.stop(Some("shutdown".into()));
         deliverer.abort();
+        key_refresh.abort();
         reconciler.abort();
         liquidity_watch.abort();
         settlement_schedule.abort();

@@ -929,3 +929,132 @@ async fn four_eyes_and_screening_over_http() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
     let _ = std::fs::remove_dir_all(&folder);
 }
+
+/// API key management: an admin creates a key (its secret shown once), the key works at once,
+/// revoking it (or a key from the configuration) shuts it out, both changes are in the audit
+/// chain, and all of it survives a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_are_created_and_revoked_with_an_audit_trail() {
+    let path = std::env::temp_dir().join(format!("railyard_keys_{}.db", std::process::id()));
+    let db = format!("sqlite:{}", path.display());
+    let serve = start(&db);
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", serve.address);
+    let keys = format!("{base}/v1/admin/keys");
+    let create = |body: &'static str| call(&client, "POST", keys.clone(), "rk_demo_admin", body);
+
+    assert_eq!(call(&client, "POST", keys.clone(), "rk_demo_psp", "{}").await.0, 403);
+    assert_eq!(call(&client, "POST", keys.clone(), "rk_demo_treasury", "{}").await.0, 403);
+    let response = client
+        .post(keys.clone())
+        .header("Authorization", "Bearer rk_demo_admin")
+        .body(r#"{"tenant":"northwind-remit","id":"northwind-ci","scopes":["psp"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let created: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    let secret = created["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("rk_live_") && secret.len() == 8 + 64, "{created}");
+    assert_eq!(
+        (created["tenant"].as_str(), created["created_by"].as_str()),
+        (Some("northwind-remit"), Some("house/ops-admin"))
+    );
+
+    // Refusals name the field and change nothing.
+    let (status, problem) = create(r#"{"tenant":"northwind-remit","id":"northwind-ci","scopes":["psp"]}"#).await;
+    assert_eq!((status, problem["field"].as_str()), (409, Some("id")), "{problem}");
+    let (status, problem) = create(r#"{"tenant":"northwind-remit","id":"northwind-live","scopes":["psp"]}"#).await;
+    assert_eq!((status, problem["field"].as_str()), (409, Some("id")), "a configuration key's id: {problem}");
+    let (status, problem) = create(r#"{"tenant":"nobody","id":"k1","scopes":["psp"]}"#).await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("tenant")), "{problem}");
+    let (status, problem) = create(r#"{"tenant":"northwind-remit","id":"k1","scopes":["root"]}"#).await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("scopes")), "{problem}");
+    let (status, problem) = create(r#"{"tenant":"northwind-remit","id":"Bad Id","scopes":["psp"]}"#).await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("id")), "{problem}");
+
+    // The new key acts for its tenant at once.
+    let (status, payout, _) = post(&client, &serve, "keys-1", &secret, BODY).await;
+    assert_eq!(status, 202, "{payout}");
+    let id = payout["id"].as_str().unwrap().to_string();
+    assert_eq!(get(&client, &serve, &id, &secret).await.0, 200);
+    assert_eq!(get(&client, &serve, &id, "rk_demo_psp").await.0, 404, "another tenant read the payout");
+
+    // A second key, kept to check it survives a restart.
+    let (status, kept) = create(r#"{"tenant":"demo-psp","id":"demo-psp-backup","scopes":["psp"]}"#).await;
+    assert_eq!(status, 201, "{kept}");
+    let kept = kept["secret"].as_str().unwrap().to_string();
+
+    let (status, listed) = call(&client, "GET", keys.clone(), "rk_demo_admin", "").await;
+    assert_eq!(status, 200, "{listed}");
+    assert!(!listed.to_string().contains(&secret) && !listed.to_string().contains("secret"), "{listed}");
+    let find =
+        |listed: &Value, id: &str| listed["keys"].as_array().unwrap().iter().find(|key| key["id"] == id).cloned();
+    let entry = find(&listed, "northwind-ci").unwrap();
+    assert_eq!((entry["active"].as_bool(), entry["origin"].as_str()), (Some(true), Some("api")), "{entry}");
+    assert_eq!(find(&listed, "southgate-live").unwrap()["origin"], "config");
+
+    // Revocation takes effect on the next request.
+    let revoke = |tenant: &str, id: &str| format!("{base}/v1/admin/keys/{tenant}/{id}/revoke");
+    assert_eq!(call(&client, "POST", revoke("northwind-remit", "northwind-ci"), "rk_demo_psp", "").await.0, 403);
+    let (status, revoked) = call(&client, "POST", revoke("northwind-remit", "northwind-ci"), "rk_demo_admin", "").await;
+    assert_eq!(status, 200, "{revoked}");
+    assert_eq!((revoked["active"].as_bool(), revoked["revoked_by"].as_str()), (Some(false), Some("house/ops-admin")));
+    let (status, problem) = get(&client, &serve, &id, &secret).await;
+    assert_eq!(status, 401, "a revoked key still works: {problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("revoked"), "{problem}");
+    assert_eq!(call(&client, "POST", revoke("northwind-remit", "northwind-ci"), "rk_demo_admin", "").await.0, 409);
+    assert_eq!(call(&client, "POST", revoke("northwind-remit", "no-such-key"), "rk_demo_admin", "").await.0, 404);
+
+    // A key from the configuration file can be revoked too; the only admin key cannot.
+    assert_eq!(get(&client, &serve, &id, "rk_demo_psp_south").await.0, 404);
+    let (status, revoked) = call(&client, "POST", revoke("southgate-pay", "southgate-live"), "rk_demo_admin", "").await;
+    assert_eq!(status, 200, "{revoked}");
+    assert_eq!(get(&client, &serve, &id, "rk_demo_psp_south").await.0, 401);
+    let (status, problem) = call(&client, "POST", revoke("house", "ops-admin"), "rk_demo_admin", "").await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(get(&client, &serve, &id, "rk_demo_admin").await.0, 403, "the admin key was revoked anyway");
+
+    // Each change is in the hash chain, by the admin key that made it.
+    let (status, audit) = call(&client, "GET", format!("{base}/v1/treasury/audit"), "rk_demo_treasury", "").await;
+    assert_eq!(status, 200, "{audit}");
+    let actions: Vec<(String, String, String)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| (entry["by"].to_string(), entry["action"].to_string(), entry["change"].to_string()))
+        .collect();
+    for (action, change) in [
+        ("key.create", "northwind-remit/northwind-ci scopes psp"),
+        ("key.create", "demo-psp/demo-psp-backup scopes psp"),
+        ("key.revoke", "northwind-remit/northwind-ci (api)"),
+        ("key.revoke", "southgate-pay/southgate-live (config)"),
+    ] {
+        assert!(
+            actions.iter().any(|(by, a, c)| by.contains("house/ops-admin") && a.contains(action) && c.contains(change)),
+            "{action} {change} missing from {audit}"
+        );
+    }
+    let (status, verified) = call(&client, "GET", format!("{base}/v1/audit/verify"), "rk_demo_admin", "").await;
+    assert_eq!((status, verified["intact"].as_bool()), (200, Some(true)), "{verified}");
+
+    // After a restart: the created key still works, both revocations still hold.
+    drop(serve);
+    let serve = start(&db);
+    assert_eq!(
+        get(&client, &serve, &id, &kept).await.0,
+        404,
+        "the kept key should work (and not see another tenant's payout)"
+    );
+    let (status, _, _) = post(&client, &serve, "keys-2", &kept, BODY).await;
+    assert_eq!(status, 202);
+    assert_eq!(get(&client, &serve, &id, &secret).await.0, 401);
+    assert_eq!(get(&client, &serve, &id, "rk_demo_psp_south").await.0, 401);
+    drop(serve);
+    let output = Command::new(env!("CARGO_BIN_EXE_railyard")).args(["audit", "verify", "--db", &db]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+    for suffix in ["", "-wal", "-shm", ".keys"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}

@@ -12,6 +12,7 @@
 //! own configuration (`synchronous_commit`, on by default).
 
 pub mod audit;
+pub mod keys;
 pub mod ledger;
 pub mod vault;
 pub mod verify;
@@ -118,6 +119,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 8,
         sqlite: include_str!("../migrations/sqlite/0008_security.sql"),
         postgres: include_str!("../migrations/postgres/0008_security.sql"),
+    },
+    Migration {
+        version: 9,
+        sqlite: include_str!("../migrations/sqlite/0009_api_keys.sql"),
+        postgres: include_str!("../migrations/postgres/0009_api_keys.sql"),
     },
 ];
 
