@@ -188,6 +188,11 @@ impl Runtime {
         Arc::new(SnapshotRouting::new(self.snapshots.clone()))
     }
 
+    /// Sends every probe's result to `observer` (monitoring); only the first call takes effect.
+    pub fn set_probe_observer(&self, observer: rail::ProbeObserver) -> bool {
+        self.rails.values().next().is_some_and(|handle| handle.set_probe_observer(observer))
+    }
+
     pub fn observer(&self) -> Arc<RailObserver> {
         Arc::new(RailObserver { handles: self.rails.clone() })
     }

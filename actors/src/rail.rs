@@ -34,17 +34,34 @@ pub enum RailMsg {
     Crash,
 }
 
+/// Told of every probe: rail, whether it answered available, and how long it took.
+pub type ProbeObserver = Arc<dyn Fn(&str, bool, Duration) + Send + Sync>;
+
+/// Where probe results go once monitoring is attached (set at most once, shared by every rail).
+pub type ProbeSink = Arc<std::sync::OnceLock<ProbeObserver>>;
+
 /// A rail actor's address with its mailbox bound.
 #[derive(Clone)]
 pub struct RailHandle {
     pub rail: String,
     actor: Arc<std::sync::Mutex<Option<ActorRef<RailMsg>>>>,
     depth: Arc<AtomicUsize>,
+    probes: ProbeSink,
 }
 
 impl RailHandle {
-    fn new(rail: &str) -> RailHandle {
-        RailHandle { rail: rail.into(), actor: Arc::default(), depth: Arc::new(AtomicUsize::new(0)) }
+    fn new(rail: &str, probes: ProbeSink) -> RailHandle {
+        RailHandle { rail: rail.into(), actor: Arc::default(), depth: Arc::new(AtomicUsize::new(0)), probes }
+    }
+
+    /// Attaches the probe observer every rail shares; false if one was attached already.
+    pub fn set_probe_observer(&self, observer: ProbeObserver) -> bool {
+        self.probes.set(observer).is_ok()
+    }
+
+    /// Messages waiting in the rail actor's mailbox now.
+    pub fn depth(&self) -> usize {
+        self.depth.load(Ordering::Acquire)
     }
 
     fn set(&self, actor: Option<ActorRef<RailMsg>>) {
@@ -73,12 +90,14 @@ pub struct RailArgs {
     pub routing: ActorRef<RoutingMsg>,
     pub probe_every: Duration,
     pub depth: Arc<AtomicUsize>,
+    pub probes: ProbeSink,
 }
 
 pub struct RailState {
     connector: Arc<dyn Connector>,
     routing: ActorRef<RoutingMsg>,
     depth: Arc<AtomicUsize>,
+    probes: ProbeSink,
     /// Exponentially weighted moving average of leg latency, milliseconds, weight 1/8.
     latency_ewma_ms: Option<u64>,
     /// Successes and definitive rail rejects over the last window of outcomes.
@@ -128,6 +147,7 @@ impl Actor for RailActor {
             connector: args.connector,
             routing: args.routing,
             depth: args.depth,
+            probes: args.probes,
             latency_ewma_ms: None,
             outcomes: std::collections::VecDeque::new(),
             reported_available: None,
@@ -143,7 +163,12 @@ impl Actor for RailActor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RailMsg::Probe => {
+                let started = std::time::Instant::now();
                 let health = state.connector.health().await;
+                if let Some(observer) = state.probes.get() {
+                    let rail = &state.connector.capabilities().rail;
+                    observer(rail, health.available, started.elapsed());
+                }
                 if health.available {
                     state.healthy_probes = state.healthy_probes.saturating_add(1);
                     let recovering = state.reported_available == Some(false);
@@ -214,6 +239,7 @@ async fn spawn_rail(
         routing: routing.clone(),
         probe_every,
         depth: rail.handle.depth.clone(),
+        probes: rail.handle.probes.clone(),
     };
     rail.handle.depth.store(0, Ordering::Release);
     let (actor, _) = Actor::spawn_linked(None, RailActor, args, supervisor.clone()).await?;
@@ -303,5 +329,6 @@ impl Actor for RailSupervisor {
 
 /// Rails of the registry, grouped by kind, each with a handle the engine's observer uses.
 pub fn handles(registry: &railyard_connector::Registry) -> BTreeMap<String, RailHandle> {
-    registry.rails().map(|rail| (rail.to_string(), RailHandle::new(rail))).collect()
+    let probes = ProbeSink::default();
+    registry.rails().map(|rail| (rail.to_string(), RailHandle::new(rail, probes.clone()))).collect()
 }

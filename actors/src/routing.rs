@@ -73,6 +73,14 @@ pub enum RoutingMsg {
     SetFx {
         fx: Arc<FxBook>,
     },
+    /// Anomaly detection de-weights a rail (`factor` in (0, 1] scales its success probability) or
+    /// restores it (`None`).
+    Deweight {
+        rail: String,
+        factor: Option<Decimal>,
+        by: String,
+        reason: String,
+    },
     Tick,
     Audit {
         reply: RpcReplyPort<Vec<AuditEntry>>,
@@ -217,6 +225,18 @@ impl Actor for RoutingActor {
             RoutingMsg::SetFx { fx } => {
                 state.fx = fx;
                 state.rebuild()?;
+            }
+            RoutingMsg::Deweight { rail, factor, by, reason } => {
+                let entry: &mut RailState = state.live.entry(rail.clone()).or_default();
+                if entry.deweight != factor {
+                    entry.deweight = factor;
+                    let change = match factor {
+                        Some(factor) => format!("{rail} de-weighted (success probability x {factor}): {reason}"),
+                        None => format!("{rail} weight restored: {reason}"),
+                    };
+                    state.audit(&by, change);
+                    state.rebuild()?;
+                }
             }
             RoutingMsg::Tick => {
                 if state.dirty {

@@ -42,6 +42,8 @@ pub const BODY_BYTES_MAX: usize = 512 * 1024;
 pub const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 128;
 /// Seconds a client is told to wait when the intake is full.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
+/// Dashboard event streams open at once; more are refused with 503.
+pub const STREAMS_MAX: usize = 64;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -54,6 +56,10 @@ pub struct ApiState {
     pub limiter: Arc<RateLimiter>,
     /// The API keys in force (configuration and store), see [`keys`].
     pub keys: Arc<keys::KeyRing>,
+    /// Metrics, the dashboard's state and anomaly detection (absent in tools that run without it).
+    pub monitor: Option<railyard_monitor::Monitor>,
+    /// Dashboard streams open now, bounded by [`STREAMS_MAX`].
+    pub streams: Arc<std::sync::atomic::AtomicUsize>,
     /// The in-process sandbox rails (empty when every rail is remote), for sandbox onboarding.
     pub sandboxes: Arc<Vec<(String, railyard_rails::SandboxRail)>>,
 }
@@ -163,6 +169,7 @@ fn documented() -> utoipa_axum::router::OpenApiRouter<ApiState> {
         .routes(routes!(revoke_key))
         .routes(routes!(sandbox_card))
         .routes(routes!(sandbox_wallet))
+        .routes(routes!(sandbox_faults))
 }
 
 /// The OpenAPI document of every route [`router`] serves.
@@ -183,12 +190,20 @@ pub fn router(state: ApiState) -> axum::Router {
             }),
         )
         .route("/docs", get(|| async { axum::response::Html(DOCS_PAGE) }))
+        .route("/", get(|| async { axum::response::Html(DASHBOARD_PAGE) }))
+        .route("/metrics", get(metrics))
+        .route("/v1/monitor/state", get(monitor_state))
+        .route("/v1/monitor/stream", get(monitor_stream))
+        .route("/v1/monitor/graph", get(monitor_graph))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
 }
 
 /// A self-contained docs page (no assets fetched from anywhere) that reads `/openapi.json`.
 const DOCS_PAGE: &str = include_str!("docs.html");
+/// The live dashboard: one self-contained page (no assets fetched from anywhere) that reads
+/// `/v1/monitor/stream` and `/v1/monitor/graph`.
+const DASHBOARD_PAGE: &str = include_str!("dashboard.html");
 
 /// An RFC 9457 problem.
 pub struct Problem {
@@ -254,6 +269,9 @@ fn authenticate_caller(state: &ApiState, headers: &HeaderMap, scope: Scope) -> R
         return Err(Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized", "this API key has been revoked"));
     }
     if let Err(seconds) = state.limiter.take(digest) {
+        if let Some(monitor) = &state.monitor {
+            monitor.shed();
+        }
         let mut problem =
             Problem::new(StatusCode::TOO_MANY_REQUESTS, "Too many requests", "this API key is over its rate limit");
         problem.retry_after = Some(seconds);
@@ -502,9 +520,12 @@ async fn create_payout(State(state): State<ApiState>, headers: HeaderMap, body: 
     }
     let mut request = parse_payout(&body)?;
     request.submitted_by = Some(caller.key);
-    let accepted = match state.intake.accept(&tenant, key, &request).await {
+    let accepted = match timed_accept(&state, &tenant, key, &request).await {
         Ok(accepted) => accepted,
         Err(IntakeError::Overloaded) => {
+            if let Some(monitor) = &state.monitor {
+                monitor.shed();
+            }
             let mut problem =
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Overloaded", "the payout intake is full; retry shortly");
             problem.retry_after = Some(RETRY_AFTER_SECONDS);
@@ -1153,7 +1174,7 @@ async fn create_batch(State(state): State<ApiState>, headers: HeaderMap, body: B
             Err(problem) => {
                 json!({ "status": problem.status.as_u16(), "error": { "title": problem.title, "detail": problem.detail, "field": problem.field } })
             }
-            Ok((key, request)) => match state.intake.accept(&tenant, &key, &request).await {
+            Ok((key, request)) => match timed_accept(&state, &tenant, &key, &request).await {
                 Ok(accepted) => match state.engine.payout(&accepted.payout_id).await {
                     Ok(payout) => json!({ "status": 202, "replay": accepted.replay, "payout": payout_json(&payout) }),
                     Err(error) => json!({ "status": 500, "error": { "detail": error.to_string() } }),
@@ -1162,6 +1183,9 @@ async fn create_batch(State(state): State<ApiState>, headers: HeaderMap, body: B
                     json!({ "status": 409, "error": { "detail": format!("key used for payout {existing} with a different request") } })
                 }
                 Err(IntakeError::Overloaded) => {
+                    if let Some(monitor) = &state.monitor {
+                        monitor.shed();
+                    }
                     json!({ "status": 503, "error": { "detail": "intake full; retry this item" } })
                 }
                 Err(error) => json!({ "status": 422, "error": { "detail": error.to_string() } }),
@@ -1482,4 +1506,218 @@ async fn revoke_key(
     reload_keys(&state).await?;
     let revoked = state.keys.entries().iter().find(|key| key.tenant == tenant && key.id == id).map(key_json);
     Ok(Json(revoked.unwrap_or(Value::Null)).into_response())
+}
+
+fn monitor_of(state: &ApiState) -> Result<&railyard_monitor::Monitor, Problem> {
+    state.monitor.as_ref().ok_or_else(|| {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Monitoring off", "this server runs without the monitor")
+    })
+}
+
+/// `GET /metrics`: Prometheus text exposition format. Like the dashboard, it carries figures and
+/// rail names, never payout or beneficiary data; expose it only where operators can reach it.
+async fn metrics(State(state): State<ApiState>) -> Result<Response, Problem> {
+    let monitor = monitor_of(&state)?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], monitor.render_metrics()).into_response())
+}
+
+/// `GET /v1/monitor/state`: the dashboard's current state as one JSON document.
+async fn monitor_state(State(state): State<ApiState>) -> Result<Response, Problem> {
+    let status = monitor_of(&state)?.status().borrow().clone();
+    Ok(([(header::CONTENT_TYPE, "application/json")], status.as_str().to_owned()).into_response())
+}
+
+/// Counts an open dashboard stream until dropped.
+struct StreamSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// `GET /v1/monitor/stream`: server-sent events, one `status` event per monitor tick (the first at
+/// once). A slow reader skips states rather than queueing them.
+async fn monitor_stream(State(state): State<ApiState>) -> Result<Response, Problem> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let mut receiver = monitor_of(&state)?.status();
+    if state.streams.fetch_add(1, std::sync::atomic::Ordering::AcqRel) >= STREAMS_MAX {
+        state.streams.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let mut problem = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many dashboards",
+            format!("at most {STREAMS_MAX} dashboard streams are served at once"),
+        );
+        problem.retry_after = Some(5);
+        return Err(problem);
+    }
+    let slot = StreamSlot(state.streams.clone());
+    receiver.mark_changed();
+    let stream = futures_util::stream::unfold((receiver, slot), |(mut receiver, slot)| async move {
+        receiver.changed().await.ok()?;
+        let status = receiver.borrow_and_update().clone();
+        Some((
+            Ok::<_, std::convert::Infallible>(Event::default().event("status").data(status.as_str())),
+            (receiver, slot),
+        ))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+#[derive(Deserialize)]
+struct GraphQuery {
+    from: String,
+    to: String,
+    #[serde(default)]
+    amount: Option<String>,
+}
+
+/// `GET /v1/monitor/graph?from=USD&to=EUR&amount=1000`: the routing graph around a corridor (its
+/// currencies and those of the best route) and the current best route on the live snapshot.
+async fn monitor_graph(State(state): State<ApiState>, Query(query): Query<GraphQuery>) -> Result<Response, Problem> {
+    let currency = |field: &str, code: &str| {
+        Currency::from_code(code.trim()).map_err(|_| invalid(field, format!("{code:?} is not an ISO 4217 currency")))
+    };
+    let from = currency("from", &query.from)?;
+    let to = currency("to", &query.to)?;
+    let amount_text = query.amount.unwrap_or_else(|| "1000".into());
+    let amount =
+        Money::parse(&amount_text, from, Sign::Positive).map_err(|error| invalid("amount", error.to_string()))?;
+    let snapshot = state.snapshots.borrow().clone();
+    let request = RouteRequest::payout(from, to, amount, Mode::Send, chrono::Utc::now());
+    let (route, error) = match snapshot.router.route(&request) {
+        Ok(set) => (
+            set.routes.first().map(|best| {
+                let mut route = railyard_routes::route_json(best);
+                if let Some(legs) = route["legs"].as_array_mut() {
+                    for (json, leg) in legs.iter_mut().zip(&best.legs) {
+                        json["from_node"] = json!(leg.from_node);
+                        json["to_node"] = json!(leg.to_node);
+                    }
+                }
+                route
+            }),
+            None,
+        ),
+        Err(error) => (None, Some(error.to_string())),
+    };
+    let graph = snapshot.router.graph();
+    let mut wanted: Vec<Currency> = vec![from, to];
+    if let Some(route) = &route
+        && let Some(legs) = route["legs"].as_array()
+    {
+        for leg in legs {
+            for side in ["from", "to"] {
+                if let Some(code) = leg[side].as_str()
+                    && let Ok(currency) = Currency::from_code(code)
+                    && !wanted.contains(&currency)
+                {
+                    wanted.push(currency);
+                }
+            }
+        }
+    }
+    let mut nodes: Vec<String> = Vec::new();
+    let mut edges = Vec::new();
+    for edge in graph.edges() {
+        let (head, tail) = (graph.node_key(edge.from), graph.node_key(edge.to));
+        if !wanted.contains(&head.currency) || !wanted.contains(&tail.currency) {
+            continue;
+        }
+        for key in [head, tail] {
+            let name = key.to_string();
+            if !nodes.contains(&name) {
+                nodes.push(name);
+            }
+        }
+        let operator = graph.operator(edge.operator);
+        edges.push(json!({ "from": head.to_string(), "to": tail.to_string(), "operator": operator.id }));
+    }
+    edges.dedup();
+    let nodes: Vec<Value> = nodes
+        .iter()
+        .map(|name| {
+            let (currency, location) = name.split_once('@').unwrap_or((name, ""));
+            json!({ "id": name, "currency": currency, "location": location })
+        })
+        .collect();
+    Ok(Json(json!({
+        "snapshot_version": snapshot.version,
+        "corridor": format!("{}-{}", from.code(), to.code()),
+        "amount": amount.amount_text(),
+        "nodes": nodes,
+        "edges": edges,
+        "route": route,
+        "error": error,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct FaultsBody {
+    /// Switch a run-time outage on or off.
+    #[serde(default)]
+    outage: Option<bool>,
+    /// A whole fault plan (seed, latency, rejects, reply_lost_permille, ...); replaces the current one.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    plan: Option<Value>,
+}
+
+#[utoipa::path(put, path = "/v1/sandbox/rails/{rail}/faults", tag = "sandbox", request_body = FaultsBody, params(("rail" = String, Path)), responses((status = 200, description = "applied to the in-process sandbox rail", body = Object), (status = 404, description = "no in-process sandbox rail of that id", body = ProblemDoc), (status = 422, description = "invalid plan", body = ProblemDoc)), security(("bearer" = [])))]
+/// `PUT /v1/sandbox/rails/{rail}/faults` (scope admin): fault injection on an in-process sandbox
+/// rail, for drills and demos: an outage, slow answers, rejects, lost replies. Audited.
+async fn sandbox_faults(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(rail): Path<String>,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let by = who(&state, &headers, Scope::Admin)?;
+    let body: FaultsBody = json_body(&body)?;
+    let Some((_, sandbox)) = state.sandboxes.iter().find(|(id, _)| *id == rail) else {
+        return Err(Problem::new(StatusCode::NOT_FOUND, "Not found", format!("no in-process sandbox rail {rail}")));
+    };
+    let plan = match body.plan {
+        Some(plan) => Some(
+            serde_json::from_value::<railyard_connector::faults::FaultPlan>(plan)
+                .map_err(|error| invalid("plan", error.to_string()))?,
+        ),
+        None => None,
+    };
+    if let Some(plan) = &plan {
+        plan.validate().map_err(|error| invalid("plan", error.to_string()))?;
+    }
+    let detail = format!(
+        "{rail}: {}{}",
+        body.outage.map(|outage| format!("outage {outage}; ")).unwrap_or_default(),
+        plan.as_ref().map(|plan| serde_json::to_string(plan).unwrap_or_default()).unwrap_or_default()
+    );
+    state.engine.store().audit(&by, "sandbox.faults", &detail).await.map_err(store_error)?;
+    let sandbox = sandbox.sandbox();
+    if let Some(plan) = plan {
+        sandbox.faults.set_plan(plan).map_err(|error| invalid("plan", error.to_string()))?;
+    }
+    if let Some(outage) = body.outage {
+        sandbox.set_outage(outage);
+    }
+    Ok(Json(json!({ "rail": rail, "outage": body.outage, "applied": true })).into_response())
+}
+
+/// Accepts through the intake and tells the monitor how long a new payout took to be durable.
+async fn timed_accept(
+    state: &ApiState,
+    tenant: &str,
+    key: &str,
+    request: &PayoutRequest,
+) -> Result<railyard_saga::Accepted, IntakeError> {
+    let started = std::time::Instant::now();
+    let answer = state.intake.accept(tenant, key, request).await;
+    if let (Ok(accepted), Some(monitor)) = (&answer, &state.monitor)
+        && !accepted.replay
+    {
+        monitor.accepted(started.elapsed());
+    }
+    answer
 }

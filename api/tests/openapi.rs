@@ -33,6 +33,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/admin/keys"),
     ("get", "/v1/admin/keys"),
     ("post", "/v1/admin/keys/{tenant}/{id}/revoke"),
+    ("put", "/v1/sandbox/rails/{rail}/faults"),
 ];
 
 #[test]

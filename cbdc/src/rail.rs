@@ -382,6 +382,10 @@ impl RailService for CbdcRail {
             |name: &str| query.iter().find(|(key, _)| *key == name).and_then(|(_, value)| value.parse::<usize>().ok());
         match (method, path) {
             (Method::Get, "/health") => {
+                let delay = self.sandbox.faults.steady_latency();
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 let available = !self.sandbox.faults.outage_at(Utc::now());
                 Reply::json(200, &serde_json::json!({ "available": available, "height": self.block_count() }))
             }

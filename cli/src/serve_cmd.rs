@@ -40,6 +40,24 @@ pub struct ServeArgs {
     /// Open the demo PSP balances with a --config of your own too (a sandbox deployment).
     #[arg(long)]
     demo_balances: bool,
+    /// Anomaly detection: the factor a misbehaving rail's success probability is multiplied by in
+    /// routing until it recovers (in (0, 1]; 1 leaves routing alone).
+    #[arg(long, default_value = "0.5", value_parser = parse_factor)]
+    anomaly_deweight: railyard_core::Decimal,
+    /// Anomaly detection raises alerts only and never changes routing.
+    #[arg(long)]
+    anomaly_alert_only: bool,
+    /// How often the monitor samples (metrics, dashboard updates, anomaly detection), milliseconds.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    monitor_tick_ms: u64,
+}
+
+fn parse_factor(text: &str) -> Result<railyard_core::Decimal, String> {
+    let factor: railyard_core::Decimal = text.parse().map_err(|_| format!("{text:?} is not a decimal number"))?;
+    if factor <= railyard_core::Decimal::ZERO || factor > railyard_core::Decimal::ONE {
+        return Err(format!("{factor} is not in (0, 1]"));
+    }
+    Ok(factor)
 }
 
 /// Where the vault keys live when neither `RAILYARD_VAULT_KEYS` nor `RAILYARD_VAULT_KEY_FILE` is
@@ -106,7 +124,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             tracing::warn!("no [risk] section: payouts are not screened or scored");
         }
         engine.set_routing(actors.routing_source());
-        engine.set_observer(actors.observer());
+        let (monitor, monitor_task) = railyard_monitor::create(railyard_monitor::Settings {
+            tick: Duration::from_millis(args.monitor_tick_ms),
+            deweight: (!args.anomaly_alert_only).then_some(args.anomaly_deweight),
+            ..railyard_monitor::Settings::default()
+        })
+        .map_err(|error| anyhow::anyhow!("monitor: {error}"))?;
+        engine.set_observer(monitor.observer(Some(actors.observer())));
+        actors.set_probe_observer(monitor.probe_observer());
         engine.ensure_accounts().await?;
         if demo || args.demo_balances {
             open_demo_balances(&engine, &config).await?;
@@ -137,6 +162,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 ..railyard_treasury::reconcile::Settings::default()
             },
         ));
+        let monitor_task = monitor_task.start(railyard_monitor::Sources {
+            store: store.clone(),
+            config: config.clone(),
+            snapshots: actors.snapshots.clone(),
+            routing: actors.routing.clone(),
+            rails: actors.rails.clone(),
+            intake: Some(intake.clone()),
+        });
         let keys = Arc::new(railyard_api::keys::KeyRing::load(&store, &config).await?);
         let key_refresh = tokio::spawn(railyard_api::keys::refresh(
             keys.clone(),
@@ -146,6 +179,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ));
         let api = railyard_api::router(railyard_api::ApiState {
             keys,
+            monitor: Some(monitor),
+            streams: Arc::default(),
             config: config.clone(),
             engine: engine.clone(),
             intake,
@@ -171,6 +206,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         coordinator.stop(Some("shutdown".into()));
         deliverer.abort();
         key_refresh.abort();
+        monitor_task.abort();
         reconciler.abort();
         liquidity_watch.abort();
         settlement_schedule.abort();

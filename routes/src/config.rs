@@ -29,8 +29,9 @@ pub struct RailState {
     pub liquidity: BTreeMap<Currency, Money>,
     /// Sent today, per currency, counted against the daily cap.
     pub daily_used: BTreeMap<Currency, Money>,
-    /// A routing weight applied by anomaly detection: multiplies the rail's risk (1 = neutral).
-    pub risk_multiplier: Option<Decimal>,
+    /// Set by anomaly detection while the rail misbehaves: its success probability is multiplied
+    /// by this factor (in (0, 1]), so routing treats it as that much riskier until it recovers.
+    pub deweight: Option<Decimal>,
 }
 
 /// Live state of every rail, by rail id.
@@ -146,16 +147,10 @@ pub fn build_router(config: &TreasuryConfig, fx: &FxBook, live: &LiveState) -> R
 
 fn rail_success(rail: &RailConfig, state: &RailState) -> Decimal {
     let base = state.success_probability.unwrap_or(rail.availability_prior);
-    match state.risk_multiplier {
-        // Multiplying −ln p by m is raising p to the power m; only whole steps are used here so that
-        // the result stays an exact decimal.
-        Some(multiplier) if multiplier > Decimal::ONE => {
-            let steps = multiplier.round().to_string().parse::<u32>().unwrap_or(1).clamp(1, 16);
-            let mut probability = base;
-            for _ in 1..steps {
-                probability = (probability * base).round_dp(12);
-            }
-            probability.max(Decimal::new(1, 6))
+    match state.deweight {
+        // Never zero: a de-weighted rail stays a (costly) fallback rather than vanishing.
+        Some(factor) if factor > Decimal::ZERO && factor < Decimal::ONE => {
+            (base * factor).round_dp(12).max(Decimal::new(1, 6))
         }
         _ => base,
     }

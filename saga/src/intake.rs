@@ -83,6 +83,11 @@ impl Intake {
         Intake { sender }
     }
 
+    /// Requests waiting for the writer now.
+    pub fn depth(&self) -> usize {
+        self.sender.max_capacity().saturating_sub(self.sender.capacity())
+    }
+
     /// Accepts a payout durably: returns once its group is committed.
     pub async fn accept(&self, tenant: &str, key: &str, payout: &PayoutRequest) -> Result<Accepted, IntakeError> {
         let (reply, answer) = oneshot::channel();

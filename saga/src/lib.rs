@@ -366,6 +366,19 @@ pub trait OutcomeObserver: Send + Sync {
     /// `success`: executed (true) or definitively rejected by the rail (false); unknown outcomes are
     /// not reported until resolved.
     fn leg_outcome(&self, rail: &str, success: bool, elapsed: Duration);
+
+    /// A payout's state changed (told after the change is committed). Monitoring counts these.
+    fn payout_moved(&self, _moved: &PayoutMoved<'_>) {}
+}
+
+/// A committed state change of one payout.
+pub struct PayoutMoved<'a> {
+    pub payout: &'a Payout,
+    pub from: State,
+    pub to: State,
+    /// The route after the change, if it has one.
+    pub route: Option<&'a StoredRoute>,
+    pub detail: &'a str,
 }
 
 fn account_id(kind: &str, owner: &str, currency: Currency) -> String {
@@ -1134,6 +1147,10 @@ impl Engine {
         }
         self.crash(from.as_str(), Phase::BeforeCommit)?;
         tx.commit().await?;
+        if let Some(observer) = &self.observer {
+            let route = changes.route.as_ref().or(payout.route.as_ref());
+            observer.payout_moved(&PayoutMoved { payout, from, to, route, detail });
+        }
         match to {
             State::InDoubt | State::Failed | State::Returned => {
                 tracing::warn!(from = from.as_str(), to = to.as_str(), "{detail}")

@@ -390,6 +390,10 @@ impl RailService for CardRail {
         let (path, query) = split_target(target);
         match (method, path) {
             (Method::Get, "/health") => {
+                let delay = self.sandbox.faults.steady_latency();
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 let available = !self.sandbox.faults.outage_at(Utc::now());
                 Reply::json(200, &serde_json::json!({ "available": available }))
             }

@@ -375,7 +375,13 @@ impl RailService for InstantRail {
         }
         let (path, _) = split_target(target);
         match (method, path) {
-            (Method::Get, "/admi.004") => self.availability(),
+            (Method::Get, "/admi.004") => {
+                let delay = self.sandbox.faults.steady_latency();
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                self.availability()
+            }
             (Method::Post, "/pacs.008" | "/pacs.028" | "/camt.056") => {
                 let parsed = match iso20022::parse(&body) {
                     Ok(parsed) => parsed,

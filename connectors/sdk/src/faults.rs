@@ -221,6 +221,15 @@ impl Faults {
         state.outage || state.plan.outages.iter().any(|window| window.from <= now && now < window.until)
     }
 
+    /// The plan's steady latency (`base_ms` at `slow_percent`), without jitter or tail and without
+    /// consuming random draws: what a health probe waits, so a slow rail answers probes slowly
+    /// too while the seeded sequence of submissions stays the same.
+    pub fn steady_latency(&self) -> Duration {
+        let state = self.lock();
+        let slow = u64::from(state.plan.slow_percent.unwrap_or(100));
+        Duration::from_millis(state.plan.latency.base_ms.saturating_mul(slow) / 100)
+    }
+
     /// Draws the faults for one submitted message.
     pub fn draw(&self, now: DateTime<Utc>) -> Draw {
         let mut guard = self.lock();
