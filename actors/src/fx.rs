@@ -1,13 +1,13 @@
-//! The FX actor: reloads reference rates on a schedule and hands routing a new FX book when they
-//! change. A rate set that fails to build (an arbitrage cycle, a stale file) is refused and the
-//! previous book stays in force.
+//! The FX actor: reloads reference rates on a schedule and hands them to routing when they change.
+//! Routing builds the FX book from them and the providers in force; a rate set that fails to build
+//! (an arbitrage cycle) is refused there and the previous book stays.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use railyard_config::TreasuryConfig;
-use railyard_fx::{FxBook, RateHistory};
+use railyard_fx::RateHistory;
 
 use crate::routing::RoutingMsg;
 
@@ -66,20 +66,13 @@ impl Actor for FxActor {
                 if state.date == Some(rates.date()) {
                     return Ok(());
                 }
-                match FxBook::build(&state.config.fx_providers, rates) {
-                    Ok(book) => {
-                        state.date = Some(book_date(&history));
-                        let _ = state.routing.send_message(RoutingMsg::SetFx { fx: Arc::new(book) });
-                        tracing::info!(date = %book_date(&history), "FX book refreshed");
-                    }
-                    Err(error) => tracing::warn!("FX rates refused, previous book stays: {error}"),
-                }
+                // Routing builds the book from these rates and the providers (and spreads) in
+                // force, so a treasury spread change and a rate refresh cannot undo each other.
+                state.date = Some(rates.date());
+                tracing::info!(date = %rates.date(), "FX reference rates refreshed");
+                let _ = state.routing.send_message(RoutingMsg::SetRates { rates });
             }
         }
         Ok(())
     }
-}
-
-fn book_date(history: &RateHistory) -> chrono::NaiveDate {
-    history.latest_date()
 }

@@ -13,19 +13,21 @@
 //! ractor's mailboxes are unbounded; every queue here that traffic can fill has a named bound
 //! enforced by the sender (`RAIL_MAILBOX_MAX`, the intake's `INTAKE_QUEUE_MAX`).
 
+pub mod bench;
+pub mod change;
 pub mod fx;
 pub mod rail;
 pub mod routing;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use railyard_config::{RailKind, TreasuryConfig};
 use railyard_connector::Registry;
 use railyard_fx::FxBook;
+use railyard_saga::driver::{Driver, DriverOptions};
 use railyard_saga::{Engine, OutcomeObserver};
 use tokio::sync::watch;
 
@@ -45,55 +47,57 @@ impl OutcomeObserver for RailObserver {
     }
 }
 
+/// How long a stopping coordinator waits for running sagas to finish their pass.
+pub const COORDINATOR_STOP_GRACE: Duration = Duration::from_secs(2);
+
 pub enum CoordinatorMsg {
-    Tick,
-    Done,
+    /// Tells how many sagas are running now.
+    Running(ractor::RpcReplyPort<usize>),
 }
 
 pub struct CoordinatorState {
-    engine: Arc<Engine>,
-    busy: Arc<AtomicBool>,
+    driver: Driver,
 }
 
-/// Drives due sagas: each tick, if the previous pass finished, one `resume_due` pass on its own
-/// task (a long rail call never blocks the mailbox).
+/// Owns the saga driver (railyard_saga::driver): up to its bound of sagas run at once, each on its
+/// own task, started when the intake commits them or when a scan finds them due. Linked to the
+/// root; when it stops, no new saga starts and the running ones finish their pass.
 pub struct SagaCoordinator;
 
 impl Actor for SagaCoordinator {
     type Msg = CoordinatorMsg;
     type State = CoordinatorState;
-    type Arguments = (Arc<Engine>, Duration);
+    type Arguments = Driver;
 
     async fn pre_start(
         &self,
-        myself: ActorRef<CoordinatorMsg>,
-        (engine, tick): (Arc<Engine>, Duration),
+        _myself: ActorRef<CoordinatorMsg>,
+        driver: Driver,
     ) -> Result<CoordinatorState, ActorProcessingErr> {
-        myself.send_interval(tick, || CoordinatorMsg::Tick);
-        Ok(CoordinatorState { engine, busy: Arc::new(AtomicBool::new(false)) })
+        Ok(CoordinatorState { driver })
     }
 
     async fn handle(
         &self,
-        myself: ActorRef<CoordinatorMsg>,
+        _myself: ActorRef<CoordinatorMsg>,
         message: CoordinatorMsg,
         state: &mut CoordinatorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            CoordinatorMsg::Tick => {
-                if state.busy.swap(true, Ordering::AcqRel) {
-                    return Ok(());
-                }
-                let engine = state.engine.clone();
-                let busy = state.busy.clone();
-                tokio::spawn(async move {
-                    let _ = engine.resume_due().await;
-                    busy.store(false, Ordering::Release);
-                    let _ = myself.send_message(CoordinatorMsg::Done);
-                });
+            CoordinatorMsg::Running(reply) => {
+                let _ = reply.send(state.driver.running());
             }
-            CoordinatorMsg::Done => {}
         }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<CoordinatorMsg>,
+        state: &mut CoordinatorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Sagas still running after the grace are durable and resume on the next start.
+        state.driver.stop_within(COORDINATOR_STOP_GRACE).await;
         Ok(())
     }
 }
@@ -140,18 +144,36 @@ pub struct Runtime {
 /// one every 100 ms keeps an outage's detection plus rebuild well inside 250 ms.
 pub const PROBE_EVERY: Duration = Duration::from_millis(100);
 
+/// How a [`Runtime`] starts.
+#[derive(Clone)]
+pub struct RuntimeOptions {
+    /// How often each rail actor probes its rail.
+    pub probe_every: Duration,
+    /// Where routing records treasury changes (see [`change`]); `None` keeps them in memory.
+    pub store: Option<railyard_store::Store>,
+    /// Rails whose kill switch is engaged from the start.
+    pub killed: BTreeSet<String>,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> RuntimeOptions {
+        RuntimeOptions { probe_every: PROBE_EVERY, store: None, killed: BTreeSet::new() }
+    }
+}
+
 impl Runtime {
     pub async fn start(
         config: Arc<TreasuryConfig>,
         fx: Arc<FxBook>,
         registry: Registry,
-        probe_every: Duration,
+        options: RuntimeOptions,
     ) -> Result<Runtime, String> {
-        let initial = build_snapshot(config.clone(), fx.clone(), &Default::default(), &Default::default(), 0)?;
+        let RuntimeOptions { probe_every, store, killed } = options;
+        let initial = build_snapshot(config.clone(), fx.clone(), &Default::default(), &killed, 0)?;
         let (publish, snapshots) = watch::channel(Arc::new(initial));
         let handles = rail::handles(&registry);
         let (root, root_handle) = Actor::spawn(None, Root, ()).await.map_err(|error| error.to_string())?;
-        let routing_args = RoutingArgs { config: config.clone(), fx: fx.clone(), publish };
+        let routing_args = RoutingArgs { config: config.clone(), fx: fx.clone(), publish, store, killed };
         let (routing, _) = Actor::spawn_linked(None, RoutingActor, routing_args, root.get_cell())
             .await
             .map_err(|error| error.to_string())?;
@@ -197,16 +219,19 @@ impl Runtime {
         Arc::new(RailObserver { handles: self.rails.clone() })
     }
 
-    /// Starts the saga coordinator, linked to the root.
+    /// Starts the saga coordinator, linked to the root, with a driver that scans for due sagas
+    /// every `scan_every`. Returns the driver too, for the intake to kick new payouts into.
     pub async fn start_coordinator(
         &self,
         engine: Arc<Engine>,
-        tick: Duration,
-    ) -> Result<ActorRef<CoordinatorMsg>, String> {
-        let (coordinator, _) = Actor::spawn_linked(None, SagaCoordinator, (engine, tick), self.root.get_cell())
+        scan_every: Duration,
+    ) -> Result<(ActorRef<CoordinatorMsg>, Driver), String> {
+        let options = DriverOptions { scan_every, ..DriverOptions::default() };
+        let driver = Driver::start(engine, options);
+        let (coordinator, _) = Actor::spawn_linked(None, SagaCoordinator, driver.clone(), self.root.get_cell())
             .await
             .map_err(|error| error.to_string())?;
-        Ok(coordinator)
+        Ok((coordinator, driver))
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

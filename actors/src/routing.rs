@@ -14,7 +14,10 @@ use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use railyard_config::TreasuryConfig;
 use railyard_core::Decimal;
-use railyard_fx::FxBook;
+use railyard_fx::{FxBook, ReferenceRates};
+use railyard_store::Store;
+
+use crate::change::{ChangeError, ChangeErrorKind, TreasuryChange};
 use railyard_routes::{LiveState, RailState, Router};
 use tokio::sync::watch;
 
@@ -62,16 +65,17 @@ pub enum RoutingMsg {
         engaged: bool,
         by: String,
     },
-    /// A treasury change: new rail costs, spreads, limits, weights. Validated by building a router.
-    SetConfig {
-        config: Box<TreasuryConfig>,
+    /// A treasury change (rail costs, spreads, limits, weights), applied to the configuration in
+    /// force. Validated by building the FX book and a router with it; recorded in the store with
+    /// its audit entry (when the actor has a store) before it is published.
+    Apply {
+        change: TreasuryChange,
         by: String,
-        /// What changed, before and after, for the audit log.
-        change: String,
-        reply: RpcReplyPort<Result<u64, String>>,
+        reply: RpcReplyPort<Result<AppliedChange, ChangeError>>,
     },
-    SetFx {
-        fx: Arc<FxBook>,
+    /// New reference rates: the FX book is rebuilt from them and the providers in force.
+    SetRates {
+        rates: ReferenceRates,
     },
     /// Anomaly detection de-weights a rail (`factor` in (0, 1] scales its success probability) or
     /// restores it (`None`).
@@ -91,6 +95,18 @@ pub struct RoutingArgs {
     pub config: Arc<TreasuryConfig>,
     pub fx: Arc<FxBook>,
     pub publish: watch::Sender<Arc<Snapshot>>,
+    /// Where treasury changes are recorded; without one they apply in memory only.
+    pub store: Option<Store>,
+    /// Rails whose kill switch is engaged from the start (restored from the store).
+    pub killed: BTreeSet<String>,
+}
+
+/// A treasury change routing accepted: the snapshot it is in, and what it replaced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedChange {
+    pub version: u64,
+    pub before: serde_json::Value,
+    pub after: serde_json::Value,
 }
 
 pub struct RoutingState {
@@ -102,6 +118,7 @@ pub struct RoutingState {
     version: u64,
     publish: watch::Sender<Arc<Snapshot>>,
     audit: VecDeque<AuditEntry>,
+    store: Option<Store>,
 }
 
 pub struct RoutingActor;
@@ -141,6 +158,52 @@ impl RoutingState {
         Ok(())
     }
 
+    /// Applies a treasury change: validate, build, record durably, publish. A change that cannot be
+    /// built or recorded changes nothing; a refusal is itself audited.
+    async fn apply(&mut self, change: &TreasuryChange, by: &str) -> Result<AppliedChange, ChangeError> {
+        let mut next = (*self.config).clone();
+        let built = change.apply(&mut next).and_then(|applied| {
+            let next = Arc::new(next);
+            let fx = if change.touches_fx_book() {
+                let book = FxBook::build(&next.fx_providers, self.fx.reference().clone())
+                    .map_err(|error| ChangeError::invalid(change.field(), error.to_string()))?;
+                Arc::new(book)
+            } else {
+                self.fx.clone()
+            };
+            let snapshot = build_snapshot(next.clone(), fx.clone(), &self.live, &self.killed, self.version + 1)
+                .map_err(|error| ChangeError::invalid(change.field(), error))?;
+            Ok((applied, next, fx, snapshot))
+        });
+        let (applied, next, fx, snapshot) = match built {
+            Ok(built) => built,
+            Err(error) => {
+                if let Some(store) = &self.store
+                    && error.kind == ChangeErrorKind::Invalid
+                {
+                    let detail = format!("{}: {error}", change.key());
+                    if let Err(failure) = store.audit(by, &format!("{}.refused", change.action()), &detail).await {
+                        tracing::warn!("a refused treasury change was not audited: {failure}");
+                    }
+                }
+                return Err(error);
+            }
+        };
+        let detail = change.describe(&applied);
+        if let Some(store) = &self.store {
+            let value = change.stored_value().to_string();
+            railyard_store::settings::record(store, by, change.action(), &detail, &change.key(), Some(&value))
+                .await
+                .map_err(|error| ChangeError::unavailable(format!("the change was not recorded: {error}")))?;
+        }
+        self.version = snapshot.version;
+        self.config = next;
+        self.fx = fx;
+        self.publish.send_replace(Arc::new(snapshot));
+        self.audit(by, detail);
+        Ok(AppliedChange { version: self.version, before: applied.before, after: applied.after })
+    }
+
     fn audit(&mut self, actor: &str, change: String) {
         if self.audit.len() >= AUDIT_MAX {
             self.audit.pop_front();
@@ -161,15 +224,17 @@ impl Actor for RoutingActor {
     ) -> Result<RoutingState, ActorProcessingErr> {
         myself.send_interval(REBUILD_TICK, || RoutingMsg::Tick);
         let version = args.publish.borrow().version;
+        // The first snapshot (published by `Runtime::start`) already leaves out the killed rails.
         Ok(RoutingState {
             config: args.config,
             fx: args.fx,
             live: LiveState::new(),
-            killed: BTreeSet::new(),
+            killed: args.killed,
             dirty: false,
             version,
             publish: args.publish,
             audit: VecDeque::new(),
+            store: args.store,
         })
     }
 
@@ -205,27 +270,17 @@ impl Actor for RoutingActor {
                     state.rebuild()?;
                 }
             }
-            RoutingMsg::SetConfig { config, by, change, reply } => {
-                let config = Arc::new(*config);
-                let candidate =
-                    build_snapshot(config.clone(), state.fx.clone(), &state.live, &state.killed, state.version + 1);
-                let answer = match candidate {
-                    Ok(snapshot) => {
-                        state.version = snapshot.version;
-                        state.config = config;
-                        state.publish.send_replace(Arc::new(snapshot));
-                        state.audit(&by, change);
-                        Ok(state.version)
-                    }
-                    // A configuration that cannot build a router changes nothing.
-                    Err(error) => Err(error),
-                };
+            RoutingMsg::Apply { change, by, reply } => {
+                let answer = state.apply(&change, &by).await;
                 let _ = reply.send(answer);
             }
-            RoutingMsg::SetFx { fx } => {
-                state.fx = fx;
-                state.rebuild()?;
-            }
+            RoutingMsg::SetRates { rates } => match FxBook::build(&state.config.fx_providers, rates) {
+                Ok(book) => {
+                    state.fx = Arc::new(book);
+                    state.rebuild()?;
+                }
+                Err(error) => tracing::warn!("FX rates refused, the previous book stays: {error}"),
+            },
             RoutingMsg::Deweight { rail, factor, by, reason } => {
                 let entry: &mut RailState = state.live.entry(rail.clone()).or_default();
                 if entry.deweight != factor {

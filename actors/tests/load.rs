@@ -63,8 +63,7 @@ async fn system(name: &str) -> System {
     let rates = RateHistory::bundled_daily().latest();
     let fx = Arc::new(FxBook::build(&config.fx_providers, rates.clone()).unwrap());
     let rails = railyard_rails::build(&config, &rates).unwrap();
-    let runtime =
-        Runtime::start(config.clone(), fx.clone(), rails.registry.clone(), railyard_actors::PROBE_EVERY).await.unwrap();
+    let runtime = Runtime::start(config.clone(), fx.clone(), rails.registry.clone(), Default::default()).await.unwrap();
     let path = std::env::temp_dir().join(format!("railyard_load_{name}_{}.db", std::process::id()));
     let store = Store::open(&format!("sqlite:{}", path.display()), &StoreOptions::default()).await.unwrap();
     let settings =
@@ -82,8 +81,8 @@ async fn system(name: &str) -> System {
     engine.ensure_accounts().await.unwrap();
     engine.fund_psp("demo-psp", Money::from_minor(1_000_000_000, c("EUR")), "wire").await.unwrap();
     let engine = Arc::new(engine);
-    runtime.start_coordinator(engine.clone(), Duration::from_millis(10)).await.unwrap();
-    let intake = Intake::start(engine.clone());
+    let (_, driver) = runtime.start_coordinator(engine.clone(), Duration::from_millis(10)).await.unwrap();
+    let intake = Intake::start(engine.clone()).with_driver(driver);
     System { runtime, rails, engine, intake, path }
 }
 

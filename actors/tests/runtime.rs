@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use railyard_actors::Runtime;
+use railyard_actors::change::{ChangeErrorKind, FeeFields, SpreadFields, TreasuryChange};
 use railyard_actors::rail::{RailMsg, RailSupervisorMsg};
 use railyard_actors::routing::RoutingMsg;
+use railyard_actors::{Runtime, RuntimeOptions};
 use railyard_config::{RailKind, TreasuryConfig};
-use railyard_core::{Country, Currency, Decimal, FeeSchedule, Money};
+use railyard_core::{Country, Currency, Decimal, Money};
 use railyard_fx::{FxBook, RateHistory};
 use railyard_routes::{Mode, RouteRequest};
 
@@ -30,9 +31,8 @@ async fn start(config: TreasuryConfig) -> (Runtime, railyard_rails::Rails, Arc<F
     let rates = RateHistory::bundled_daily().latest();
     let fx = Arc::new(FxBook::build(&config.fx_providers, rates.clone()).unwrap());
     let rails = railyard_rails::build(&config, &rates).unwrap();
-    let runtime = Runtime::start(Arc::new(config), fx.clone(), rails.registry.clone(), railyard_actors::PROBE_EVERY)
-        .await
-        .unwrap();
+    let runtime =
+        Runtime::start(Arc::new(config), fx.clone(), rails.registry.clone(), Default::default()).await.unwrap();
     (runtime, rails, fx)
 }
 
@@ -85,26 +85,20 @@ async fn a_fee_change_flips_the_best_route_without_restart() {
     let before = best_rails(&runtime, "USD", "BRL", 250_000, "BR");
     assert!(!before.is_empty());
     let winner = before.iter().find(|rail| config.rail(rail).is_some()).unwrap().clone();
-    let mut changed = config.clone();
-    let rail = changed.rails.iter_mut().find(|rail| rail.id.as_str() == winner).unwrap();
-    for (currency, fee) in rail.fees.iter_mut() {
-        *fee = FeeSchedule::new(
-            Money::from_minor(50_000 * 10_i64.pow(currency.exponent()) / 100, *currency),
-            Decimal::ZERO,
-            None,
-            None,
-        )
-        .unwrap();
+    let rail = config.rail(&winner).unwrap();
+    for currency in rail.fees.keys() {
+        let fields = FeeFields { fixed: "500".into(), bps: "0".into(), min: None, max: None };
+        let change = TreasuryChange::fee(&winner, currency.code(), &fields).unwrap();
+        let applied =
+            ractor::call!(runtime.routing, |reply| RoutingMsg::Apply { change, by: "treasury@test".into(), reply })
+                .unwrap()
+                .unwrap();
+        assert!(applied.version > 0);
+        assert_eq!(
+            applied.after["fixed"],
+            Money::parse("500", *currency, railyard_core::Sign::Positive).unwrap().amount_text()
+        );
     }
-    let version = ractor::call!(runtime.routing, |reply| RoutingMsg::SetConfig {
-        config: Box::new(changed),
-        by: "treasury@test".into(),
-        change: "fees raised".into(),
-        reply
-    })
-    .unwrap()
-    .unwrap();
-    assert!(version > 0);
     let after = best_rails(&runtime, "USD", "BRL", 250_000, "BR");
     assert!(!after.contains(&winner), "{winner} still wins after its fee went to 500: {after:?}");
     let audit = ractor::call!(runtime.routing, |reply| RoutingMsg::Audit { reply }).unwrap();
@@ -143,4 +137,122 @@ async fn the_fx_actor_publishes_a_fresh_book_to_routing() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     runtime.stop().await;
+}
+
+/// The rate a provider's conversion quotes in the routing snapshot.
+fn rate(runtime: &Runtime, provider: &str, base: &str, quote: &str) -> Decimal {
+    runtime.snapshot().fx.conversion(provider, c(base), c(quote)).unwrap().rate.value()
+}
+
+/// A spread change reaches the FX book routing uses, survives a rate refresh, is recorded in the
+/// store with its audit entry, and is laid over the file configuration again by `restore`; a
+/// spread that is out of range or names a pair the provider does not quote changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spread_change_is_applied_recorded_and_restored() {
+    let path = std::env::temp_dir().join(format!("railyard_spread_{}.db", std::process::id()));
+    let db = format!("sqlite:{}", path.display());
+    let store = railyard_store::Store::open(&db, &Default::default()).await.unwrap();
+    let config = demo();
+    let rates = RateHistory::bundled_daily().latest();
+    let fx = Arc::new(FxBook::build(&config.fx_providers, rates.clone()).unwrap());
+    let rails = railyard_rails::build(&config, &rates).unwrap();
+    let options = RuntimeOptions { store: Some(store.clone()), ..Default::default() };
+    let runtime = Runtime::start(Arc::new(config.clone()), fx, rails.registry.clone(), options).await.unwrap();
+
+    let before = rate(&runtime, "atlas-fx", "EUR", "BRL");
+    let widen = SpreadFields { spread_bps: "300".into(), pair: Some("BRL/EUR".into()) };
+    let change = TreasuryChange::provider_spread("atlas-fx", &widen).unwrap();
+    let applied =
+        ractor::call!(runtime.routing, |reply| RoutingMsg::Apply { change, by: "house/treasury".into(), reply })
+            .unwrap()
+            .unwrap();
+    assert_eq!(applied.before["spread_bps"], "60", "{applied:?}");
+    assert_eq!(applied.after["pair"], "EUR/BRL", "stored in the provider's orientation: {applied:?}");
+    let widened = rate(&runtime, "atlas-fx", "EUR", "BRL");
+    assert!(widened < before, "a wider spread gives fewer BRL per EUR: {before} -> {widened}");
+    // Both directions move; other pairs do not.
+    assert!(rate(&runtime, "atlas-fx", "BRL", "EUR") < fx_before_reverse(&rates));
+    assert_eq!(
+        rate(&runtime, "atlas-fx", "EUR", "USD"),
+        FxBook::build(&config.fx_providers, rates.clone())
+            .unwrap()
+            .conversion("atlas-fx", c("EUR"), c("USD"))
+            .unwrap()
+            .rate
+            .value()
+    );
+    // A rate refresh rebuilds the book with the spread in force, not the file's.
+    let _ = runtime.routing.send_message(RoutingMsg::SetRates { rates: rates.clone() });
+    let version = runtime.snapshot().version;
+    let started = Instant::now();
+    while runtime.snapshot().version == version {
+        assert!(started.elapsed() < Duration::from_secs(2));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(rate(&runtime, "atlas-fx", "EUR", "BRL"), widened);
+
+    // Refusals: nothing changes, nothing is stored.
+    let out_of_range = SpreadFields { spread_bps: "10000".into(), pair: None };
+    assert_eq!(TreasuryChange::provider_spread("atlas-fx", &out_of_range).unwrap_err().field, "spread_bps");
+    let not_quoted = TreasuryChange::provider_spread(
+        "atlas-fx",
+        &SpreadFields { spread_bps: "5".into(), pair: Some("HKD/THB".into()) },
+    )
+    .unwrap();
+    let refused = ractor::call!(runtime.routing, |reply| RoutingMsg::Apply {
+        change: not_quoted,
+        by: "house/treasury".into(),
+        reply
+    })
+    .unwrap()
+    .unwrap_err();
+    assert_eq!((refused.kind, refused.field.as_str()), (ChangeErrorKind::Invalid, "pair"), "{refused:?}");
+    let unknown =
+        TreasuryChange::provider_spread("nobody-fx", &SpreadFields { spread_bps: "5".into(), pair: None }).unwrap();
+    let refused = ractor::call!(runtime.routing, |reply| RoutingMsg::Apply {
+        change: unknown,
+        by: "house/treasury".into(),
+        reply
+    })
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(refused.kind, ChangeErrorKind::NotFound);
+    assert_eq!(rate(&runtime, "atlas-fx", "EUR", "BRL"), widened);
+    runtime.stop().await;
+
+    // Stored: one setting, audited in the same chain.
+    let settings = railyard_store::settings::list(&store).await.unwrap();
+    assert_eq!(settings.len(), 1, "{settings:?}");
+    assert_eq!(settings[0].key, "fx_spread/atlas-fx/BRL/EUR");
+    assert_eq!(settings[0].changed_by, "house/treasury");
+    let log = store.audit_log(10).await.unwrap();
+    let actions: Vec<&str> = log.iter().map(|entry| entry.action.as_str()).collect();
+    assert!(actions.contains(&"treasury.fx_spread"), "{actions:?}");
+    assert!(actions.contains(&"treasury.fx_spread.refused"), "{actions:?}");
+
+    // Restored over the file's configuration.
+    let mut restored = demo();
+    let rows: Vec<(String, String)> = settings.iter().map(|s| (s.key.clone(), s.value.clone())).collect();
+    let warnings = railyard_actors::change::restore(&mut restored, &rows, |_| Ok(()));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let provider = restored.fx_provider("atlas-fx").unwrap();
+    assert_eq!(provider.spread_for(c("BRL"), c("EUR")), Decimal::from(300));
+    // A stored setting for a rail the file no longer has is skipped with a warning.
+    let stale = vec![("fee/gone-rail/EUR".to_string(), r#"{"fixed":"1","bps":"0"}"#.to_string())];
+    let warnings = railyard_actors::change::restore(&mut restored, &stale, |_| Ok(()));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("gone-rail"), "{warnings:?}");
+    store.pool().close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+fn fx_before_reverse(rates: &railyard_fx::ReferenceRates) -> Decimal {
+    FxBook::build(&demo().fx_providers, rates.clone())
+        .unwrap()
+        .conversion("atlas-fx", c("BRL"), c("EUR"))
+        .unwrap()
+        .rate
+        .value()
 }

@@ -1,11 +1,9 @@
-//! Railyard's HTTP API (axum).
+//! Railyard's HTTP API (axum): PSP payouts and quotes, treasury and admin endpoints, webhooks, the
+//! monitoring dashboard, and the OpenAPI document every documented route comes from.
 //!
-//! This first cut serves what `railyard serve` needs to take payouts end to end: `POST /v1/payouts`
-//! (Idempotency-Key required, durable before 2xx through the group-commit intake), `GET
-//! /v1/payouts/{id}` (tenant-isolated), `GET /v1/balances`, `GET /healthz`. Errors are
-//! `application/problem+json` naming the field; bodies are bounded; a full intake answers 503 with
-//! Retry-After. Quotes, batches, cancellation, webhooks delivery, treasury endpoints and the OpenAPI
-//! document are issue 7's.
+//! Payouts are durable before a 2xx (the group-commit intake); reads are tenant-isolated. Errors
+//! are `application/problem+json` naming the field; bodies are bounded; a full intake or a spent
+//! per-key rate answers 429 with Retry-After; a store or routing actor that is down answers 503.
 
 pub mod keys;
 pub mod webhooks;
@@ -19,11 +17,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use ractor::ActorRef;
-use railyard_actors::routing::{RoutingMsg, Snapshot};
+use railyard_actors::change::{
+    ChangeError, ChangeErrorKind, FeeFields, KILL_SWITCH_PREFIX, LimitsFields, SpreadFields, TreasuryChange,
+    WeightsFields, fee_json,
+};
+use railyard_actors::routing::{AppliedChange, RoutingMsg, Snapshot};
 use railyard_config::{Scope, TreasuryConfig};
 use railyard_connector::Beneficiary;
 use railyard_core::{Country, Currency, Money, Sign};
-use railyard_core::{Decimal, FeeSchedule};
 use railyard_routes::{Mode, RouteRequest};
 use railyard_saga::intake::{Intake, IntakeError};
 use railyard_saga::{AmountMode, Engine, EngineError, Payout, PayoutRequest, State as SagaState};
@@ -154,6 +155,9 @@ fn documented() -> utoipa_axum::router::OpenApiRouter<ApiState> {
         .routes(routes!(set_fee))
         .routes(routes!(set_limits))
         .routes(routes!(set_weights))
+        .routes(routes!(treasury_fx))
+        .routes(routes!(set_provider_spread))
+        .routes(routes!(set_rail_spread))
         .routes(routes!(audit))
         .routes(routes!(liquidity))
         .routes(routes!(move_liquidity))
@@ -497,7 +501,7 @@ fn payout_json(payout: &Payout) -> Value {
     })
 }
 
-#[utoipa::path(post, path = "/v1/payouts", tag = "payouts", request_body = PayoutBody, params(("Idempotency-Key" = String, Header, description = "required; same key and body replay the first answer")), responses((status = 202, description = "accepted, durable", body = Object), (status = 409, description = "key reused with another body", body = ProblemDoc), (status = 422, description = "invalid field", body = ProblemDoc), (status = 503, description = "intake full, Retry-After", body = ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/payouts", tag = "payouts", request_body = PayoutBody, params(("Idempotency-Key" = String, Header, description = "required; same key and body replay the first answer")), responses((status = 202, description = "accepted, durable", body = Object), (status = 409, description = "key reused with another body", body = ProblemDoc), (status = 422, description = "invalid field", body = ProblemDoc), (status = 429, description = "rate limit or intake full, Retry-After", body = ProblemDoc)), security(("bearer" = [])))]
 async fn create_payout(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
     let caller = authenticate_caller(&state, &headers, Scope::Psp)?;
     let tenant = caller.tenant;
@@ -526,8 +530,10 @@ async fn create_payout(State(state): State<ApiState>, headers: HeaderMap, body: 
             if let Some(monitor) = &state.monitor {
                 monitor.shed();
             }
+            // 429, as the per-key rate limit: the caller should slow down and retry after the
+            // delay; 503 is kept for a server that cannot serve at all (store or routing down).
             let mut problem =
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Overloaded", "the payout intake is full; retry shortly");
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "Overloaded", "the payout intake is full; retry shortly");
             problem.retry_after = Some(RETRY_AFTER_SECONDS);
             return Err(problem);
         }
@@ -539,7 +545,13 @@ async fn create_payout(State(state): State<ApiState>, headers: HeaderMap, body: 
             ));
         }
         Err(IntakeError::Engine(EngineError::Invalid(detail))) => return Err(invalid("body", detail)),
-        Err(error) => return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", error.to_string())),
+        Err(error) => {
+            // The store did not commit (locked past its busy timeout, or down): nothing is stored
+            // and the same request, with the same key, may be sent again.
+            let mut problem = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", error.to_string());
+            problem.retry_after = Some(RETRY_AFTER_SECONDS);
+            return Err(problem);
+        }
     };
     let payout = state
         .engine
@@ -562,6 +574,8 @@ async fn get_payout(
     let tenant = authenticate(&state, &headers, Scope::Psp)?;
     let not_found = || Problem::new(StatusCode::NOT_FOUND, "Not found", format!("no payout {id}"));
     let payout = state.engine.payout(&id).await.map_err(|_| not_found())?;
+    // A state is shown once it is durable (saga steps share their flushes; see Store::sync).
+    state.engine.store().sync().await.map_err(store_error)?;
     // Another tenant's payout does not exist as far as this caller can tell.
     if payout.tenant != tenant {
         return Err(not_found());
@@ -696,15 +710,6 @@ async fn treasury_rails(State(state): State<ApiState>, headers: HeaderMap) -> Re
     Ok(Json(json!({ "snapshot_version": snapshot.version, "rails": rails })).into_response())
 }
 
-fn fee_json(fee: &FeeSchedule) -> Value {
-    json!({
-        "fixed": fee.fixed().amount_text(),
-        "bps": fee.bps().to_string(),
-        "min": fee.minimum().map(|money| money.amount_text()),
-        "max": fee.maximum().map(|money| money.amount_text()),
-    })
-}
-
 /// The caller's name for the audit log: `tenant/key-id`.
 fn who(state: &ApiState, headers: &HeaderMap, scope: Scope) -> Result<String, Problem> {
     authenticate_caller(state, headers, scope).map(|caller| caller.key)
@@ -731,7 +736,12 @@ async fn kill_switch(
     }
     // Durable first: an applied switch is never missing from the audit log.
     let detail = format!("{rail}: {}", if body.engaged { "engaged" } else { "released" });
-    state.engine.store().audit(&by, "rail.kill_switch", &detail).await.map_err(store_error)?;
+    // Kept while engaged, so a restart does not silently put the rail back into routing.
+    let key = format!("{KILL_SWITCH_PREFIX}{rail}");
+    let value = body.engaged.then_some(r#"{"engaged":true}"#);
+    railyard_store::settings::record(state.engine.store(), &by, "rail.kill_switch", &detail, &key, value)
+        .await
+        .map_err(store_error)?;
     state.routing.send_message(RoutingMsg::KillSwitch { rail: rail.clone(), engaged: body.engaged, by }).map_err(
         |_| Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Routing unavailable", "the routing actor is not running"),
     )?;
@@ -749,7 +759,29 @@ struct FeeBody {
     max: Option<String>,
 }
 
-#[utoipa::path(put, path = "/v1/treasury/rails/{rail}/fees/{currency}", tag = "treasury", request_body = FeeBody, params(("rail" = String, Path), ("currency" = String, Path)), responses((status = 200, description = "applied live, audited", body = Object), (status = 422, description = "invalid field", body = ProblemDoc)), security(("bearer" = [])))]
+/// Applies a treasury change through the routing actor, which validates it, records it with its
+/// audit entry in one transaction (so it outlives restarts) and publishes it; a refusal changes
+/// nothing and is itself audited.
+async fn apply_change(state: &ApiState, by: String, change: TreasuryChange) -> Result<AppliedChange, Problem> {
+    let answer = ractor::call!(state.routing, |reply| RoutingMsg::Apply { change, by, reply }).map_err(|_| {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Routing unavailable", "the routing actor is not running")
+    })?;
+    answer.map_err(change_problem)
+}
+
+fn change_problem(error: ChangeError) -> Problem {
+    match error.kind {
+        ChangeErrorKind::NotFound => Problem::new(StatusCode::NOT_FOUND, "Not found", error.reason),
+        ChangeErrorKind::Invalid => invalid(&error.field, error.reason),
+        ChangeErrorKind::Unavailable => {
+            let mut problem = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Store unavailable", error.reason);
+            problem.retry_after = Some(1);
+            problem
+        }
+    }
+}
+
+#[utoipa::path(put, path = "/v1/treasury/rails/{rail}/fees/{currency}", tag = "treasury", request_body = FeeBody, params(("rail" = String, Path), ("currency" = String, Path)), responses((status = 200, description = "applied live, audited, kept across restarts", body = Object), (status = 404, description = "no such rail", body = ProblemDoc), (status = 422, description = "invalid field", body = ProblemDoc)), security(("bearer" = [])))]
 /// `PUT /v1/treasury/rails/{rail}/fees/{currency}` (scope treasury): a new fee schedule, applied
 /// live to routing and audited with before and after.
 async fn set_fee(
@@ -760,83 +792,10 @@ async fn set_fee(
 ) -> Result<Response, Problem> {
     let by = who(&state, &headers, Scope::Treasury)?;
     let body: FeeBody = json_body(&body)?;
-    let currency = Currency::from_code(&code).map_err(|error| invalid("currency", error.to_string()))?;
-    let money = |field: &str, text: &str| {
-        Money::parse(text, currency, Sign::NonNegative).map_err(|error| invalid(field, error.to_string()))
-    };
-    let fixed = money("fixed", &body.fixed)?;
-    let bps: Decimal =
-        body.bps.parse().map_err(|_| invalid("bps", format!("{:?} is not a decimal number", body.bps)))?;
-    let minimum = body.min.as_deref().map(|text| money("min", text)).transpose()?;
-    let maximum = body.max.as_deref().map(|text| money("max", text)).transpose()?;
-    let schedule = FeeSchedule::new(fixed, bps, minimum, maximum).map_err(|error| invalid("bps", error.to_string()))?;
-    let current = state.snapshots.borrow().config.clone();
-    let mut next = (*current).clone();
-    let target = rail_carrying(&mut next, &rail, currency)?;
-    let before = target.fees.get(&currency).map(fee_json);
-    target.fees.insert(currency, schedule);
-    let change =
-        format!("{rail} fee in {currency}: {} -> {}", before.clone().unwrap_or(Value::Null), fee_json(&schedule));
-    let version = apply_change(&state, &by, "treasury.fee", change, next, "fees").await?;
-    Ok(Json(json!({ "rail": rail, "currency": currency.code(), "before": before, "after": fee_json(&schedule), "snapshot_version": version })).into_response())
-}
-
-/// The rail of a configuration being edited, if it exists and carries `currency`.
-fn rail_carrying<'c>(
-    config: &'c mut TreasuryConfig,
-    rail: &str,
-    currency: Currency,
-) -> Result<&'c mut railyard_config::RailConfig, Problem> {
-    let Some(target) = config.rails.iter_mut().find(|candidate| candidate.id.as_str() == rail) else {
-        return Err(Problem::new(StatusCode::NOT_FOUND, "Not found", format!("no rail {rail}")));
-    };
-    if !target.currencies.contains(&currency) {
-        return Err(invalid("currency", format!("{rail} does not carry {currency}")));
-    }
-    Ok(target)
-}
-
-/// Applies a treasury change live through the routing actor. Durable first: the change is in the
-/// audit log before it applies, and a change the routing actor refuses (it cannot build a router
-/// from it) is logged as refused, so the log never shows a change as applied that was not.
-async fn apply_change(
-    state: &ApiState,
-    by: &str,
-    action: &str,
-    change: String,
-    next: TreasuryConfig,
-    field: &str,
-) -> Result<u64, Problem> {
-    state.engine.store().audit(by, action, &change).await.map_err(store_error)?;
-    let answer = ractor::call!(state.routing, |reply| RoutingMsg::SetConfig {
-        config: Box::new(next),
-        by: by.to_string(),
-        change: change.clone(),
-        reply
-    })
-    .map_err(|_| {
-        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Routing unavailable", "the routing actor is not running")
-    })?;
-    match answer {
-        Ok(version) => Ok(version),
-        Err(error) => {
-            state
-                .engine
-                .store()
-                .audit(by, &format!("{action}.refused"), &format!("{change}: {error}"))
-                .await
-                .map_err(store_error)?;
-            Err(invalid(field, error))
-        }
-    }
-}
-
-fn limits_json(limits: &railyard_config::PaymentLimits) -> Value {
-    json!({
-        "min": limits.minimum.amount_text(),
-        "max": limits.maximum.amount_text(),
-        "daily_cap": limits.daily_cap.map(|cap| cap.amount_text()),
-    })
+    let fields = FeeFields { fixed: body.fixed, bps: body.bps, min: body.min, max: body.max };
+    let change = TreasuryChange::fee(&rail, &code, &fields).map_err(change_problem)?;
+    let applied = apply_change(&state, by, change).await?;
+    Ok(Json(json!({ "rail": rail, "currency": code.to_ascii_uppercase(), "before": applied.before, "after": applied.after, "snapshot_version": applied.version })).into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -848,7 +807,7 @@ struct LimitsBody {
     daily_cap: Option<String>,
 }
 
-#[utoipa::path(put, path = "/v1/treasury/rails/{rail}/limits/{currency}", tag = "treasury", request_body = LimitsBody, params(("rail" = String, Path), ("currency" = String, Path)), responses((status = 200, description = "applied live, audited", body = Object), (status = 404, description = "no such rail", body = ProblemDoc), (status = 422, description = "invalid field", body = ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/treasury/rails/{rail}/limits/{currency}", tag = "treasury", request_body = LimitsBody, params(("rail" = String, Path), ("currency" = String, Path)), responses((status = 200, description = "applied live, audited, kept across restarts", body = Object), (status = 404, description = "no such rail", body = ProblemDoc), (status = 422, description = "invalid field", body = ProblemDoc)), security(("bearer" = [])))]
 /// `PUT /v1/treasury/rails/{rail}/limits/{currency}` (scope treasury): per-payment bounds and the
 /// daily cap, applied live to routing and audited with before and after.
 async fn set_limits(
@@ -859,31 +818,10 @@ async fn set_limits(
 ) -> Result<Response, Problem> {
     let by = who(&state, &headers, Scope::Treasury)?;
     let body: LimitsBody = json_body(&body)?;
-    let currency = Currency::from_code(&code).map_err(|error| invalid("currency", error.to_string()))?;
-    let money = |field: &str, text: &str| {
-        Money::parse(text, currency, Sign::Positive).map_err(|error| invalid(field, error.to_string()))
-    };
-    let minimum = money("min", &body.min)?;
-    let maximum = money("max", &body.max)?;
-    let daily_cap = body.daily_cap.as_deref().map(|text| money("daily_cap", text)).transpose()?;
-    if minimum.minor_units() > maximum.minor_units() {
-        return Err(invalid("min", format!("{minimum} is above the maximum {maximum}")));
-    }
-    if let Some(cap) = daily_cap
-        && cap.minor_units() < maximum.minor_units()
-    {
-        return Err(invalid("daily_cap", format!("{cap} is below the per-payment maximum {maximum}")));
-    }
-    let limits = railyard_config::PaymentLimits { minimum, maximum, daily_cap };
-    let current = state.snapshots.borrow().config.clone();
-    let mut next = (*current).clone();
-    let target = rail_carrying(&mut next, &rail, currency)?;
-    let before = target.limits.get(&currency).map(limits_json);
-    target.limits.insert(currency, limits);
-    let after = limits_json(&limits);
-    let change = format!("{rail} limits in {currency}: {} -> {after}", before.clone().unwrap_or(Value::Null));
-    let version = apply_change(&state, &by, "treasury.limits", change, next, "limits").await?;
-    Ok(Json(json!({ "rail": rail, "currency": currency.code(), "before": before, "after": after, "snapshot_version": version })).into_response())
+    let fields = LimitsFields { min: body.min, max: body.max, daily_cap: body.daily_cap };
+    let change = TreasuryChange::limits(&rail, &code, &fields).map_err(change_problem)?;
+    let applied = apply_change(&state, by, change).await?;
+    Ok(Json(json!({ "rail": rail, "currency": code.to_ascii_uppercase(), "before": applied.before, "after": applied.after, "snapshot_version": applied.version })).into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -897,39 +835,147 @@ struct WeightsBody {
     risk_weight: String,
 }
 
-#[utoipa::path(put, path = "/v1/treasury/routing/weights", tag = "treasury", request_body = WeightsBody, params(), responses((status = 200, description = "applied live, audited", body = Object), (status = 422, description = "invalid field", body = ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(put, path = "/v1/treasury/routing/weights", tag = "treasury", request_body = WeightsBody, params(), responses((status = 200, description = "applied live, audited, kept across restarts", body = Object), (status = 422, description = "invalid field", body = ProblemDoc)), security(("bearer" = [])))]
 /// `PUT /v1/treasury/routing/weights` (scope treasury): the routing objective's weights, applied
 /// live and audited with before and after.
 async fn set_weights(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
     let by = who(&state, &headers, Scope::Treasury)?;
     let body: WeightsBody = json_body(&body)?;
-    let weight = |field: &str, text: &str| -> Result<Decimal, Problem> {
-        let value: Decimal = text.parse().map_err(|_| invalid(field, format!("{text:?} is not a decimal number")))?;
-        if value < Decimal::ZERO {
-            return Err(invalid(field, "must not be negative"));
-        }
-        Ok(value)
+    let fields = WeightsFields {
+        cost_weight: body.cost_weight,
+        latency_weight_per_second: body.latency_weight_per_second,
+        risk_weight: body.risk_weight,
     };
-    let cost = weight("cost_weight", &body.cost_weight)?;
-    let latency = weight("latency_weight_per_second", &body.latency_weight_per_second)?;
-    let risk = weight("risk_weight", &body.risk_weight)?;
-    let current = state.snapshots.borrow().config.clone();
-    let mut next = (*current).clone();
-    let show = |routing: &railyard_config::RoutingSettings| {
-        json!({
-            "cost_weight": routing.cost_weight.to_string(),
-            "latency_weight_per_second": routing.latency_weight_per_second.to_string(),
-            "risk_weight": routing.risk_weight.to_string(),
+    let change = TreasuryChange::weights(&fields).map_err(change_problem)?;
+    let applied = apply_change(&state, by, change).await?;
+    Ok(Json(json!({ "before": applied.before, "after": applied.after, "snapshot_version": applied.version }))
+        .into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SpreadBody {
+    /// Basis points off the mid rate, at least 0 and below 10000, at most two decimals.
+    spread_bps: String,
+    /// "EUR/BRL": one pair's spread (both directions). Absent: the provider's default spread.
+    #[serde(default)]
+    pair: Option<String>,
+}
+
+#[utoipa::path(put, path = "/v1/treasury/fx/providers/{provider}/spread", tag = "treasury", request_body = SpreadBody, params(("provider" = String, Path)), responses((status = 200, description = "applied live, audited, kept across restarts", body = Object), (status = 404, description = "no such provider", body = ProblemDoc), (status = 422, description = "invalid field", body = ProblemDoc)), security(("bearer" = [])))]
+/// `PUT /v1/treasury/fx/providers/{provider}/spread` (scope treasury): an FX provider's default
+/// spread, or one pair's; the FX book routing quotes from is rebuilt with it at once.
+async fn set_provider_spread(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(provider): Path<String>,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let by = who(&state, &headers, Scope::Treasury)?;
+    let body: SpreadBody = json_body(&body)?;
+    let change =
+        TreasuryChange::provider_spread(&provider, &SpreadFields { spread_bps: body.spread_bps, pair: body.pair })
+            .map_err(change_problem)?;
+    let applied = apply_change(&state, by, change).await?;
+    Ok(Json(json!({ "provider": provider, "before": applied.before, "after": applied.after, "snapshot_version": applied.version })).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RailSpreadBody {
+    /// Basis points off the mid rate for the rail's in-network conversions.
+    spread_bps: String,
+}
+
+#[utoipa::path(put, path = "/v1/treasury/rails/{rail}/fx-spread", tag = "treasury", request_body = RailSpreadBody, params(("rail" = String, Path)), responses((status = 200, description = "applied live, audited, kept across restarts", body = Object), (status = 404, description = "no such rail", body = ProblemDoc), (status = 422, description = "invalid field", body = ProblemDoc)), security(("bearer" = [])))]
+/// `PUT /v1/treasury/rails/{rail}/fx-spread` (scope treasury): the spread of a rail's in-network
+/// conversions (card networks, CBDC bridges).
+async fn set_rail_spread(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(rail): Path<String>,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let by = who(&state, &headers, Scope::Treasury)?;
+    let body: RailSpreadBody = json_body(&body)?;
+    let change = TreasuryChange::rail_fx_spread(&rail, &SpreadFields { spread_bps: body.spread_bps, pair: None })
+        .map_err(change_problem)?;
+    let applied = apply_change(&state, by, change).await?;
+    Ok(Json(
+        json!({ "rail": rail, "before": applied.before, "after": applied.after, "snapshot_version": applied.version }),
+    )
+    .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/treasury/fx", tag = "treasury", responses((status = 200, description = "FX providers, spreads and the rates routing quotes in force", body = Object)), security(("bearer" = [])))]
+/// `GET /v1/treasury/fx` (scope treasury): each provider's spreads and the conversions routing
+/// quotes from (mid, rate, spread per direction), each rail's in-network spread, the reference
+/// rates' date, and the settings changed at run time (laid over the configuration file).
+async fn treasury_fx(State(state): State<ApiState>, headers: HeaderMap) -> Result<Response, Problem> {
+    authenticate(&state, &headers, Scope::Treasury)?;
+    let snapshot = state.snapshots.borrow().clone();
+    let providers: Vec<Value> = snapshot
+        .config
+        .fx_providers
+        .iter()
+        .map(|provider| {
+            let conversions: Vec<Value> = snapshot
+                .fx
+                .conversions()
+                .iter()
+                .filter(|conversion| conversion.provider == provider.id)
+                .map(|conversion| {
+                    json!({
+                        "pair": format!("{}/{}", conversion.base, conversion.quote),
+                        "mid": conversion.mid.value().to_string(),
+                        "rate": conversion.rate.value().to_string(),
+                        "spread_bps": conversion.spread_bps.to_string(),
+                    })
+                })
+                .collect();
+            json!({
+                "provider": provider.id.as_str(),
+                "name": provider.name,
+                "spread_bps": provider.spread_bps.to_string(),
+                "pair_spreads": provider.pair_spreads.iter().map(|(pair, bps)| (pair.to_string(), Value::String(bps.to_string()))).collect::<serde_json::Map<_, _>>(),
+                "quote_ttl_seconds": provider.quote_ttl_seconds,
+                "conversions": conversions,
+            })
         })
-    };
-    let before = show(&next.routing);
-    next.routing.cost_weight = cost;
-    next.routing.latency_weight_per_second = latency;
-    next.routing.risk_weight = risk;
-    let after = show(&next.routing);
-    let change = format!("routing weights: {before} -> {after}");
-    let version = apply_change(&state, &by, "treasury.weights", change, next, "weights").await?;
-    Ok(Json(json!({ "before": before, "after": after, "snapshot_version": version })).into_response())
+        .collect();
+    let rails: Vec<Value> = snapshot
+        .config
+        .rails
+        .iter()
+        .filter_map(|rail| {
+            let fx = rail.fx.as_ref()?;
+            Some(json!({
+                "rail": rail.id.as_str(),
+                "spread_bps": fx.spread_bps.to_string(),
+                "pairs": fx.pairs.iter().map(|pair| pair.to_string()).collect::<Vec<_>>(),
+            }))
+        })
+        .collect();
+    let settings = railyard_store::settings::list(state.engine.store()).await.map_err(store_error)?;
+    let changed: Vec<Value> = settings
+        .iter()
+        .map(|setting| {
+            json!({
+                "key": setting.key,
+                "value": serde_json::from_str::<Value>(&setting.value).unwrap_or(Value::Null),
+                "changed_at": chrono::DateTime::from_timestamp_micros(setting.changed_at).map(|at| at.to_rfc3339()),
+                "changed_by": setting.changed_by,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "reference_date": snapshot.fx.reference().date().to_string(),
+        "providers": providers,
+        "rails": rails,
+        "changed_settings": changed,
+        "snapshot_version": snapshot.version,
+    }))
+    .into_response())
 }
 
 #[utoipa::path(get, path = "/v1/treasury/audit", tag = "treasury", responses((status = 200, description = "who changed what, when", body = Object)), security(("bearer" = [])))]
@@ -1135,6 +1181,7 @@ async fn list_payouts(
     }
     let payouts =
         state.engine.list(&tenant, status, created_after, query.cursor.as_deref(), limit).await.map_err(store_error)?;
+    state.engine.store().sync().await.map_err(store_error)?;
     let next_cursor = if payouts.len() as i64 == limit { payouts.last().map(|payout| payout.id.clone()) } else { None };
     Ok(Json(json!({ "payouts": payouts.iter().map(payout_json).collect::<Vec<_>>(), "next_cursor": next_cursor }))
         .into_response())
@@ -1186,7 +1233,7 @@ async fn create_batch(State(state): State<ApiState>, headers: HeaderMap, body: B
                     if let Some(monitor) = &state.monitor {
                         monitor.shed();
                     }
-                    json!({ "status": 503, "error": { "detail": "intake full; retry this item" } })
+                    json!({ "status": 429, "error": { "detail": "intake full; retry this item" } })
                 }
                 Err(error) => json!({ "status": 422, "error": { "detail": error.to_string() } }),
             },

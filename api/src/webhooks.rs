@@ -86,6 +86,10 @@ pub async fn deliver_due(
     .bind(DELIVERY_BATCH_MAX)
     .fetch_all(store.pool())
     .await?;
+    if !rows.is_empty() {
+        // An event is announced only once the saga step that queued it is durable.
+        store.sync().await?;
+    }
     let mut delivered = 0;
     for row in rows {
         let payout_id: String = row.try_get(0)?;

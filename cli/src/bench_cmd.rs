@@ -48,6 +48,37 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Durable payouts per second end to end, in process: accepted through the group-commit
+    /// intake, screened, routed, reserved, quoted, sent on the in-process sandbox rails (no
+    /// injected latency), posted and completed; against the raw bound, the same rows written by
+    /// plain batched inserts into a fresh database in the same run.
+    E2e {
+        /// sqlite (WAL, synchronous=FULL), sqlite-normal (synchronous=NORMAL) or postgres.
+        #[arg(long, default_value = "sqlite")]
+        store: String,
+        /// A directory for the fresh SQLite files, or the PostgreSQL URL (a fresh schema each).
+        #[arg(long)]
+        db: Option<String>,
+        #[arg(long, default_value_t = 20_000)]
+        payouts: usize,
+        /// Concurrent clients, each submitting a payout and waiting for it to come to rest.
+        #[arg(long, default_value_t = 512)]
+        concurrency: usize,
+        #[arg(long, default_value = "config/demo.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Actor overhead: one-way messages and round trips through a ractor actor behind our bounded
+    /// mailbox, against a raw bounded tokio channel and task, in the same run.
+    Actors {
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: usize,
+        #[arg(long, default_value_t = 100_000)]
+        round_trips: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Sanctions screening time per name with the bigram index, against scoring every listed name
     /// (baseline), on a synthetic list; and whether the index holds every edited listed name the
     /// scan holds.
@@ -70,6 +101,29 @@ pub enum BenchCommand {
 
 pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
+        BenchCommand::Actors { messages, round_trips, json } => {
+            if cfg!(debug_assertions) && !json {
+                eprintln!("warning: this is a debug build; run with --release for figures worth quoting");
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime
+                .block_on(railyard_actors::bench::run(messages, round_trips))
+                .map_err(|error| anyhow::anyhow!(error))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{} one-way messages, {} round trips", report.messages, report.round_trips);
+                println!(
+                    "one-way     actor {:>8.1} ns   tokio channel {:>8.1} ns   ratio {:.2}",
+                    report.actor_one_way_ns, report.channel_one_way_ns, report.ratio_one_way
+                );
+                println!(
+                    "round trip  actor {:>8.1} ns   tokio channel {:>8.1} ns   ratio {:.2}",
+                    report.actor_round_trip_ns, report.channel_round_trip_ns, report.ratio_round_trip
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCommand::Screening { entries, queries, threshold, seed, json } => {
             if cfg!(debug_assertions) && !json {
                 eprintln!("warning: this is a debug build; run with --release for figures worth quoting");
@@ -95,6 +149,74 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
                     figures.unrelated_held_indexed,
                     figures.unrelated_held_exhaustive
                 );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::E2e { store, db, payouts, concurrency, config, json } => {
+            use railyard_saga::bench::E2eStore;
+            let kind = match store.as_str() {
+                "sqlite" => E2eStore::Sqlite,
+                "sqlite-normal" => E2eStore::SqliteNormal,
+                "postgres" => E2eStore::Postgres,
+                other => anyhow::bail!("--store {other:?}: expected sqlite, sqlite-normal or postgres"),
+            };
+            let db = db.unwrap_or_else(|| match kind {
+                E2eStore::Postgres => "postgres://postgres@127.0.0.1:5432/test".into(),
+                _ => "target/bench-e2e".into(),
+            });
+            if (kind == E2eStore::Postgres) != (db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+                anyhow::bail!("--db {db:?} does not fit --store {store}");
+            }
+            let mut config = load_config(&config)?;
+            // The run measures the engine, not the demo's limits: no payout may be held or refused
+            // for running out of prefunded liquidity or for velocity.
+            for liquidity in &mut config.liquidity {
+                liquidity.prefunded = railyard_core::Money::from_minor(i64::MAX / 4, liquidity.prefunded.currency());
+            }
+            if let Some(risk) = &mut config.risk {
+                risk.limits.beneficiary_payouts_per_day = u64::MAX;
+                risk.limits.psp_payouts_per_hour = u64::MAX;
+                risk.limits.corridor_payouts_per_hour = u64::MAX;
+            }
+            let rates = crate::fx_cmd::reference_rates(&config, None)?;
+            let fx = railyard_fx::FxBook::build(&config.fx_providers, rates.clone())?;
+            let rails = railyard_rails::build(&config, &rates)?;
+            if cfg!(debug_assertions) && !json {
+                eprintln!("warning: this is a debug build; run with --release for figures worth quoting");
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime
+                .block_on(railyard_saga::bench::e2e(
+                    &db,
+                    kind,
+                    std::sync::Arc::new(config),
+                    std::sync::Arc::new(fx),
+                    rails.registry,
+                    payouts,
+                    concurrency,
+                ))
+                .map_err(|error| anyhow::anyhow!(error))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{} payouts, {} concurrent clients, {}: {} completed, {} failed, {} not terminal",
+                    report.payouts,
+                    report.concurrency,
+                    report.store,
+                    report.completed,
+                    report.failed,
+                    report.not_terminal
+                );
+                println!(
+                    "end to end            {:>10.0} payouts/s   p50 {:.1} ms   p99 {:.1} ms",
+                    report.payouts_per_s, report.p50_ms, report.p99_ms
+                );
+                println!(
+                    "raw bound             {:>10.0} payouts/s   ({} rows, {:.1} per payout)",
+                    report.raw_bound_per_s, report.rows_inserted, report.rows_per_payout
+                );
+                println!("ratio                 {:>10.2}", report.ratio);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -34,7 +34,7 @@ pub struct ServeArgs {
     /// Requests per second per API key (bursts of twice as many); over it the API answers 429.
     #[arg(long, default_value_t = railyard_api::RateLimit::DEFAULT.per_second)]
     rate_limit: u32,
-    /// Payout requests waiting to be written; beyond it the API answers 503 with Retry-After.
+    /// Payout requests waiting to be written; beyond it the API answers 429 with Retry-After.
     #[arg(long, default_value_t = railyard_saga::intake::INTAKE_QUEUE_MAX)]
     intake_queue: usize,
     /// Open the demo PSP balances with a --config of your own too (a sandbox deployment).
@@ -74,6 +74,42 @@ pub fn vault_file(db: &str) -> PathBuf {
     }
 }
 
+/// The configuration with the treasury settings stored at run time laid over it, the FX book built
+/// from it, and the rails whose kill switch is stored as engaged. A stored setting that no longer
+/// applies to the file is skipped with a warning.
+async fn restore_settings(
+    store: &Store,
+    config: Arc<railyard_config::TreasuryConfig>,
+    fx: Arc<railyard_fx::FxBook>,
+    rates: &railyard_fx::ReferenceRates,
+) -> anyhow::Result<(Arc<railyard_config::TreasuryConfig>, Arc<railyard_fx::FxBook>, Vec<String>)> {
+    let stored = railyard_store::settings::list(store).await.context("treasury settings")?;
+    if stored.is_empty() {
+        return Ok((config, fx, Vec::new()));
+    }
+    let rows: Vec<(String, String)> = stored.into_iter().map(|setting| (setting.key, setting.value)).collect();
+    let mut restored = (*config).clone();
+    let warnings = railyard_actors::change::restore(&mut restored, &rows, |candidate| {
+        let book =
+            railyard_fx::FxBook::build(&candidate.fx_providers, rates.clone()).map_err(|error| error.to_string())?;
+        railyard_routes::build_router(candidate, &book, &Default::default())
+            .map(|_| ())
+            .map_err(|error| error.to_string())
+    });
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    let killed = railyard_actors::change::restored_kill_switches(&restored, &rows);
+    tracing::info!(
+        settings = rows.len(),
+        skipped = warnings.len(),
+        kill_switches = killed.len(),
+        "treasury settings restored from the store"
+    );
+    let fx = Arc::new(railyard_fx::FxBook::build(&restored.fx_providers, rates.clone())?);
+    Ok((Arc::new(restored), fx, killed))
+}
+
 /// Opening balance each demo PSP gets in each currency, once.
 const DEMO_BALANCE_UNITS: i64 = 1_000_000;
 
@@ -87,22 +123,41 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         let _ = builder.try_init();
     }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(serve(args, shutdown_signal(), None))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs everything `railyard serve` runs until `shutdown` completes; tells `listening` the bound
+/// address once the API accepts connections (`railyard simulate --in-process` runs it this way).
+pub async fn serve(
+    args: ServeArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    listening: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+) -> anyhow::Result<()> {
     let demo = args.config.is_none();
     let config_path = args.config.clone().unwrap_or_else(|| PathBuf::from(DEMO_CONFIG));
     let config = Arc::new(load_config(&config_path)?);
     let rates = reference_rates(&config, None)?;
     let fx = Arc::new(railyard_fx::FxBook::build(&config.fx_providers, rates.clone())?);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
+    {
         let options = StoreOptions {
             durability: if args.sqlite_normal_sync { Durability::Normal } else { Durability::Full },
             ..StoreOptions::default()
         };
         let store = Store::open(&args.db, &options).await.with_context(|| format!("--db {}", args.db))?;
+        // Treasury changes made over the API are kept in the store: lay them over the file.
+        let (config, fx, killed) = restore_settings(&store, config, fx, &rates).await?;
         let rails = railyard_rails::build(&config, &rates)?;
-        let actors = railyard_actors::Runtime::start(config.clone(), fx.clone(), rails.registry.clone(), railyard_actors::PROBE_EVERY)
-            .await
-            .map_err(|error| anyhow::anyhow!(error))?;
+        let runtime_options = railyard_actors::RuntimeOptions {
+            store: Some(store.clone()),
+            killed: killed.into_iter().collect(),
+            ..Default::default()
+        };
+        let actors =
+            railyard_actors::Runtime::start(config.clone(), fx.clone(), rails.registry.clone(), runtime_options)
+                .await
+                .map_err(|error| anyhow::anyhow!(error))?;
         let settings = EngineSettings::new(
             format!("serve-{}", std::process::id()),
             Duration::from_secs(30),
@@ -137,9 +192,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             open_demo_balances(&engine, &config).await?;
         }
         let engine = Arc::new(engine);
-        actors.start_fx(config.clone(), railyard_actors::fx::FX_REFRESH).await.map_err(|error| anyhow::anyhow!(error))?;
-        let coordinator = actors.start_coordinator(engine.clone(), Duration::from_millis(20)).await.map_err(|error| anyhow::anyhow!(error))?;
-        let intake = railyard_saga::intake::Intake::start_with(engine.clone(), args.intake_queue);
+        actors
+            .start_fx(config.clone(), railyard_actors::fx::FX_REFRESH)
+            .await
+            .map_err(|error| anyhow::anyhow!(error))?;
+        let (coordinator, driver) = actors
+            .start_coordinator(engine.clone(), Duration::from_millis(20))
+            .await
+            .map_err(|error| anyhow::anyhow!(error))?;
+        let intake = railyard_saga::intake::Intake::start_with(engine.clone(), args.intake_queue).with_driver(driver);
         let deliverer = tokio::spawn(railyard_api::webhooks::run(store.clone(), config.clone()));
         let liquidity_watch = tokio::spawn(railyard_treasury::liquidity::watch(
             store.clone(),
@@ -192,16 +253,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 burst: args.rate_limit.saturating_mul(2),
             })),
         });
-        let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
+        let listener =
+            tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("--listen {}", args.listen))?;
         let address = listener.local_addr()?;
-        println!("railyard listening on http://{address} (config {}, db {})", config_path.display(), args.db);
-        if demo {
+        // Embedded (simulate --in-process): the caller reports, stdout stays its own.
+        let embedded = listening.is_some();
+        if let Some(listening) = listening {
+            let _ = listening.send(address);
+        } else {
+            println!("railyard listening on http://{address} (config {}, db {})", config_path.display(), args.db);
+        }
+        if demo && !embedded {
             println!("demo API keys: rk_demo_psp (psp), rk_demo_treasury (treasury); try:");
             println!(
                 "  curl -s -X POST http://{address}/v1/payouts -H 'Authorization: Bearer rk_demo_psp' -H 'Idempotency-Key: demo-1' \\\n    -d '{{\"source_currency\":\"USD\",\"destination_currency\":\"EUR\",\"amount\":\"250.00\",\"amount_type\":\"send\",\"beneficiary\":{{\"name\":\"Jonas Weber\",\"account\":\"DE89370400440532013000\",\"country\":\"DE\"}}}}'"
             );
         }
-        axum::serve(listener, api).with_graceful_shutdown(shutdown_signal()).await?;
+        axum::serve(listener, api).with_graceful_shutdown(shutdown).await?;
         // Stop taking work; sagas in flight are durable and resume on the next start.
         coordinator.stop(Some("shutdown".into()));
         deliverer.abort();
@@ -212,10 +280,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         settlement_schedule.abort();
         actors.stop().await;
         store.pool().close().await;
-        println!("railyard stopped");
+        if !embedded {
+            println!("railyard stopped");
+        }
         anyhow::Ok(())
-    })?;
-    Ok(ExitCode::SUCCESS)
+    }
 }
 
 async fn open_demo_balances(engine: &Engine, config: &railyard_config::TreasuryConfig) -> anyhow::Result<()> {

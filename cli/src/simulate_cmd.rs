@@ -1,5 +1,9 @@
 //! `railyard simulate`: drives a running Railyard through its HTTP API with a realistic mix and
 //! reports throughput, latencies, route shares and outcomes.
+//!
+//! The client behaves as a careful PSP would: one Idempotency-Key per payout, some submissions
+//! repeated with the same key, and a shed request (429 or 503) retried after its Retry-After, at
+//! most [`RETRIES_MAX`] times.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -12,11 +16,24 @@ use serde_json::{Value, json};
 #[derive(Args)]
 pub struct SimulateArgs {
     /// The Railyard to drive.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    #[arg(long, default_value = "http://127.0.0.1:8080", conflicts_with = "in_process")]
     target: String,
-    /// API key (psp scope); default: the demo PSP's.
-    #[arg(long, default_value = "rk_demo_psp")]
+    /// Run Railyard inside this process instead (what `railyard serve` runs: demo configuration,
+    /// in-process sandbox rails, a fresh SQLite database in a temporary directory, removed
+    /// afterwards) and drive it over loopback HTTP.
+    #[arg(long)]
+    in_process: bool,
+    /// API keys (psp scope), comma-separated: payouts go round-robin across these PSPs.
+    /// Default: the demo's three PSPs.
+    #[arg(long, default_value = "rk_demo_psp,rk_demo_psp_north,rk_demo_psp_south")]
     api_key: String,
+    /// A sandbox fault plan (JSON, as for `railyard sandbox --faults`) applied to every rail of
+    /// the target for the run, through `PUT /v1/sandbox/rails/{rail}/faults`; cleared afterwards.
+    #[arg(long)]
+    faults: Option<std::path::PathBuf>,
+    /// Admin key for `--faults`.
+    #[arg(long, default_value = "rk_demo_admin")]
+    admin_key: String,
     /// Payouts to submit.
     #[arg(long, default_value_t = 200)]
     payouts: usize,
@@ -39,6 +56,49 @@ pub struct SimulateArgs {
     json: bool,
 }
 
+/// `--in-process`: starts `railyard serve` on a fresh SQLite database inside this process, drives
+/// it, stops it.
+async fn in_process(mut args: SimulateArgs) -> anyhow::Result<Value> {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Embedded {
+        #[command(flatten)]
+        serve: crate::serve_cmd::ServeArgs,
+    }
+    let directory = std::env::temp_dir().join(format!("railyard-simulate-{}", std::process::id()));
+    std::fs::create_dir_all(&directory)?;
+    let db = format!("sqlite:{}", directory.join("railyard.db").display());
+    let serve = Embedded::try_parse_from(["serve", "--db", &db, "--listen", "127.0.0.1:0", "--rate-limit", "1000000"])?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (listening, address) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(crate::serve_cmd::serve(
+        serve.serve,
+        async move {
+            let _ = stopped.await;
+        },
+        Some(listening),
+    ));
+    let address = match address.await {
+        Ok(address) => address,
+        Err(_) => {
+            let _ = std::fs::remove_dir_all(&directory);
+            return Err(match server.await {
+                Ok(Err(error)) => error.context("starting Railyard in process"),
+                _ => anyhow::anyhow!("Railyard did not start in process"),
+            });
+        }
+    };
+    args.target = format!("http://{address}");
+    let report = simulate(args).await;
+    let _ = stop.send(());
+    let stopped = server.await;
+    let _ = std::fs::remove_dir_all(&directory);
+    let mut report = report?;
+    stopped??;
+    report["in_process"] = Value::Bool(true);
+    Ok(report)
+}
+
 /// A corridor of the mix: source, destination, beneficiary country, IBAN.
 const CORRIDORS: &[(&str, &str, &str, &str)] = &[
     ("EUR", "EUR", "DE", "DE89370400440532013000"),
@@ -47,6 +107,11 @@ const CORRIDORS: &[(&str, &str, &str, &str)] = &[
     ("GBP", "EUR", "FR", "FR1420041010050500013M02606"),
     ("USD", "GBP", "GB", "GB29NWBK60161331926819"),
 ];
+
+/// Retries of one request answered 429 or 503 before the client gives up on it.
+pub const RETRIES_MAX: u32 = 8;
+/// The longest Retry-After the client honours; a longer one is waited as this.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(5);
 
 struct Random(u64);
 
@@ -74,7 +139,11 @@ fn percentile(sorted: &[Duration], per_mille: usize) -> f64 {
 
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let report = runtime.block_on(simulate(args.clone_args()))?;
+    let report = if args.in_process {
+        runtime.block_on(in_process(args.clone_args()))?
+    } else {
+        runtime.block_on(simulate(args.clone_args()))?
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -107,7 +176,10 @@ impl SimulateArgs {
     fn clone_args(&self) -> SimulateArgs {
         SimulateArgs {
             target: self.target.clone(),
+            in_process: self.in_process,
             api_key: self.api_key.clone(),
+            faults: self.faults.clone(),
+            admin_key: self.admin_key.clone(),
             payouts: self.payouts,
             concurrency: self.concurrency,
             cross_currency_permille: self.cross_currency_permille,
@@ -123,6 +195,9 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<Value> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let target = args.target.trim_end_matches('/').to_string();
     let mut random = Random(args.seed.max(1));
+    let keys: Vec<String> =
+        args.api_key.split(',').map(str::trim).filter(|key| !key.is_empty()).map(str::to_string).collect();
+    anyhow::ensure!(!keys.is_empty(), "--api-key: at least one key");
     // Build the whole mix first so it is the same for a given seed.
     let mut plan = Vec::with_capacity(args.payouts);
     for index in 0..args.payouts {
@@ -139,61 +214,47 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<Value> {
             "reference": format!("sim {index}"),
         });
         let duplicate = random.below(1000) < u64::from(args.duplicate_permille);
-        plan.push((format!("sim-{}-{index}", args.seed), body.to_string(), duplicate));
+        let api_key = keys[index % keys.len()].clone();
+        let corridor = format!("{from}>{to}");
+        plan.push((format!("sim-{}-{index}", args.seed), body.to_string(), duplicate, api_key, corridor));
     }
+    let rails = match &args.faults {
+        Some(path) => apply_faults(&client, &target, &args.admin_key, path).await?,
+        None => Vec::new(),
+    };
+    let progress = progress_bar(args.payouts as u64, "submitting", args.json);
     let semaphore = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for (key, body, duplicate) in plan {
+    for (key, body, duplicate, api_key, corridor) in plan {
         let permit = semaphore.clone().acquire_owned().await?;
         let client = client.clone();
         let url = format!("{target}/v1/payouts");
-        let api_key = args.api_key.clone();
+        let progress = progress.clone();
         tasks.spawn(async move {
             let _permit = permit;
             let mut answers = Vec::new();
             for _ in 0..(1 + usize::from(duplicate)) {
-                let sent = Instant::now();
-                let response = client
-                    .post(&url)
-                    .header("Authorization", format!("Bearer {api_key}"))
-                    .header("Idempotency-Key", &key)
-                    .body(body.clone())
-                    .send()
-                    .await;
-                let elapsed = sent.elapsed();
-                match response {
-                    Ok(response) => {
-                        let status = response.status().as_u16();
-                        let replay = response.headers().get("idempotent-replayed").is_some();
-                        let value: Value =
-                            serde_json::from_slice(&response.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
-                        answers.push((
-                            status,
-                            replay,
-                            elapsed,
-                            value["id"].as_str().map(str::to_string),
-                            Instant::now(),
-                        ));
-                    }
-                    Err(_) => answers.push((0, false, elapsed, None, Instant::now())),
-                }
+                answers.push(submit(&client, &url, &api_key, &key, &body).await);
             }
-            answers
+            progress.inc(1);
+            (answers, api_key, corridor)
         });
     }
     let mut accept_latencies = Vec::new();
-    let mut accepted: BTreeMap<String, Instant> = BTreeMap::new();
-    let (mut duplicates, mut replays, mut refused) = (0, 0, 0);
+    // Payout id -> (accepted at, its PSP's key, corridor).
+    let mut accepted: BTreeMap<String, (Instant, String, String)> = BTreeMap::new();
+    let (mut duplicates, mut replays, mut refused, mut shed) = (0, 0, 0, 0);
     while let Some(result) = tasks.join_next().await {
-        let answers = result?;
+        let (answers, api_key, corridor) = result?;
         duplicates += answers.len().saturating_sub(1);
-        for (status, replay, elapsed, id, at) in answers {
-            if status == 202 {
-                accept_latencies.push(elapsed);
-                replays += usize::from(replay);
-                if let Some(id) = id {
-                    accepted.entry(id).or_insert(at);
+        for answer in answers {
+            shed += answer.shed;
+            if answer.status == 202 {
+                accept_latencies.push(answer.elapsed);
+                replays += usize::from(answer.replay);
+                if let Some(id) = answer.id {
+                    accepted.entry(id).or_insert((answer.at, api_key.clone(), corridor.clone()));
                 }
             } else {
                 refused += 1;
@@ -201,39 +262,48 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<Value> {
         }
     }
     let accept_elapsed = started.elapsed();
+    progress.finish_and_clear();
+    let settling = progress_bar(accepted.len() as u64, "settling", args.json);
     // Follow every payout to rest.
     let deadline = Instant::now() + Duration::from_secs(args.settle_seconds);
     let mut completion_latencies = Vec::new();
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     let mut route_share: BTreeMap<String, usize> = BTreeMap::new();
+    let mut corridor_share: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    let mut pending: Vec<(String, Instant)> = accepted.into_iter().collect();
+    let mut pending: Vec<(String, (Instant, String, String))> = accepted.into_iter().collect();
     while !pending.is_empty() && Instant::now() < deadline {
         let mut still = Vec::new();
-        for (id, accepted_at) in pending {
+        for (id, (accepted_at, api_key, corridor)) in pending {
             let response = client
                 .get(format!("{target}/v1/payouts/{id}"))
-                .header("Authorization", format!("Bearer {}", args.api_key))
+                .header("Authorization", format!("Bearer {api_key}"))
                 .send()
                 .await;
             let Ok(response) = response else {
-                still.push((id, accepted_at));
+                still.push((id, (accepted_at, api_key, corridor)));
                 continue;
             };
             let value: Value =
                 serde_json::from_slice(&response.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
             let status = value["status"].as_str().unwrap_or("").to_string();
-            let resting = matches!(status.as_str(), "completed" | "failed" | "cancelled")
-                || (status == "in_doubt" && value["reason"].is_string());
+            // In doubt is a resting place only once status inquiries are used up (escalated to
+            // reconciliation); before that the server is still asking the rail.
+            let resting = matches!(status.as_str(), "completed" | "failed" | "cancelled" | "returned")
+                || (status == "in_doubt"
+                    && value["reason"].as_str().is_some_and(|reason| reason.starts_with("escalated")));
             if !resting {
-                still.push((id, accepted_at));
+                still.push((id, (accepted_at, api_key, corridor)));
                 continue;
             }
+            settling.inc(1);
             if status == "completed" {
                 completion_latencies.push(accepted_at.elapsed());
                 for leg in value["route"]["legs"].as_array().into_iter().flatten() {
                     if leg["kind"] == "rail" {
-                        *route_share.entry(leg["rail"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+                        let rail = leg["rail"].as_str().unwrap_or("?").to_string();
+                        *corridor_share.entry(corridor.clone()).or_default().entry(rail.clone()).or_default() += 1;
+                        *route_share.entry(rail).or_default() += 1;
                     }
                 }
             }
@@ -255,6 +325,10 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<Value> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    settling.finish_and_clear();
+    if !rails.is_empty() {
+        clear_faults(&client, &target, &args.admin_key, &rails).await;
+    }
     accept_latencies.sort();
     completion_latencies.sort();
     let accepted_count = accept_latencies.len() - replays;
@@ -263,6 +337,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<Value> {
         "payouts": args.payouts,
         "accepted": accepted_count,
         "refused": refused,
+        "shed_retried": shed,
         "duplicates": duplicates,
         "replays": replays,
         "elapsed_s": (seconds * 100.0).round() / 100.0,
@@ -278,6 +353,135 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<Value> {
         "in_doubt": outcomes.get("in_doubt").copied().unwrap_or(0),
         "unsettled": pending.len(),
         "route_share": route_share,
+        "route_share_by_corridor": corridor_share,
+        "faults": args.faults.as_ref().map(|path| path.display().to_string()),
         "failures_by_reason": reasons,
     }))
+}
+
+/// One submission's final answer, after any retries of shed attempts.
+struct Answer {
+    status: u16,
+    replay: bool,
+    /// From the first attempt to the final answer.
+    elapsed: Duration,
+    id: Option<String>,
+    at: Instant,
+    /// Attempts answered 429/503 and retried.
+    shed: usize,
+}
+
+/// Posts one payout; a 429 or 503 is retried after its Retry-After (at most [`RETRIES_MAX`]
+/// times, each wait at most [`RETRY_AFTER_MAX`]) under the same Idempotency-Key.
+async fn submit(client: &reqwest::Client, url: &str, api_key: &str, key: &str, body: &str) -> Answer {
+    let sent = Instant::now();
+    let mut shed = 0;
+    loop {
+        let response = client
+            .post(url)
+            .header("Authorization", format!("Bearer {api_key}"))
+            .header("Idempotency-Key", key)
+            .body(body.to_string())
+            .send()
+            .await;
+        let Ok(response) = response else {
+            return Answer { status: 0, replay: false, elapsed: sent.elapsed(), id: None, at: Instant::now(), shed };
+        };
+        let status = response.status().as_u16();
+        if (status == 429 || status == 503) && shed < RETRIES_MAX as usize {
+            let wait = response
+                .headers()
+                .get("retry-after")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .map_or(Duration::from_millis(100), Duration::from_secs)
+                .min(RETRY_AFTER_MAX);
+            shed += 1;
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        let replay = response.headers().get("idempotent-replayed").is_some();
+        let value: Value = serde_json::from_slice(&response.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
+        return Answer {
+            status,
+            replay,
+            elapsed: sent.elapsed(),
+            id: value["id"].as_str().map(str::to_string),
+            at: Instant::now(),
+            shed,
+        };
+    }
+}
+
+/// A progress bar on standard error (hidden when it is not a terminal, or with `--json`).
+fn progress_bar(length: u64, what: &'static str, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(length);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} {per_sec} eta {eta}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what);
+    bar
+}
+
+/// Applies the fault plan in `path` to every rail of the target; returns the rails.
+async fn apply_faults(
+    client: &reqwest::Client,
+    target: &str,
+    admin_key: &str,
+    path: &std::path::Path,
+) -> anyhow::Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|error| anyhow::anyhow!("--faults {}: {error}", path.display()))?;
+    let plan: Value =
+        serde_json::from_str(&text).map_err(|error| anyhow::anyhow!("--faults {}: {error}", path.display()))?;
+    // The monitor publishes its first state within a tick of the server starting.
+    let mut rails: Vec<String> = Vec::new();
+    for _ in 0..50 {
+        let state = client.get(format!("{target}/v1/monitor/state")).send().await?.bytes().await?;
+        let state: Value = serde_json::from_slice(&state).unwrap_or(Value::Null);
+        rails = state["rails"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|rail| rail["id"].as_str().map(str::to_string))
+            .collect();
+        if !rails.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::ensure!(!rails.is_empty(), "--faults: the target reports no rails at /v1/monitor/state");
+    for rail in &rails {
+        let response = client
+            .put(format!("{target}/v1/sandbox/rails/{rail}/faults"))
+            .header("Authorization", format!("Bearer {admin_key}"))
+            .body(json!({ "plan": plan }).to_string())
+            .send()
+            .await?;
+        let status = response.status();
+        anyhow::ensure!(
+            status.is_success(),
+            "--faults on {rail}: HTTP {status}: {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+    Ok(rails)
+}
+
+/// Puts every rail back to a plan without faults.
+async fn clear_faults(client: &reqwest::Client, target: &str, admin_key: &str, rails: &[String]) {
+    for rail in rails {
+        let cleared = client
+            .put(format!("{target}/v1/sandbox/rails/{rail}/faults"))
+            .header("Authorization", format!("Bearer {admin_key}"))
+            .body(json!({ "plan": {}, "outage": false }).to_string())
+            .send()
+            .await;
+        if !cleared.is_ok_and(|response| response.status().is_success()) {
+            eprintln!("warning: the fault plan on {rail} was not cleared");
+        }
+    }
 }

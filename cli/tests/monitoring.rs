@@ -2,7 +2,7 @@
 //! exposition format; a latency spike on a rail is detected, alerted, audited and steers routing
 //! away until the rail recovers; the dashboard, driven in headless Chromium over WebDriver, loads
 //! without console errors, shows a card per configured rail, moves while `railyard simulate`
-//! runs, and shows an injected outage within seconds.
+//! runs, and shows an injected outage within seconds. The API docs page is driven the same way.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -450,6 +450,91 @@ async fn the_dashboard_runs_live_in_a_real_browser() {
     })
     .await;
     eprintln!("outage shown after {:?}", injected.elapsed());
+
+    let errors: Vec<Value> = browser.console().await.into_iter().filter(|entry| entry["level"] == "SEVERE").collect();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    browser.close().await;
+    drop(server);
+    cleanup(&path);
+}
+
+/// The API docs page at `/docs`, in headless Chromium: every operation of `/openapi.json` is
+/// listed with its request fields, and "Try it" sends a real quote and a real payout (with the
+/// Idempotency-Key it fills in) to the server and shows the answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_docs_page_works_in_a_real_browser() {
+    let Some(browser) = Browser::start().await else { return };
+    let (server, base, path) = serve("docs", 1_000);
+    let client = reqwest::Client::new();
+    let (status, document) = request(&client, "GET", &format!("{base}/openapi.json"), None, None).await;
+    assert_eq!(status, 200);
+    let mut documented = BTreeSet::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.insert(format!("{method} {path}"));
+        }
+    }
+    browser.command("POST", "/url", json!({ "url": format!("{base}/docs") })).await;
+    until(Duration::from_secs(10), "the docs page to render", || async {
+        let ready = browser.script("return document.body.dataset.ready || ''").await;
+        ready.as_str().is_some_and(|ready| !ready.is_empty()).then_some(())
+    })
+    .await;
+    let shown = browser
+        .script("return [...document.querySelectorAll('.op')].map(op => op.dataset.method + ' ' + op.dataset.path)")
+        .await;
+    let shown: BTreeSet<String> = shown.as_array().unwrap().iter().map(|op| op.as_str().unwrap().to_string()).collect();
+    assert_eq!(shown, documented, "the page lists exactly the documented operations");
+    let links = browser.script("return document.querySelectorAll('#toc a').length").await;
+    assert_eq!(links.as_u64().unwrap() as usize, documented.len());
+    let quote_fields = browser
+        .script(
+            "return [...document.querySelector('.op[data-method=\"post\"][data-path=\"/v1/quotes\"] table.fields')\
+             .querySelectorAll('td code')].map(c => c.textContent)",
+        )
+        .await;
+    for field in ["source_currency", "destination_currency", "amount", "amount_type"] {
+        assert!(quote_fields.to_string().contains(field), "{field} not listed: {quote_fields}");
+    }
+
+    // Try it: a quote, then a payout, with the demo PSP's key.
+    let try_it = |method: &str, path: &str, body: &str| {
+        format!(
+            "document.getElementById('api-key').value = 'rk_demo_psp';\
+             const op = document.querySelector('.op[data-method=\"{method}\"][data-path=\"{path}\"]');\
+             op.querySelector('details.try').open = true;\
+             op.querySelector('textarea.body').value = {body};\
+             op.querySelector('button.send').click(); return true;",
+            body = serde_json::to_string(body).unwrap()
+        )
+    };
+    let answer = |method: &'static str, path: &'static str| {
+        let browser = &browser;
+        async move {
+            let script = format!(
+                "const op = document.querySelector('.op[data-method=\"{method}\"][data-path=\"{path}\"]');\
+                 const status = op.querySelector('.result .status');\
+                 return status ? [status.dataset.status, op.querySelector('.result pre').textContent] : null;"
+            );
+            let value = browser.script(&script).await;
+            value.as_array().map(|pair| (pair[0].as_str().unwrap().to_string(), pair[1].as_str().unwrap().to_string()))
+        }
+    };
+    let quote = r#"{"source_currency":"USD","destination_currency":"EUR","amount":"250.00","amount_type":"send","beneficiary_country":"DE"}"#;
+    browser.script(&try_it("post", "/v1/quotes", quote)).await;
+    let (status, text) = until(Duration::from_secs(10), "the quote's answer", || answer("post", "/v1/quotes")).await;
+    assert_eq!(status, "200", "{text}");
+    let quoted: Value = serde_json::from_str(&text).unwrap();
+    assert!(quoted["routes"].as_array().is_some_and(|routes| !routes.is_empty()), "{quoted}");
+    let payout = r#"{"source_currency":"USD","destination_currency":"EUR","amount":"250.00","amount_type":"send","beneficiary":{"name":"Jonas Weber","account":"DE89370400440532013000","country":"DE"},"reference":"docs page"}"#;
+    browser.script(&try_it("post", "/v1/payouts", payout)).await;
+    let (status, text) = until(Duration::from_secs(10), "the payout's answer", || answer("post", "/v1/payouts")).await;
+    assert_eq!(status, "202", "{text}");
+    let accepted: Value = serde_json::from_str(&text).unwrap();
+    let id = accepted["id"].as_str().unwrap();
+    let (status, stored) = request(&client, "GET", &format!("{base}/v1/payouts/{id}"), Some("rk_demo_psp"), None).await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["reference"], "docs page", "{stored}");
 
     let errors: Vec<Value> = browser.console().await.into_iter().filter(|entry| entry["level"] == "SEVERE").collect();
     assert!(errors.is_empty(), "console errors: {errors:?}");

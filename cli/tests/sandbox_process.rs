@@ -77,4 +77,16 @@ async fn conformance_against_a_sandbox_process() {
     let report = kit::run(&SepaKit { connector, control: HttpControl::new(&address) }).await;
     println!("{report}");
     report.assert_passed();
+
+    // The network publishes the day's camt.054 debit notification for the house's account,
+    // listing what the conformance run executed; reconciliation reads it.
+    let today = chrono::Utc::now().date_naive();
+    let response = reqwest::get(format!("http://{address}/camt.054?date={today}")).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let xml = response.text().await.unwrap();
+    assert!(xml.contains("BkToCstmrDbtCdtNtfctn"), "{xml}");
+    let notification = railyard_treasury::reports::read("sepa-inst-camt054.xml", xml.as_bytes()).unwrap();
+    assert!(!notification.lines.is_empty(), "the conformance run executed payments: {xml}");
+    let bad = reqwest::get(format!("http://{address}/camt.054?date=yesterday")).await.unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
 }

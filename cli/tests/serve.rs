@@ -165,9 +165,10 @@ async fn treasury_changes_apply_live() {
     let db = format!("sqlite:{}", path.display());
     let serve = start(&db);
     let client = reqwest::Client::new();
+    let address = serve.address.clone();
     let quote = |body: &'static str| {
         let client = client.clone();
-        let address = serve.address.clone();
+        let address = address.clone();
         async move {
             let response = client
                 .post(format!("http://{address}/v1/quotes"))
@@ -280,6 +281,89 @@ async fn treasury_changes_apply_live() {
     for action in ["treasury.fee", "rail.kill_switch", "treasury.limits", "treasury.weights"] {
         assert!(actions.contains(&action), "{action} missing from {actions:?}");
     }
+
+    // FX spreads: a wider EUR/BRL spread at atlas-fx lowers the rate routing quotes, at once.
+    let fx_url = format!("http://{}/v1/treasury/fx", serve.address);
+    let atlas_rate = |fx: &Value, pair: &str| -> String {
+        let atlas = fx["providers"].as_array().unwrap().iter().find(|p| p["provider"] == "atlas-fx").unwrap();
+        atlas["conversions"].as_array().unwrap().iter().find(|c| c["pair"] == pair).unwrap()["rate"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let fx_before = call(&client, "GET", fx_url.clone(), "rk_demo_treasury", "").await.1;
+    let spread = format!("http://{}/v1/treasury/fx/providers/atlas-fx/spread", serve.address);
+    let (status, problem) = put(spread.clone(), "rk_demo_treasury", r#"{"spread_bps":"10000","pair":"EUR/BRL"}"#).await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("spread_bps")), "{problem}");
+    let (status, problem) = put(spread.clone(), "rk_demo_treasury", r#"{"spread_bps":"5","pair":"HKD/THB"}"#).await;
+    assert_eq!((status, problem["field"].as_str()), (422, Some("pair")), "{problem}");
+    let (status, _) = put(
+        format!("http://{}/v1/treasury/fx/providers/nobody/spread", serve.address),
+        "rk_demo_treasury",
+        r#"{"spread_bps":"5"}"#,
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(put(spread.clone(), "rk_demo_psp", r#"{"spread_bps":"5"}"#).await.0, 403);
+    let (status, changed) = put(spread, "rk_demo_treasury", r#"{"spread_bps":"250","pair":"EUR/BRL"}"#).await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["before"]["spread_bps"], "60", "{changed}");
+    let fx_after = call(&client, "GET", fx_url.clone(), "rk_demo_treasury", "").await.1;
+    let (rate_before, rate_after) = (atlas_rate(&fx_before, "EUR/BRL"), atlas_rate(&fx_after, "EUR/BRL"));
+    assert!(
+        rate_after.parse::<f64>().unwrap() < rate_before.parse::<f64>().unwrap(),
+        "EUR/BRL {rate_before} -> {rate_after}"
+    );
+    assert_eq!(atlas_rate(&fx_before, "EUR/USD"), atlas_rate(&fx_after, "EUR/USD"), "another pair moved");
+    let keys: Vec<&str> =
+        fx_after["changed_settings"].as_array().unwrap().iter().filter_map(|setting| setting["key"].as_str()).collect();
+    assert!(keys.contains(&"fx_spread/atlas-fx/BRL/EUR"), "{keys:?}");
+    // A card network's in-network spread.
+    let card_rail = fx_after["rails"][0]["rail"].as_str().unwrap().to_string();
+    let (status, changed) = put(
+        format!("http://{}/v1/treasury/rails/{card_rail}/fx-spread", serve.address),
+        "rk_demo_treasury",
+        r#"{"spread_bps":"99"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{changed}");
+    let weights_after =
+        call(&client, "GET", format!("http://{}/v1/treasury/rails", serve.address), "rk_demo_treasury", "").await.1;
+    let fee_after =
+        weights_after["rails"].as_array().unwrap().iter().find(|rail| rail["rail"] == winner.as_str()).unwrap()["fees"]
+            ["USD"]
+            .clone();
+
+    // Restart: every change is still in force, and the kill switch still holds.
+    drop(serve);
+    let serve = start(&db);
+    let fx_restarted =
+        call(&client, "GET", format!("http://{}/v1/treasury/fx", serve.address), "rk_demo_treasury", "").await.1;
+    assert_eq!(atlas_rate(&fx_restarted, "EUR/BRL"), rate_after, "the spread did not survive a restart");
+    let card =
+        fx_restarted["rails"].as_array().unwrap().iter().find(|rail| rail["rail"] == card_rail.as_str()).unwrap();
+    assert_eq!(card["spread_bps"], "99");
+    let rails_restarted =
+        call(&client, "GET", format!("http://{}/v1/treasury/rails", serve.address), "rk_demo_treasury", "").await.1;
+    let rail_state = |rail: &str| {
+        rails_restarted["rails"].as_array().unwrap().iter().find(|entry| entry["rail"] == rail).unwrap().clone()
+    };
+    assert_eq!(rail_state(&winner)["fees"]["USD"], fee_after, "the fee did not survive a restart");
+    assert_eq!(rail_state(&new_winner)["kill_switch"], true, "the kill switch did not survive a restart");
+    // Releasing it removes the stored switch.
+    let release = client
+        .post(format!("http://{}/v1/treasury/rails/{new_winner}/kill-switch", serve.address))
+        .header("Authorization", "Bearer rk_demo_admin")
+        .body(r#"{"engaged":false}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(release.status().as_u16(), 200);
+    let fx_released =
+        call(&client, "GET", format!("http://{}/v1/treasury/fx", serve.address), "rk_demo_treasury", "").await.1;
+    assert!(!fx_released["changed_settings"].to_string().contains("kill_switch/"), "{fx_released}");
+    let verify = Command::new(env!("CARGO_BIN_EXE_railyard")).args(["audit", "verify", "--db", &db]).output().unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
     drop(serve);
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
@@ -571,55 +655,119 @@ async fn a_payout_completes_on_each_rail_kind() {
     }
 }
 
-/// Overload: with the database stalled (another process holds SQLite's write lock) the intake queue
-/// fills and the API sheds requests with 503 and Retry-After at once; when the database frees up,
+/// Overload: with the database stalled (another process holds SQLite's write lock) the intake
+/// queue (bound 16) fills and the API sheds every further request with 429 and Retry-After at
+/// once. Twelve thousand shed requests later the server's resident memory has not grown with them
+/// (what it holds is bounded by the queue, not by the offered load); when the database frees up,
 /// every request that was accepted is on disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn overload_is_shed_with_retry_after() {
+async fn overload_is_shed_with_retry_after_and_memory_stays_flat() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let path = std::env::temp_dir().join(format!("railyard_overload_{}.db", std::process::id()));
     let db = format!("sqlite:{}", path.display());
-    let serve = start_with(&db, &["--intake-queue", "16", "--rate-limit", "100000"]);
+    let serve = start_with(&db, &["--intake-queue", "16", "--rate-limit", "1000000"]);
+    let pid = serve.child.id();
     let client = reqwest::Client::new();
     // Another process takes the write lock and keeps it.
     let blocker = railyard_store::Store::open(&db, &railyard_store::StoreOptions::default()).await.unwrap();
     let held = blocker.begin().await.unwrap();
-    let mut tasks = tokio::task::JoinSet::new();
-    for index in 0..200 {
-        let client = client.clone();
-        let address = serve.address.clone();
-        tasks.spawn(async move {
-            let started = Instant::now();
-            let response = client
-                .post(format!("http://{address}/v1/payouts"))
-                .header("Authorization", "Bearer rk_demo_psp")
-                .header("Idempotency-Key", format!("overload-{index}"))
-                .body(BODY)
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            let retry_after = response.headers().get("retry-after").is_some();
-            let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Value::Null);
-            (status, retry_after, started.elapsed(), body["id"].as_str().map(str::to_string))
-        });
-    }
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    held.rollback().await.unwrap();
-    let (mut shed, mut accepted) = (0, Vec::new());
-    while let Some(result) = tasks.join_next().await {
-        let (status, retry_after, took, id) = result.unwrap();
-        match status {
-            503 => {
-                shed += 1;
-                assert!(retry_after, "503 without Retry-After");
-                assert!(took < Duration::from_millis(700), "a refusal waited {took:?}");
-            }
-            202 => accepted.push(id.unwrap()),
-            other => panic!("unexpected {other}"),
+
+    // 64 clients send in a loop; a request that gets into the queue waits for the database, so at
+    // most 16 clients are stuck and the rest keep offering load.
+    let next = Arc::new(AtomicUsize::new(0));
+    let slow_refusals = Arc::new(AtomicUsize::new(0));
+    let run = |count: usize| {
+        let mut tasks = tokio::task::JoinSet::new();
+        let limit = next.load(Ordering::SeqCst) + count;
+        for _ in 0..64 {
+            let (client, address, next, slow) =
+                (client.clone(), serve.address.clone(), next.clone(), slow_refusals.clone());
+            tasks.spawn(async move {
+                let mut answers = Vec::new();
+                loop {
+                    let index = next.fetch_add(1, Ordering::SeqCst);
+                    if index >= limit {
+                        break;
+                    }
+                    let started = Instant::now();
+                    let response = client
+                        .post(format!("http://{address}/v1/payouts"))
+                        .header("Authorization", "Bearer rk_demo_psp")
+                        .header("Idempotency-Key", format!("overload-{index}"))
+                        .body(BODY)
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = response.status().as_u16();
+                    let retry_after = response.headers().get("retry-after").is_some();
+                    let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Value::Null);
+                    if status == 429 {
+                        assert!(retry_after, "429 without Retry-After");
+                        if started.elapsed() > Duration::from_millis(700) {
+                            slow.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    if status == 503 {
+                        assert!(retry_after, "503 without Retry-After");
+                    }
+                    if status != 429 && status != 202 && status != 503 {
+                        eprintln!("unexpected answer {status}: {body}");
+                    }
+                    answers.push((status, body["id"].as_str().map(str::to_string)));
+                }
+                answers
+            });
         }
+        tasks
+    };
+    // Warm-up: connections, allocator arenas, the queue full.
+    let mut warm = run(2_000);
+    let mut answers = Vec::new();
+    let warmed = loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if next.load(Ordering::SeqCst) >= 2_000 + 64 - 16 {
+            break resident_kib(pid);
+        }
+    };
+    let mut load = run(12_000);
+    // Every client not stuck in the queue finishes its share.
+    while next.load(Ordering::SeqCst) < 14_000 + 64 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(shed > 0, "nothing was shed");
+    let loaded = resident_kib(pid);
+    held.rollback().await.unwrap();
+    while let Some(result) = warm.join_next().await {
+        answers.extend(result.unwrap());
+    }
+    while let Some(result) = load.join_next().await {
+        answers.extend(result.unwrap());
+    }
+    // A group waiting on the lock past SQLite's busy timeout is answered 503 (nothing stored).
+    let shed = answers.iter().filter(|(status, _)| *status == 429).count();
+    let timed_out = answers.iter().filter(|(status, _)| *status == 503).count();
+    let accepted: Vec<String> =
+        answers.iter().filter(|(status, _)| *status == 202).filter_map(|(_, id)| id.clone()).collect();
+    assert_eq!(answers.len(), 14_000);
+    assert!(timed_out <= 16, "{timed_out} answered 503");
+    assert_eq!(
+        shed + timed_out + accepted.len(),
+        14_000,
+        "other answers: {:?}",
+        answers.iter().filter(|(s, _)| ![429, 202, 503].contains(s)).take(3).collect::<Vec<_>>()
+    );
+    assert!(shed > 13_000, "only {shed} shed");
     assert!(!accepted.is_empty());
+    assert_eq!(slow_refusals.load(Ordering::SeqCst), 0, "refusals waited for the database");
+    if let (Some(warmed), Some(loaded)) = (warmed, loaded) {
+        let grown = loaded.saturating_sub(warmed);
+        eprintln!("resident memory: {warmed} KiB after 2,000 requests, {loaded} KiB after 12,000 more (+{grown} KiB)");
+        // 12,000 refused payouts of ~300 bytes each kept would be 3.5 MiB; far more with their
+        // futures. The allowance covers allocator noise, not growth with load.
+        assert!(grown < 3 * 1024, "resident memory grew by {grown} KiB under shed load ({warmed} -> {loaded})");
+    } else {
+        eprintln!("SKIPPED memory check: /proc/{pid}/status is not readable on this system");
+    }
     for id in &accepted {
         assert_eq!(get(&client, &serve, id, "rk_demo_psp").await.0, 200, "accepted {id} is not stored");
     }
@@ -630,6 +778,13 @@ async fn overload_is_shed_with_retry_after() {
     }
 }
 
+/// A process's resident set in KiB (Linux), or `None` where /proc is not available.
+fn resident_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// `railyard simulate` against `railyard serve`: every accepted payout settles, duplicates come
 /// back as replays, and the JSON report carries its documented keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -638,14 +793,21 @@ async fn simulate_drives_serve() {
     let db = format!("sqlite:{}", path.display());
     let serve = start_with(&db, &["--rate-limit", "100000"]);
     let target = format!("http://{}", serve.address);
+    // A fault profile for the run: some replies lost (resolved by status inquiry), some latency.
+    let faults = std::env::temp_dir().join(format!("railyard_simulate_faults_{}.json", std::process::id()));
+    std::fs::write(&faults, r#"{"seed": 11, "latency": {"base_ms": 2, "jitter_ms": 5}, "reply_lost_permille": 60}"#)
+        .unwrap();
+    let faults_arg = faults.display().to_string();
     let output = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_railyard"))
-            .args(["simulate", "--target", &target, "--payouts", "60", "--duplicate-permille", "200", "--json"])
+            .args(["simulate", "--target", &target, "--payouts", "60", "--duplicate-permille", "200"])
+            .args(["--faults", &faults_arg, "--json"])
             .output()
             .unwrap()
     })
     .await
     .unwrap();
+    let _ = std::fs::remove_file(&faults);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     for key in ["payouts", "throughput_per_s", "accept_p99_ms", "completion_p99_ms", "failed", "in_doubt"] {
@@ -655,10 +817,58 @@ async fn simulate_drives_serve() {
     assert_eq!(report["completed"], 60, "{report}");
     assert_eq!(report["replays"], report["duplicates"], "{report}");
     assert!(report["duplicates"].as_u64().unwrap() > 0);
+    assert!(report["shed_retried"].is_u64(), "{report}");
+    // Per corridor and rail; the three demo PSPs each submitted a share.
+    let by_corridor = report["route_share_by_corridor"].as_object().unwrap();
+    assert!(by_corridor.contains_key("EUR>EUR"), "{report}");
+    let client = reqwest::Client::new();
+    for key in ["rk_demo_psp", "rk_demo_psp_north", "rk_demo_psp_south"] {
+        let (status, listed) =
+            call(&client, "GET", format!("http://{}/v1/payouts?limit=100", serve.address), key, "").await;
+        assert_eq!(status, 200);
+        assert!(listed["payouts"].as_array().is_some_and(|payouts| payouts.len() >= 15), "{key}: {listed}");
+    }
+    // The fault plan was put on every rail for the run and taken off after it (both audited).
+    let (_, audit) =
+        call(&client, "GET", format!("http://{}/v1/treasury/audit", serve.address), "rk_demo_treasury", "").await;
+    let faults_entries =
+        audit["entries"].as_array().unwrap().iter().filter(|entry| entry["action"] == "sandbox.faults").count();
+    assert!(faults_entries >= 2 * 5, "{faults_entries} sandbox.faults entries: {audit}");
     drop(serve);
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
+}
+
+/// `railyard simulate --in-process`: Railyard runs inside the simulator on a fresh database, every
+/// payout settles, stdout is only the JSON report, and the temporary database is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_runs_railyard_in_process() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_railyard"))
+            .current_dir(root)
+            .args(["simulate", "--in-process", "--payouts", "40", "--duplicate-permille", "200", "--json"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!("stdout is not the JSON report ({error}): {}", String::from_utf8_lossy(&output.stdout))
+    });
+    assert_eq!(report["in_process"], true, "{report}");
+    assert_eq!(report["accepted"], 40, "{report}");
+    assert_eq!(report["completed"], 40, "{report}");
+    assert_eq!(report["replays"], report["duplicates"], "{report}");
+    // --target and --in-process exclude each other.
+    let both = Command::new(env!("CARGO_BIN_EXE_railyard"))
+        .args(["simulate", "--in-process", "--target", "http://127.0.0.1:9", "--payouts", "1"])
+        .output()
+        .unwrap();
+    assert!(!both.status.success());
+    assert!(String::from_utf8_lossy(&both.stderr).contains("--target"), "{}", String::from_utf8_lossy(&both.stderr));
 }
 
 /// A payout against a quote follows the quote's route; a payout that does not match the quote,

@@ -1,8 +1,16 @@
-//! kill -9 soak, CI-sized: `railyard serve` on SQLite with SEPA Instant served by a separate
-//! `railyard sandbox instant` process (so the rail's execution ledger outlives the server), a client
-//! submitting payouts concurrently, SIGKILL at random intervals, restart, and at the end: every
-//! acknowledged payout exists and is terminal or in doubt with a reason, no rail execution is
-//! duplicated or unaccounted for, and `railyard verify` passes.
+//! kill -9 soak, CI-sized: `railyard serve` on SQLite and on PostgreSQL with SEPA Instant served
+//! by a separate `railyard sandbox instant` process (so the rail's execution ledger outlives the
+//! server), a client submitting payouts concurrently, SIGKILL at random intervals, restart, and at
+//! the end: every acknowledged payout exists and is terminal or in doubt with a reason, no rail
+//! execution is duplicated or unaccounted for, and `railyard verify` passes.
+//!
+//! Sized by the environment for longer runs (`scripts/soak.sh` sets these):
+//! `RAILYARD_SOAK_KILLS` (default 4), `RAILYARD_SOAK_INTERVAL_MS` (`low-high`, default
+//! `1000-3000`), `RAILYARD_SOAK_PAYOUTS` (stop submitting after this many acknowledged; default
+//! no cap), `RAILYARD_SOAK_DB` (`sqlite` or `postgres`: run only that one).
+
+#[path = "../../store/tests/common/mod.rs"]
+mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -47,12 +55,63 @@ fn spawn(args: &[&str]) -> (Process, String) {
     (Process(child), address)
 }
 
-const KILLS: usize = 4;
+/// The run's size, from the environment.
+struct Size {
+    kills: usize,
+    interval_ms: (u64, u64),
+    payouts: Option<usize>,
+}
+
+fn size() -> Size {
+    let number = |name: &str| {
+        std::env::var(name).ok().map(|value| value.trim().parse::<u64>().unwrap_or_else(|_| panic!("{name}={value:?}")))
+    };
+    let interval_ms = std::env::var("RAILYARD_SOAK_INTERVAL_MS")
+        .ok()
+        .map(|value| {
+            let (low, high) =
+                value.split_once('-').unwrap_or_else(|| panic!("RAILYARD_SOAK_INTERVAL_MS={value:?}: low-high"));
+            (low.trim().parse().unwrap(), high.trim().parse().unwrap())
+        })
+        .unwrap_or((1_000, 3_000));
+    assert!(interval_ms.0 <= interval_ms.1 && interval_ms.0 > 0, "RAILYARD_SOAK_INTERVAL_MS");
+    Size {
+        kills: number("RAILYARD_SOAK_KILLS").map_or(4, |kills| kills as usize),
+        interval_ms,
+        payouts: number("RAILYARD_SOAK_PAYOUTS").map(|payouts| payouts as usize),
+    }
+}
+
+fn wanted(database: &str) -> bool {
+    std::env::var("RAILYARD_SOAK_DB").map_or(true, |only| only == database)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_dash_nine_soak() {
+    if !wanted("sqlite") {
+        return;
+    }
     let directory = std::env::temp_dir().join(format!("railyard_soak_{}", std::process::id()));
     std::fs::create_dir_all(&directory).unwrap();
+    let db = format!("sqlite:{}", directory.join("railyard.db").display());
+    soak(&db, &directory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_dash_nine_soak_postgres() {
+    if !wanted("postgres") {
+        return;
+    }
+    // A fresh schema (dropped at the end); SKIPPED without PostgreSQL unless it is required.
+    let Some(database) = common::postgres().await else { return };
+    database.store.pool().close().await;
+    let directory = std::env::temp_dir().join(format!("railyard_soak_pg_{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    soak(&database.url, &directory).await;
+}
+
+async fn soak(db: &str, directory: &std::path::Path) {
+    let Size { kills, interval_ms, payouts } = size();
     // The rail, in its own process, losing some replies so that Unknown outcomes happen too.
     let faults = directory.join("faults.json");
     std::fs::write(&faults, r#"{"seed": 11, "reply_lost_permille": 30, "latency": {"base_ms": 2, "jitter_ms": 8}}"#)
@@ -79,11 +138,10 @@ async fn kill_dash_nine_soak() {
         .replace("sanctions_list = \"sanctions.csv\"", &format!("sanctions_list = \"{root}/config/sanctions.csv\""));
     let config_path = directory.join("treasury.toml");
     std::fs::write(&config_path, &config).unwrap();
-    let db = format!("sqlite:{}", directory.join("railyard.db").display());
     let serve_args = [
         "serve",
         "--db",
-        &db,
+        db,
         "--listen",
         "127.0.0.1:0",
         "--config",
@@ -94,7 +152,7 @@ async fn kill_dash_nine_soak() {
 
     // This configuration is not the demo: fund the PSP through the database before the first start.
     {
-        let store = railyard_store::Store::open(&db, &railyard_store::StoreOptions::default()).await.unwrap();
+        let store = railyard_store::Store::open(db, &railyard_store::StoreOptions::default()).await.unwrap();
         let config = Arc::new(railyard_config::load(&config_path).unwrap());
         let rates = railyard_fx::RateHistory::bundled_daily().latest();
         let fx = Arc::new(railyard_fx::FxBook::build(&config.fx_providers, rates).unwrap());
@@ -125,18 +183,22 @@ async fn kill_dash_nine_soak() {
     let acknowledged: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
     let mut next_key = 0_usize;
     let mut rng = 0x2545_f491_4f6c_dd1d_u64;
-    for round in 0..=KILLS {
+    for round in 0..=kills {
         let (serve, address) = spawn(&serve_args);
-        let deadline = if round == KILLS {
+        let deadline = if round == kills {
             Instant::now() + Duration::from_millis(500)
         } else {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            Instant::now() + Duration::from_millis(1_000 + rng % 2_000)
+            Instant::now() + Duration::from_millis(interval_ms.0 + rng % (interval_ms.1 - interval_ms.0 + 1))
         };
         let mut tasks = tokio::task::JoinSet::new();
         while Instant::now() < deadline {
+            if payouts.is_some_and(|cap| acknowledged.lock().unwrap().len() >= cap) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
             for _ in 0..8 {
                 let key = format!("soak-{next_key}");
                 next_key += 1;
@@ -166,7 +228,7 @@ async fn kill_dash_nine_soak() {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if round < KILLS {
+        if round < kills {
             // SIGKILL mid-flight: no shutdown, no flush beyond what was committed.
             drop(serve);
             while tasks.join_next().await.is_some() {}
@@ -191,10 +253,14 @@ async fn kill_dash_nine_soak() {
                     {
                         break;
                     }
-                    assert!(started.elapsed() < Duration::from_secs(60), "{id} still {status}");
+                    // Two minutes, or longer for a long run's backlog (a debug build on a busy
+                    // 2-core machine settles a few hundred payouts a second).
+                    let limit = Duration::from_secs(120.max(ids.len() as u64 / 20));
+                    assert!(started.elapsed() < limit, "{id} still {status}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
+            eprintln!("{} acknowledged payouts came to rest in {:?}", ids.len(), started.elapsed());
             let pid = serve.0.id().to_string();
             Command::new("kill").args(["-TERM", &pid]).status().unwrap();
             drop(serve);
@@ -207,7 +273,7 @@ async fn kill_dash_nine_soak() {
     let executions = HttpControl::new(&rail_address).executions().await.unwrap();
     let mut per_payout: BTreeMap<String, usize> = BTreeMap::new();
     let mut unaccounted = 0;
-    let store = railyard_store::Store::open(&db, &railyard_store::StoreOptions::default()).await.unwrap();
+    let store = railyard_store::Store::open(db, &railyard_store::StoreOptions::default()).await.unwrap();
     let payouts: Vec<(String, String)> =
         sqlx::query_as::<_, (String, String)>("SELECT id, state FROM payouts").fetch_all(store.pool()).await.unwrap();
     let keys: BTreeMap<String, String> = payouts
@@ -239,10 +305,11 @@ async fn kill_dash_nine_soak() {
         }
     }
     store.pool().close().await;
-    let verify = Command::new(env!("CARGO_BIN_EXE_railyard")).args(["verify", "--db", &db]).output().unwrap();
+    let verify = Command::new(env!("CARGO_BIN_EXE_railyard")).args(["verify", "--db", db]).output().unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
     eprintln!(
-        "soak: {} acknowledged, {} executions, {KILLS} kills, states {:?}",
+        "soak on {}: {} acknowledged, {} executions, {kills} kills, states {:?}",
+        db.split(':').next().unwrap_or(""),
         acknowledged.len(),
         executions.len(),
         states.values().fold(BTreeMap::<&str, usize>::new(), |mut counts, state| {
@@ -250,5 +317,5 @@ async fn kill_dash_nine_soak() {
             counts
         })
     );
-    let _ = std::fs::remove_dir_all(&directory);
+    let _ = std::fs::remove_dir_all(directory);
 }

@@ -8,9 +8,8 @@
 //! expires (then it fails). The approver must be a different API key from the one that submitted
 //! the payout; the decision is written to the hash-chained audit log with the state change.
 
-use chrono::Utc;
 use railyard_risk::{Assessment, Decision, Facts, Reason};
-use railyard_store::{audit, now_micros, vault};
+use railyard_store::{audit, vault};
 use sqlx::{Any, Row, Transaction};
 
 use crate::{Changes, Engine, EngineError, Payout, State, corrupt, outbox};
@@ -88,9 +87,19 @@ async fn window(tx: &mut Transaction<'static, Any>, scope: &str, from_bucket: i6
 impl Engine {
     /// Screens and scores `payout` and moves it on, holds it, or blocks it.
     pub(crate) async fn assess(&self, payout: &Payout) -> Result<(), EngineError> {
-        let now = Utc::now();
-        let bucket = now_micros() / MINUTE_MICROS;
-        let mut tx = self.store.begin().await?;
+        let now = self.clock.now();
+        let bucket = self.clock.now_micros() / MINUTE_MICROS;
+        // Screening is CPU work: done before the write transaction, not while holding it.
+        let request = &payout.request;
+        let mut parties = vec![("beneficiary", request.beneficiary.name.as_str())];
+        if let Some(originator) = &request.originator {
+            parties.push(("originator", originator.name.as_str()));
+        }
+        let mut screened = match (&self.config.risk, &self.sanctions) {
+            (Some(risk), Ok(list)) => Some(railyard_risk::screen(list, risk, &parties)),
+            _ => None,
+        };
+        let mut tx = self.store.begin_step().await?;
         let assessment = match (&self.config.risk, &self.sanctions) {
             (None, _) => railyard_risk::unconfigured(now),
             (Some(risk), Err(error)) => Assessment {
@@ -106,12 +115,7 @@ impl Engine {
                 expires_at: Some(now + chrono::Duration::minutes(i64::from(risk.approval_expiry_minutes))),
             },
             (Some(risk), Ok(list)) => {
-                let request = &payout.request;
-                let mut parties = vec![("beneficiary", request.beneficiary.name.as_str())];
-                if let Some(originator) = &request.originator {
-                    parties.push(("originator", originator.name.as_str()));
-                }
-                let screening = railyard_risk::screen(list, risk, &parties);
+                let screening = screened.take().unwrap_or_else(|| railyard_risk::screen(list, risk, &parties));
                 let scopes = counter_scopes(payout);
                 let (psp_last_hour, _) = window(&mut tx, &scopes[0].0, bucket - HOUR_BUCKETS + 1).await?;
                 let (_, psp_amount_today) = window(&mut tx, &scopes[1].0, bucket - DAY_BUCKETS + 1).await?;
@@ -219,7 +223,7 @@ impl Engine {
 
     /// A hold nobody decided in time: the payout fails (nothing was reserved).
     pub(crate) async fn expire_hold(&self, payout: &Payout) -> Result<(), EngineError> {
-        let tx = self.store.begin().await?;
+        let tx = self.store.begin_step().await?;
         let minutes = self.config.risk.as_ref().map(|risk| risk.approval_expiry_minutes).unwrap_or_default();
         self.fail(
             tx,
@@ -253,7 +257,7 @@ impl Engine {
         if payout.request.submitted_by.as_deref() == Some(approver.key.as_str()) {
             return Err(DecideError::OwnRequest(id.into()));
         }
-        if payout.next_action_at <= now_micros() {
+        if payout.next_action_at <= self.clock.now_micros() {
             return Err(DecideError::Expired(id.into()));
         }
         if !self.claim(id).await? {

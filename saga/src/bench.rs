@@ -244,3 +244,379 @@ pub async fn run(
         ratio_single: round(single / baseline),
     })
 }
+
+/// Which database `railyard bench e2e` runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum E2eStore {
+    /// SQLite, WAL, `synchronous=FULL` (the default).
+    Sqlite,
+    /// SQLite, WAL, `synchronous=NORMAL`.
+    SqliteNormal,
+    /// PostgreSQL (its default `synchronous_commit=on`).
+    Postgres,
+}
+
+impl E2eStore {
+    pub fn name(self) -> &'static str {
+        match self {
+            E2eStore::Sqlite => "sqlite",
+            E2eStore::SqliteNormal => "sqlite-normal",
+            E2eStore::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct E2eReport {
+    pub store: String,
+    pub payouts: usize,
+    pub concurrency: usize,
+    /// Payouts accepted and driven to a terminal state per second, end to end.
+    pub payouts_per_s: f64,
+    /// The same rows, written by plain batched inserts into a fresh database in the same run.
+    pub raw_bound_per_s: f64,
+    /// payouts_per_s ÷ raw_bound_per_s.
+    pub ratio: f64,
+    /// Accept to terminal, per payout.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub completed: usize,
+    pub failed: usize,
+    /// In doubt, held for screening or approval: not terminal when the run ended.
+    pub not_terminal: usize,
+    /// Rows the run inserted (payouts, events, ledger transfers, idempotency, outbox, ...).
+    pub rows_inserted: u64,
+    pub rows_per_payout: f64,
+    pub seconds: f64,
+}
+
+/// Tells each client when its payout came to rest.
+#[derive(Default)]
+struct Finish {
+    inner: std::sync::Mutex<FinishState>,
+}
+
+#[derive(Default)]
+struct FinishState {
+    waiting: std::collections::HashMap<String, tokio::sync::oneshot::Sender<crate::State>>,
+    done: std::collections::HashMap<String, crate::State>,
+}
+
+impl Finish {
+    fn wait(&self, id: &str) -> tokio::sync::oneshot::Receiver<crate::State> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let mut state = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match state.done.remove(id) {
+            Some(at_rest) => {
+                let _ = sender.send(at_rest);
+            }
+            None => {
+                state.waiting.insert(id.to_string(), sender);
+            }
+        }
+        receiver
+    }
+}
+
+impl crate::OutcomeObserver for Finish {
+    fn leg_outcome(&self, _rail: &str, _success: bool, _elapsed: std::time::Duration) {}
+
+    fn payout_moved(&self, moved: &crate::PayoutMoved<'_>) {
+        use crate::State;
+        if !(moved.to.terminal() || matches!(moved.to, State::InDoubt | State::Screening | State::AwaitingApproval)) {
+            return;
+        }
+        let mut state = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match state.waiting.remove(&moved.payout.id) {
+            Some(sender) => {
+                let _ = sender.send(moved.to);
+            }
+            None => {
+                state.done.insert(moved.payout.id.clone(), moved.to);
+            }
+        }
+    }
+}
+
+/// The corridors the e2e run cycles through: domestic instant, cross-currency via FX, card.
+fn e2e_request(index: usize) -> PayoutRequest {
+    const CORRIDORS: [(&str, &str, &str, &str); 4] = [
+        ("EUR", "EUR", "DE", "DE89370400440532013000"),
+        ("USD", "EUR", "FR", "FR1420041010050500013M02606"),
+        ("GBP", "GBP", "GB", "GB29NWBK60161331926819"),
+        ("EUR", "GBP", "GB", "GB29NWBK60161331926819"),
+    ];
+    let (source, destination, country, account) = CORRIDORS[index % CORRIDORS.len()];
+    let source = Currency::from_code(source).unwrap_or_else(|_| unreachable!("a listed currency"));
+    let destination = Currency::from_code(destination).unwrap_or_else(|_| unreachable!("a listed currency"));
+    let mut request = request(index);
+    request.source = source;
+    request.destination = destination;
+    // 10.00 to 59.99: small enough that liquidity and risk tiers never decide the outcome.
+    request.amount = Money::from_minor(1_000 + (index as i64 * 7_919) % 5_000, source);
+    request.beneficiary.name = format!("Bench Payee {}", index % 1_000);
+    request.beneficiary.country = Country::from_code(country).unwrap_or_else(|_| unreachable!("a listed country"));
+    request.beneficiary.account = account.into();
+    request
+}
+
+/// Tables whose rows the raw bound writes, in an order that satisfies foreign keys.
+const E2E_TABLES: &[&str] = &[
+    "transfers",
+    "idempotency",
+    "payouts",
+    "saga_events",
+    "outbox",
+    "webhook_deliveries",
+    "audit_chain",
+    "quotes",
+    "liquidity_alerts",
+    "vault",
+    "risk_counters",
+    "risk_history",
+];
+
+/// Rows in each of [`E2E_TABLES`].
+async fn row_counts(store: &Store) -> Result<Vec<i64>, String> {
+    let mut counts = Vec::with_capacity(E2E_TABLES.len());
+    for table in E2E_TABLES {
+        let count: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+            .fetch_one(store.pool())
+            .await
+            .map_err(|error| format!("{table}: {error}"))?;
+        counts.push(count);
+    }
+    Ok(counts)
+}
+
+/// A column value as it crosses the `Any` driver.
+enum Cell {
+    Int(Option<i64>),
+    Real(Option<f64>),
+    Text(Option<String>),
+    Blob(Option<Vec<u8>>),
+    Bool(Option<bool>),
+}
+
+fn cells(row: &sqlx::any::AnyRow) -> Result<Vec<Cell>, String> {
+    use sqlx::{Column, Row, TypeInfo};
+    let failed = |error: sqlx::Error| error.to_string();
+    row.columns()
+        .iter()
+        .enumerate()
+        .map(|(index, column)| {
+            let name = column.type_info().name().to_ascii_uppercase();
+            Ok(if name.contains("INT") {
+                Cell::Int(row.try_get(index).map_err(failed)?)
+            } else if name.contains("BOOL") {
+                Cell::Bool(row.try_get(index).map_err(failed)?)
+            } else if name.contains("REAL") || name.contains("FLOAT") || name.contains("DOUBLE") {
+                Cell::Real(row.try_get(index).map_err(failed)?)
+            } else if name.contains("BLOB") || name.contains("BYTEA") {
+                Cell::Blob(row.try_get(index).map_err(failed)?)
+            } else if name == "NULL" {
+                Cell::Text(None)
+            } else {
+                Cell::Text(row.try_get(index).map_err(failed)?)
+            })
+        })
+        .collect()
+}
+
+/// Copies as many rows of each table as the run inserted (`added[i]`, read without an order, so
+/// a few may be setup rows of the same shape) into `raw`, one writer,
+/// [`RAW_ROWS_PER_TRANSACTION`] rows per transaction, and returns the seconds the writes took.
+/// Reading the rows happens before the clock starts.
+async fn raw_bound(run: &Store, raw: &Store, added: &[i64]) -> Result<f64, String> {
+    use sqlx::Row;
+    let failed = |error: sqlx::Error| error.to_string();
+    // The accounts are the run's setup, not its work: copied before timing.
+    let accounts = sqlx::query("SELECT * FROM accounts").fetch_all(run.pool()).await.map_err(failed)?;
+    let mut inserts: Vec<(String, Vec<Cell>)> = Vec::new();
+    for row in &accounts {
+        inserts.push((insert_sql("accounts", row.columns().len()), cells(row)?));
+    }
+    write_rows(raw, &inserts).await?;
+    let mut timed: Vec<(String, Vec<Cell>)> = Vec::new();
+    for (table, count) in E2E_TABLES.iter().zip(added) {
+        if *count <= 0 {
+            continue;
+        }
+        let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+            .fetch_one(run.pool())
+            .await
+            .map_err(failed)?;
+        let rows = sqlx::query(AssertSqlSafe(format!("SELECT * FROM {table} LIMIT {count} OFFSET {}", total - count)))
+            .fetch_all(run.pool())
+            .await
+            .map_err(failed)?;
+        for row in &rows {
+            timed.push((insert_sql(table, row.len()), cells(row)?));
+        }
+    }
+    let started = Instant::now();
+    write_rows(raw, &timed).await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Rows per transaction for the raw bound.
+pub const RAW_ROWS_PER_TRANSACTION: usize = 1_024;
+
+fn insert_sql(table: &str, columns: usize) -> String {
+    let placeholders: Vec<String> = (1..=columns).map(|index| format!("${index}")).collect();
+    format!("INSERT INTO {table} VALUES ({})", placeholders.join(", "))
+}
+
+async fn write_rows(store: &Store, rows: &[(String, Vec<Cell>)]) -> Result<(), String> {
+    let failed = |error: sqlx::Error| error.to_string();
+    for chunk in rows.chunks(RAW_ROWS_PER_TRANSACTION) {
+        let mut tx = store.begin().await.map_err(failed)?;
+        for (sql, cells) in chunk {
+            let mut query = sqlx::query(AssertSqlSafe(sql.clone()));
+            for cell in cells {
+                query = match cell {
+                    Cell::Int(value) => query.bind(*value),
+                    Cell::Real(value) => query.bind(*value),
+                    Cell::Text(value) => query.bind(value.clone()),
+                    Cell::Blob(value) => query.bind(value.clone()),
+                    Cell::Bool(value) => query.bind(*value),
+                };
+            }
+            query.execute(&mut *tx).await.map_err(failed)?;
+        }
+        tx.commit().await.map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// `railyard bench e2e`: `payouts` payouts from `concurrency` clients, each accepted through the
+/// group-commit intake and driven by the saga driver `railyard serve` uses, over the in-process
+/// sandbox rails in `registry` (no injected latency), on a fresh database; then the raw bound.
+/// `target` is a directory (SQLite) or a PostgreSQL URL.
+pub async fn e2e(
+    target: &str,
+    store_kind: E2eStore,
+    config: Arc<TreasuryConfig>,
+    fx: Arc<FxBook>,
+    registry: Registry,
+    payouts: usize,
+    concurrency: usize,
+) -> Result<E2eReport, String> {
+    let failed = |error: &dyn std::fmt::Display| error.to_string();
+    let tenant = config.tenants.first().map(|tenant| tenant.id.to_string()).ok_or("the configuration has no tenant")?;
+    let concurrency = concurrency.clamp(1, payouts.max(1));
+    let options = StoreOptions {
+        durability: if store_kind == E2eStore::SqliteNormal {
+            railyard_store::Durability::Normal
+        } else {
+            railyard_store::Durability::Full
+        },
+        ..StoreOptions::default()
+    };
+
+    let (url, schema) = fresh(target, "e2e").await?;
+    let store = Store::open(&url, &options).await.map_err(|error| failed(&error))?;
+    let settings = EngineSettings::new(
+        "bench-e2e",
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(200),
+        8,
+        3,
+        Decimal::from(50),
+    );
+    let mut engine = Engine::new(
+        store.clone(),
+        config.clone(),
+        fx,
+        registry,
+        settings,
+        Arc::new(railyard_store::vault::VaultKeys::generate()),
+    );
+    engine.screening_ready().map_err(|error| format!("[risk] sanctions_list: {error}"))?;
+    let finish = Arc::new(Finish::default());
+    engine.set_observer(finish.clone());
+    let engine = Arc::new(engine);
+    engine.ensure_accounts().await.map_err(|error| failed(&error))?;
+    let mut currencies: Vec<Currency> = config.rails.iter().flat_map(|rail| rail.currencies.iter().copied()).collect();
+    currencies.sort_by_key(|currency| currency.code());
+    currencies.dedup();
+    for currency in currencies {
+        let amount = Money::from_minor(i64::MAX / 4, currency);
+        engine
+            .fund_psp(&tenant, amount, &format!("bench-{}", currency.code()))
+            .await
+            .map_err(|error| failed(&error))?;
+    }
+    let before = row_counts(&store).await?;
+
+    let driver = crate::driver::Driver::start(engine.clone(), crate::driver::DriverOptions::default());
+    let intake = Intake::start_with(engine.clone(), crate::intake::INTAKE_QUEUE_MAX).with_driver(driver.clone());
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..concurrency {
+        let intake = intake.clone();
+        let tenant = tenant.clone();
+        let finish = finish.clone();
+        tasks.spawn(async move {
+            let mut outcomes = Vec::new();
+            for index in (worker..payouts).step_by(concurrency) {
+                let accepted_at = Instant::now();
+                let accepted = intake
+                    .accept(&tenant, &format!("e2e-{index}"), &e2e_request(index))
+                    .await
+                    .map_err(|error| error.to_string())?;
+                let state = finish.wait(&accepted.payout_id).await.map_err(|error| error.to_string())?;
+                outcomes.push((state, accepted_at.elapsed()));
+            }
+            Ok::<_, String>(outcomes)
+        });
+    }
+    let mut outcomes = Vec::with_capacity(payouts);
+    while let Some(result) = tasks.join_next().await {
+        outcomes.extend(result.map_err(|error| failed(&error))??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    driver.stop().await;
+    let after = row_counts(&store).await?;
+    let added: Vec<i64> = after.iter().zip(&before).map(|(after, before)| after - before).collect();
+
+    let (raw_url, raw_schema) = fresh(target, "e2e_raw").await?;
+    let raw = Store::open(&raw_url, &options).await.map_err(|error| failed(&error))?;
+    let raw_seconds = raw_bound(&store, &raw, &added).await?;
+    raw.pool().close().await;
+    cleanup(target, &raw_url, raw_schema).await;
+    store.pool().close().await;
+    cleanup(target, &url, schema).await;
+
+    let mut latencies: Vec<f64> = outcomes.iter().map(|(_, latency)| latency.as_secs_f64() * 1_000.0).collect();
+    latencies.sort_by(f64::total_cmp);
+    let percentile = |p: f64| {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        latencies[((latencies.len() - 1) as f64 * p).round() as usize]
+    };
+    let count = |wanted: crate::State| outcomes.iter().filter(|(state, _)| *state == wanted).count();
+    let completed = count(crate::State::Completed);
+    let failed_count = count(crate::State::Failed) + count(crate::State::Returned) + count(crate::State::Cancelled);
+    let rows_inserted = added.iter().map(|rows| u64::try_from(*rows).unwrap_or(0)).sum::<u64>();
+    let payouts_per_s = payouts as f64 / seconds;
+    let raw_bound_per_s = payouts as f64 / raw_seconds.max(f64::MIN_POSITIVE);
+    let round = |value: f64| (value * 100.0).round() / 100.0;
+    Ok(E2eReport {
+        store: store_kind.name().into(),
+        payouts,
+        concurrency,
+        payouts_per_s: round(payouts_per_s),
+        raw_bound_per_s: round(raw_bound_per_s),
+        ratio: round(payouts_per_s / raw_bound_per_s),
+        p50_ms: round(percentile(0.50)),
+        p99_ms: round(percentile(0.99)),
+        completed,
+        failed: failed_count,
+        not_terminal: outcomes.len() - completed - failed_count,
+        rows_inserted,
+        rows_per_payout: round(rows_inserted as f64 / payouts.max(1) as f64),
+        seconds: round(seconds),
+    })
+}

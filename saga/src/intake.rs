@@ -2,7 +2,7 @@
 //! flush, so durability does not cap throughput.
 //!
 //! Requests wait in a bounded queue ([`INTAKE_QUEUE_MAX`]); a full queue is refused at once
-//! ([`IntakeError::Overloaded`], which the API answers with 503 and Retry-After) instead of
+//! ([`IntakeError::Overloaded`], which the API answers with 429 and Retry-After) instead of
 //! growing memory. One writer task takes whatever is queued, up to [`GROUP_MAX`], commits it in one
 //! transaction, and answers each request only after the commit returned.
 
@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::driver::Driver;
 use crate::{Accepted, Engine, EngineError, PayoutRequest};
 
 /// Requests waiting for the writer. At ~1 KB each, 4 MB at most.
@@ -24,6 +25,7 @@ pub enum IntakeError {
     Overloaded,
     #[error("the intake writer stopped")]
     Stopped,
+
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -39,6 +41,7 @@ struct Request {
 #[derive(Clone)]
 pub struct Intake {
     sender: mpsc::Sender<Request>,
+    driver: Arc<std::sync::OnceLock<Driver>>,
 }
 
 impl Intake {
@@ -50,6 +53,8 @@ impl Intake {
     /// Starts the writer task with a queue of `queue_max` requests (at least one).
     pub fn start_with(engine: Arc<Engine>, queue_max: usize) -> Intake {
         let (sender, mut receiver) = mpsc::channel::<Request>(queue_max.max(1));
+        let driver: Arc<std::sync::OnceLock<Driver>> = Arc::default();
+        let kicks = driver.clone();
         tokio::spawn(async move {
             let mut group: Vec<Request> = Vec::with_capacity(GROUP_MAX);
             while let Some(first) = receiver.recv().await {
@@ -66,6 +71,11 @@ impl Intake {
                     .collect();
                 match engine.accept_batch(&batch).await {
                     Ok(answers) => {
+                        if let Some(driver) = kicks.get() {
+                            for accepted in answers.iter().flatten().filter(|accepted| !accepted.replay) {
+                                driver.kick(&accepted.payout_id);
+                            }
+                        }
                         for (request, answer) in group.drain(..).zip(answers) {
                             let _ = request.reply.send(answer);
                         }
@@ -73,14 +83,21 @@ impl Intake {
                     Err(error) => {
                         let text = error.to_string();
                         for request in group.drain(..) {
-                            let _ =
-                                request.reply.send(Err(EngineError::Corrupt(format!("group commit failed: {text}"))));
+                            // Nothing of the group is acknowledged; a retry under the same
+                            // Idempotency-Key is answered whether or not the group was kept.
+                            let _ = request.reply.send(Err(EngineError::Unavailable(text.clone())));
                         }
                     }
                 }
             }
         });
-        Intake { sender }
+        Intake { sender, driver }
+    }
+
+    /// Hands each newly accepted payout to `driver` as soon as its group is committed.
+    pub fn with_driver(self, driver: Driver) -> Intake {
+        let _ = self.driver.set(driver);
+        self
     }
 
     /// Requests waiting for the writer now.

@@ -20,6 +20,7 @@
 
 pub mod authorise;
 pub mod bench;
+pub mod driver;
 pub mod intake;
 
 use std::collections::BTreeMap;
@@ -286,6 +287,9 @@ pub enum EngineError {
     Database(#[from] sqlx::Error),
     #[error("stored saga unreadable: {0}")]
     Corrupt(String),
+    /// A write the store did not commit (its transaction failed); nothing of it is stored.
+    #[error("the store did not commit: {0}")]
+    Unavailable(String),
 }
 
 /// The answer to an accepted payout.
@@ -320,6 +324,8 @@ pub struct Payout {
 
 pub struct Engine {
     store: Store,
+    /// Where the engine reads the time (leases, retries, quote expiry, holds).
+    clock: Arc<dyn Clock>,
     config: Arc<TreasuryConfig>,
     registry: Registry,
     settings: EngineSettings,
@@ -329,6 +335,48 @@ pub struct Engine {
     /// The sanctions list of `config.risk`, or why it could not be loaded (screening then holds
     /// every payout for review: it fails closed).
     sanctions: Result<Arc<railyard_risk::SanctionsList>, String>,
+}
+
+/// Where the engine reads the time. Production uses [`SystemClock`]; the deterministic simulation
+/// moves a [`ManualClock`] by hand, so leases, retry waits and quote expiry follow its steps.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+
+    fn now_micros(&self) -> i64 {
+        self.now().timestamp_micros()
+    }
+}
+
+/// The operating system's clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that moves only when told to.
+pub struct ManualClock {
+    now: std::sync::Mutex<DateTime<Utc>>,
+}
+
+impl ManualClock {
+    pub fn new(start: DateTime<Utc>) -> ManualClock {
+        ManualClock { now: std::sync::Mutex::new(start) }
+    }
+
+    /// Moves the clock forward by `by` (a clock jump when `by` is large).
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.now.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *now += chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.now.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// Where the engine gets a routing snapshot: built from the configuration on demand, or the
@@ -433,7 +481,22 @@ impl Engine {
                 .map(Arc::new)
                 .map_err(|error| error.to_string()),
         };
-        Engine { store, config, registry, settings, routing, observer: None, vault, sanctions }
+        Engine {
+            store,
+            clock: Arc::new(SystemClock),
+            config,
+            registry,
+            settings,
+            routing,
+            observer: None,
+            vault,
+            sanctions,
+        }
+    }
+
+    /// Reads the time from `clock` instead of the system's (the deterministic simulation).
+    pub fn set_clock(&mut self, clock: Arc<dyn Clock>) {
+        self.clock = clock;
     }
 
     /// Whether screening can run: the configured sanctions list loaded, or why not.
@@ -609,7 +672,8 @@ impl Engine {
         &self,
         batch: &[(String, String, PayoutRequest)],
     ) -> Result<Vec<Result<Accepted, EngineError>>, EngineError> {
-        let mut tx = self.store.begin().await?;
+        // Through the steps' connection, then flushed with everything before it: one writer.
+        let mut tx = self.store.begin_step().await?;
         let mut answers = Vec::with_capacity(batch.len());
         for (tenant, key, request) in batch {
             let answer = match self.validate(tenant, request) {
@@ -623,6 +687,7 @@ impl Engine {
             answers.push(answer);
         }
         tx.commit().await?;
+        self.store.sync().await?;
         for accepted in answers.iter().flatten() {
             tracing::info!(payout_id = %accepted.payout_id, replay = accepted.replay, "accepted");
         }
@@ -674,7 +739,7 @@ impl Engine {
                 other => EngineError::Invalid(format!("beneficiary.account: {other}")),
             }
         })?;
-        let now = now_micros();
+        let now = self.clock.now_micros();
         // A payout against a quote starts routed, on the quote's route and locked rates.
         let quoted = match &request.quote_id {
             None => None,
@@ -723,7 +788,7 @@ impl Engine {
             return Err(EngineError::Invalid(format!("quote {quote_id} does not exist")));
         }
         let expires_at: i64 = row.try_get(2)?;
-        if expires_at <= now_micros() {
+        if expires_at <= self.clock.now_micros() {
             return Err(EngineError::Invalid(format!("quote {quote_id} has expired; ask for a new one")));
         }
         let route: StoredRoute = serde_json::from_str(&row.try_get::<String, _>(1)?).map_err(corrupt)?;
@@ -753,7 +818,7 @@ impl Engine {
             .find_route_in(request, &[], country)
             .map_err(|reason| EngineError::Invalid(format!("no route: {reason}")))?;
         let ttl = self.config.fx_providers.iter().map(|provider| provider.quote_ttl_seconds).min().unwrap_or(30);
-        let expires_at = Utc::now() + chrono::Duration::seconds(i64::from(ttl.max(1)));
+        let expires_at = self.clock.now() + chrono::Duration::seconds(i64::from(ttl.max(1)));
         route.quotes_expire_at = Some(expires_at);
         let id = format!("quo_{}", uuid::Uuid::now_v7().simple());
         sqlx::query(
@@ -764,7 +829,7 @@ impl Engine {
         .bind(serde_json::to_string(request).map_err(corrupt)?)
         .bind(serde_json::to_string(&route).map_err(corrupt)?)
         .bind(expires_at.timestamp_micros())
-        .bind(now_micros())
+        .bind(self.clock.now_micros())
         .execute(self.store.pool())
         .await?;
         Ok(StoredQuote { id, route, expires_at })
@@ -879,12 +944,12 @@ impl Engine {
     }
 
     fn lease_until(&self) -> i64 {
-        now_micros() + i64::try_from(self.settings.lease.as_micros()).unwrap_or(i64::MAX / 2)
+        self.clock.now_micros() + i64::try_from(self.settings.lease.as_micros()).unwrap_or(i64::MAX / 2)
     }
 
     /// Takes the saga's lease if it is free, expired or already ours.
     async fn claim(&self, id: &str) -> Result<bool, EngineError> {
-        let now = now_micros();
+        let now = self.clock.now_micros();
         let result = sqlx::query(
             "UPDATE payouts SET lease_owner = $1, lease_until = $2 WHERE id = $3 \
              AND state NOT IN ('completed', 'failed', 'cancelled', 'returned') AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)",
@@ -893,7 +958,7 @@ impl Engine {
         .bind(self.lease_until())
         .bind(id)
         .bind(now)
-        .execute(self.store.pool())
+        .execute(self.store.steps())
         .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -903,7 +968,7 @@ impl Engine {
         sqlx::query("UPDATE payouts SET lease_owner = NULL, lease_until = 0 WHERE id = $1 AND lease_owner = $2")
             .bind(id)
             .bind(&self.settings.owner)
-            .execute(self.store.pool())
+            .execute(self.store.steps())
             .await?;
         Ok(())
     }
@@ -911,16 +976,7 @@ impl Engine {
     /// Runs every saga that is due (non-terminal and past its next action time) and not leased by a
     /// live engine. Returns how many were run.
     pub async fn resume_due(&self) -> Result<usize, EngineError> {
-        let rows = sqlx::query(
-            "SELECT id FROM payouts WHERE state NOT IN ('completed', 'failed', 'cancelled', 'returned') AND next_action_at <= $1 \
-             AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < $1) ORDER BY next_action_at LIMIT $3",
-        )
-        .bind(now_micros())
-        .bind(&self.settings.owner)
-        .bind(RESUME_BATCH_MAX)
-        .fetch_all(self.store.pool())
-        .await?;
-        let ids: Vec<String> = rows.iter().map(|row| row.try_get::<String, _>(0)).collect::<Result<_, _>>()?;
+        let ids = self.due_ids(RESUME_BATCH_MAX).await?;
         // Sagas run concurrently (a slow rail must not hold up the others), at most
         // SAGAS_CONCURRENT_MAX at a time.
         let crashed: std::sync::Mutex<Option<EngineError>> = std::sync::Mutex::new(None);
@@ -953,6 +1009,21 @@ impl Engine {
             return Err(error);
         }
         Ok(count.into_inner())
+    }
+
+    /// Up to `limit` sagas that are due (non-terminal, past their next action time) and not leased
+    /// by a live engine, the longest waiting first.
+    pub async fn due_ids(&self, limit: i64) -> Result<Vec<String>, EngineError> {
+        let rows = sqlx::query(
+            "SELECT id FROM payouts WHERE state NOT IN ('completed', 'failed', 'cancelled', 'returned') AND next_action_at <= $1 \
+             AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < $1) ORDER BY next_action_at LIMIT $3",
+        )
+        .bind(self.clock.now_micros())
+        .bind(&self.settings.owner)
+        .bind(limit)
+        .fetch_all(self.store.pool())
+        .await?;
+        Ok(rows.iter().map(|row| row.try_get::<String, _>(0)).collect::<Result<_, _>>()?)
     }
 
     /// Drives one saga as far as it can go now: to a terminal state, or to `in_doubt` waiting for
@@ -1000,6 +1071,7 @@ impl Engine {
             };
             if !matches!(result, Err(EngineError::Crashed(_))) {
                 self.release(id).await?;
+                self.store.sync().await?;
             }
             result
         }
@@ -1066,6 +1138,8 @@ impl Engine {
         let result = self.drive(id).await;
         if !matches!(result, Err(EngineError::Crashed(_))) {
             self.release(id).await?;
+            // The pass is over: what it did is durable before anyone is told.
+            self.store.sync().await?;
         }
         result
     }
@@ -1076,25 +1150,33 @@ impl Engine {
             16 * (self.settings.route_attempts_max as usize + 1) + 4 * self.settings.inquiries_max as usize + 16;
         for _ in 0..steps_max {
             let payout = self.payout(id).await?;
-            match payout.state {
-                State::Completed | State::Failed | State::Cancelled | State::Returned => return Ok(payout.state),
-                State::InDoubt if payout.next_action_at > now_micros() => return Ok(State::InDoubt),
-                // Held for a person: nothing to do until the hold expires.
-                State::Screening | State::AwaitingApproval if payout.next_action_at > now_micros() => {
-                    return Ok(payout.state);
-                }
-                State::Screening | State::AwaitingApproval => self.expire_hold(&payout).await?,
-                // Screening and scoring come before any money is reserved.
-                State::Accepted | State::Routed if payout.risk.is_none() => self.assess(&payout).await?,
-                State::Accepted => self.route(&payout).await?,
-                State::Routed => self.reserve(&payout).await?,
-                State::Reserved => self.lock_quotes(&payout).await?,
-                State::Quoted => self.next_leg(&payout).await?,
-                State::Submitting => self.resolve_submission(&payout).await?,
-                State::InDoubt => self.inquire(&payout).await?,
+            if let Some(resting) = self.step(payout).await? {
+                return Ok(resting);
             }
         }
         Ok(self.payout(id).await?.state)
+    }
+
+    /// Moves `payout` one step, or returns the state it rests in.
+    async fn step(&self, payout: Payout) -> Result<Option<State>, EngineError> {
+        match payout.state {
+            State::Completed | State::Failed | State::Cancelled | State::Returned => return Ok(Some(payout.state)),
+            State::InDoubt if payout.next_action_at > self.clock.now_micros() => return Ok(Some(State::InDoubt)),
+            // Held for a person: nothing to do until the hold expires.
+            State::Screening | State::AwaitingApproval if payout.next_action_at > self.clock.now_micros() => {
+                return Ok(Some(payout.state));
+            }
+            State::Screening | State::AwaitingApproval => self.expire_hold(&payout).await?,
+            // Screening and scoring come before any money is reserved.
+            State::Accepted | State::Routed if payout.risk.is_none() => self.assess(&payout).await?,
+            State::Accepted => self.route(&payout).await?,
+            State::Routed => self.reserve(&payout).await?,
+            State::Reserved => self.lock_quotes(&payout).await?,
+            State::Quoted => self.next_leg(&payout).await?,
+            State::Submitting => self.resolve_submission(&payout).await?,
+            State::InDoubt => self.inquire(&payout).await?,
+        }
+        Ok(None)
     }
 
     /// Commits a step: moves `payout` from `from` to `to` with `changes`, only if it is still in
@@ -1128,10 +1210,14 @@ impl Engine {
         })
         .bind(changes.reason.clone())
         .bind(changes.inquiries.unwrap_or(0))
-        .bind(changes.next_action_at.unwrap_or_else(now_micros))
-        .bind(if to == State::InDoubt { Some(changes.in_doubt_since.unwrap_or_else(now_micros)) } else { None })
+        .bind(changes.next_action_at.unwrap_or_else(|| self.clock.now_micros()))
+        .bind(if to == State::InDoubt {
+            Some(changes.in_doubt_since.unwrap_or_else(|| self.clock.now_micros()))
+        } else {
+            None
+        })
         .bind(self.lease_until())
-        .bind(now_micros())
+        .bind(self.clock.now_micros())
         .bind(&payout.id)
         .bind(from.as_str())
         .bind(&self.settings.owner)
@@ -1196,7 +1282,7 @@ impl Engine {
             AmountMode::Deliver => railyard_routes::Mode::Deliver,
         };
         let mut route_request =
-            RouteRequest::payout(request.source, request.destination, request.amount, mode, Utc::now());
+            RouteRequest::payout(request.source, request.destination, request.amount, mode, self.clock.now());
         route_request.country = country;
         let set = router.route(&route_request).map_err(|error| error.to_string())?;
         let best = set.routes.into_iter().next().ok_or("no route")?;
@@ -1220,7 +1306,7 @@ impl Engine {
                 .collect(),
             send: best.send,
             receive: best.receive,
-            quotes_expire_at: converts.then(|| Utc::now() + chrono::Duration::seconds(i64::from(ttl))),
+            quotes_expire_at: converts.then(|| self.clock.now() + chrono::Duration::seconds(i64::from(ttl))),
             excluded_rails: excluded.to_vec(),
         })
     }
@@ -1229,7 +1315,7 @@ impl Engine {
         let excluded = payout.route.as_ref().map(|route| route.excluded_rails.clone()).unwrap_or_default();
         // Route first, then take the write lock: solving must not hold up other writers.
         let found = self.find_route(&payout.request, &excluded);
-        let tx = self.store.begin().await?;
+        let tx = self.store.begin_step().await?;
         match found {
             Ok(route) => {
                 let detail = format!(
@@ -1288,7 +1374,7 @@ impl Engine {
     async fn reserve(&self, payout: &Payout) -> Result<(), EngineError> {
         let route = payout.route.as_ref().ok_or_else(|| corrupt("routed without a route"))?;
         let reservation = format!("{}:a{}:reserve", payout.id, payout.attempt);
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.store.begin_step().await?;
         let spec = TransferSpec {
             id: reservation.clone(),
             debit: psp_account(&payout.tenant, route.send.currency()),
@@ -1306,7 +1392,7 @@ impl Engine {
             }
             Err(LedgerError::Overdraft(_) | LedgerError::UnknownAccount(_)) => {
                 drop(tx);
-                let tx = self.store.begin().await?;
+                let tx = self.store.begin_step().await?;
                 self.fail(tx, payout, State::Routed, format!("insufficient balance for {}", route.send)).await
             }
             Err(error) => Err(error.into()),
@@ -1315,7 +1401,7 @@ impl Engine {
 
     async fn lock_quotes(&self, payout: &Payout) -> Result<(), EngineError> {
         let route = payout.route.as_ref().ok_or_else(|| corrupt("reserved without a route"))?;
-        let tx = self.store.begin().await?;
+        let tx = self.store.begin_step().await?;
         let detail = match route.quotes_expire_at {
             Some(expiry) => format!("FX rates locked until {expiry}"),
             None => "no conversion".into(),
@@ -1332,12 +1418,12 @@ impl Engine {
             return self.complete(payout, &route).await;
         };
         if leg.kind != "rail" {
-            let expired = route.quotes_expire_at.is_some_and(|expiry| Utc::now() >= expiry);
+            let expired = route.quotes_expire_at.is_some_and(|expiry| self.clock.now() >= expiry);
             let rail_executed = route.legs.iter().any(|leg| leg.execution.is_some());
             if expired && !rail_executed {
                 return self.requote(payout, &route).await;
             }
-            let tx = self.store.begin().await?;
+            let tx = self.store.begin_step().await?;
             let changes = Changes { leg: Some(payout.leg + 1), ..Changes::default() };
             return self
                 .commit(
@@ -1360,7 +1446,7 @@ impl Engine {
             return self.rejected(payout, &route, index, State::Quoted, rejection, false).await;
         }
         // Commit the intent, with the leg's liquidity reserved at the rail, before calling it.
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.store.begin_step().await?;
         let liquidity = TransferSpec {
             id: self.leg_key(payout, index),
             debit: clearing_account(leg.send.currency()),
@@ -1394,7 +1480,7 @@ impl Engine {
         .await?;
         let payout = self.payout(&payout.id).await?;
         let started = std::time::Instant::now();
-        let outcome = self.submit(&payout, &route, index).await;
+        let outcome = self.submit(&payout, &route, index).await?;
         if let Some(observer) = &self.observer {
             match &outcome {
                 LegOutcome::Executed(_) => observer.leg_outcome(&leg.operator, true, started.elapsed()),
@@ -1439,25 +1525,28 @@ impl Engine {
         })
     }
 
-    async fn submit(&self, payout: &Payout, route: &StoredRoute, index: usize) -> LegOutcome {
+    async fn submit(&self, payout: &Payout, route: &StoredRoute, index: usize) -> Result<LegOutcome, EngineError> {
+        // Nothing reaches a rail on the strength of a step that is not yet durable: were it lost,
+        // the saga could route again and pay on another rail.
+        self.store.sync().await?;
         let Ok(leg) = self.connector_leg(payout, route, index).await else {
-            return LegOutcome::Unknown("cannot build the leg".into());
+            return Ok(LegOutcome::Unknown("cannot build the leg".into()));
         };
         let Some(connector) = self.registry.get(&route.legs[index].operator) else {
-            return LegOutcome::Rejected(Rejection::before_send(
+            return Ok(LegOutcome::Rejected(Rejection::before_send(
                 railyard_connector::ReasonCode::RailUnavailable,
                 format!("no connector for {}", route.legs[index].operator),
-            ));
+            )));
         };
         // The connector runs on its own task: a panic in it is an Unknown outcome for this leg
         // (resolved by status inquiry), never a lost or repeated payout.
         let connector = connector.clone();
-        match tokio::spawn(async move { connector.submit(&leg).await }).await {
+        Ok(match tokio::spawn(async move { connector.submit(&leg).await }).await {
             Ok(Outcome::Executed(execution)) => LegOutcome::Executed(execution),
             Ok(Outcome::Rejected(rejection)) => LegOutcome::Rejected(rejection),
             Ok(Outcome::Unknown(unknown)) => LegOutcome::Unknown(format!("{:?}: {}", unknown.cause, unknown.detail)),
             Err(error) => LegOutcome::Unknown(format!("the connector failed: {error}")),
-        }
+        })
     }
 
     async fn inquiry(&self, payout: &Payout, route: &StoredRoute, index: usize) -> LegOutcome {
@@ -1482,7 +1571,7 @@ impl Engine {
         let index = usize::try_from(payout.leg).map_err(corrupt)?;
         let outcome = match self.inquiry(payout, &route, index).await {
             // The rail never saw it: sending now, under the same key, is the first send.
-            LegOutcome::NotFound => self.submit(payout, &route, index).await,
+            LegOutcome::NotFound => self.submit(payout, &route, index).await?,
             other => other,
         };
         self.crash("rail_call", Phase::AfterRailCall)?;
@@ -1493,7 +1582,7 @@ impl Engine {
         let route = payout.route.clone().ok_or_else(|| corrupt("in doubt without a route"))?;
         let index = usize::try_from(payout.leg).map_err(corrupt)?;
         let outcome = match self.inquiry(payout, &route, index).await {
-            LegOutcome::NotFound => self.submit(payout, &route, index).await,
+            LegOutcome::NotFound => self.submit(payout, &route, index).await?,
             other => other,
         };
         self.apply_outcome(payout, &route, index, outcome).await
@@ -1522,7 +1611,7 @@ impl Engine {
         let from = payout.state;
         match outcome {
             LegOutcome::Executed(execution) => {
-                let mut tx = self.store.begin().await?;
+                let mut tx = self.store.begin_step().await?;
                 match ledger::post_pending(
                     &mut tx,
                     &format!("{}:post", self.leg_key(payout, index)),
@@ -1567,11 +1656,13 @@ impl Engine {
                 } else {
                     reason
                 };
-                let tx = self.store.begin().await?;
+                let tx = self.store.begin_step().await?;
                 let changes = Changes {
                     reason: Some(reason.clone()),
                     inquiries: Some(inquiries),
-                    next_action_at: Some(now_micros() + i64::try_from(wait.as_micros()).unwrap_or(i64::MAX / 4)),
+                    next_action_at: Some(
+                        self.clock.now_micros() + i64::try_from(wait.as_micros()).unwrap_or(i64::MAX / 4),
+                    ),
                     in_doubt_since: None,
                     ..Changes::default()
                 };
@@ -1591,7 +1682,7 @@ impl Engine {
         rejection: Rejection,
         liquidity_reserved: bool,
     ) -> Result<(), EngineError> {
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.store.begin_step().await?;
         if liquidity_reserved {
             let key = self.leg_key(payout, index);
             match ledger::void_pending(&mut tx, &format!("{key}:void"), &key).await {
@@ -1723,7 +1814,7 @@ impl Engine {
     /// The locked FX rates expired before any rail leg ran: price again; keep the new route only
     /// if it moved less than the slippage tolerance.
     async fn requote(&self, payout: &Payout, route: &StoredRoute) -> Result<(), EngineError> {
-        let tx = self.store.begin().await?;
+        let tx = self.store.begin_step().await?;
         let fresh = match self.find_route(&payout.request, &route.excluded_rails) {
             Ok(fresh) => fresh,
             Err(reason) => {
@@ -1754,7 +1845,7 @@ impl Engine {
         // The reservation stays: send mode sends the same amount; deliver mode sends no more.
         fresh.send = route.send;
         // The quote just taken is used now; give it at least the grace to reach the rail.
-        let graced = Utc::now() + chrono::Duration::from_std(REQUOTE_GRACE).unwrap_or_default();
+        let graced = self.clock.now() + chrono::Duration::from_std(REQUOTE_GRACE).unwrap_or_default();
         fresh.quotes_expire_at = fresh.quotes_expire_at.map(|expiry| expiry.max(graced));
         let changes = Changes { route: Some(fresh), leg: Some(0), ..Changes::default() };
         self.commit(tx, payout, State::Quoted, State::Quoted, changes, "FX quote expired: re-quoted within tolerance")
@@ -1763,7 +1854,7 @@ impl Engine {
 
     /// Every leg done: post the reservation, the conversions, and queue the webhook.
     async fn complete(&self, payout: &Payout, route: &StoredRoute) -> Result<(), EngineError> {
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.store.begin_step().await?;
         let reservation = payout.reservation.clone().ok_or_else(|| corrupt("completing without a reservation"))?;
         match ledger::post_pending(&mut tx, &format!("{reservation}:post"), &reservation, Some(route.send)).await {
             Ok(_) | Err(LedgerError::AlreadyResolved(_)) => {}

@@ -280,6 +280,16 @@ struct Entry<'a> {
     note: &'a str,
 }
 
+/// Takes the journal head's row lock before any account total is touched. Every posting ends at
+/// the head (see [`append`]); taking it first means every ledger writer locks in one order (head,
+/// then accounts), so two transactions that post more than once cannot deadlock on PostgreSQL.
+/// On SQLite the transaction holds the database's write lock already and this costs one no-op
+/// update.
+async fn lock_journal(transaction: &mut Transaction<'_, Any>) -> Result<(), LedgerError> {
+    sqlx::query("UPDATE journal_head SET sequence = sequence WHERE id = 1").execute(&mut **transaction).await?;
+    Ok(())
+}
+
 /// Appends one entry to the journal: next sequence, chained hash.
 async fn append(transaction: &mut Transaction<'_, Any>, entry: Entry<'_>) -> Result<Transfer, LedgerError> {
     // Taking the head's row lock serialises appends, so sequence and hash chain have no gaps or forks.
@@ -385,6 +395,7 @@ async fn check_accounts(transaction: &mut Transaction<'_, Any>, spec: &TransferS
 
 /// Records a transfer: posted at once, or pending (a reservation).
 pub async fn transfer(transaction: &mut Transaction<'_, Any>, spec: &TransferSpec) -> Result<Transfer, LedgerError> {
+    lock_journal(transaction).await?;
     check_accounts(transaction, spec).await?;
     // Refuse a repeated id before touching any total: a caller that treats Duplicate as "already
     // done" and commits must not commit half a transfer. (SQLite keeps a transaction usable after a
@@ -456,6 +467,7 @@ pub async fn post_pending(
     pending_id: &str,
     amount: Option<Money>,
 ) -> Result<Transfer, LedgerError> {
+    lock_journal(transaction).await?;
     let pending = pending_transfer(transaction, pending_id).await?;
     let posted = amount.unwrap_or(pending.amount);
     if posted.currency() != pending.amount.currency() {
@@ -498,6 +510,7 @@ pub async fn void_pending(
     id: &str,
     pending_id: &str,
 ) -> Result<Transfer, LedgerError> {
+    lock_journal(transaction).await?;
     let pending = pending_transfer(transaction, pending_id).await?;
     let reserved = pending.amount.minor_units();
     adjust(transaction, &pending.credit_account, "credits_pending", -reserved).await?;

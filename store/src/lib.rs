@@ -14,12 +14,15 @@
 pub mod audit;
 pub mod keys;
 pub mod ledger;
+pub mod settings;
 pub mod vault;
 pub mod verify;
 
 pub mod idempotency;
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -125,13 +128,46 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0009_api_keys.sql"),
         postgres: include_str!("../migrations/postgres/0009_api_keys.sql"),
     },
+    Migration {
+        version: 10,
+        sqlite: include_str!("../migrations/sqlite/0010_treasury_settings.sql"),
+        postgres: include_str!("../migrations/postgres/0010_treasury_settings.sql"),
+    },
+    Migration {
+        version: 11,
+        sqlite: include_str!("../migrations/sqlite/0011_saga_throughput.sql"),
+        postgres: include_str!("../migrations/postgres/0011_saga_throughput.sql"),
+    },
 ];
 
 /// The store: a pool and the dialect it speaks.
+///
+/// Two ways to write. [`Store::begin`] commits durably, each commit flushed (what an API answer
+/// acknowledges). [`Store::begin_step`] is for the saga's steps: on SQLite with
+/// `synchronous=FULL` it uses one connection of its own running `synchronous=NORMAL`, so a step's
+/// commit is visible at once but not yet flushed; then
+/// [`Store::sync`] makes every step committed before it durable with one flushed commit, shared by
+/// every caller waiting at the same time. The engine calls it before anything outside the database
+/// depends on a step (a rail call, a webhook, the end of a saga's pass), so the steps of many
+/// payouts share one flush instead of taking one each.
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    steps: AnyPool,
     dialect: Dialect,
+    barrier: Option<Arc<Barrier>>,
+}
+
+const MARK: &str = "UPDATE durability_marks SET mark = mark + 1 WHERE id = 1";
+
+/// Coalesces [`Store::sync`] calls: one flushed commit covers every call made before it started.
+#[derive(Default)]
+struct Barrier {
+    lock: tokio::sync::Mutex<()>,
+    /// Calls so far (each call's ticket).
+    requested: AtomicU64,
+    /// Every ticket up to this one is durable.
+    synced: AtomicU64,
 }
 
 /// Microseconds since the Unix epoch, now.
@@ -208,27 +244,108 @@ impl Store {
             return Err(StoreError::Url(url.into()));
         };
         let connect = AnyConnectOptions::from_str(&url)?;
-        let synchronous = match options.durability {
+        let busy_ms = options.busy_timeout.as_millis();
+        let durability = options.durability;
+        let pool = Store::pool_with(&connect, options, dialect, durability, busy_ms).await?;
+        let memory = url.contains(":memory:");
+        // Deferred flushes only on SQLite where commits are flushed to begin with, never for an
+        // in-memory database (another pool would be another database). PostgreSQL already shares
+        // one WAL flush among concurrent commits, so its steps commit durably as they go.
+        let deferred = !memory && dialect == Dialect::Sqlite && durability == Durability::Full;
+        let (steps, barrier) = if deferred {
+            // SQLite has one writer: steps queue for one connection in process instead of
+            // sleeping in SQLite's busy handler on several.
+            let steps_options = StoreOptions { connections_max: 1, ..options.clone() };
+            let steps = Store::pool_with(&connect, &steps_options, dialect, Durability::Normal, busy_ms).await?;
+            (steps, Some(Arc::new(Barrier::default())))
+        } else {
+            (pool.clone(), None)
+        };
+        Ok(Store { pool, steps, dialect, barrier })
+    }
+
+    async fn pool_with(
+        connect: &AnyConnectOptions,
+        options: &StoreOptions,
+        dialect: Dialect,
+        durability: Durability,
+        busy_ms: u128,
+    ) -> Result<AnyPool, sqlx::Error> {
+        let synchronous = match durability {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
         };
-        let busy_ms = options.busy_timeout.as_millis();
-        let pool = AnyPoolOptions::new()
+        AnyPoolOptions::new()
             .max_connections(options.connections_max.max(1))
             .after_connect(move |connection, _| {
                 Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        connection.execute("PRAGMA journal_mode = WAL").await?;
-                        connection.execute(AssertSqlSafe(format!("PRAGMA synchronous = {synchronous}"))).await?;
-                        connection.execute("PRAGMA foreign_keys = ON").await?;
-                        connection.execute(AssertSqlSafe(format!("PRAGMA busy_timeout = {busy_ms}"))).await?;
+                    match dialect {
+                        Dialect::Sqlite => {
+                            connection.execute("PRAGMA journal_mode = WAL").await?;
+                            connection.execute(AssertSqlSafe(format!("PRAGMA synchronous = {synchronous}"))).await?;
+                            connection.execute("PRAGMA foreign_keys = ON").await?;
+                            connection.execute(AssertSqlSafe(format!("PRAGMA busy_timeout = {busy_ms}"))).await?;
+                        }
+                        Dialect::Postgres => {}
                     }
                     Ok(())
                 })
             })
-            .connect_with(connect)
-            .await?;
-        Ok(Store { pool, dialect })
+            .connect_with(connect.clone())
+            .await
+    }
+
+    /// Opens a write transaction for a saga step: visible when committed, durable after the next
+    /// [`Store::sync`] (see [`Store`]).
+    pub async fn begin_step(&self) -> Result<Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.dialect {
+            Dialect::Sqlite => self.steps.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => self.steps.begin().await,
+        }
+    }
+
+    /// The pool saga steps write through outside a transaction (leases).
+    pub fn steps(&self) -> &AnyPool {
+        &self.steps
+    }
+
+    /// Makes every commit made before this call durable, through [`Store::begin_step`] or not.
+    /// Callers waiting together share one flushed commit. A no-op where every commit is flushed
+    /// anyway (PostgreSQL) or never (`synchronous=NORMAL` by choice, an in-memory database).
+    pub async fn sync(&self) -> Result<(), sqlx::Error> {
+        let Some(barrier) = &self.barrier else { return Ok(()) };
+        let ticket = barrier.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let _turn = barrier.lock.lock().await;
+        if barrier.synced.load(Ordering::SeqCst) >= ticket {
+            // A flush that started after this call was made has finished.
+            return Ok(());
+        }
+        // Every call up to here made its commits before taking its ticket: this flush covers it.
+        let covering = barrier.requested.load(Ordering::SeqCst);
+        // On the steps' own connection, flushed for this one commit: a second writer connection
+        // would wait for the lock in SQLite's busy handler, asleep.
+        let mut connection = self.steps.acquire().await?;
+        connection.execute("PRAGMA synchronous = FULL").await?;
+        let flushed = async {
+            connection.execute("BEGIN IMMEDIATE").await?;
+            match connection.execute(MARK).await {
+                Ok(_) => connection.execute("COMMIT").await.map(|_| ()),
+                Err(error) => {
+                    let _ = connection.execute("ROLLBACK").await;
+                    Err(error)
+                }
+            }
+        }
+        .await;
+        let restored = connection.execute("PRAGMA synchronous = NORMAL").await;
+        if flushed.is_err() || restored.is_err() {
+            // Never hand back a connection in an unknown state.
+            connection.detach();
+        }
+        flushed?;
+        restored?;
+        barrier.synced.store(covering, Ordering::SeqCst);
+        Ok(())
     }
 
     pub fn dialect(&self) -> Dialect {

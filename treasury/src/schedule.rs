@@ -1,5 +1,6 @@
 //! Reconciliation inside `railyard serve`: rails that publish reports (the card network's
-//! settlement file, the CBDC platform's block log) are read on a schedule, and escalated in-doubt
+//! settlement file, the CBDC platform's block log, the instant networks' camt.054 debit
+//! notifications) are read on a schedule, and escalated in-doubt
 //! payouts are resolved from them without an operator.
 
 use std::sync::Arc;
@@ -61,8 +62,8 @@ pub async fn run(store: Store, engine: Arc<Engine>, feeds: Vec<ReportFeed>, ever
 }
 
 /// Feeds for the sandbox rails run in process: each card network's settlement files (today's,
-/// complete for yesterday; and tomorrow's so far, which proves executions but not absences), and
-/// the CBDC platform's block log.
+/// complete for yesterday; and tomorrow's so far, which proves executions but not absences), the
+/// CBDC platform's block log, and each instant network's camt.054 for yesterday and today.
 pub fn sandbox_feeds(sandboxes: &[(String, SandboxRail)]) -> Vec<ReportFeed> {
     let mut feeds: Vec<ReportFeed> = Vec::new();
     for (id, sandbox) in sandboxes {
@@ -108,8 +109,23 @@ pub fn sandbox_feeds(sandboxes: &[(String, SandboxRail)]) -> Vec<ReportFeed> {
                     }
                 }));
             }
-            // The instant rails answer status inquiries (pacs.028) but publish no report yet.
-            SandboxRail::Instant(_) => {}
+            // The instant networks' camt.054 debit notifications, yesterday's and today's: they
+            // prove executions (never absences: a notification is not a complete statement).
+            SandboxRail::Instant(instant) => {
+                let instant = instant.clone();
+                feeds.push(Arc::new(move || {
+                    let today = chrono::Utc::now().date_naive();
+                    let mut found = Vec::new();
+                    for date in [today.pred_opt(), Some(today)].into_iter().flatten() {
+                        let name = format!("{id}-camt054-{date}.xml");
+                        match reports::read(&name, instant.debit_notification(date).as_bytes()) {
+                            Ok(report) => found.push(report),
+                            Err(error) => tracing::warn!("reconciliation: {error}"),
+                        }
+                    }
+                    found
+                }));
+            }
         }
     }
     feeds

@@ -1,6 +1,6 @@
 //! Reconciliation against the sandbox rails on SQLite and PostgreSQL: the real bank samples are
-//! read and reported, and in-doubt payouts are resolved by a card settlement file that shows the
-//! payment executed and by a CBDC block log that shows it did not.
+//! read and reported, and in-doubt payouts are resolved by a card settlement file and an instant
+//! network's camt.054 that show the payment executed, and by a CBDC block log that shows it did not.
 
 #[path = "../../store/tests/common/mod.rs"]
 mod common;
@@ -37,12 +37,14 @@ fn sample(name: &str) -> reports::Report {
     reports::read_file(&entry).unwrap()
 }
 
-/// The demo configuration with one card network and the CBDC platform; short timeouts so a lost
+/// The demo configuration with one card network, one instant network and the CBDC platform; short timeouts so a lost
 /// reply is noticed quickly.
 fn config() -> Arc<TreasuryConfig> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/demo.toml");
     let mut config = railyard_config::load(Path::new(path)).unwrap();
-    config.rails.retain(|rail| rail.id.as_str() == "visa-direct" || rail.kind == RailKind::Cbdc);
+    config.rails.retain(|rail| {
+        rail.id.as_str() == "visa-direct" || rail.id.as_str() == "sepa-inst" || rail.kind == RailKind::Cbdc
+    });
     for rail in &mut config.rails {
         rail.timeout_ms = 300;
     }
@@ -129,6 +131,29 @@ async fn drive_to_rest(engine: &Engine, id: &str) -> State {
         }
     }
     engine.payout(id).await.unwrap().state
+}
+
+/// Runs the scheduled reconciliation of `railyard serve` (every 20 ms, over the in-process rails'
+/// reports) until the payout is terminal or 5 s have passed; returns its state.
+async fn scheduled_reconciliation(world: &World, store: &Store, engine: &Arc<Engine>, id: &str) -> State {
+    let feeds = railyard_treasury::schedule::sandbox_feeds(&world.rails.sandboxes);
+    let task = tokio::spawn(railyard_treasury::schedule::run(
+        store.clone(),
+        engine.clone(),
+        feeds,
+        Duration::from_millis(20),
+        world.settings(),
+    ));
+    let mut state = State::InDoubt;
+    for _ in 0..250 {
+        state = engine.payout(id).await.unwrap().state;
+        if state.terminal() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task.abort();
+    state
 }
 
 async fn history(store: &Store, id: &str) -> Vec<String> {
@@ -338,25 +363,67 @@ async fn the_scheduled_run_resolves_escalated_payouts_from_the_rails_reports() {
         card.sandbox.faults.set_outage(true);
         assert_eq!(drive_to_rest(&engine, &accepted.payout_id).await, State::InDoubt);
         assert_eq!(railyard_treasury::schedule::escalated_in_doubt(&db.store, 2).await.unwrap(), 1);
-        let feeds = railyard_treasury::schedule::sandbox_feeds(&world.rails.sandboxes);
-        let task = tokio::spawn(railyard_treasury::schedule::run(
-            db.store.clone(),
-            engine.clone(),
-            feeds,
-            Duration::from_millis(20),
-            world.settings(),
-        ));
-        let mut state = State::InDoubt;
-        for _ in 0..250 {
-            state = engine.payout(&accepted.payout_id).await.unwrap().state;
-            if state.terminal() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        task.abort();
+        let state = scheduled_reconciliation(&world, &db.store, &engine, &accepted.payout_id).await;
         assert_eq!(state, State::Completed, "{}", db.name);
         let events = history(&db.store, &accepted.payout_id).await;
         assert!(events.iter().any(|event| event.contains("by reconciliation: visa-direct-settlement-")), "{events:?}");
+    }
+}
+
+/// An instant payout whose pacs.002 was lost (and the recall after it, and the network's status
+/// callback is late) while the network then went down: status inquiries
+/// cannot reach it, so it is escalated in doubt; the network's camt.054 debit notification books
+/// it, and reconciliation posts it (completed, executed once). The same notification proves
+/// nothing about a payment it does not list: notifications are never complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instant_payout_is_resolved_by_the_networks_camt054() {
+    for db in common::databases().await {
+        let world = World::new();
+        let engine = Arc::new(world.engine(&db.store));
+        engine.ensure_accounts().await.unwrap();
+        engine.fund_psp("demo-psp", Money::from_minor(100_000_000, c("EUR")), "wire-eur").await.unwrap();
+        let SandboxRail::Instant(instant) = world.sandbox("sepa-inst") else { panic!("sepa-inst is instant") };
+        // The pacs.002 is lost, so is the camt.056 recall the connector sends when it does not
+        // come, and the network's own status callback comes too late to matter.
+        let mut plan = instant.sandbox.faults.plan();
+        plan.late_callback_ms = 3_600_000;
+        instant.sandbox.faults.set_plan(plan).unwrap();
+        instant.sandbox.faults.force(Fault::ReplyLost).unwrap();
+        instant.sandbox.faults.force(Fault::RequestLost).unwrap();
+        let accepted =
+            engine.accept("demo-psp", "inst-1", &payout("EUR", 43_210, "DE89370400440532013000", "DE")).await.unwrap();
+        let first = engine.run(&accepted.payout_id).await.unwrap();
+        assert_eq!(first, State::InDoubt, "{}: {:?}", db.name, history(&db.store, &accepted.payout_id).await);
+        instant.sandbox.faults.set_outage(true);
+        assert_eq!(drive_to_rest(&engine, &accepted.payout_id).await, State::InDoubt, "{}", db.name);
+
+        let today = chrono::Utc::now().date_naive();
+        let xml = instant.debit_notification(today);
+        let notification = reports::read("sepa-inst-camt054.xml", xml.as_bytes()).unwrap();
+        assert!(notification.coverage.is_none(), "a notification is never complete");
+        assert_eq!(notification.lines.len(), 1, "{}: {notification:?}", db.name);
+        // What the rail carried: the amount less the 0.20 EUR sepa-inst fee.
+        assert_eq!(notification.lines[0].amount, Money::from_minor(43_190, c("EUR")));
+        assert_eq!(notification.lines[0].direction, Some(Direction::Debit));
+
+        // Through the scheduled run, as `railyard serve` does it.
+        let state = scheduled_reconciliation(&world, &db.store, &engine, &accepted.payout_id).await;
+        assert_eq!(state, State::Completed, "{}", db.name);
+        let events = history(&db.store, &accepted.payout_id).await;
+        assert!(events.iter().any(|event| event.contains("by reconciliation: sepa-inst-camt054-")), "{events:?}");
+        // Executed once (the network keys it by the leg's UETR; this is its only payment).
+        assert_eq!(instant.sandbox.ledger.executions().len(), 1, "{}", db.name);
+
+        // Matched once more, resolving nothing, and the ledger verifies.
+        let again = reconcile::reconcile(
+            &db.store,
+            Some(&engine),
+            &[reports::read("again.xml", instant.debit_notification(today).as_bytes()).unwrap()],
+            &world.settings(),
+        )
+        .await
+        .unwrap();
+        assert_eq!((again.summary.matched, again.summary.resolved), (1, 0), "{}: {again:?}", db.name);
+        assert!(verify::verify(&db.store).await.unwrap().ok(), "{}", db.name);
     }
 }

@@ -470,6 +470,84 @@ pub fn emit_credit_transfer(profile: Profile, message: &CreditTransfer) -> Strin
 }
 
 /// Emits a pacs.002 status report.
+/// One booking on the house's settlement account at the network: a credit transfer it settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Booking {
+    pub transfer: CreditTransfer,
+    pub booked_at: DateTime<Utc>,
+}
+
+/// camt.054: the debit notification the network sends the house for the bookings on its
+/// settlement account (one `Ntfctn` per currency). A notification lists bookings; it never claims
+/// to be complete, so reconciliation reads it as evidence of execution, never of absence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebitNotification {
+    pub message_id: String,
+    pub created_at: DateTime<Utc>,
+    /// The house's settlement account at the network.
+    pub account_owner: String,
+    /// Every currency of the account: each gets a `Ntfctn`, with no entries when nothing was booked.
+    pub currencies: Vec<Currency>,
+    pub bookings: Vec<Booking>,
+}
+
+/// The camt.054 version emitted (the ISO schema in schemas/iso).
+pub const CAMT054_VERSION: &str = "camt.054.001.08";
+
+/// Emits a [`DebitNotification`] as camt.054.001.08 (valid against the ISO schema).
+pub fn emit_debit_notification(message: &DebitNotification) -> String {
+    let mut by_currency: BTreeMap<Currency, Vec<&Booking>> =
+        message.currencies.iter().map(|currency| (*currency, Vec::new())).collect();
+    for booking in &message.bookings {
+        by_currency.entry(booking.transfer.amount.currency()).or_default().push(booking);
+    }
+    let namespace = format!("{PREFIX}{CAMT054_VERSION}");
+    let mut out = Writer::new();
+    out.open("Document", &[("xmlns", &namespace)]).open("BkToCstmrDbtCdtNtfctn", &[]);
+    out.open("GrpHdr", &[]).leaf("MsgId", &[], &message.message_id);
+    out.leaf("CreDtTm", &[], &timestamp(message.created_at)).close();
+    for (index, (currency, bookings)) in by_currency.iter().enumerate() {
+        let mut id = format!("{}-{}", message.message_id, index + 1);
+        id.truncate(35);
+        out.open("Ntfctn", &[]).leaf("Id", &[], &id).leaf("CreDtTm", &[], &timestamp(message.created_at));
+        out.open("Acct", &[]).open("Id", &[]).open("Othr", &[]).leaf("Id", &[], &message.account_owner);
+        out.close().close().leaf("Ccy", &[], currency.code()).close();
+        for booking in bookings {
+            let transfer = &booking.transfer;
+            let amount = amount_text(transfer.amount);
+            out.open("Ntry", &[]).leaf("NtryRef", &[], &transfer.ids.transaction_id);
+            out.leaf("Amt", &[("Ccy", currency.code())], &amount).leaf("CdtDbtInd", &[], "DBIT");
+            out.open("Sts", &[]).leaf("Cd", &[], "BOOK").close();
+            out.open("BookgDt", &[]).leaf("DtTm", &[], &timestamp(booking.booked_at)).close();
+            out.open("ValDt", &[]).leaf("Dt", &[], &transfer.settlement_date.to_string()).close();
+            out.leaf("AcctSvcrRef", &[], &transfer.ids.transaction_id);
+            // Payments / issued credit transfers / instant domestic credit transfer.
+            out.open("BkTxCd", &[]).open("Domn", &[]).leaf("Cd", &[], "PMNT");
+            out.open("Fmly", &[]).leaf("Cd", &[], "ICDT").leaf("SubFmlyCd", &[], "DMCT").close().close().close();
+            out.open("NtryDtls", &[]).open("TxDtls", &[]).open("Refs", &[]);
+            out.leaf("MsgId", &[], &transfer.ids.message_id).leaf("AcctSvcrRef", &[], &transfer.ids.transaction_id);
+            out.leaf("InstrId", &[], &transfer.ids.instruction_id);
+            out.leaf("EndToEndId", &[], &transfer.ids.end_to_end_id).leaf("UETR", &[], &transfer.ids.uetr);
+            out.leaf("TxId", &[], &transfer.ids.transaction_id).close();
+            out.leaf("Amt", &[("Ccy", currency.code())], &amount).leaf("CdtDbtInd", &[], "DBIT");
+            out.open("RltdPties", &[]).open("Cdtr", &[]).open("Pty", &[]).leaf("Nm", &[], &transfer.creditor.name);
+            out.close().close().open("CdtrAcct", &[]).open("Id", &[]).open("Othr", &[]);
+            out.leaf("Id", &[], &transfer.creditor.account).close().close().close().close();
+            out.open("RltdAgts", &[]).open("CdtrAgt", &[]).open("FinInstnId", &[]).open("ClrSysMmbId", &[]);
+            out.leaf("MmbId", &[], &transfer.creditor_agent).close().close().close().close();
+            if !transfer.remittance.is_empty() {
+                let mut text = transfer.remittance.clone();
+                text.truncate(140);
+                out.open("RmtInf", &[]).leaf("Ustrd", &[], &text).close();
+            }
+            out.close().close().close();
+        }
+        out.close();
+    }
+    out.close().close();
+    out.finish()
+}
+
 pub fn emit_status_report(profile: Profile, message: &StatusReport) -> String {
     let mut out = Emitter::start(
         profile,

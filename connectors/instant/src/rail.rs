@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use railyard_connector::faults::{Fault, FaultPlan};
 use railyard_connector::ledger::ExecutionRecord;
 use railyard_connector::sandbox::Sandbox;
@@ -279,6 +279,35 @@ impl InstantRail {
         Reply::xml(200, self.report(transfer, profile, TxState::Settled, None))
     }
 
+    /// The camt.054 debit notification for the house's settlement account: every credit transfer
+    /// the network settled on `date` (UTC), in the order it settled them.
+    pub fn debit_notification(&self, date: NaiveDate) -> String {
+        let executions = self.sandbox.ledger.executions();
+        let bookings: Vec<iso20022::Booking> = {
+            let books = self.books();
+            executions
+                .iter()
+                .filter(|record| record.execution.executed_at.date_naive() == date)
+                .filter_map(|record| {
+                    let original = books.originals.get(&record.key)?;
+                    Some(iso20022::Booking {
+                        transfer: original.transfer.clone(),
+                        booked_at: record.execution.executed_at,
+                    })
+                })
+                .collect()
+        };
+        let now = Utc::now();
+        let message = iso20022::DebitNotification {
+            message_id: iso20022::message_id('N', now, &self.config.network_member, &format!("camt054:{date}:{now}")),
+            created_at: now,
+            account_owner: format!("{}-settlement", self.config.rail),
+            currencies: self.config.currencies.clone(),
+            bookings,
+        };
+        iso20022::emit_debit_notification(&message)
+    }
+
     fn find(&self, ids: &PaymentIds) -> Option<(IdempotencyKey, CreditTransfer, Profile)> {
         let books = self.books();
         let key = IdempotencyKey::new(ids.uetr.clone())
@@ -373,8 +402,15 @@ impl RailService for InstantRail {
         if let Some(reply) = self.sandbox.control(method, target, &body) {
             return reply;
         }
-        let (path, _) = split_target(target);
+        let (path, query) = split_target(target);
         match (method, path) {
+            (Method::Get, "/camt.054") => {
+                let date = query.iter().find(|(name, _)| *name == "date").map(|(_, value)| *value);
+                match date.map(|value| NaiveDate::parse_from_str(value, "%Y-%m-%d")) {
+                    Some(Ok(date)) => Reply::xml(200, self.debit_notification(date)),
+                    _ => Reply::text(400, "date: expected YYYY-MM-DD"),
+                }
+            }
             (Method::Get, "/admi.004") => {
                 let delay = self.sandbox.faults.steady_latency();
                 if !delay.is_zero() {

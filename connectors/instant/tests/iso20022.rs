@@ -138,6 +138,33 @@ fn emitted_messages_validate_in_both_profiles() {
     assert_valid(&admi004, "admi.004");
 }
 
+/// The debit notification the sandbox network publishes validates against ISO's camt.054.001.08,
+/// with entries in two currencies, a currency with no bookings, and text that needs escaping.
+#[test]
+fn the_debit_notification_validates() {
+    let eur = transfer("EUR", 125_000);
+    let mut second = transfer("EUR", 7_50);
+    second.ids = iso20022::payment_ids("pay_0193a1b2c3d5:rail-1", eur.settlement_date, "021000021");
+    let jpy = transfer("JPY", 98_000);
+    let notification = iso20022::DebitNotification {
+        message_id: iso20022::message_id('N', at(), "990000001", "camt054"),
+        created_at: at(),
+        account_owner: "sepa-inst-settlement".into(),
+        currencies: ["EUR", "JPY", "CHF"].iter().map(|code| Currency::from_code(code).unwrap()).collect(),
+        bookings: [eur, second, jpy]
+            .into_iter()
+            .map(|transfer| iso20022::Booking { transfer, booked_at: at() })
+            .collect(),
+    };
+    let xml = iso20022::emit_debit_notification(&notification);
+    assert_valid(&xml, "camt.054");
+    assert_eq!(xml.matches("<Ntfctn>").count(), 3, "{xml}");
+    assert_eq!(xml.matches("<Ntry>").count(), 3, "{xml}");
+    assert!(xml.contains("<Amt Ccy=\"EUR\">1250.00</Amt>"), "{xml}");
+    assert!(xml.contains("<Amt Ccy=\"JPY\">98000</Amt>"), "{xml}");
+    assert!(xml.contains(&format!("<UETR>{}</UETR>", notification.bookings[0].transfer.ids.uetr)), "{xml}");
+}
+
 #[test]
 fn every_published_sample_parses() {
     let directory = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/rtp");

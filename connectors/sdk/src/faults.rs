@@ -210,6 +210,11 @@ impl Faults {
         Ok(())
     }
 
+    /// Drops every forced fault not yet drawn.
+    pub fn clear_forced(&self) {
+        self.lock().forced.clear();
+    }
+
     /// Switches a run-time outage on or off.
     pub fn set_outage(&self, outage: bool) {
         self.lock().outage = outage;

@@ -1,0 +1,164 @@
+//! The saga driver: keeps up to [`DriverOptions::concurrent_max`] sagas running at once, each on
+//! its own task, and starts the next one as soon as a slot frees.
+//!
+//! Work arrives two ways. The intake *kicks* a payout the moment its accept is committed, so a
+//! saga starts without waiting for a scan; and every [`DriverOptions::scan_every`] the driver asks
+//! the store for due sagas (after a restart, after an inquiry's backoff, a kick that found every
+//! slot taken, another engine's lapsed lease). A payout already running here is never started
+//! twice; across engines the saga's lease decides.
+//!
+//! Before, a pass of [`crate::Engine::resume_due`] ran up to 500 sagas and the next pass waited for
+//! the slowest of them: one rail timing out held up every payout behind it.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::{Engine, EngineError};
+
+/// Sagas running at once in one engine.
+pub const SAGAS_RUNNING_MAX: usize = 256;
+/// Kicks waiting for the driver; a kick that does not fit is dropped (the scan finds the payout).
+pub const KICKS_MAX: usize = 8_192;
+
+#[derive(Debug, Clone)]
+pub struct DriverOptions {
+    pub concurrent_max: usize,
+    pub scan_every: Duration,
+}
+
+impl Default for DriverOptions {
+    fn default() -> DriverOptions {
+        DriverOptions { concurrent_max: SAGAS_RUNNING_MAX, scan_every: Duration::from_millis(20) }
+    }
+}
+
+struct Shared {
+    engine: Arc<Engine>,
+    running: Mutex<HashSet<String>>,
+    slots: Arc<Semaphore>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts `id` on its own task unless it is running here already.
+    fn start(self: &Arc<Self>, id: String, slot: tokio::sync::OwnedSemaphorePermit) {
+        if !self.lock().insert(id.clone()) {
+            return;
+        }
+        let shared = self.clone();
+        tokio::spawn(async move {
+            match shared.engine.run(&id).await {
+                Ok(_) | Err(EngineError::Leased(_)) => {}
+                // The engine stops as a crash would (tests only).
+                Err(EngineError::Crashed(_)) => {}
+                // One saga's trouble must not starve the others: log it; the scan retries it.
+                Err(error) => tracing::error!(payout_id = %id, "saga pass failed: {error}"),
+            }
+            shared.lock().remove(&id);
+            drop(slot);
+        });
+    }
+
+    /// Starts due sagas into the free slots.
+    async fn scan(self: &Arc<Self>) {
+        let free = self.slots.available_permits();
+        if free == 0 {
+            return;
+        }
+        let running = self.lock().len();
+        let ids = match self.engine.due_ids(i64::try_from(free + running).unwrap_or(i64::MAX)).await {
+            Ok(ids) => ids,
+            Err(error) => {
+                tracing::warn!("looking for due sagas failed: {error}");
+                return;
+            }
+        };
+        for id in ids {
+            if self.lock().contains(&id) {
+                continue;
+            }
+            let Ok(slot) = self.slots.clone().try_acquire_owned() else { return };
+            self.start(id, slot);
+        }
+    }
+}
+
+/// A handle on the running driver.
+#[derive(Clone)]
+pub struct Driver {
+    kicks: mpsc::Sender<String>,
+    stop: Arc<watch::Sender<bool>>,
+    shared: Arc<Shared>,
+}
+
+impl Driver {
+    /// Starts the driver on the current runtime.
+    pub fn start(engine: Arc<Engine>, options: DriverOptions) -> Driver {
+        let (kicks, mut kicked) = mpsc::channel::<String>(KICKS_MAX);
+        let (stop, mut stopped) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            engine,
+            running: Mutex::new(HashSet::new()),
+            slots: Arc::new(Semaphore::new(options.concurrent_max.max(1))),
+        });
+        let driver = Driver { kicks, stop: Arc::new(stop), shared: shared.clone() };
+        tokio::spawn(async move {
+            let mut scan = tokio::time::interval(options.scan_every);
+            scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                // Wait for a free slot first: with none, kicks queue (and overflow to the scan).
+                let slot = tokio::select! {
+                    slot = shared.slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    _ = stopped.changed() => break,
+                };
+                tokio::select! {
+                    kick = kicked.recv() => match kick {
+                        Some(id) => shared.start(id, slot),
+                        None => break,
+                    },
+                    _ = scan.tick() => {
+                        drop(slot);
+                        shared.scan().await;
+                    }
+                    _ = stopped.changed() => break,
+                }
+            }
+        });
+        driver
+    }
+
+    /// Asks for `id` to run now (its accept was just committed). Never waits: when the queue is
+    /// full the kick is dropped and the next scan finds the payout.
+    pub fn kick(&self, id: &str) {
+        let _ = self.kicks.try_send(id.to_string());
+    }
+
+    /// Sagas running now.
+    pub fn running(&self) -> usize {
+        self.shared.lock().len()
+    }
+
+    /// Stops starting sagas and waits (up to `grace`) for the running ones to finish their pass.
+    /// What is left is durable and resumes on the next start.
+    pub async fn stop_within(&self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.running() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// [`Driver::stop_within`] with ten seconds' grace.
+    pub async fn stop(&self) {
+        self.stop_within(Duration::from_secs(10)).await;
+    }
+}

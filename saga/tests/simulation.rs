@@ -1,0 +1,547 @@
+//! Deterministic simulation of the settlement saga: the engine, routing and the sandbox instant
+//! rails run under a manual clock and one seeded random source, which decides every step: which
+//! payout moves, when the clock moves (and jumps past quote expiry and leases), which rail goes
+//! down, which message is lost (a request, a reply, a recall), delayed or rejected, whether a payout is submitted again, and where the engine crashes (any
+//! crash point; a new engine takes over the way a restarted process would). The engine takes no
+//! rail callbacks (it asks, by status inquiry), so duplicate callbacks have nothing to reach.
+//!
+//! After every step the ledger invariants hold (`railyard verify`: balanced, no overdraft,
+//! reservations resolved once, sequence and hash chain). Once faults stop, every saga must reach
+//! a terminal state within a bound (liveness), and the rails' execution ledgers joined to ours
+//! show no payout executed twice, none completed without an execution, and no execution that
+//! belongs to no payout.
+//!
+//! `RAILYARD_SIM_SEEDS` sets how many seeds run (default 1,000); a failure names its seed, and
+//! `RAILYARD_SEED=<seed>` replays exactly that one, printing every step.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use railyard_config::{RailKind, TreasuryConfig};
+use railyard_connector::IdempotencyKey;
+use railyard_connector::faults::{Fault, FaultPlan, LatencyPlan, RejectPlan};
+use railyard_connector::sandbox::Sandbox;
+use railyard_core::{Country, Currency, Decimal, Money};
+use railyard_fx::{FxBook, RateHistory};
+use railyard_rails::Rails;
+use railyard_saga::{AmountMode, Engine, EngineError, EngineSettings, ManualClock, PayoutRequest, State};
+use railyard_store::{Store, verify};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Seeds per run unless `RAILYARD_SIM_SEEDS` says otherwise.
+const SEEDS_DEFAULT: u64 = 1_000;
+/// Payouts per seed, at most.
+const PAYOUTS_MAX: usize = 6;
+/// Random steps per seed before faults stop.
+const STEPS: usize = 24;
+/// Rounds after faults stop in which every saga must come to rest.
+const LIVENESS_ROUNDS: usize = 40;
+/// A rail's timeout in the simulation: short, so lost replies cost little real time.
+const RAIL_TIMEOUT_MS: u32 = 40;
+
+fn c(code: &str) -> Currency {
+    Currency::from_code(code).unwrap()
+}
+
+/// The demo configuration's instant rails only, with short timeouts.
+fn config() -> Arc<TreasuryConfig> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/demo.toml");
+    let mut config = railyard_config::load(std::path::Path::new(path)).unwrap();
+    config.rails.retain(|rail| rail.kind == RailKind::Instant);
+    for rail in &mut config.rails {
+        rail.timeout_ms = RAIL_TIMEOUT_MS;
+    }
+    Arc::new(config)
+}
+
+/// A weekday morning, inside every rail's hours.
+fn start() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-02T09:00:00Z").unwrap().with_timezone(&Utc)
+}
+
+struct Sim {
+    seed: u64,
+    rng: ChaCha8Rng,
+    config: Arc<TreasuryConfig>,
+    fx: Arc<FxBook>,
+    rails: Rails,
+    vault: Arc<railyard_store::vault::VaultKeys>,
+    store: Store,
+    path: std::path::PathBuf,
+    clock: Arc<ManualClock>,
+    /// Crash probability per crash point, per mille; 0 once faults stop.
+    crash_permille: Arc<AtomicU32>,
+    crash_rng: Arc<Mutex<ChaCha8Rng>>,
+    engine: Engine,
+    generation: u32,
+    /// (idempotency key, request, payout id once accepted).
+    payouts: Vec<(String, PayoutRequest, Option<String>)>,
+    trace: Vec<String>,
+    verbose: bool,
+}
+
+impl Sim {
+    async fn new(seed: u64, verbose: bool) -> Sim {
+        let config = config();
+        let rates = RateHistory::bundled_daily().latest();
+        let fx = Arc::new(FxBook::build(&config.fx_providers, rates.clone()).unwrap());
+        let rails = railyard_rails::build(&config, &rates).unwrap();
+        // The engine's crashes are simulated above the database, so commits need not reach the
+        // disk: tmpfs where there is one, and synchronous=NORMAL.
+        let directory = ["/dev/shm"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|path| path.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
+        let path = directory.join(format!("railyard_sim_{}_{seed}.db", std::process::id()));
+        remove(&path);
+        let options =
+            railyard_store::StoreOptions { durability: railyard_store::Durability::Normal, ..Default::default() };
+        let store = Store::open(&format!("sqlite:{}", path.display()), &options).await.unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let crash_rng = Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_c4a5)));
+        let crash_permille = Arc::new(AtomicU32::new(rng.random_range(0..40)));
+        // Each rail misbehaves in its own seeded way.
+        for (_, sandbox) in &rails.sandboxes {
+            let plan = FaultPlan {
+                seed: rng.random(),
+                latency: LatencyPlan { base_ms: 0, jitter_ms: rng.random_range(0..3), tail_permille: 0, tail_ms: 0 },
+                rejects: vec![RejectPlan { code: "AC04".into(), permille: rng.random_range(0..120) }],
+                reply_lost_permille: rng.random_range(0..150),
+                request_lost_permille: rng.random_range(0..100),
+                ..FaultPlan::default()
+            };
+            sandbox.sandbox().faults.set_plan(plan).unwrap();
+        }
+        let clock = Arc::new(ManualClock::new(start()));
+        let vault = Arc::new(railyard_store::vault::VaultKeys::generate());
+        let engine = engine(&store, &config, &fx, &rails, &vault, &clock, &crash_permille, &crash_rng, 0);
+        Sim {
+            seed,
+            rng,
+            config,
+            fx,
+            rails,
+            vault,
+            store,
+            path,
+            clock,
+            crash_permille,
+            crash_rng,
+            engine,
+            generation: 0,
+            payouts: Vec::new(),
+            trace: Vec::new(),
+            verbose,
+        }
+    }
+
+    fn note(&mut self, line: String) {
+        if self.verbose {
+            eprintln!("seed {}: {line}", self.seed);
+        }
+        self.trace.push(line);
+    }
+
+    /// The engine crashed (or the process died): a new one takes over once the old leases lapse.
+    fn restart(&mut self, why: &str) {
+        self.generation += 1;
+        self.clock.advance(Duration::from_secs(31));
+        self.engine = engine(
+            &self.store,
+            &self.config,
+            &self.fx,
+            &self.rails,
+            &self.vault,
+            &self.clock,
+            &self.crash_permille,
+            &self.crash_rng,
+            self.generation,
+        );
+        self.note(format!("restart ({why}): engine sim-{}", self.generation));
+    }
+
+    fn sandboxes(&self) -> Vec<(String, Arc<Sandbox>)> {
+        self.rails.sandboxes.iter().map(|(id, sandbox)| (id.clone(), sandbox.sandbox())).collect()
+    }
+
+    async fn accept(&mut self, index: usize) -> Result<(), String> {
+        let (key, request, _) = self.payouts[index].clone();
+        for _ in 0..8 {
+            match self.engine.accept("demo-psp", &key, &request).await {
+                Ok(accepted) => {
+                    self.note(format!("accepted {key} as {}", accepted.payout_id));
+                    self.payouts[index].2 = Some(accepted.payout_id);
+                    return Ok(());
+                }
+                Err(EngineError::Crashed(point)) => self.restart(&format!("crash at {point:?} accepting {key}")),
+                Err(error) => return Err(format!("accept {key}: {error}")),
+            }
+        }
+        Err(format!("accept {key}: crashed eight times in a row"))
+    }
+
+    async fn run(&mut self, id: &str) -> Result<(), String> {
+        match self.engine.run(id).await {
+            Ok(state) => {
+                self.note(format!("run {id}: {}", state.as_str()));
+                Ok(())
+            }
+            Err(EngineError::Crashed(point)) => {
+                self.restart(&format!("crash at {point:?} running {id}"));
+                Ok(())
+            }
+            // The previous engine's lease is still live: only time frees it.
+            Err(EngineError::Leased(_)) => {
+                self.note(format!("run {id}: leased"));
+                Ok(())
+            }
+            Err(error) => Err(format!("run {id}: {error}")),
+        }
+    }
+
+    async fn check_invariants(&mut self, after: &str) -> Result<(), String> {
+        let report = verify::verify(&self.store).await.map_err(|error| error.to_string())?;
+        if !report.ok() {
+            return Err(format!("ledger invariants broken after {after}: {report:?}"));
+        }
+        Ok(())
+    }
+
+    /// One random step.
+    async fn step(&mut self) -> Result<String, String> {
+        let ids = self.open().await?;
+        let action = self.rng.random_range(0..100);
+        let sandboxes = self.sandboxes();
+        let rail = self.rng.random_range(0..sandboxes.len());
+        let (rail_id, sandbox) = &sandboxes[rail];
+        let described = match action {
+            0..=54 if !ids.is_empty() => {
+                let id = ids[self.rng.random_range(0..ids.len())].clone();
+                self.run(&id).await?;
+                format!("run {id}")
+            }
+            0..=59 if self.payouts.len() < PAYOUTS_MAX => {
+                self.submit_new().await?;
+                "new payout".into()
+            }
+            0..=69 => {
+                let by = Duration::from_millis(self.rng.random_range(0..5_000));
+                self.clock.advance(by);
+                format!("clock +{by:?}")
+            }
+            70..=74 => {
+                // Past every FX quote's lifetime and every lease.
+                let by = Duration::from_secs(self.rng.random_range(60..600));
+                self.clock.advance(by);
+                format!("clock jump +{by:?}")
+            }
+            75..=81 => {
+                let down = self.rng.random_bool(0.5);
+                sandbox.faults.set_outage(down);
+                format!("{rail_id} {}", if down { "down" } else { "up" })
+            }
+            82..=93 => {
+                let fault = match self.rng.random_range(0..4) {
+                    0 => Fault::ReplyLost,
+                    1 => Fault::RequestLost,
+                    2 => Fault::Reject { code: "AM04".into() },
+                    // A slow creditor side that still answers in time. (Held past the timeout,
+                    // the outcome would depend on which real-time timer fires first, and a seed
+                    // would no longer replay exactly; lost replies cover the unanswered case.)
+                    _ => Fault::Delay { ms: u64::from(RAIL_TIMEOUT_MS) / 8 },
+                };
+                let _ = sandbox.faults.force(fault.clone());
+                format!("{rail_id} will {fault:?}")
+            }
+            _ => {
+                self.restart("process killed");
+                "kill".into()
+            }
+        };
+        Ok(described)
+    }
+
+    /// Faults stop; every saga must come to rest within [`LIVENESS_ROUNDS`].
+    async fn settle_down(&mut self) -> Result<(), String> {
+        self.crash_permille.store(0, Ordering::SeqCst);
+        for (_, sandbox) in self.sandboxes() {
+            sandbox.faults.set_outage(false);
+            sandbox.faults.set_plan(FaultPlan::default()).unwrap();
+            sandbox.faults.clear_forced();
+        }
+        self.note("faults stop".into());
+        for round in 0..LIVENESS_ROUNDS {
+            let mut resting = 0;
+            let ids: Vec<String> = self.payouts.iter().filter_map(|(_, _, id)| id.clone()).collect();
+            for id in &ids {
+                if self.engine.payout(id).await.map_err(|error| error.to_string())?.state.terminal() {
+                    resting += 1;
+                    continue;
+                }
+                self.run(id).await?;
+                self.check_invariants(&format!("liveness round {round}, {id}")).await?;
+            }
+            if resting == ids.len() {
+                return Ok(());
+            }
+            self.clock.advance(Duration::from_secs(if round == LIVENESS_ROUNDS / 2 { 2 * 86_400 } else { 60 }));
+        }
+        let mut open = Vec::new();
+        for (_, _, id) in &self.payouts {
+            if let Some(id) = id {
+                let payout = self.engine.payout(id).await.map_err(|error| error.to_string())?;
+                if !payout.state.terminal() {
+                    open.push(format!("{id} {} ({:?})", payout.state.as_str(), payout.reason));
+                }
+            }
+        }
+        Err(format!("liveness: not at rest {LIVENESS_ROUNDS} rounds after faults stopped: {open:?}"))
+    }
+
+    /// The rails' execution ledgers joined to our payouts.
+    async fn check_executions(&self) -> Result<(), String> {
+        let mut owner: BTreeMap<String, String> = BTreeMap::new();
+        for (_, _, id) in &self.payouts {
+            let Some(id) = id else { continue };
+            for (rail_id, _) in &self.rails.sandboxes {
+                let connector = self.rails.registry.get(rail_id).unwrap();
+                for attempt in 0..6 {
+                    for leg in 0..4 {
+                        let key = IdempotencyKey::new(format!("{id}:a{attempt}-leg{leg}")).unwrap();
+                        owner.insert(connector.rail_key(&key).as_str().to_string(), id.clone());
+                    }
+                }
+            }
+        }
+        let mut per_payout: BTreeMap<String, usize> = BTreeMap::new();
+        for (rail_id, sandbox) in self.sandboxes() {
+            for record in sandbox.ledger.executions() {
+                match owner.get(record.key.as_str()) {
+                    Some(id) => *per_payout.entry(id.clone()).or_default() += 1,
+                    None => return Err(format!("{rail_id} executed {} for no payout of ours", record.key.as_str())),
+                }
+            }
+        }
+        for (_, _, id) in &self.payouts {
+            let Some(id) = id else { continue };
+            let state = self.engine.payout(id).await.map_err(|error| error.to_string())?.state;
+            let executed = per_payout.get(id).copied().unwrap_or(0);
+            let expected = match state {
+                State::Completed => 1,
+                State::Failed | State::Cancelled => 0,
+                // A return keeps what its executed legs paid.
+                _ => executed,
+            };
+            if executed != expected {
+                return Err(format!("{id} is {} but the rails executed it {executed} times", state.as_str()));
+            }
+        }
+        Ok(())
+    }
+
+    /// A new payout: a source currency to EUR in Germany (USD and GBP need an FX conversion).
+    async fn submit_new(&mut self) -> Result<(), String> {
+        let index = self.payouts.len();
+        let source = ["USD", "EUR", "GBP"][self.rng.random_range(0..3)];
+        // Log-uniform amounts from 0.10 to 10,000 in the source currency.
+        let exponent = self.rng.random_range(2..=6_u32);
+        let minor = self.rng.random_range(10_i64.pow(exponent - 1)..10_i64.pow(exponent));
+        let request = PayoutRequest {
+            source: c(source),
+            destination: c("EUR"),
+            amount: Money::from_minor(minor, c(source)),
+            mode: AmountMode::Send,
+            beneficiary: railyard_connector::Beneficiary {
+                name: format!("Beneficiary {} {index}", self.seed),
+                account: "DE89370400440532013000".into(),
+                country: Country::from_code("DE").unwrap(),
+            },
+            remittance: format!("sim {} {index}", self.seed),
+            rail_kind: None,
+            quote_id: None,
+            originator: None,
+            account_masked: None,
+            submitted_by: None,
+        };
+        self.payouts.push((format!("sim-{}-{index}", self.seed), request, None));
+        self.accept(index).await?;
+        self.check_invariants(&format!("accepting payout {index}")).await
+    }
+
+    /// Payouts accepted and not yet terminal.
+    async fn open(&self) -> Result<Vec<String>, String> {
+        let mut open = Vec::new();
+        for (_, _, id) in &self.payouts {
+            let Some(id) = id else { continue };
+            if !self.engine.payout(id).await.map_err(|error| error.to_string())?.state.terminal() {
+                open.push(id.clone());
+            }
+        }
+        Ok(open)
+    }
+
+    async fn play(&mut self) -> Result<(), String> {
+        self.engine.ensure_accounts().await.map_err(|error| error.to_string())?;
+        for currency in ["USD", "EUR", "GBP"] {
+            self.engine
+                .fund_psp("demo-psp", Money::from_minor(1_000_000_000, c(currency)), &format!("wire-{currency}"))
+                .await
+                .map_err(|error| error.to_string())?;
+        }
+        for _ in 0..self.rng.random_range(1..=2) {
+            self.submit_new().await?;
+        }
+        for step in 0..STEPS {
+            let described = self.step().await?;
+            self.note(format!("step {step}: {described}"));
+            self.check_invariants(&format!("step {step} ({described})")).await?;
+            // A duplicate submission after a crash must come back as the same payout.
+            if self.rng.random_range(0..20) == 0 {
+                let index = self.rng.random_range(0..self.payouts.len());
+                let before = self.payouts[index].2.clone();
+                self.accept(index).await?;
+                if before.is_some() && before != self.payouts[index].2 {
+                    return Err(format!("resubmitting {} made a second payout", self.payouts[index].0));
+                }
+            }
+        }
+        self.settle_down().await?;
+        self.check_executions().await
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn engine(
+    store: &Store,
+    config: &Arc<TreasuryConfig>,
+    fx: &Arc<FxBook>,
+    rails: &Rails,
+    vault: &Arc<railyard_store::vault::VaultKeys>,
+    clock: &Arc<ManualClock>,
+    crash_permille: &Arc<AtomicU32>,
+    crash_rng: &Arc<Mutex<ChaCha8Rng>>,
+    generation: u32,
+) -> Engine {
+    let mut settings =
+        EngineSettings::new("", Duration::from_secs(30), Duration::from_millis(500), 3, 3, Decimal::from(50));
+    settings.owner = format!("sim-{generation}");
+    let (permille, random) = (crash_permille.clone(), crash_rng.clone());
+    settings.crash = Some(Arc::new(move |_point| {
+        let permille = permille.load(Ordering::SeqCst);
+        permille > 0 && random.lock().unwrap().random_range(0..1_000) < permille
+    }));
+    let mut engine =
+        Engine::new(store.clone(), config.clone(), fx.clone(), rails.registry.clone(), settings, vault.clone());
+    engine.set_clock(clock.clone());
+    engine
+}
+
+fn remove(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+/// What one seed ended with.
+struct SeedResult {
+    steps: usize,
+    restarts: usize,
+    states: Vec<&'static str>,
+}
+
+/// Runs one seed on its own single-threaded runtime, so its steps interleave the same way every
+/// time.
+fn run_seed(seed: u64, verbose: bool) -> Result<SeedResult, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async move {
+        let mut sim = Sim::new(seed, verbose).await;
+        let outcome = sim.play().await;
+        let result = match outcome {
+            Ok(()) => {
+                let mut states = Vec::new();
+                for (_, _, id) in &sim.payouts {
+                    if let Some(id) = id {
+                        states.push(sim.engine.payout(id).await.map_err(|error| error.to_string())?.state.as_str());
+                    }
+                }
+                if std::env::var("RAILYARD_SIM_DIGEST").is_ok() {
+                    let digest: Vec<&str> =
+                        sim.trace.iter().map(|line| line.split("pay_").next().unwrap_or("")).collect();
+                    eprintln!("digest {seed}: {} {}", sim.trace.len(), digest.join("|").len());
+                }
+                Ok(SeedResult { steps: sim.trace.len(), restarts: sim.generation as usize, states })
+            }
+            Err(failure) => {
+                let tail: Vec<&str> = sim.trace.iter().rev().take(30).rev().map(String::as_str).collect();
+                Err(format!("{failure}\nlast steps:\n  {}", tail.join("\n  ")))
+            }
+        };
+        sim.store.pool().close().await;
+        remove(&sim.path);
+        result
+    })
+}
+
+#[test]
+fn deterministic_simulation() {
+    let replay: Option<u64> = std::env::var("RAILYARD_SEED")
+        .ok()
+        .map(|seed| seed.parse().unwrap_or_else(|_| panic!("RAILYARD_SEED={seed:?} is not a number")));
+    let seeds: Vec<u64> = match replay {
+        Some(seed) => vec![seed],
+        None => {
+            let count = std::env::var("RAILYARD_SIM_SEEDS").ok().and_then(|count| count.parse().ok());
+            (0..count.unwrap_or(SEEDS_DEFAULT)).collect()
+        }
+    };
+    let started = std::time::Instant::now();
+    // Seeds run in parallel, one thread each at a time; each seed alone is deterministic.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Mutex<Vec<(u64, Result<SeedResult, String>)>> = Mutex::new(Vec::new());
+    let threads = std::thread::available_parallelism().map_or(2, usize::from).min(seeds.len()).max(1);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(seed) = seeds.get(index) else { break };
+                    let result = run_seed(*seed, replay.is_some());
+                    let failed = result.is_err();
+                    results.lock().unwrap().push((*seed, result));
+                    if failed {
+                        // Stop handing out seeds; the others finish theirs.
+                        next.store(seeds.len(), Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|(seed, _)| *seed);
+    let (mut steps, mut restarts) = (0, 0);
+    let mut states: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for (seed, result) in &results {
+        match result {
+            Ok(result) => {
+                steps += result.steps;
+                restarts += result.restarts;
+                for state in &result.states {
+                    *states.entry(state).or_default() += 1;
+                }
+            }
+            Err(failure) => panic!(
+                "simulation seed {seed} failed: {failure}\nreplay exactly: RAILYARD_SEED={seed} cargo test -p railyard-saga --test simulation -- --nocapture"
+            ),
+        }
+    }
+    eprintln!(
+        "simulation: {} seeds, {steps} steps, {restarts} engine restarts, final states {states:?}, {:?} on {threads} threads",
+        results.len(),
+        started.elapsed()
+    );
+}
