@@ -69,6 +69,37 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Recovery after kill -9: fills a fresh SQLite database with payouts, starts `railyard serve`
+    /// on it, SIGKILLs it mid-flight, restarts it and times how long until sagas resume and until
+    /// every saga the killed server held runs again; against the same restart with nothing in
+    /// flight, in the same run.
+    Recovery {
+        /// Payouts in flight.
+        #[arg(long, default_value_t = 100_000)]
+        payouts: usize,
+        /// How long the first server runs before it is killed (seconds).
+        #[arg(long, default_value_t = 3)]
+        warm_seconds: u64,
+        #[arg(long, default_value = "config/demo.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Memory per payout in flight: `railyard serve` on a database holding `--payouts` accepted
+    /// payouts, every sandbox rail slowed to `--rail-latency-ms`, its resident memory after
+    /// `--seconds`; against the same server on a database with none, in the same run.
+    Memory {
+        #[arg(long, default_value_t = 1_000_000)]
+        payouts: usize,
+        #[arg(long, default_value_t = 8_000)]
+        rail_latency_ms: u64,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long, default_value = "config/demo.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Actor overhead: one-way messages and round trips through a ractor actor behind our bounded
     /// mailbox, against a raw bounded tokio channel and task, in the same run.
     Actors {
@@ -99,12 +130,70 @@ pub enum BenchCommand {
     },
 }
 
+fn warn_if_debug(json: bool) {
+    if cfg!(debug_assertions) && !json {
+        eprintln!("warning: this is a debug build; run with --release for figures worth quoting");
+    }
+}
+
 pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
-        BenchCommand::Actors { messages, round_trips, json } => {
-            if cfg!(debug_assertions) && !json {
-                eprintln!("warning: this is a debug build; run with --release for figures worth quoting");
+        BenchCommand::Recovery { payouts, warm_seconds, config, json } => {
+            warn_if_debug(json);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime.block_on(crate::bench_process::recovery(
+                &config,
+                payouts,
+                std::time::Duration::from_secs(warm_seconds),
+            ))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{} payouts in flight at the kill, {} of them held by the killed server",
+                    report.in_flight_at_kill, report.leased_by_killed_server
+                );
+                println!(
+                    "restart to listening  {:>8.1} ms   (nothing in flight: {:.1} ms, ratio {:.2})",
+                    report.restart_ms, report.baseline_restart_ms, report.ratio
+                );
+                println!("kill to first step    {:>8.1} ms", report.kill_to_first_step_ms);
+                println!(
+                    "kill to takeover      {:>8.1} ms   (every saga the killed server held)",
+                    report.kill_to_takeover_ms
+                );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Memory { payouts, rail_latency_ms, seconds, config, json } => {
+            warn_if_debug(json);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime.block_on(crate::bench_process::memory(
+                &config,
+                payouts,
+                rail_latency_ms,
+                std::time::Duration::from_secs(seconds),
+            ))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{} payouts in flight ({} at a rail answering after {} ms), measured after {} s",
+                    report.in_flight, report.at_the_rail, report.rail_latency_ms, report.seconds
+                );
+                println!(
+                    "resident  {:>9} KiB   peak {:>9} KiB   (nothing in flight: {} / {} KiB)",
+                    report.rss_kib, report.peak_kib, report.baseline_rss_kib, report.baseline_peak_kib
+                );
+                println!(
+                    "per payout in flight  {:.1} bytes   (peak {:.1} bytes)",
+                    report.bytes_per_in_flight_payout, report.peak_bytes_per_in_flight_payout
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Actors { messages, round_trips, json } => {
+            warn_if_debug(json);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let report = runtime
                 .block_on(railyard_actors::bench::run(messages, round_trips))
@@ -125,9 +214,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Screening { entries, queries, threshold, seed, json } => {
-            if cfg!(debug_assertions) && !json {
-                eprintln!("warning: this is a debug build; run with --release for figures worth quoting");
-            }
+            warn_if_debug(json);
             let figures = railyard_risk::bench::run(entries, queries, threshold, seed);
             if json {
                 println!("{}", serde_json::to_string_pretty(&figures)?);
@@ -181,9 +268,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             let rates = crate::fx_cmd::reference_rates(&config, None)?;
             let fx = railyard_fx::FxBook::build(&config.fx_providers, rates.clone())?;
             let rails = railyard_rails::build(&config, &rates)?;
-            if cfg!(debug_assertions) && !json {
-                eprintln!("warning: this is a debug build; run with --release for figures worth quoting");
-            }
+            warn_if_debug(json);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let report = runtime
                 .block_on(railyard_saga::bench::e2e(
@@ -223,9 +308,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Store { db, payouts, concurrency, config, json } => {
             let config = load_config(&config)?;
             let fx = railyard_fx::FxBook::build(&config.fx_providers, crate::fx_cmd::reference_rates(&config, None)?)?;
-            if cfg!(debug_assertions) && !json {
-                eprintln!("warning: this is a debug build; run with --release for figures worth quoting");
-            }
+            warn_if_debug(json);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let report = runtime
                 .block_on(railyard_saga::bench::run(
@@ -265,9 +348,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             } else {
                 None
             };
-            if cfg!(debug_assertions) && !json {
-                eprintln!("warning: this is a debug build; run with --release for figures worth quoting");
-            }
+            warn_if_debug(json);
             let report = bench::run(which, demo, queries, seed)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

@@ -6,6 +6,7 @@
 
 mod audit_cmd;
 mod bench_cmd;
+mod bench_process;
 mod config_cmd;
 mod fx_cmd;
 mod iso_cmd;

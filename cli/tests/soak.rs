@@ -6,8 +6,8 @@
 //!
 //! Sized by the environment for longer runs (`scripts/soak.sh` sets these):
 //! `RAILYARD_SOAK_KILLS` (default 4), `RAILYARD_SOAK_INTERVAL_MS` (`low-high`, default
-//! `1000-3000`), `RAILYARD_SOAK_PAYOUTS` (stop submitting after this many acknowledged; default
-//! no cap), `RAILYARD_SOAK_DB` (`sqlite` or `postgres`: run only that one).
+//! `1000-3000`), `RAILYARD_SOAK_PAYOUTS` (stop submitting after this many acknowledged, spread
+//! evenly over the rounds between kills; default no cap), `RAILYARD_SOAK_DB` (`sqlite` or `postgres`: run only that one).
 
 #[path = "../../store/tests/common/mod.rs"]
 mod common;
@@ -193,9 +193,11 @@ async fn soak(db: &str, directory: &std::path::Path) {
             rng ^= rng << 17;
             Instant::now() + Duration::from_millis(interval_ms.0 + rng % (interval_ms.1 - interval_ms.0 + 1))
         };
+        // A capped run spreads its payouts over the rounds, so that every kill lands under load.
+        let round_cap = payouts.map(|cap| cap.div_ceil(kills + 1).saturating_mul(round + 1).min(cap));
         let mut tasks = tokio::task::JoinSet::new();
         while Instant::now() < deadline {
-            if payouts.is_some_and(|cap| acknowledged.lock().unwrap().len() >= cap) {
+            if round_cap.is_some_and(|cap| acknowledged.lock().unwrap().len() >= cap) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }

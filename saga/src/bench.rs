@@ -339,7 +339,7 @@ impl crate::OutcomeObserver for Finish {
 }
 
 /// The corridors the e2e run cycles through: domestic instant, cross-currency via FX, card.
-fn e2e_request(index: usize) -> PayoutRequest {
+pub fn e2e_request(index: usize) -> PayoutRequest {
     const CORRIDORS: [(&str, &str, &str, &str); 4] = [
         ("EUR", "EUR", "DE", "DE89370400440532013000"),
         ("USD", "EUR", "FR", "FR1420041010050500013M02606"),
@@ -619,4 +619,67 @@ pub async fn e2e(
         rows_per_payout: round(rows_inserted as f64 / payouts.max(1) as f64),
         seconds: round(seconds),
     })
+}
+
+/// Fills the database at `url` with `payouts` accepted payouts of the e2e mix through the
+/// group-commit intake from `concurrency` clients, and runs none of them: the starting point of
+/// the process-level benchmarks (`railyard bench recovery`, `railyard bench memory`), where a
+/// `railyard serve` started on the database finds them all in flight. Funds the first tenant in
+/// every rail currency first, so that no payout fails for its balance. `vault`: the keys the server
+/// will read. Returns the accepts per second.
+pub async fn prefill(
+    url: &str,
+    config: Arc<TreasuryConfig>,
+    fx: Arc<FxBook>,
+    vault: Arc<railyard_store::vault::VaultKeys>,
+    payouts: usize,
+    concurrency: usize,
+) -> Result<f64, String> {
+    let failed = |error: &dyn std::fmt::Display| error.to_string();
+    let tenant = config.tenants.first().map(|tenant| tenant.id.to_string()).ok_or("the configuration has no tenant")?;
+    let store = Store::open(url, &StoreOptions::default()).await.map_err(|error| failed(&error))?;
+    let settings = EngineSettings::new(
+        "bench-prefill",
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(200),
+        8,
+        3,
+        Decimal::from(50),
+    );
+    let engine = Arc::new(Engine::new(store.clone(), config.clone(), fx, Registry::new(), settings, vault));
+    engine.ensure_accounts().await.map_err(|error| failed(&error))?;
+    let mut currencies: Vec<Currency> = config.rails.iter().flat_map(|rail| rail.currencies.iter().copied()).collect();
+    currencies.sort_by_key(|currency| currency.code());
+    currencies.dedup();
+    for currency in currencies {
+        let amount = Money::from_minor(i64::MAX / 4, currency);
+        engine
+            .fund_psp(&tenant, amount, &format!("prefill-{}", currency.code()))
+            .await
+            .map_err(|error| failed(&error))?;
+    }
+    let intake = Intake::start_with(engine, crate::intake::INTAKE_QUEUE_MAX);
+    let concurrency = concurrency.clamp(1, payouts.max(1));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..concurrency {
+        let intake = intake.clone();
+        let tenant = tenant.clone();
+        tasks.spawn(async move {
+            for index in (worker..payouts).step_by(concurrency) {
+                intake
+                    .accept(&tenant, &format!("prefill-{index}"), &e2e_request(index))
+                    .await
+                    .map_err(|error| format!("payout {index}: {error}"))?;
+            }
+            Ok::<_, String>(())
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.map_err(|error| failed(&error))??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    drop(intake);
+    store.close().await;
+    Ok(payouts as f64 / seconds.max(f64::MIN_POSITIVE))
 }

@@ -108,6 +108,24 @@ impl Driver {
             slots: Arc::new(Semaphore::new(options.concurrent_max.max(1))),
         });
         let driver = Driver { kicks, stop: Arc::new(stop), shared: shared.clone() };
+        // Alive while the driver runs: a dead engine's sagas are taken over within
+        // ENGINE_ALIVE_FOR, not after their leases (see Engine::heartbeat).
+        let engine = shared.engine.clone();
+        let mut heartbeat_stopped = driver.stop.subscribe();
+        tokio::spawn(async move {
+            let mut beat = tokio::time::interval(crate::ENGINE_HEARTBEAT_EVERY);
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = beat.tick() => {
+                        if let Err(error) = engine.heartbeat().await {
+                            tracing::warn!("announcing the engine alive failed: {error}");
+                        }
+                    }
+                    _ = heartbeat_stopped.changed() => break,
+                }
+            }
+        });
         tokio::spawn(async move {
             let mut scan = tokio::time::interval(options.scan_every);
             scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -154,6 +172,12 @@ impl Driver {
         let deadline = tokio::time::Instant::now() + grace;
         while self.running() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if self.running() == 0 {
+            // Every saga released its lease; withdraw the announcement so nothing waits on it.
+            if let Err(error) = self.shared.engine.retire().await {
+                tracing::warn!("withdrawing the engine's announcement failed: {error}");
+            }
         }
     }
 

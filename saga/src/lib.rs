@@ -264,6 +264,24 @@ pub const INQUIRY_BACKOFF_MAX: Duration = Duration::from_secs(3_600);
 pub const REQUOTE_GRACE: Duration = Duration::from_secs(5);
 /// Sagas one `resume_due` pass drives at the same time.
 pub const SAGAS_CONCURRENT_MAX: usize = 64;
+/// How long an engine's announcement that it is alive lasts ([`Engine::heartbeat`]): the longest
+/// a dead engine's sagas wait for another engine.
+pub const ENGINE_ALIVE_FOR: Duration = Duration::from_secs(2);
+/// How often the saga driver renews the announcement (four times per [`ENGINE_ALIVE_FOR`], so a
+/// late one or two do not let another engine take over).
+pub const ENGINE_HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
+
+/// SQL: the lease's holder announced itself alive ([`Engine::heartbeat`]) and the announcement
+/// has lapsed; `$now` is the parameter holding the current time.
+macro_rules! lease_holder_gone {
+    ($now:literal) => {
+        concat!(
+            " OR EXISTS (SELECT 1 FROM engines e WHERE e.owner = payouts.lease_owner AND e.alive_until < ",
+            $now,
+            ")"
+        )
+    };
+}
 /// Sagas one `resume_due` call takes on.
 pub const RESUME_BATCH_MAX: i64 = 500;
 
@@ -672,8 +690,9 @@ impl Engine {
         &self,
         batch: &[(String, String, PayoutRequest)],
     ) -> Result<Vec<Result<Accepted, EngineError>>, EngineError> {
-        // Through the steps' connection, then flushed with everything before it: one writer.
-        let mut tx = self.store.begin_step().await?;
+        // Through the steps' connection (ahead of queued saga steps: PSPs are waiting for these
+        // answers), then flushed with everything before it: one writer.
+        let mut tx = self.store.begin_urgent().await?;
         let mut answers = Vec::with_capacity(batch.len());
         for (tenant, key, request) in batch {
             let answer = match self.validate(tenant, request) {
@@ -947,20 +966,65 @@ impl Engine {
         self.clock.now_micros() + i64::try_from(self.settings.lease.as_micros()).unwrap_or(i64::MAX / 2)
     }
 
-    /// Takes the saga's lease if it is free, expired or already ours.
+    /// Takes the saga's lease if it is free, expired, already ours, or held by an engine whose
+    /// liveness has lapsed (see [`Engine::heartbeat`]).
     async fn claim(&self, id: &str) -> Result<bool, EngineError> {
         let now = self.clock.now_micros();
-        let result = sqlx::query(
+        let result = sqlx::query(concat!(
             "UPDATE payouts SET lease_owner = $1, lease_until = $2 WHERE id = $3 \
-             AND state NOT IN ('completed', 'failed', 'cancelled', 'returned') AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)",
-        )
+             AND state NOT IN ('completed', 'failed', 'cancelled', 'returned') \
+             AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4",
+            lease_holder_gone!("$4"),
+            ")"
+        ))
         .bind(&self.settings.owner)
         .bind(self.lease_until())
         .bind(id)
         .bind(now)
-        .execute(self.store.steps())
+        .execute(&mut *self.store.step_connection().await?)
         .await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    /// Announces this engine alive until [`ENGINE_ALIVE_FOR`] from now (the saga driver calls it
+    /// every [`ENGINE_HEARTBEAT_EVERY`]). Once announced, the engine's leases are only as good as
+    /// its announcements: when they lapse (kill -9, a hung process) any other engine takes its
+    /// sagas at once instead of waiting out each lease. A false alarm (an engine alive but too slow
+    /// to announce) is safe: its next step's commit finds the lease gone and keeps nothing, and a
+    /// rail call both engines made carries the same idempotency key. Also forgets engines gone
+    /// for a day that hold no lease.
+    pub async fn heartbeat(&self) -> Result<(), EngineError> {
+        let now = self.clock.now_micros();
+        let until = now + i64::try_from(ENGINE_ALIVE_FOR.as_micros()).unwrap_or(i64::MAX / 4);
+        let mut tx = self.store.begin_urgent().await?;
+        sqlx::query(
+            "INSERT INTO engines (owner, started_at, alive_until) VALUES ($1, $2, $3) \
+             ON CONFLICT (owner) DO UPDATE SET alive_until = excluded.alive_until",
+        )
+        .bind(&self.settings.owner)
+        .bind(now)
+        .bind(until)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM engines WHERE alive_until < $1 \
+             AND NOT EXISTS (SELECT 1 FROM payouts p WHERE p.lease_owner = engines.owner)",
+        )
+        .bind(now - 86_400_000_000)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Withdraws this engine's announcement (a clean stop): whatever leases it still holds are
+    /// free at once.
+    pub async fn retire(&self) -> Result<(), EngineError> {
+        sqlx::query("UPDATE engines SET alive_until = 0 WHERE owner = $1")
+            .bind(&self.settings.owner)
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
     }
 
     /// Releases the saga's lease (it stays where it is; another engine may take it at once).
@@ -968,7 +1032,7 @@ impl Engine {
         sqlx::query("UPDATE payouts SET lease_owner = NULL, lease_until = 0 WHERE id = $1 AND lease_owner = $2")
             .bind(id)
             .bind(&self.settings.owner)
-            .execute(self.store.steps())
+            .execute(&mut *self.store.step_connection().await?)
             .await?;
         Ok(())
     }
@@ -1012,18 +1076,50 @@ impl Engine {
     }
 
     /// Up to `limit` sagas that are due (non-terminal, past their next action time) and not leased
-    /// by a live engine, the longest waiting first.
+    /// by a live engine: first those a dead engine (or a lapsed lease) left mid-flight, which may
+    /// hold reservations or wait on a rail; then the longest waiting. Without the first query a
+    /// restarted server would reach the sagas it took over only after the whole backlog.
     pub async fn due_ids(&self, limit: i64) -> Result<Vec<String>, EngineError> {
-        let rows = sqlx::query(
-            "SELECT id FROM payouts WHERE state NOT IN ('completed', 'failed', 'cancelled', 'returned') AND next_action_at <= $1 \
-             AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < $1) ORDER BY next_action_at LIMIT $3",
-        )
-        .bind(self.clock.now_micros())
+        let now = self.clock.now_micros();
+        let taken_over = sqlx::query(concat!(
+            "SELECT id FROM payouts WHERE lease_owner IS NOT NULL AND lease_owner <> $2 \
+             AND state NOT IN ('completed', 'failed', 'cancelled', 'returned') AND next_action_at <= $1 \
+             AND (lease_until < $1",
+            lease_holder_gone!("$1"),
+            ") LIMIT $3"
+        ))
+        .bind(now)
         .bind(&self.settings.owner)
         .bind(limit)
         .fetch_all(self.store.pool())
         .await?;
-        Ok(rows.iter().map(|row| row.try_get::<String, _>(0)).collect::<Result<_, _>>()?)
+        let mut ids: Vec<String> =
+            taken_over.iter().map(|row| row.try_get::<String, _>(0)).collect::<Result<_, _>>()?;
+        let rest = limit - i64::try_from(ids.len()).unwrap_or(limit);
+        if rest <= 0 {
+            return Ok(ids);
+        }
+        let rows = sqlx::query(concat!(
+            "SELECT id FROM payouts WHERE state NOT IN ('completed', 'failed', 'cancelled', 'returned') AND next_action_at <= $1 \
+             AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < $1",
+            lease_holder_gone!("$1"),
+            ") ORDER BY next_action_at LIMIT $3"
+        ))
+        .bind(now)
+        .bind(&self.settings.owner)
+        .bind(limit)
+        .fetch_all(self.store.pool())
+        .await?;
+        for row in &rows {
+            let id: String = row.try_get(0)?;
+            if ids.len() as i64 >= limit {
+                break;
+            }
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
     }
 
     /// Drives one saga as far as it can go now: to a terminal state, or to `in_doubt` waiting for

@@ -562,6 +562,61 @@ async fn a_full_intake_sheds_load_instead_of_growing() {
     assert_eq!(count as usize, accepted, "every accepted request is on disk, no refused one is");
 }
 
+/// An engine that announced itself alive and then died (kill -9: no clean stop) holds its sagas'
+/// leases for 30 s, but another engine takes them over once the announcement lapses
+/// (ENGINE_ALIVE_FOR, 2 s) and finishes them. An engine that never announced itself keeps relying
+/// on its lease: nobody takes its saga early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_engines_sagas_are_taken_over_when_its_heartbeat_lapses() {
+    for db in common::databases().await {
+        let world = World::new();
+        let setup = world.engine(&db.store, "setup", None);
+        setup.ensure_accounts().await.unwrap();
+        setup.fund_psp("demo-psp", Money::from_minor(1_000_000, c("USD")), "wire-1").await.unwrap();
+        // Both die right after reserving, holding the lease (30 s).
+        let die: railyard_saga::CrashHook =
+            Arc::new(|at: CrashPoint| at == CrashPoint { step: "routed", phase: Phase::AfterCommit });
+        let announced = world.engine(&db.store, "engine-announced", Some(die.clone()));
+        let silent = world.engine(&db.store, "engine-silent", Some(die));
+        announced.heartbeat().await.unwrap();
+        let taken = announced.accept("demo-psp", "killed-1", &eur_payout(20_000)).await.unwrap().payout_id;
+        let kept = silent.accept("demo-psp", "killed-2", &eur_payout(20_001)).await.unwrap().payout_id;
+        assert!(matches!(announced.run(&taken).await, Err(EngineError::Crashed(_))));
+        assert!(matches!(silent.run(&kept).await, Err(EngineError::Crashed(_))));
+        let killed_at = std::time::Instant::now();
+
+        let survivor = world.engine(&db.store, "engine-survivor", None);
+        // At once: both leases are live, the announcement too.
+        assert!(survivor.due_ids(10).await.unwrap().is_empty(), "{}", db.name);
+        assert!(matches!(survivor.run(&taken).await, Err(EngineError::Leased(_))), "{}", db.name);
+        let due = loop {
+            let due = survivor.due_ids(10).await.unwrap();
+            if !due.is_empty() {
+                break due;
+            }
+            assert!(killed_at.elapsed() < Duration::from_secs(10), "{}: never taken over", db.name);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let waited = killed_at.elapsed();
+        assert!(waited >= railyard_saga::ENGINE_ALIVE_FOR - Duration::from_millis(100), "{}: {waited:?}", db.name);
+        assert_eq!(due, vec![taken.clone()], "{}: only the announced engine's saga is free", db.name);
+        assert_eq!(drive_to_rest(&survivor, &taken).await, State::Completed, "{}", db.name);
+        assert_eq!(world.executions("sepa-inst", &taken), 1);
+        assert!(matches!(survivor.run(&kept).await, Err(EngineError::Leased(_))), "{}", db.name);
+        // A clean stop withdraws the announcement: nothing of a retired engine waits.
+        survivor.heartbeat().await.unwrap();
+        survivor.retire().await.unwrap();
+        let retired: i64 = sqlx::Row::get(
+            &sqlx::query("SELECT alive_until FROM engines WHERE owner = 'engine-survivor'")
+                .fetch_one(db.store.pool())
+                .await
+                .unwrap(),
+            0,
+        );
+        assert_eq!(retired, 0, "{}", db.name);
+    }
+}
+
 /// Cancellation before any rail leg voids the reservation and ends `cancelled`; after, it is too late.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_before_the_rail_only() {
