@@ -85,6 +85,19 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Accepted payouts per second over loopback HTTP (`railyard serve` in process, fresh SQLite,
+    /// demo configuration), closed loop, against a bare HTTP server that only parses the body
+    /// and answers 202, driven by the same client in the same run; then accept latency in an
+    /// open loop at half the rate reached.
+    Http {
+        #[arg(long, default_value_t = 20_000)]
+        payouts: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Memory per payout in flight: `railyard serve` on a database holding `--payouts` accepted
     /// payouts, every sandbox rail slowed to `--rail-latency-ms`, its resident memory after
     /// `--seconds`; against the same server on a database with none, in the same run.
@@ -161,6 +174,32 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
                 println!(
                     "kill to takeover      {:>8.1} ms   (every saga the killed server held)",
                     report.kill_to_takeover_ms
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Http { payouts, concurrency, json } => {
+            warn_if_debug(json);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime.block_on(crate::simulate_cmd::http_bench(payouts, concurrency))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{} payouts per run, {} requests in flight", report["payouts"], report["concurrency"]);
+                println!(
+                    "railyard    {:>9} accepted/s   accept p50 {} ms   p99 {} ms",
+                    report["accepted_per_s"], report["accept_p50_ms"], report["accept_p99_ms"]
+                );
+                println!(
+                    "bare server {:>9} accepted/s   accept p99 {} ms   ratio {}",
+                    report["baseline_per_s"], report["baseline_accept_p99_ms"], report["ratio"]
+                );
+                println!(
+                    "half load   {:>9} per s offered, accept p50 {} ms   p95 {} ms   p99 {} ms",
+                    report["half_load_rate_per_s"],
+                    report["half_load_accept_p50_ms"],
+                    report["half_load_accept_p95_ms"],
+                    report["half_load_accept_p99_ms"]
                 );
             }
             Ok(ExitCode::SUCCESS)

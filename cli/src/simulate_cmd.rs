@@ -40,6 +40,11 @@ pub struct SimulateArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Open loop: start submissions at this many per second whatever the answers (accept latency
+    /// is then counted from each submission's scheduled start, so a slow answer that delays the
+    /// next one is not hidden). Default: closed loop, as fast as --concurrency allows.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Share of cross-currency payouts, per mille.
     #[arg(long, default_value_t = 500)]
     cross_currency_permille: u32,
@@ -58,7 +63,25 @@ pub struct SimulateArgs {
 
 /// `--in-process`: starts `railyard serve` on a fresh SQLite database inside this process, drives
 /// it, stops it.
-async fn in_process(mut args: SimulateArgs) -> anyhow::Result<Value> {
+async fn in_process(args: SimulateArgs) -> anyhow::Result<Value> {
+    let mut report = with_railyard(|target| {
+        let mut args = args;
+        args.target = target;
+        simulate(args)
+    })
+    .await?;
+    report["in_process"] = Value::Bool(true);
+    Ok(report)
+}
+
+/// Runs `railyard serve` (demo configuration, in-process sandbox rails, a fresh SQLite database in
+/// a temporary directory, removed afterwards) inside this process while `drive` runs against its
+/// address.
+async fn with_railyard<F, Fut>(drive: F) -> anyhow::Result<Value>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Value>>,
+{
     use clap::Parser;
     #[derive(Parser)]
     struct Embedded {
@@ -88,15 +111,96 @@ async fn in_process(mut args: SimulateArgs) -> anyhow::Result<Value> {
             });
         }
     };
-    args.target = format!("http://{address}");
-    let report = simulate(args).await;
+    let report = drive(format!("http://{address}")).await;
     let _ = stop.send(());
     let stopped = server.await;
     let _ = std::fs::remove_dir_all(&directory);
-    let mut report = report?;
+    let report = report?;
     stopped??;
-    report["in_process"] = Value::Bool(true);
     Ok(report)
+}
+
+/// The baseline of `railyard bench http`: a bare HTTP server on loopback that reads the body,
+/// parses it as JSON and answers 202, nothing else (what the client, loopback HTTP and the web
+/// framework cost). Stops when `stop` fires.
+async fn bare_server(stop: tokio::sync::oneshot::Receiver<()>) -> anyhow::Result<std::net::SocketAddr> {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().route(
+        "/v1/payouts",
+        axum::routing::post(|body: axum::body::Bytes| async move {
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(_) => (
+                    StatusCode::ACCEPTED,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    r#"{"id":"pay_baseline","status":"accepted"}"#,
+                )
+                    .into_response(),
+                Err(_) => StatusCode::BAD_REQUEST.into_response(),
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.await;
+            })
+            .await;
+    });
+    Ok(address)
+}
+
+/// `railyard bench http`: accepted payouts per second over loopback HTTP, closed loop with
+/// `concurrency` clients, against the bare server (baseline) driven the same way in the same run;
+/// then accept latency in an open loop at half the rate Railyard reached.
+pub async fn http_bench(payouts: usize, concurrency: usize) -> anyhow::Result<Value> {
+    let plan = |target: String, seed: u64, rate: Option<f64>| SimulateArgs {
+        target,
+        in_process: false,
+        api_key: "rk_demo_psp,rk_demo_psp_north,rk_demo_psp_south".into(),
+        faults: None,
+        admin_key: "rk_demo_admin".into(),
+        payouts,
+        concurrency,
+        rate,
+        cross_currency_permille: 500,
+        duplicate_permille: 0,
+        seed,
+        settle_seconds: 0,
+        json: true,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let bare = bare_server(stopped).await?;
+    let baseline = simulate(plan(format!("http://{bare}"), 1, None)).await;
+    let _ = stop.send(());
+    let baseline = baseline?;
+    with_railyard(|target| async move {
+        let full = simulate(plan(target.clone(), 2, None)).await?;
+        let rate = full["throughput_per_s"].as_f64().unwrap_or(0.0) / 2.0;
+        anyhow::ensure!(rate > 0.0, "nothing was accepted at full load: {full}");
+        let half = simulate(plan(target, 3, Some(rate))).await?;
+        let per_s = |report: &Value| report["throughput_per_s"].as_f64().unwrap_or(0.0);
+        let refused = |report: &Value| report["refused"].as_u64().unwrap_or(0);
+        Ok(json!({
+            "payouts": payouts,
+            "concurrency": concurrency,
+            "accepted_per_s": per_s(&full),
+            "baseline_per_s": per_s(&baseline),
+            "ratio": ((per_s(&full) / per_s(&baseline).max(f64::MIN_POSITIVE)) * 100.0).round() / 100.0,
+            "accept_p50_ms": full["accept_p50_ms"],
+            "accept_p99_ms": full["accept_p99_ms"],
+            "baseline_accept_p99_ms": baseline["accept_p99_ms"],
+            "half_load_rate_per_s": (rate * 10.0).round() / 10.0,
+            "half_load_accepted_per_s": per_s(&half),
+            "half_load_accept_p50_ms": half["accept_p50_ms"],
+            "half_load_accept_p95_ms": half["accept_p95_ms"],
+            "half_load_accept_p99_ms": half["accept_p99_ms"],
+            "refused": refused(&full) + refused(&half),
+        }))
+    })
+    .await
 }
 
 /// A corridor of the mix: source, destination, beneficiary country, IBAN.
@@ -182,6 +286,7 @@ impl SimulateArgs {
             admin_key: self.admin_key.clone(),
             payouts: self.payouts,
             concurrency: self.concurrency,
+            rate: self.rate,
             cross_currency_permille: self.cross_currency_permille,
             duplicate_permille: self.duplicate_permille,
             seed: self.seed,
@@ -226,7 +331,21 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<Value> {
     let semaphore = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for (key, body, duplicate, api_key, corridor) in plan {
+    let interval = match args.rate {
+        Some(rate) if rate.is_finite() && rate > 0.0 => Some(Duration::from_secs_f64(1.0 / rate)),
+        Some(rate) => anyhow::bail!("--rate {rate}: a positive number of payouts per second"),
+        None => None,
+    };
+    for (index, (key, body, duplicate, api_key, corridor)) in plan.into_iter().enumerate() {
+        // Open loop: each submission has its time, and its latency counts from it.
+        let scheduled = match interval {
+            Some(interval) => {
+                let at = started + interval.saturating_mul(u32::try_from(index).unwrap_or(u32::MAX));
+                tokio::time::sleep_until(at.into()).await;
+                Some(at)
+            }
+            None => None,
+        };
         let permit = semaphore.clone().acquire_owned().await?;
         let client = client.clone();
         let url = format!("{target}/v1/payouts");
@@ -235,7 +354,11 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<Value> {
             let _permit = permit;
             let mut answers = Vec::new();
             for _ in 0..(1 + usize::from(duplicate)) {
-                answers.push(submit(&client, &url, &api_key, &key, &body).await);
+                let mut answer = submit(&client, &url, &api_key, &key, &body).await;
+                if let (Some(scheduled), true) = (scheduled, answers.is_empty()) {
+                    answer.elapsed = answer.at.saturating_duration_since(scheduled);
+                }
+                answers.push(answer);
             }
             progress.inc(1);
             (answers, api_key, corridor)

@@ -39,6 +39,9 @@ struct Shared {
     engine: Arc<Engine>,
     running: Mutex<HashSet<String>>,
     slots: Arc<Semaphore>,
+    /// Slots of their own for sagas taken over from a dead engine, so they need not wait for the
+    /// backlog to free ordinary slots (bounded: a dead engine ran at most this many).
+    takeover_slots: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -63,6 +66,25 @@ impl Shared {
             shared.lock().remove(&id);
             drop(slot);
         });
+    }
+
+    /// Starts sagas a dead engine left mid-flight into the takeover slots.
+    async fn take_over(self: &Arc<Self>) {
+        let free = self.takeover_slots.available_permits();
+        if free == 0 {
+            return;
+        }
+        let ids = match self.engine.taken_over_ids(i64::try_from(free).unwrap_or(i64::MAX)).await {
+            Ok(ids) => ids,
+            Err(error) => {
+                tracing::warn!("looking for sagas to take over failed: {error}");
+                return;
+            }
+        };
+        for id in ids {
+            let Ok(slot) = self.takeover_slots.clone().try_acquire_owned() else { return };
+            self.start(id, slot);
+        }
     }
 
     /// Starts due sagas into the free slots.
@@ -106,21 +128,28 @@ impl Driver {
             engine,
             running: Mutex::new(HashSet::new()),
             slots: Arc::new(Semaphore::new(options.concurrent_max.max(1))),
+            takeover_slots: Arc::new(Semaphore::new(options.concurrent_max.max(1))),
         });
         let driver = Driver { kicks, stop: Arc::new(stop), shared: shared.clone() };
         // Alive while the driver runs: a dead engine's sagas are taken over within
         // ENGINE_ALIVE_FOR, not after their leases (see Engine::heartbeat).
-        let engine = shared.engine.clone();
+        // With each beat, sagas a dead engine left mid-flight start on the takeover slots.
+        let beating = shared.clone();
         let mut heartbeat_stopped = driver.stop.subscribe();
         tokio::spawn(async move {
-            let mut beat = tokio::time::interval(crate::ENGINE_HEARTBEAT_EVERY);
+            let mut beat = tokio::time::interval(crate::ENGINE_HEARTBEAT_EVERY / 2);
             beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut announced_at: Option<tokio::time::Instant> = None;
             loop {
                 tokio::select! {
                     _ = beat.tick() => {
-                        if let Err(error) = engine.heartbeat().await {
-                            tracing::warn!("announcing the engine alive failed: {error}");
+                        if announced_at.is_none_or(|at| at.elapsed() >= crate::ENGINE_HEARTBEAT_EVERY) {
+                            announced_at = Some(tokio::time::Instant::now());
+                            if let Err(error) = beating.engine.heartbeat().await {
+                                tracing::warn!("announcing the engine alive failed: {error}");
+                            }
                         }
+                        beating.take_over().await;
                     }
                     _ = heartbeat_stopped.changed() => break,
                 }

@@ -266,10 +266,10 @@ pub const REQUOTE_GRACE: Duration = Duration::from_secs(5);
 pub const SAGAS_CONCURRENT_MAX: usize = 64;
 /// How long an engine's announcement that it is alive lasts ([`Engine::heartbeat`]): the longest
 /// a dead engine's sagas wait for another engine.
-pub const ENGINE_ALIVE_FOR: Duration = Duration::from_secs(2);
+pub const ENGINE_ALIVE_FOR: Duration = Duration::from_millis(1_500);
 /// How often the saga driver renews the announcement (four times per [`ENGINE_ALIVE_FOR`], so a
 /// late one or two do not let another engine take over).
-pub const ENGINE_HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
+pub const ENGINE_HEARTBEAT_EVERY: Duration = Duration::from_millis(375);
 
 /// SQL: the lease's holder announced itself alive ([`Engine::heartbeat`]) and the announcement
 /// has lapsed; `$now` is the parameter holding the current time.
@@ -1081,20 +1081,7 @@ impl Engine {
     /// restarted server would reach the sagas it took over only after the whole backlog.
     pub async fn due_ids(&self, limit: i64) -> Result<Vec<String>, EngineError> {
         let now = self.clock.now_micros();
-        let taken_over = sqlx::query(concat!(
-            "SELECT id FROM payouts WHERE lease_owner IS NOT NULL AND lease_owner <> $2 \
-             AND state NOT IN ('completed', 'failed', 'cancelled', 'returned') AND next_action_at <= $1 \
-             AND (lease_until < $1",
-            lease_holder_gone!("$1"),
-            ") LIMIT $3"
-        ))
-        .bind(now)
-        .bind(&self.settings.owner)
-        .bind(limit)
-        .fetch_all(self.store.pool())
-        .await?;
-        let mut ids: Vec<String> =
-            taken_over.iter().map(|row| row.try_get::<String, _>(0)).collect::<Result<_, _>>()?;
+        let mut ids = self.taken_over_ids(limit).await?;
         let rest = limit - i64::try_from(ids.len()).unwrap_or(limit);
         if rest <= 0 {
             return Ok(ids);
@@ -1120,6 +1107,25 @@ impl Engine {
             }
         }
         Ok(ids)
+    }
+
+    /// Up to `limit` due sagas another engine left mid-flight: its lease lapsed, or it announced
+    /// itself alive and the announcement lapsed (kill -9). Cheap: only held sagas are read
+    /// (index `payouts_leased`).
+    pub async fn taken_over_ids(&self, limit: i64) -> Result<Vec<String>, EngineError> {
+        let rows = sqlx::query(concat!(
+            "SELECT id FROM payouts WHERE lease_owner IS NOT NULL AND lease_owner <> $2 \
+             AND state NOT IN ('completed', 'failed', 'cancelled', 'returned') AND next_action_at <= $1 \
+             AND (lease_until < $1",
+            lease_holder_gone!("$1"),
+            ") LIMIT $3"
+        ))
+        .bind(self.clock.now_micros())
+        .bind(&self.settings.owner)
+        .bind(limit)
+        .fetch_all(self.store.pool())
+        .await?;
+        Ok(rows.iter().map(|row| row.try_get::<String, _>(0)).collect::<Result<_, _>>()?)
     }
 
     /// Drives one saga as far as it can go now: to a terminal state, or to `in_doubt` waiting for

@@ -564,7 +564,7 @@ async fn a_full_intake_sheds_load_instead_of_growing() {
 
 /// An engine that announced itself alive and then died (kill -9: no clean stop) holds its sagas'
 /// leases for 30 s, but another engine takes them over once the announcement lapses
-/// (ENGINE_ALIVE_FOR, 2 s) and finishes them. An engine that never announced itself keeps relying
+/// (ENGINE_ALIVE_FOR, 1.5 s) and finishes them. An engine that never announced itself keeps relying
 /// on its lease: nobody takes its saga early.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_engines_sagas_are_taken_over_when_its_heartbeat_lapses() {
