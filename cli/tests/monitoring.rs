@@ -451,6 +451,13 @@ async fn the_dashboard_runs_live_in_a_real_browser() {
     .await;
     eprintln!("outage shown after {:?}", injected.elapsed());
 
+    // The state before the monitor's first tick (`{}`), and partial ones, render without errors
+    // (a browser that connects early gets exactly that).
+    let early = browser
+        .script("try { render({}); render({ series: {} }); render({ series: { accepted: [1, 2] } }); return 'ok'; } catch (e) { return String(e); }")
+        .await;
+    assert_eq!(early, json!("ok"), "rendering an early state");
+
     let errors: Vec<Value> = browser.console().await.into_iter().filter(|entry| entry["level"] == "SEVERE").collect();
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
