@@ -51,6 +51,14 @@ pub struct SimulateArgs {
     /// Share of submissions repeated with the same Idempotency-Key, per mille.
     #[arg(long, default_value_t = 50)]
     duplicate_permille: u32,
+    /// Median payout amount in the source currency's major unit: amounts are log-normal around
+    /// it (most payouts small, a long tail of large ones), between 1.00 and 10,000.00.
+    #[arg(long, default_value_t = 200)]
+    amount_median: u64,
+    /// Spread of the amounts: the standard deviation of their natural logarithm, in thousandths
+    /// (1000 = sigma 1.0: two thirds of payouts within a factor e of the median).
+    #[arg(long, default_value_t = 1000)]
+    amount_sigma_milli: u32,
     /// Seed for the mix.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -167,6 +175,8 @@ pub async fn http_bench(payouts: usize, concurrency: usize) -> anyhow::Result<Va
         rate,
         cross_currency_permille: 500,
         duplicate_permille: 0,
+        amount_median: 200,
+        amount_sigma_milli: 1000,
         seed,
         settle_seconds: 0,
         json: true,
@@ -231,7 +241,25 @@ impl Random {
     fn below(&mut self, bound: u64) -> u64 {
         self.next() % bound.max(1)
     }
+
+    /// A log-normal amount in minor units (two decimals) around `median_minor`, with the log's
+    /// standard deviation `sigma_milli` / 1000, within [`AMOUNT_MIN_MINOR`, `AMOUNT_MAX_MINOR`].
+    /// This generates test traffic; it is not money arithmetic: the float only shapes the
+    /// distribution and the result is rounded to a whole number of minor units once.
+    fn log_normal_minor(&mut self, median_minor: u64, sigma_milli: u32) -> u64 {
+        // Irwin-Hall: twelve uniforms on [0, 1) less six are close to a standard normal (within ±6).
+        let sum: u64 = (0..12).map(|_| self.below(1_000_000)).sum();
+        let normal = sum as f64 / 1e6 - 6.0;
+        let sigma = f64::from(sigma_milli) / 1e3;
+        let minor = (median_minor as f64 * (sigma * normal).exp()).round();
+        (minor.clamp(AMOUNT_MIN_MINOR as f64, AMOUNT_MAX_MINOR as f64)) as u64
+    }
 }
+
+/// Smallest simulated amount: 1.00.
+const AMOUNT_MIN_MINOR: u64 = 100;
+/// Largest simulated amount: 10,000.00 (the demo balances carry thousands of these).
+const AMOUNT_MAX_MINOR: u64 = 1_000_000;
 
 fn percentile(sorted: &[Duration], per_mille: usize) -> f64 {
     if sorted.is_empty() {
@@ -289,6 +317,8 @@ impl SimulateArgs {
             rate: self.rate,
             cross_currency_permille: self.cross_currency_permille,
             duplicate_permille: self.duplicate_permille,
+            amount_median: self.amount_median,
+            amount_sigma_milli: self.amount_sigma_milli,
             seed: self.seed,
             settle_seconds: self.settle_seconds,
             json: self.json,
@@ -309,9 +339,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<Value> {
         let cross = random.below(1000) < u64::from(args.cross_currency_permille);
         let pool: Vec<_> = CORRIDORS.iter().filter(|(from, to, _, _)| (from != to) == cross).collect();
         let (from, to, country, iban) = pool[random.below(pool.len() as u64) as usize];
-        // Log-uniform amounts between 10 and 10,000 with two decimals.
-        let decade = 10_u64.pow(1 + random.below(3) as u32);
-        let amount_minor = decade * (100 + random.below(900)) / 100 * 100 + random.below(100);
+        let amount_minor = random.log_normal_minor(args.amount_median.saturating_mul(100), args.amount_sigma_milli);
         let amount = format!("{}.{:02}", amount_minor / 100, amount_minor % 100);
         let body = json!({
             "source_currency": from, "destination_currency": to, "amount": amount, "amount_type": "send",
@@ -606,5 +634,27 @@ async fn clear_faults(client: &reqwest::Client, target: &str, admin_key: &str, r
         if !cleared.is_ok_and(|response| response.status().is_success()) {
             eprintln!("warning: the fault plan on {rail} was not cleared");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_are_log_normal_around_the_median() {
+        let mut random = Random(7);
+        let mut amounts: Vec<u64> = (0..20_000).map(|_| random.log_normal_minor(20_000, 1000)).collect();
+        amounts.sort_unstable();
+        let median = amounts[amounts.len() / 2];
+        assert!((18_000..=22_000).contains(&median), "median {median}");
+        // Within a factor e of the median: about 68% for sigma 1.
+        let within = amounts.iter().filter(|&&minor| (7_358..=54_366).contains(&minor)).count();
+        let share = within * 1000 / amounts.len();
+        assert!((650..=715).contains(&share), "{share} per mille within a factor e");
+        assert!(amounts[0] >= AMOUNT_MIN_MINOR && *amounts.last().unwrap() <= AMOUNT_MAX_MINOR);
+        // A long tail: the mean is well above the median (e^(sigma^2 / 2) = 1.65 for sigma 1).
+        let mean = amounts.iter().sum::<u64>() / amounts.len() as u64;
+        assert!(mean * 100 / median >= 150, "mean {mean}, median {median}");
     }
 }
