@@ -40,6 +40,15 @@ fn hex_encode(bytes: &[u8]) -> String {
 
 /// The tenant's signing secret, created on first use.
 pub async fn secret_for(store: &Store, tenant: &str) -> Result<String, sqlx::Error> {
+    let read = || {
+        sqlx::query_scalar::<_, String>("SELECT secret FROM webhook_secrets WHERE tenant = $1")
+            .bind(tenant)
+            .fetch_optional(store.pool())
+    };
+    // Read first: the write (and its flush) happens once per tenant, not once per delivery.
+    if let Some(secret) = read().await? {
+        return Ok(secret);
+    }
     let fresh = format!("whsec_{}{}", uuid_hex(), uuid_hex());
     sqlx::query(
         "INSERT INTO webhook_secrets (tenant, secret, created_at) VALUES ($1, $2, $3) ON CONFLICT (tenant) DO NOTHING",
@@ -49,11 +58,8 @@ pub async fn secret_for(store: &Store, tenant: &str) -> Result<String, sqlx::Err
     .bind(now_micros())
     .execute(store.pool())
     .await?;
-    let row = sqlx::query("SELECT secret FROM webhook_secrets WHERE tenant = $1")
-        .bind(tenant)
-        .fetch_one(store.pool())
-        .await?;
-    row.try_get(0)
+    // Another instance may have created it first: its secret is the one.
+    read().await?.ok_or(sqlx::Error::RowNotFound)
 }
 
 fn uuid_hex() -> String {
@@ -90,25 +96,43 @@ pub async fn deliver_due(
         // An event is announced only once the saga step that queued it is durable.
         store.sync().await?;
     }
-    let mut delivered = 0;
+    // Bookkeeping goes through the saga steps' writer (one writer on SQLite, no waiting in its
+    // busy handler) and is made durable by one shared flush at the end of the pass. A crash
+    // before that flush can only lose "delivered" marks: those events are sent again
+    // (at-least-once, as receivers must expect).
+    let mut nowhere = Vec::new();
+    let mut due = Vec::new();
     for row in rows {
         let payout_id: String = row.try_get(0)?;
         let event: String = row.try_get(1)?;
         let body: String = row.try_get(2)?;
         let tenant: String = row.try_get(3)?;
         let attempts: i64 = row.try_get(4)?;
-        let Some(url) =
-            config.tenants.iter().find(|known| known.id.as_str() == tenant).and_then(|known| known.webhook_url.clone())
-        else {
-            // No endpoint configured: nothing to deliver; keep the event in the outbox as delivered-nowhere.
+        match config
+            .tenants
+            .iter()
+            .find(|known| known.id.as_str() == tenant)
+            .and_then(|known| known.webhook_url.clone())
+        {
+            Some(url) => due.push((payout_id, event, body, tenant, attempts, url)),
+            None => nowhere.push((payout_id, event)),
+        }
+    }
+    if !nowhere.is_empty() {
+        // No endpoint configured: keep the events in the outbox as delivered-nowhere, in one transaction.
+        let mut tx = store.begin_step().await?;
+        for (payout_id, event) in &nowhere {
             sqlx::query("UPDATE outbox SET delivered_at = $1 WHERE payout_id = $2 AND event = $3")
                 .bind(now_micros())
-                .bind(&payout_id)
-                .bind(&event)
-                .execute(store.pool())
+                .bind(payout_id)
+                .bind(event)
+                .execute(&mut *tx)
                 .await?;
-            continue;
-        };
+        }
+        tx.commit().await?;
+    }
+    let mut delivered = 0;
+    for (payout_id, event, body, tenant, attempts, url) in due {
         let secret = secret_for(store, &tenant).await?;
         let timestamp = chrono::Utc::now().timestamp();
         let result = client
@@ -124,6 +148,7 @@ pub async fn deliver_due(
             Err(error) => (None, Some(error.to_string())),
         };
         let attempt = attempts + 1;
+        let mut tx = store.begin_step().await?;
         sqlx::query("INSERT INTO webhook_deliveries (payout_id, event, attempt, at, status, error) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&payout_id)
             .bind(&event)
@@ -131,7 +156,7 @@ pub async fn deliver_due(
             .bind(now_micros())
             .bind(status)
             .bind(&error)
-            .execute(store.pool())
+            .execute(&mut *tx)
             .await?;
         if status.is_some_and(|code| (200..300).contains(&code)) {
             delivered += 1;
@@ -140,7 +165,7 @@ pub async fn deliver_due(
                 .bind(attempt)
                 .bind(&payout_id)
                 .bind(&event)
-                .execute(store.pool())
+                .execute(&mut *tx)
                 .await?;
         } else if attempt >= DELIVERY_ATTEMPTS_MAX {
             sqlx::query("UPDATE outbox SET failed_at = $1, attempts = $2 WHERE payout_id = $3 AND event = $4")
@@ -148,7 +173,7 @@ pub async fn deliver_due(
                 .bind(attempt)
                 .bind(&payout_id)
                 .bind(&event)
-                .execute(store.pool())
+                .execute(&mut *tx)
                 .await?;
         } else {
             let exponent = u32::try_from(attempts.clamp(0, 20)).unwrap_or(20);
@@ -162,10 +187,12 @@ pub async fn deliver_due(
                 .bind(now_micros() + i64::try_from(wait.as_micros()).unwrap_or(i64::MAX / 4))
                 .bind(&payout_id)
                 .bind(&event)
-                .execute(store.pool())
+                .execute(&mut *tx)
                 .await?;
         }
+        tx.commit().await?;
     }
+    store.sync().await?;
     Ok(delivered)
 }
 

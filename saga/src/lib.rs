@@ -413,12 +413,32 @@ pub trait RoutingSource: Send + Sync {
 
 /// Builds a router from a fixed configuration and FX book, with no live rail state.
 pub struct StaticRouting {
-    pub config: Arc<TreasuryConfig>,
-    pub fx: Arc<FxBook>,
+    config: Arc<TreasuryConfig>,
+    fx: Arc<FxBook>,
+    /// The router with every rail in: configuration and book never change, so it is built once
+    /// (a build is milliseconds of Decimal work; a solve is microseconds).
+    full: std::sync::OnceLock<Arc<Router>>,
+}
+
+impl StaticRouting {
+    pub fn new(config: Arc<TreasuryConfig>, fx: Arc<FxBook>) -> StaticRouting {
+        StaticRouting { config, fx, full: std::sync::OnceLock::new() }
+    }
 }
 
 impl RoutingSource for StaticRouting {
     fn router(&self, excluded: &[String]) -> Result<Arc<Router>, String> {
+        if excluded.is_empty() {
+            if let Some(router) = self.full.get() {
+                return Ok(router.clone());
+            }
+            let router = Arc::new(
+                railyard_routes::build_router(&self.config, &self.fx, &LiveState::new())
+                    .map_err(|error| error.to_string())?,
+            );
+            return Ok(self.full.get_or_init(|| router).clone());
+        }
+        // Avoiding rails (a re-route after a reject): a private build, as rare as rejects.
         let mut live = LiveState::new();
         for rail in excluded {
             live.insert(rail.clone(), RailState { available: Some(false), ..RailState::default() });
@@ -492,7 +512,7 @@ impl Engine {
         settings: EngineSettings,
         vault: Arc<VaultKeys>,
     ) -> Engine {
-        let routing = Arc::new(StaticRouting { config: config.clone(), fx });
+        let routing = Arc::new(StaticRouting::new(config.clone(), fx));
         let sanctions = match &config.risk {
             None => Ok(Arc::new(railyard_risk::SanctionsList::default())),
             Some(risk) => railyard_risk::SanctionsList::load(&risk.sanctions_list)
