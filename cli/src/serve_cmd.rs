@@ -215,7 +215,7 @@ pub async fn serve(
         let reconciler = tokio::spawn(railyard_treasury::schedule::run(
             store.clone(),
             engine.clone(),
-            railyard_treasury::schedule::sandbox_feeds(&rails.sandboxes),
+            railyard_treasury::schedule::feeds(&config, &rails),
             railyard_treasury::schedule::RECONCILE_EVERY,
             railyard_treasury::reconcile::Settings {
                 rails: config.rails.iter().map(|rail| (rail.id.to_string(), rail.kind)).collect(),

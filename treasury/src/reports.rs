@@ -609,6 +609,7 @@ fn read_block_log(file: &str, text: &str) -> Result<Report, ReportError> {
         && first.height == 0
     {
         report.coverage = Some(Coverage { from: first.at, until: last.at });
+        report.notes.push(format!("{} blocks verified from genesis to height {}", blocks.len(), last.height));
     } else if !blocks.is_empty() {
         report.notes.push("the log does not start at genesis: it proves executions, not their absence".into());
     }

@@ -81,6 +81,27 @@ impl World {
         )
     }
 
+    /// The same rails, with the card network reached over loopback HTTP as a rail at an
+    /// `endpoint` (a `railyard sandbox card --listen` process) is: its connector and its
+    /// reconciliation feed both go over the network. Returns the served card network too.
+    async fn with_remote_card() -> (World, SandboxRail) {
+        let local = World::new();
+        let card = local.sandbox("visa-direct");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let service = card.service();
+        tokio::spawn(async move {
+            let _ = railyard_connector::transport::serve(service, listener, std::future::pending()).await;
+        });
+        let mut config = (*local.config).clone();
+        let rail = config.rails.iter_mut().find(|rail| rail.id.as_str() == "visa-direct").unwrap();
+        rail.endpoint = Some(format!("http://{address}"));
+        let config = Arc::new(config);
+        let rails = railyard_rails::build(&config, &RateHistory::bundled_daily().latest()).unwrap();
+        assert!(rails.sandboxes.iter().all(|(id, _)| id != "visa-direct"), "visa-direct is remote");
+        (World { config, fx: local.fx.clone(), rails, vault: local.vault.clone() }, card)
+    }
+
     fn sandbox(&self, rail: &str) -> SandboxRail {
         self.rails.sandboxes.iter().find(|(id, _)| id == rail).map(|(_, sandbox)| sandbox.clone()).unwrap()
     }
@@ -136,7 +157,7 @@ async fn drive_to_rest(engine: &Engine, id: &str) -> State {
 /// Runs the scheduled reconciliation of `railyard serve` (every 20 ms, over the in-process rails'
 /// reports) until the payout is terminal or 5 s have passed; returns its state.
 async fn scheduled_reconciliation(world: &World, store: &Store, engine: &Arc<Engine>, id: &str) -> State {
-    let feeds = railyard_treasury::schedule::sandbox_feeds(&world.rails.sandboxes);
+    let feeds = railyard_treasury::schedule::feeds(&world.config, &world.rails);
     let task = tokio::spawn(railyard_treasury::schedule::run(
         store.clone(),
         engine.clone(),
@@ -370,6 +391,32 @@ async fn the_scheduled_run_resolves_escalated_payouts_from_the_rails_reports() {
     }
 }
 
+/// The same, with the card network in another process (reached at its `endpoint`): the
+/// scheduled run fetches its settlement file over HTTP and resolves the payout from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_run_reads_a_remote_rails_reports_over_http() {
+    for db in common::databases().await {
+        let (world, card) = World::with_remote_card().await;
+        let SandboxRail::Card(card) = card else { panic!("visa-direct is a card rail") };
+        let engine = Arc::new(world.engine(&db.store));
+        engine.ensure_accounts().await.unwrap();
+        engine.fund_psp("demo-psp", Money::from_minor(100_000_000, c("USD")), "wire-usd").await.unwrap();
+        let token =
+            card.tokenise(&railyard_rail_card::card::with_check_digit("411111123456789"), "12/30").unwrap().token;
+        card.sandbox.faults.force(Fault::ReplyLost).unwrap();
+        let accepted = engine.accept("demo-psp", "card-remote", &payout("USD", 12_345, &token, "US")).await.unwrap();
+        let _ = engine.run(&accepted.payout_id).await.unwrap();
+        card.sandbox.faults.set_outage(true);
+        assert_eq!(drive_to_rest(&engine, &accepted.payout_id).await, State::InDoubt, "{}", db.name);
+        let state = scheduled_reconciliation(&world, &db.store, &engine, &accepted.payout_id).await;
+        assert_eq!(state, State::Completed, "{}", db.name);
+        let events = history(&db.store, &accepted.payout_id).await;
+        assert!(events.iter().any(|event| event.contains("by reconciliation: visa-direct-settlement-")), "{events:?}");
+        assert_eq!(card.sandbox.ledger.executions().len(), 1, "{}: executed once", db.name);
+        assert!(verify::verify(&db.store).await.unwrap().ok(), "{}", db.name);
+    }
+}
+
 /// An instant payout whose pacs.002 was lost (and the recall after it, and the network's status
 /// callback is late) while the network then went down: status inquiries
 /// cannot reach it, so it is escalated in doubt; the network's camt.054 debit notification books
@@ -425,5 +472,38 @@ async fn an_instant_payout_is_resolved_by_the_networks_camt054() {
         .unwrap();
         assert_eq!((again.summary.matched, again.summary.resolved), (1, 0), "{}: {again:?}", db.name);
         assert!(verify::verify(&db.store).await.unwrap().ok(), "{}", db.name);
+    }
+}
+
+/// What the scheduled run reads: a report per rail kind through the rails' own report endpoints,
+/// the CBDC block log paged from genesis (more blocks than one page holds) with its chain verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feeds_read_every_rail_kind_through_its_endpoints() {
+    let world = World::new();
+    let SandboxRail::Cbdc(cbdc) = world.sandbox("mbridge") else { panic!("mbridge is a CBDC rail") };
+    let page = railyard_cbdc::rail::BLOCK_PAGE_MAX;
+    for index in 0..page + 5 {
+        cbdc.open_wallet(&format!("wallet-{index}"), c("HKD")).unwrap();
+    }
+    let blocks = cbdc.blocks().len();
+    assert!(blocks > page, "{blocks} blocks");
+    let mut names = Vec::new();
+    for feed in railyard_treasury::schedule::feeds(&world.config, &world.rails) {
+        for report in feed().await {
+            names.push(report.file.clone());
+            if report.file.ends_with("-blocks.json") {
+                assert!(report.coverage.is_some(), "a block log from genesis is complete");
+                let verified = format!("{blocks} blocks verified from genesis");
+                assert!(report.notes.iter().any(|note| note.starts_with(&verified)), "{:?}", report.notes);
+            }
+        }
+    }
+    let today = chrono::Utc::now().date_naive();
+    for expected in [
+        format!("visa-direct-settlement-{today}.csv"),
+        format!("sepa-inst-camt054-{today}.xml"),
+        "mbridge-blocks.json".into(),
+    ] {
+        assert!(names.contains(&expected), "{expected} not in {names:?}");
     }
 }
