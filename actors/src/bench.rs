@@ -174,3 +174,124 @@ mod tests {
         assert!(report.actor_one_way_ns > 0.0 && report.channel_one_way_ns > 0.0, "{report:?}");
     }
 }
+
+/// `railyard bench outage`: how long after a rail goes down routing stops using it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutageReport {
+    pub rail: String,
+    pub trials: usize,
+    pub probe_every_ms: u64,
+    /// Outage switched on → a published routing snapshot without the rail (its router built
+    /// with the rail unavailable): probe over the connector's transport, rail actor, routing
+    /// actor, rebuild, publish.
+    pub ours_p50_ms: f64,
+    pub ours_p99_ms: f64,
+    pub ours_max_ms: f64,
+    /// Baseline, same run, same trials: a bare task that reads the sandbox's outage switch
+    /// directly at the same period and publishes on a watch channel (no transport, no actors,
+    /// no rebuild): the least a detector polling at this period can take.
+    pub baseline_p50_ms: f64,
+    pub baseline_p99_ms: f64,
+    pub baseline_max_ms: f64,
+    /// ours ÷ baseline at p50.
+    pub ratio_p50: f64,
+    /// The target for ours at its worst.
+    pub target_ms: u64,
+}
+
+/// Wait before an outage trial may start again after the rail recovered.
+const OUTAGE_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+/// Longest a trial waits for either detector.
+const OUTAGE_TRIAL_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `trials` outages of `rail` (its sandbox is `sandbox`) against the actor runtime started on
+/// `config`, `fx` and `registry`, each at a different phase of the probe schedule.
+pub async fn outage(
+    config: Arc<railyard_config::TreasuryConfig>,
+    fx: Arc<railyard_fx::FxBook>,
+    registry: railyard_connector::Registry,
+    sandbox: Arc<railyard_connector::sandbox::Sandbox>,
+    rail: &str,
+    trials: usize,
+) -> Result<OutageReport, String> {
+    use std::time::Duration;
+    let probe_every = crate::PROBE_EVERY;
+    let runtime = crate::Runtime::start(config, fx, registry, crate::RuntimeOptions::default()).await?;
+    let ours_down = |runtime: &crate::Runtime| runtime.snapshot().live.get(rail).and_then(|state| state.available);
+    // The baseline poller.
+    let (publish, watched) = tokio::sync::watch::channel(false);
+    let polled = sandbox.clone();
+    let poller = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(probe_every);
+        loop {
+            tick.tick().await;
+            let down = polled.faults.outage_at(chrono::Utc::now());
+            publish.send_if_modified(|was| std::mem::replace(was, down) != down);
+        }
+    });
+    let result = async {
+        until("the rail available", || ours_down(&runtime) == Some(true)).await?;
+        let (mut ours, mut baseline) = (Vec::with_capacity(trials), Vec::with_capacity(trials));
+        for trial in 0..trials {
+            // Each trial starts at another phase of both schedules.
+            let phase = probe_every.mul_f64((trial % 20) as f64 / 20.0);
+            tokio::time::sleep(OUTAGE_SETTLE + phase).await;
+            let started = Instant::now();
+            sandbox.set_outage(true);
+            let (mut ours_at, mut baseline_at) = (None, None);
+            until("the outage", || {
+                if ours_at.is_none() && ours_down(&runtime) == Some(false) {
+                    ours_at = Some(started.elapsed());
+                }
+                if baseline_at.is_none() && *watched.borrow() {
+                    baseline_at = Some(started.elapsed());
+                }
+                ours_at.is_some() && baseline_at.is_some()
+            })
+            .await?;
+            ours.extend(ours_at);
+            baseline.extend(baseline_at);
+            sandbox.set_outage(false);
+            until("the recovery", || ours_down(&runtime) == Some(true) && !*watched.borrow()).await?;
+        }
+        Ok::<_, String>((ours, baseline))
+    }
+    .await;
+    poller.abort();
+    runtime.stop().await;
+    let (mut ours, mut baseline) = result?;
+    ours.sort();
+    baseline.sort();
+    let at = |sorted: &[Duration], per_mille: usize| -> f64 {
+        let index = (sorted.len().saturating_sub(1) * per_mille).div_ceil(1000).min(sorted.len().saturating_sub(1));
+        // Tenths of a millisecond: the polling loop's resolution is one millisecond.
+        sorted.get(index).map_or(0.0, |value| (value.as_secs_f64() * 1e4).round() / 10.0)
+    };
+    let ours_p50_ms = at(&ours, 500);
+    let baseline_p50_ms = at(&baseline, 500);
+    Ok(OutageReport {
+        rail: rail.to_string(),
+        trials,
+        probe_every_ms: u64::try_from(probe_every.as_millis()).unwrap_or(u64::MAX),
+        ours_p50_ms,
+        ours_p99_ms: at(&ours, 990),
+        ours_max_ms: at(&ours, 1000),
+        baseline_p50_ms,
+        baseline_p99_ms: at(&baseline, 990),
+        baseline_max_ms: at(&baseline, 1000),
+        ratio_p50: if baseline_p50_ms > 0.0 { (ours_p50_ms / baseline_p50_ms * 100.0).round() / 100.0 } else { 0.0 },
+        target_ms: 250,
+    })
+}
+
+/// Polls `done` every millisecond (the timer's resolution) for at most [`OUTAGE_TRIAL_MAX`].
+async fn until(what: &str, mut done: impl FnMut() -> bool) -> Result<(), String> {
+    let started = Instant::now();
+    while !done() {
+        if started.elapsed() > OUTAGE_TRIAL_MAX {
+            return Err(format!("{what} not seen within {OUTAGE_TRIAL_MAX:?}"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    Ok(())
+}

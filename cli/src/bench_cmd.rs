@@ -113,6 +113,19 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Outage detection: how long after a sandbox rail goes down the routing actor publishes a
+    /// snapshot without it, over `--trials` outages at different phases of the probe schedule;
+    /// against a bare task polling the rail's outage switch at the same period, same run.
+    Outage {
+        #[arg(long, default_value_t = 100)]
+        trials: usize,
+        #[arg(long, default_value = "sepa-inst")]
+        rail: String,
+        #[arg(long, default_value = "config/demo.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Actor overhead: one-way messages and round trips through a ractor actor behind our bounded
     /// mailbox, against a raw bounded tokio channel and task, in the same run.
     Actors {
@@ -227,6 +240,42 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
                 println!(
                     "per payout in flight  {:.1} bytes   (peak {:.1} bytes)",
                     report.bytes_per_in_flight_payout, report.peak_bytes_per_in_flight_payout
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Outage { trials, rail, config, json } => {
+            warn_if_debug(json);
+            let config = load_config(&config)?;
+            let rates = crate::fx_cmd::reference_rates(&config, None)?;
+            let fx = railyard_fx::FxBook::build(&config.fx_providers, rates.clone())?;
+            let rails = railyard_rails::build(&config, &rates)?;
+            let Some((_, sandbox)) = rails.sandboxes.iter().find(|(id, _)| *id == rail) else {
+                anyhow::bail!("--rail {rail}: not an in-process sandbox rail of the configuration");
+            };
+            let sandbox = sandbox.sandbox();
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime
+                .block_on(railyard_actors::bench::outage(
+                    std::sync::Arc::new(config),
+                    std::sync::Arc::new(fx),
+                    rails.registry.clone(),
+                    sandbox,
+                    &rail,
+                    trials.max(1),
+                ))
+                .map_err(|error| anyhow::anyhow!(error))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{} outages of {} (probes every {} ms)", report.trials, report.rail, report.probe_every_ms);
+                println!(
+                    "routing stops using it   p50 {:>6.1} ms   p99 {:>6.1} ms   max {:>6.1} ms (target {} ms)",
+                    report.ours_p50_ms, report.ours_p99_ms, report.ours_max_ms, report.target_ms
+                );
+                println!(
+                    "bare poller (baseline)   p50 {:>6.1} ms   p99 {:>6.1} ms   max {:>6.1} ms   ratio p50 {:.2}",
+                    report.baseline_p50_ms, report.baseline_p99_ms, report.baseline_max_ms, report.ratio_p50
                 );
             }
             Ok(ExitCode::SUCCESS)
