@@ -163,6 +163,11 @@ fn warn_if_debug(json: bool) {
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    // Benchmarks are quiet unless asked: RUST_LOG (for example `sqlx::query=debug`, which times
+    // every statement) logs to stderr.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    }
     match command {
         BenchCommand::Recovery { payouts, warm_seconds, config, json } => {
             warn_if_debug(json);

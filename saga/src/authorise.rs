@@ -72,16 +72,34 @@ fn counter_scopes(payout: &Payout) -> [(String, i64); 4] {
     ]
 }
 
-async fn window(tx: &mut Transaction<'static, Any>, scope: &str, from_bucket: i64) -> Result<(u64, i128), sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT CAST(COALESCE(SUM(count), 0) AS BIGINT), CAST(COALESCE(SUM(amount), 0) AS BIGINT) \
-         FROM risk_counters WHERE scope = $1 AND bucket >= $2",
+/// The counters the rules read, for the four scopes of [`counter_scopes`], in one statement:
+/// per scope, payouts in the last hour, and payouts and amount in the last day.
+async fn windows(
+    tx: &mut Transaction<'static, Any>,
+    scopes: &[(String, i64); 4],
+    bucket: i64,
+) -> Result<[(u64, u64, i128); 4], sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT scope, CAST(COALESCE(SUM(CASE WHEN bucket >= $5 THEN count ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(count), 0) AS BIGINT), CAST(COALESCE(SUM(amount), 0) AS BIGINT) \
+         FROM risk_counters WHERE scope IN ($1, $2, $3, $4) AND bucket >= $6 GROUP BY scope",
     )
-    .bind(scope)
-    .bind(from_bucket)
-    .fetch_one(&mut **tx)
+    .bind(&scopes[0].0)
+    .bind(&scopes[1].0)
+    .bind(&scopes[2].0)
+    .bind(&scopes[3].0)
+    .bind(bucket - HOUR_BUCKETS + 1)
+    .bind(bucket - DAY_BUCKETS + 1)
+    .fetch_all(&mut **tx)
     .await?;
-    Ok((u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0), i128::from(row.try_get::<i64, _>(1)?)))
+    let mut found = [(0, 0, 0); 4];
+    for row in rows {
+        let scope: String = row.try_get(0)?;
+        let Some(index) = scopes.iter().position(|(known, _)| *known == scope) else { continue };
+        let count = |column: usize| row.try_get::<i64, _>(column).map(|value| u64::try_from(value).unwrap_or(0));
+        found[index] = (count(1)?, count(2)?, i128::from(row.try_get::<i64, _>(3)?));
+    }
+    Ok(found)
 }
 
 impl Engine {
@@ -117,28 +135,24 @@ impl Engine {
             (Some(risk), Ok(list)) => {
                 let screening = screened.take().unwrap_or_else(|| railyard_risk::screen(list, risk, &parties));
                 let scopes = counter_scopes(payout);
-                let (psp_last_hour, _) = window(&mut tx, &scopes[0].0, bucket - HOUR_BUCKETS + 1).await?;
-                let (_, psp_amount_today) = window(&mut tx, &scopes[1].0, bucket - DAY_BUCKETS + 1).await?;
-                let (corridor_last_hour, _) = window(&mut tx, &scopes[2].0, bucket - HOUR_BUCKETS + 1).await?;
-                let (_, corridor_amount_today) = window(&mut tx, &scopes[2].0, bucket - DAY_BUCKETS + 1).await?;
-                let (beneficiary_today, _) = window(&mut tx, &scopes[3].0, bucket - DAY_BUCKETS + 1).await?;
-                let history = sqlx::query("SELECT count, amount FROM risk_history WHERE tenant = $1 AND currency = $2")
-                    .bind(&payout.tenant)
-                    .bind(request.amount.currency().code())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let (history_count, history_sum) = match history {
-                    Some(row) => {
-                        (u64::try_from(row.try_get::<i64, _>(0)?).unwrap_or(0), i128::from(row.try_get::<i64, _>(1)?))
-                    }
-                    None => (0, 0),
-                };
-                let first = sqlx::query("SELECT first_payout FROM vault WHERE token = $1")
-                    .bind(&request.beneficiary.account)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .map(|row| row.try_get::<String, _>(0))
-                    .transpose()?;
+                let [psp, psp_amount, corridor, beneficiary] = windows(&mut tx, &scopes, bucket).await?;
+                let (psp_last_hour, psp_amount_today) = (psp.0, psp_amount.2);
+                let (corridor_last_hour, corridor_amount_today) = (corridor.0, corridor.2);
+                let beneficiary_today = beneficiary.1;
+                // The PSP's history in this currency and whether this payout met the beneficiary first.
+                let known = sqlx::query(
+                    "SELECT (SELECT count FROM risk_history WHERE tenant = $1 AND currency = $2), \
+                     (SELECT amount FROM risk_history WHERE tenant = $1 AND currency = $2), \
+                     (SELECT first_payout FROM vault WHERE token = $3)",
+                )
+                .bind(&payout.tenant)
+                .bind(request.amount.currency().code())
+                .bind(&request.beneficiary.account)
+                .fetch_one(&mut *tx)
+                .await?;
+                let history_count = u64::try_from(known.try_get::<Option<i64>, _>(0)?.unwrap_or(0)).unwrap_or(0);
+                let history_sum = i128::from(known.try_get::<Option<i64>, _>(1)?.unwrap_or(0));
+                let first: Option<String> = known.try_get(2)?;
                 let facts = Facts {
                     amount: request.amount,
                     destination_country: request.beneficiary.country,
@@ -157,23 +171,29 @@ impl Engine {
         };
         if assessment.decision != Decision::Block && self.config.risk.is_some() {
             // Blocked payouts do not count against the limits they broke.
-            for (scope, amount) in counter_scopes(payout) {
-                sqlx::query(
-                    "INSERT INTO risk_counters (scope, bucket, count, amount) VALUES ($1, $2, 1, $3) \
-                     ON CONFLICT (scope, bucket) DO UPDATE SET count = risk_counters.count + 1, \
-                     amount = risk_counters.amount + excluded.amount",
-                )
-                .bind(&scope)
-                .bind(bucket)
-                .bind(amount)
+            let scopes = counter_scopes(payout);
+            let mut upsert = sqlx::query(
+                "INSERT INTO risk_counters (scope, bucket, count, amount) VALUES \
+                 ($1, $5, 1, $6), ($2, $5, 1, $7), ($3, $5, 1, $8), ($4, $5, 1, $9) \
+                 ON CONFLICT (scope, bucket) DO UPDATE SET count = risk_counters.count + 1, \
+                 amount = risk_counters.amount + excluded.amount",
+            );
+            for (scope, _) in &scopes {
+                upsert = upsert.bind(scope);
+            }
+            upsert = upsert.bind(bucket);
+            for (_, amount) in &scopes {
+                upsert = upsert.bind(*amount);
+            }
+            upsert.execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM risk_counters WHERE scope IN ($1, $2, $3, $4) AND bucket < $5")
+                .bind(&scopes[0].0)
+                .bind(&scopes[1].0)
+                .bind(&scopes[2].0)
+                .bind(&scopes[3].0)
+                .bind(bucket - DAY_BUCKETS)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("DELETE FROM risk_counters WHERE scope = $1 AND bucket < $2")
-                    .bind(&scope)
-                    .bind(bucket - DAY_BUCKETS)
-                    .execute(&mut *tx)
-                    .await?;
-            }
             sqlx::query(
                 "INSERT INTO risk_history (tenant, currency, count, amount) VALUES ($1, $2, 1, $3) \
                  ON CONFLICT (tenant, currency) DO UPDATE SET count = risk_history.count + 1, \
@@ -185,21 +205,20 @@ impl Engine {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("UPDATE payouts SET risk = $1 WHERE id = $2")
-            .bind(serde_json::to_string(&assessment).map_err(corrupt)?)
-            .bind(&payout.id)
-            .execute(&mut *tx)
-            .await?;
+        // Recorded with the state it leads to, in the same UPDATE.
+        let risk = serde_json::to_string(&assessment).map_err(corrupt)?;
         let summary = assessment.summary();
         let from = payout.state;
         let held = || Changes {
             reason: Some(summary.clone()),
             next_action_at: assessment.expires_at.map(|at| at.timestamp_micros()),
+            risk: Some(risk.clone()),
             ..Changes::default()
         };
         match assessment.decision {
             Decision::Approve => {
-                self.commit(tx, payout, from, from, Changes::default(), &format!("screened: {summary}")).await
+                let changes = Changes { risk: Some(risk.clone()), ..Changes::default() };
+                self.commit(tx, payout, from, from, changes, &format!("screened: {summary}")).await
             }
             Decision::Review => {
                 outbox(&mut tx, payout, "payout.screening", &summary).await?;
@@ -217,7 +236,11 @@ impl Engine {
                 )
                 .await
             }
-            Decision::Block => self.fail(tx, payout, from, format!("blocked by risk rules: {summary}")).await,
+            Decision::Block => {
+                let changes = Changes { risk: Some(risk.clone()), ..Changes::default() };
+                self.fail_as(tx, payout, from, State::Failed, format!("blocked by risk rules: {summary}"), changes)
+                    .await
+            }
         }
     }
 

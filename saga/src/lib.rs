@@ -1318,8 +1318,8 @@ impl Engine {
         };
         let result = sqlx::query(
             "UPDATE payouts SET state = $1, attempt = $2, leg = $3, route = $4, reservation = $5, reason = $6, \
-             inquiries = $7, next_action_at = $8, in_doubt_since = $9, lease_until = $10, updated_at = $11 \
-             WHERE id = $12 AND state = $13 AND lease_owner = $14",
+             inquiries = $7, next_action_at = $8, in_doubt_since = $9, lease_until = $10, updated_at = $11, \
+             risk = COALESCE($15, risk) WHERE id = $12 AND state = $13 AND lease_owner = $14",
         )
         .bind(to.as_str())
         .bind(changes.attempt.unwrap_or(payout.attempt))
@@ -1343,6 +1343,7 @@ impl Engine {
         .bind(&payout.id)
         .bind(from.as_str())
         .bind(&self.settings.owner)
+        .bind(changes.risk.as_deref())
         .execute(&mut *tx)
         .await?;
         if result.rows_affected() != 1 {
@@ -1469,17 +1470,19 @@ impl Engine {
         from: State,
         reason: String,
     ) -> Result<(), EngineError> {
-        self.fail_as(tx, payout, from, State::Failed, reason).await
+        self.fail_as(tx, payout, from, State::Failed, reason, Changes::default()).await
     }
 
     /// Ends a payout unpaid (`Failed` or `Returned`): the PSP's reservation is voided.
-    async fn fail_as(
+    /// `changes` carries what else the step records (its reason is the failure's).
+    pub(crate) async fn fail_as(
         &self,
         mut tx: Transaction<'static, Any>,
         payout: &Payout,
         from: State,
         to: State,
         reason: String,
+        changes: Changes,
     ) -> Result<(), EngineError> {
         if let Some(reservation) = &payout.reservation {
             match ledger::void_pending(&mut tx, &format!("{reservation}:void"), reservation).await {
@@ -1489,7 +1492,7 @@ impl Engine {
         }
         let event = if to == State::Returned { "payout.returned" } else { "payout.failed" };
         outbox(&mut tx, payout, event, &reason).await?;
-        let changes = Changes { reason: Some(reason.clone()), ..Changes::default() };
+        let changes = Changes { reason: Some(reason.clone()), ..changes };
         self.commit(tx, payout, from, to, changes, &reason).await
     }
 
@@ -1930,7 +1933,7 @@ impl Engine {
             "{detail}; no other route for the remainder: returned to the PSP, {} held at the hop booked for return",
             booked.join(" + ")
         );
-        self.fail_as(tx, payout, from, State::Returned, reason).await
+        self.fail_as(tx, payout, from, State::Returned, reason, Changes::default()).await
     }
 
     /// The locked FX rates expired before any rail leg ran: price again; keep the new route only
@@ -2080,6 +2083,8 @@ struct Changes {
     inquiries: Option<i64>,
     next_action_at: Option<i64>,
     in_doubt_since: Option<i64>,
+    /// The risk assessment (JSON), recorded once by the assessing step.
+    risk: Option<String>,
 }
 
 async fn event(tx: &mut Transaction<'static, Any>, id: &str, state: State, detail: &str) -> Result<(), sqlx::Error> {

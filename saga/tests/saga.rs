@@ -887,3 +887,52 @@ async fn tampering_with_the_audit_log_is_detected() {
         assert!(report.listed.iter().any(|problem| problem.problem.contains("head says 5")), "{}: {report:?}", db.name);
     }
 }
+
+/// The counters the risk rules read, as the engine keeps them: payouts per PSP per hour, amount
+/// per PSP per day, payouts per beneficiary per day and the PSP's history (mean amount) each feed
+/// the rule they are for, one committed payout after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn risk_counters_feed_velocity_history_and_daily_limits() {
+    let mut config = (*config()).clone();
+    let risk = config.risk.as_mut().unwrap();
+    risk.approval_score = 1_000;
+    risk.block_score = 1_000;
+    risk.limits.psp_payouts_per_hour = 4;
+    risk.limits.beneficiary_payouts_per_day = 2;
+    risk.limits.history_min = 2;
+    risk.limits.unusual_amount_multiple = Decimal::from(5);
+    risk.limits.psp_daily_amount.insert(c("USD"), Money::from_minor(100_000, c("USD")));
+    let config = Arc::new(config);
+    for db in common::databases().await {
+        let world = World::with_config(config.clone());
+        let engine = world.engine(&db.store, "engine-a", None);
+        engine.ensure_accounts().await.unwrap();
+        engine.fund_psp("demo-psp", Money::from_minor(10_000_000, c("USD")), "wire-1").await.unwrap();
+        let mut rules = Vec::new();
+        let same = "DE89370400440532013000";
+        for (index, (amount, account)) in
+            [(10_000, same), (10_000, same), (10_000, same), (60_000, "FR1420041010050500013M02606"), (15_000, same)]
+                .into_iter()
+                .enumerate()
+        {
+            let mut request = eur_payout(amount);
+            request.beneficiary.account = account.into();
+            let id = engine.accept("demo-psp", &format!("risk-{index}"), &request).await.unwrap().payout_id;
+            let state = drive_to_rest(&engine, &id).await;
+            let payout = engine.payout(&id).await.unwrap();
+            let risk = payout.risk.unwrap();
+            rules.push((state, risk.reasons.iter().map(|reason| reason.rule.clone()).collect::<Vec<_>>()));
+        }
+        let has = |index: usize, rule: &str| rules[index].1.iter().any(|found| found == rule);
+        assert!(has(0, "new_beneficiary") && !has(1, "new_beneficiary"), "{}: {rules:?}", db.name);
+        // Two payouts to the account today already: the third is a velocity reason.
+        assert!(!has(1, "beneficiary_velocity") && has(2, "beneficiary_velocity"), "{}: {rules:?}", db.name);
+        // Three payouts of 100.00 make the mean: 600.00 is at least five times it.
+        assert!(!has(2, "unusual_amount") && has(3, "unusual_amount"), "{}: {rules:?}", db.name);
+        assert!(rules[..4].iter().all(|(state, _)| *state == State::Completed), "{}: {rules:?}", db.name);
+        // The fifth: four payouts in the hour (limit 4), and 900.00 today plus 150.00 is over 1,000.00.
+        assert_eq!(rules[4].0, State::Failed, "{}: {rules:?}", db.name);
+        assert!(has(4, "psp_velocity_limit") && has(4, "psp_daily_amount_limit"), "{}: {rules:?}", db.name);
+        assert!(!has(3, "psp_velocity_limit") && !has(3, "psp_daily_amount_limit"), "{}: {rules:?}", db.name);
+    }
+}

@@ -283,11 +283,19 @@ struct Entry<'a> {
 /// Takes the journal head's row lock before any account total is touched. Every posting ends at
 /// the head (see [`append`]); taking it first means every ledger writer locks in one order (head,
 /// then accounts), so two transactions that post more than once cannot deadlock on PostgreSQL.
-/// On SQLite the transaction holds the database's write lock already and this costs one no-op
-/// update.
+/// On SQLite the transaction holds the database's write lock already and this is skipped.
 async fn lock_journal(transaction: &mut Transaction<'_, Any>) -> Result<(), LedgerError> {
+    if is_sqlite(transaction) {
+        // The transaction holds the database's one write lock already (BEGIN IMMEDIATE).
+        return Ok(());
+    }
     sqlx::query("UPDATE journal_head SET sequence = sequence WHERE id = 1").execute(&mut **transaction).await?;
     Ok(())
+}
+
+fn is_sqlite(transaction: &Transaction<'_, Any>) -> bool {
+    let connection: &sqlx::AnyConnection = transaction;
+    connection.backend_name().eq_ignore_ascii_case("sqlite")
 }
 
 /// Appends one entry to the journal: next sequence, chained hash.
@@ -360,16 +368,25 @@ async fn append(transaction: &mut Transaction<'_, Any>, entry: Entry<'_>) -> Res
     })
 }
 
-/// Adds to one account's totals; a no-overdraft violation comes back as [`LedgerError::Overdraft`].
+/// Adds to one account's totals (one or two of them, in one statement); a no-overdraft violation
+/// comes back as [`LedgerError::Overdraft`].
 async fn adjust(
     transaction: &mut Transaction<'_, Any>,
     account: &str,
-    column: &'static str,
-    delta: i64,
+    changes: &[(&'static str, i64)],
 ) -> Result<(), LedgerError> {
-    // `column` is one of four constants chosen by this module, never input.
-    let statement = AssertSqlSafe(format!("UPDATE accounts SET {column} = {column} + $1 WHERE id = $2"));
-    match sqlx::query(statement).bind(delta).bind(account).execute(&mut **transaction).await {
+    // The columns are constants chosen by this module, never input.
+    let sets: Vec<String> = changes
+        .iter()
+        .enumerate()
+        .map(|(index, (column, _))| format!("{column} = {column} + ${}", index + 1))
+        .collect();
+    let statement = AssertSqlSafe(format!("UPDATE accounts SET {} WHERE id = ${}", sets.join(", "), changes.len() + 1));
+    let mut query = sqlx::query(statement);
+    for (_, delta) in changes {
+        query = query.bind(*delta);
+    }
+    match query.bind(account).execute(&mut **transaction).await {
         Ok(result) if result.rows_affected() == 1 => Ok(()),
         Ok(_) => Err(LedgerError::UnknownAccount(account.into())),
         Err(error) if is_check_violation(&error) => Err(LedgerError::Overdraft(account.into())),
@@ -377,6 +394,7 @@ async fn adjust(
     }
 }
 
+/// Checks both accounts and that the transfer's id is new, in one read.
 async fn check_accounts(transaction: &mut Transaction<'_, Any>, spec: &TransferSpec) -> Result<(), LedgerError> {
     if !spec.amount.is_positive() {
         return Err(LedgerError::NotPositive);
@@ -384,11 +402,29 @@ async fn check_accounts(transaction: &mut Transaction<'_, Any>, spec: &TransferS
     if spec.debit == spec.credit {
         return Err(LedgerError::SameAccount(spec.debit.clone()));
     }
+    let rows = sqlx::query(
+        "SELECT id, currency, (SELECT COUNT(*) FROM transfers WHERE id = $3) FROM accounts WHERE id = $1 OR id = $2",
+    )
+    .bind(&spec.debit)
+    .bind(&spec.credit)
+    .bind(&spec.id)
+    .fetch_all(&mut **transaction)
+    .await?;
     for account in [&spec.debit, &spec.credit] {
-        let held = balance(&mut **transaction, account).await?.currency;
+        let row = rows
+            .iter()
+            .find(|row| row.try_get::<String, _>(0).is_ok_and(|id| id == *account))
+            .ok_or_else(|| LedgerError::UnknownAccount(account.clone()))?;
+        let held = currency(&row.try_get::<String, _>(1)?)?;
         if held != spec.amount.currency() {
             return Err(LedgerError::Currency { account: account.clone(), held, wanted: spec.amount.currency() });
         }
+    }
+    // Refuse a repeated id before touching any total: a caller that treats Duplicate as "already
+    // done" and commits must not commit half a transfer. (SQLite keeps a transaction usable after a
+    // failed statement, so the unique index alone would leave the totals changed.)
+    if rows.first().map(|row| row.try_get::<i64, _>(2)).transpose()?.unwrap_or(0) > 0 {
+        return Err(LedgerError::Duplicate(spec.id.clone()));
     }
     Ok(())
 }
@@ -397,14 +433,6 @@ async fn check_accounts(transaction: &mut Transaction<'_, Any>, spec: &TransferS
 pub async fn transfer(transaction: &mut Transaction<'_, Any>, spec: &TransferSpec) -> Result<Transfer, LedgerError> {
     lock_journal(transaction).await?;
     check_accounts(transaction, spec).await?;
-    // Refuse a repeated id before touching any total: a caller that treats Duplicate as "already
-    // done" and commits must not commit half a transfer. (SQLite keeps a transaction usable after a
-    // failed statement, so the unique index alone would leave the totals changed.)
-    let existing =
-        sqlx::query("SELECT 1 FROM transfers WHERE id = $1").bind(&spec.id).fetch_optional(&mut **transaction).await?;
-    if existing.is_some() {
-        return Err(LedgerError::Duplicate(spec.id.clone()));
-    }
     let amount = spec.amount.minor_units();
     let (debit_column, credit_column, kind) = if spec.pending {
         ("debits_pending", "credits_pending", "pending")
@@ -412,8 +440,8 @@ pub async fn transfer(transaction: &mut Transaction<'_, Any>, spec: &TransferSpe
         ("debits_posted", "credits_posted", "posted")
     };
     // Credit first: a transfer between two no-overdraft accounts checks the debit side last.
-    adjust(transaction, &spec.credit, credit_column, amount).await?;
-    adjust(transaction, &spec.debit, debit_column, amount).await?;
+    adjust(transaction, &spec.credit, &[(credit_column, amount)]).await?;
+    adjust(transaction, &spec.debit, &[(debit_column, amount)]).await?;
     append(
         transaction,
         Entry {
@@ -430,20 +458,18 @@ pub async fn transfer(transaction: &mut Transaction<'_, Any>, spec: &TransferSpe
     .await
 }
 
+/// A pending transfer and whether it was resolved already, in one read.
 async fn pending_transfer(transaction: &mut Transaction<'_, Any>, pending_id: &str) -> Result<Transfer, LedgerError> {
     let row = sqlx::query(
         "SELECT sequence, id, debit_account, credit_account, amount, currency, kind, pending_id, payout_id, created_at, \
-         hash FROM transfers WHERE id = $1 AND kind = 'pending'",
+         hash, (SELECT COUNT(*) FROM transfers r WHERE r.pending_id = $1) AS resolved \
+         FROM transfers WHERE id = $1 AND kind = 'pending'",
     )
     .bind(pending_id)
     .fetch_optional(&mut **transaction)
     .await?
     .ok_or_else(|| LedgerError::PendingNotFound(pending_id.into()))?;
-    let resolved = sqlx::query("SELECT 1 FROM transfers WHERE pending_id = $1")
-        .bind(pending_id)
-        .fetch_optional(&mut **transaction)
-        .await?;
-    if resolved.is_some() {
+    if row.try_get::<i64, _>("resolved")? > 0 {
         return Err(LedgerError::AlreadyResolved(pending_id.into()));
     }
     Ok(Transfer {
@@ -484,10 +510,18 @@ pub async fn post_pending(
         return Err(LedgerError::PostExceedsPending { posted, pending: pending.amount });
     }
     let reserved = pending.amount.minor_units();
-    adjust(transaction, &pending.credit_account, "credits_pending", -reserved).await?;
-    adjust(transaction, &pending.credit_account, "credits_posted", posted.minor_units()).await?;
-    adjust(transaction, &pending.debit_account, "debits_pending", -reserved).await?;
-    adjust(transaction, &pending.debit_account, "debits_posted", posted.minor_units()).await?;
+    adjust(
+        transaction,
+        &pending.credit_account,
+        &[("credits_pending", -reserved), ("credits_posted", posted.minor_units())],
+    )
+    .await?;
+    adjust(
+        transaction,
+        &pending.debit_account,
+        &[("debits_pending", -reserved), ("debits_posted", posted.minor_units())],
+    )
+    .await?;
     append(
         transaction,
         Entry {
@@ -513,8 +547,8 @@ pub async fn void_pending(
     lock_journal(transaction).await?;
     let pending = pending_transfer(transaction, pending_id).await?;
     let reserved = pending.amount.minor_units();
-    adjust(transaction, &pending.credit_account, "credits_pending", -reserved).await?;
-    adjust(transaction, &pending.debit_account, "debits_pending", -reserved).await?;
+    adjust(transaction, &pending.credit_account, &[("credits_pending", -reserved)]).await?;
+    adjust(transaction, &pending.debit_account, &[("debits_pending", -reserved)]).await?;
     append(
         transaction,
         Entry {
