@@ -564,3 +564,334 @@ pub async fn void_pending(
     )
     .await
 }
+
+/// What one entry of [`append_groups`] records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupEntryKind {
+    /// A reservation, to be posted or voided later.
+    Pending,
+    /// Posted at once.
+    Posted,
+    /// Posts the pending transfer `pending_id` for its full amount (the entry's accounts and
+    /// amount must be the pending transfer's).
+    PostPending { pending_id: String },
+}
+
+/// One transfer of a group given to [`append_groups`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupEntry {
+    pub id: String,
+    pub debit: String,
+    pub credit: String,
+    pub amount: Money,
+    pub kind: GroupEntryKind,
+    pub payout_id: Option<String>,
+    pub note: String,
+}
+
+/// Transfer rows one multi-row INSERT carries (13 values each).
+pub const GROUP_INSERT_ROWS_MAX: usize = 64;
+
+/// One account's totals while [`append_groups`] works through its groups.
+#[derive(Debug, Clone, Copy)]
+struct Totals {
+    currency: Currency,
+    normal: Normal,
+    no_overdraft: bool,
+    debits_pending: i64,
+    debits_posted: i64,
+    credits_pending: i64,
+    credits_posted: i64,
+}
+
+impl Totals {
+    /// The database's CHECK constraints on an account, as arithmetic.
+    fn valid(&self) -> bool {
+        let non_negative = self.debits_pending >= 0
+            && self.debits_posted >= 0
+            && self.credits_pending >= 0
+            && self.credits_posted >= 0;
+        let covered = !self.no_overdraft
+            || match self.normal {
+                Normal::Credit => self.credits_posted - self.debits_posted - self.debits_pending >= 0,
+                Normal::Debit => self.debits_posted - self.credits_posted - self.credits_pending >= 0,
+            };
+        non_negative && covered
+    }
+}
+
+/// Appends many transfers in one go, in groups that each go in whole or not at all (a payout's
+/// reservation and its rail leg's liquidity, say). Each group is checked against the totals the
+/// groups before it leave (accounts exist, one currency, a positive amount, two accounts,
+/// no-overdraft, a new id, a pending transfer posted once and exactly), and a group that fails is
+/// left out with its reason while the others go in. Returns one result per group, in order.
+///
+/// The same rows as [`transfer`] and [`post_pending`] one after another (sequence numbers in
+/// order, hashes chained), in a handful of statements: one read of the accounts, one of the
+/// pending transfers, the journal head once, multi-row inserts, one update per account. The
+/// database's constraints still hold the line: if one fires anyway, the statement fails and the
+/// caller must abandon the transaction.
+pub async fn append_groups(
+    transaction: &mut Transaction<'_, Any>,
+    groups: &[Vec<GroupEntry>],
+) -> Result<Vec<Result<(), LedgerError>>, LedgerError> {
+    use std::collections::{BTreeMap, BTreeSet};
+    // Ledger writers lock the head before any account (see `lock_journal`); after it the totals
+    // read below cannot change under this transaction on PostgreSQL either.
+    lock_journal(transaction).await?;
+    let entries = || groups.iter().flatten();
+    let pending_ids: BTreeSet<&str> = entries()
+        .filter_map(|entry| match &entry.kind {
+            GroupEntryKind::PostPending { pending_id } => Some(pending_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    // The pending transfers to post, and which of them something resolved already.
+    let mut pending: BTreeMap<String, (String, String, Money)> = BTreeMap::new();
+    let mut resolved: BTreeSet<String> = BTreeSet::new();
+    for chunk in pending_ids.iter().copied().collect::<Vec<_>>().chunks(GROUP_INSERT_ROWS_MAX * 8) {
+        let list = placeholders(1, chunk.len());
+        let statement = AssertSqlSafe(format!(
+            "SELECT id, debit_account, credit_account, amount, currency, kind, pending_id FROM transfers \
+             WHERE id IN ({list}) OR pending_id IN ({list})"
+        ));
+        let mut query = sqlx::query(statement);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut **transaction).await? {
+            let kind: String = row.try_get(5)?;
+            if kind == "pending" {
+                let amount = Money::from_minor(row.try_get(3)?, currency(&row.try_get::<String, _>(4)?)?);
+                pending.insert(row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?, amount));
+            } else if let Some(id) = row.try_get::<Option<String>, _>(6)? {
+                resolved.insert(id);
+            }
+        }
+    }
+    let ids: BTreeSet<&str> = entries().map(|entry| entry.id.as_str()).collect();
+    let mut taken: BTreeSet<String> = BTreeSet::new();
+    for chunk in ids.iter().copied().collect::<Vec<_>>().chunks(GROUP_INSERT_ROWS_MAX * 8) {
+        let statement =
+            AssertSqlSafe(format!("SELECT id FROM transfers WHERE id IN ({})", placeholders(1, chunk.len())));
+        let mut query = sqlx::query(statement);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut **transaction).await? {
+            taken.insert(row.try_get(0)?);
+        }
+    }
+    // Every account the groups touch, with its totals now.
+    let account_ids: BTreeSet<&str> =
+        entries().flat_map(|entry| [entry.debit.as_str(), entry.credit.as_str()]).collect();
+    let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
+    for chunk in account_ids.iter().copied().collect::<Vec<_>>().chunks(GROUP_INSERT_ROWS_MAX * 8) {
+        let statement = AssertSqlSafe(format!(
+            "SELECT id, currency, normal, no_overdraft, debits_pending, debits_posted, credits_pending, credits_posted \
+             FROM accounts WHERE id IN ({})",
+            placeholders(1, chunk.len())
+        ));
+        let mut query = sqlx::query(statement);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut **transaction).await? {
+            let normal = match row.try_get::<String, _>(2)?.as_str() {
+                "debit" => Normal::Debit,
+                "credit" => Normal::Credit,
+                other => return Err(LedgerError::Corrupt(format!("normal side {other:?}"))),
+            };
+            totals.insert(
+                row.try_get(0)?,
+                Totals {
+                    currency: currency(&row.try_get::<String, _>(1)?)?,
+                    normal,
+                    no_overdraft: row.try_get::<i64, _>(3)? != 0,
+                    debits_pending: row.try_get(4)?,
+                    debits_posted: row.try_get(5)?,
+                    credits_pending: row.try_get(6)?,
+                    credits_posted: row.try_get(7)?,
+                },
+            );
+        }
+    }
+    // Each group against the totals the groups before it leave.
+    let before = totals.clone();
+    let mut results = Vec::with_capacity(groups.len());
+    let mut accepted: Vec<&GroupEntry> = Vec::new();
+    for group in groups {
+        let mut working = totals.clone();
+        let mut seen: Vec<&str> = Vec::new();
+        let outcome = group.iter().try_for_each(|entry| {
+            apply_entry(&mut working, entry, &pending, &resolved, &taken, &seen)?;
+            seen.push(entry.id.as_str());
+            if let GroupEntryKind::PostPending { pending_id } = &entry.kind {
+                seen.push(pending_id.as_str());
+            }
+            Ok(())
+        });
+        match outcome {
+            Ok(()) => {
+                totals = working;
+                for entry in group {
+                    taken.insert(entry.id.clone());
+                    if let GroupEntryKind::PostPending { pending_id } = &entry.kind {
+                        resolved.insert(pending_id.clone());
+                    }
+                    accepted.push(entry);
+                }
+                results.push(Ok(()));
+            }
+            Err(error) => results.push(Err(error)),
+        }
+    }
+    if accepted.is_empty() {
+        return Ok(results);
+    }
+    // The journal: consecutive sequence numbers, each hash chained to the one before.
+    let count = i64::try_from(accepted.len()).map_err(|error| LedgerError::Corrupt(error.to_string()))?;
+    let head = sqlx::query("UPDATE journal_head SET sequence = sequence + $1 WHERE id = 1 RETURNING sequence, hash")
+        .bind(count)
+        .fetch_one(&mut **transaction)
+        .await?;
+    let last: i64 = head.try_get(0)?;
+    let mut previous_hash: String = head.try_get(1)?;
+    let created_at = now_micros();
+    let mut rows = Vec::with_capacity(accepted.len());
+    for (offset, entry) in accepted.iter().enumerate() {
+        let sequence = last - count + 1 + offset as i64;
+        let (kind, pending_id) = match &entry.kind {
+            GroupEntryKind::Pending => ("pending", None),
+            GroupEntryKind::Posted => ("posted", None),
+            GroupEntryKind::PostPending { pending_id } => ("post_pending", Some(pending_id.as_str())),
+        };
+        let hash = entry_hash(
+            &previous_hash,
+            sequence,
+            &entry.id,
+            &entry.debit,
+            &entry.credit,
+            entry.amount.minor_units(),
+            entry.amount.currency().code(),
+            kind,
+            pending_id,
+            entry.payout_id.as_deref(),
+            created_at,
+        );
+        rows.push((sequence, *entry, kind, pending_id, previous_hash, hash.clone()));
+        previous_hash = hash;
+    }
+    for chunk in rows.chunks(GROUP_INSERT_ROWS_MAX) {
+        let values: Vec<String> = (0..chunk.len()).map(|row| format!("({})", placeholders(row * 13 + 1, 13))).collect();
+        let statement = AssertSqlSafe(format!(
+            "INSERT INTO transfers (sequence, id, debit_account, credit_account, amount, currency, kind, pending_id, \
+             payout_id, note, created_at, previous_hash, hash) VALUES {}",
+            values.join(", ")
+        ));
+        let mut query = sqlx::query(statement);
+        for (sequence, entry, kind, pending_id, previous, hash) in chunk {
+            query = query
+                .bind(*sequence)
+                .bind(&entry.id)
+                .bind(&entry.debit)
+                .bind(&entry.credit)
+                .bind(entry.amount.minor_units())
+                .bind(entry.amount.currency().code())
+                .bind(*kind)
+                .bind(*pending_id)
+                .bind(entry.payout_id.as_deref())
+                .bind(&entry.note)
+                .bind(created_at)
+                .bind(previous)
+                .bind(hash);
+        }
+        query.execute(&mut **transaction).await?;
+    }
+    // Each account once, by the sum of what the accepted groups moved.
+    for (id, after) in &totals {
+        let Some(was) = before.get(id) else { continue };
+        let deltas = [
+            ("debits_pending", after.debits_pending - was.debits_pending),
+            ("debits_posted", after.debits_posted - was.debits_posted),
+            ("credits_pending", after.credits_pending - was.credits_pending),
+            ("credits_posted", after.credits_posted - was.credits_posted),
+        ];
+        let changed: Vec<(&'static str, i64)> = deltas.into_iter().filter(|(_, delta)| *delta != 0).collect();
+        if !changed.is_empty() {
+            adjust(transaction, id, &changed).await?;
+        }
+    }
+    sqlx::query("UPDATE journal_head SET hash = $1 WHERE id = 1")
+        .bind(&previous_hash)
+        .execute(&mut **transaction)
+        .await?;
+    Ok(results)
+}
+
+/// `$first, $first+1, ...` for `count` values.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|index| format!("${index}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Checks one entry against `working` and applies it there.
+fn apply_entry(
+    working: &mut std::collections::BTreeMap<String, Totals>,
+    entry: &GroupEntry,
+    pending: &std::collections::BTreeMap<String, (String, String, Money)>,
+    resolved: &std::collections::BTreeSet<String>,
+    taken: &std::collections::BTreeSet<String>,
+    earlier_in_group: &[&str],
+) -> Result<(), LedgerError> {
+    if !entry.amount.is_positive() {
+        return Err(LedgerError::NotPositive);
+    }
+    if entry.debit == entry.credit {
+        return Err(LedgerError::SameAccount(entry.debit.clone()));
+    }
+    if taken.contains(&entry.id) || earlier_in_group.contains(&entry.id.as_str()) {
+        return Err(LedgerError::Duplicate(entry.id.clone()));
+    }
+    for account in [&entry.debit, &entry.credit] {
+        let held = working.get(account).ok_or_else(|| LedgerError::UnknownAccount(account.clone()))?.currency;
+        if held != entry.amount.currency() {
+            return Err(LedgerError::Currency { account: account.clone(), held, wanted: entry.amount.currency() });
+        }
+    }
+    let amount = entry.amount.minor_units();
+    // (pending, posted) change on each side.
+    let (pending_delta, posted_delta) = match &entry.kind {
+        GroupEntryKind::Pending => (amount, 0),
+        GroupEntryKind::Posted => (0, amount),
+        GroupEntryKind::PostPending { pending_id } => {
+            if resolved.contains(pending_id) || earlier_in_group.contains(&pending_id.as_str()) {
+                return Err(LedgerError::AlreadyResolved(pending_id.clone()));
+            }
+            let (debit, credit, reserved) =
+                pending.get(pending_id).ok_or_else(|| LedgerError::PendingNotFound(pending_id.clone()))?;
+            if *debit != entry.debit || *credit != entry.credit || *reserved != entry.amount {
+                return Err(LedgerError::Corrupt(format!(
+                    "posting {} does not match pending transfer {pending_id}",
+                    entry.id
+                )));
+            }
+            (-amount, amount)
+        }
+    };
+    let overflow = || LedgerError::Corrupt("account total overflows".into());
+    // Credit first, as `transfer` does: the debit side is checked last.
+    for (account, credit_side) in [(&entry.credit, true), (&entry.debit, false)] {
+        let totals = working.get_mut(account).ok_or_else(|| LedgerError::UnknownAccount(account.clone()))?;
+        let (pending, posted) = if credit_side {
+            (&mut totals.credits_pending, &mut totals.credits_posted)
+        } else {
+            (&mut totals.debits_pending, &mut totals.debits_posted)
+        };
+        *pending = pending.checked_add(pending_delta).ok_or_else(overflow)?;
+        *posted = posted.checked_add(posted_delta).ok_or_else(overflow)?;
+        if !totals.valid() {
+            return Err(LedgerError::Overdraft(account.clone()));
+        }
+    }
+    Ok(())
+}

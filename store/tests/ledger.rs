@@ -238,3 +238,88 @@ async fn a_duplicate_id_changes_no_totals_even_if_the_caller_commits() {
         assert!(verify::verify(store).await.unwrap().ok(), "{}", db.name);
     }
 }
+
+fn entry(id: &str, debit: &str, credit: &str, amount: Money, kind: ledger::GroupEntryKind) -> ledger::GroupEntry {
+    ledger::GroupEntry {
+        id: id.into(),
+        debit: debit.into(),
+        credit: credit.into(),
+        amount,
+        kind,
+        payout_id: Some(format!("pay-{id}")),
+        note: "group".into(),
+    }
+}
+
+/// Groups appended in one go: each group goes in whole or not at all, checked against what the
+/// groups before it left (an overdraft, a repeated id, a second posting and an unknown pending
+/// transfer are refused with their reason, the rest go in), and the result is what the same
+/// transfers one by one give: the same totals, a contiguous sequence, a verifying chain.
+#[tokio::test]
+async fn groups_go_in_whole_and_match_one_by_one() {
+    use ledger::GroupEntryKind::{Pending, PostPending, Posted};
+    for db in common::databases().await {
+        let store = &db.store;
+        setup(store).await;
+        let groups = vec![
+            // 600.00 reserved for the rail, 1.00 fee posted.
+            vec![
+                entry("g1-hold", "psp:acme:USD", "nostro:rtp:USD", usd(60_000), Pending),
+                entry("g1-fee", "psp:acme:USD", "revenue:fees:USD", usd(100), Posted),
+            ],
+            // 500.00 more would overdraw (399.00 left): the whole group is refused, fee included.
+            vec![
+                entry("g2-fee", "psp:acme:USD", "revenue:fees:USD", usd(100), Posted),
+                entry("g2-hold", "psp:acme:USD", "nostro:rtp:USD", usd(50_000), Pending),
+            ],
+            // Fits after the refusal: 399.00 → 99.00.
+            vec![entry("g3-hold", "psp:acme:USD", "nostro:rtp:USD", usd(30_000), Pending)],
+            // An id already in the journal.
+            vec![entry("fund-1", "funding:USD", "psp:acme:USD", usd(1), Posted)],
+            // No such pending transfer.
+            vec![entry("g5-post", "psp:acme:USD", "nostro:rtp:USD", usd(1), PostPending { pending_id: "nope".into() })],
+        ];
+        let mut tx = store.begin().await.unwrap();
+        let results = ledger::append_groups(&mut tx, &groups).await.unwrap();
+        tx.commit().await.unwrap();
+        let kinds: Vec<String> = results
+            .iter()
+            .map(|result| result.as_ref().map_or_else(|error| error.to_string(), |()| "ok".into()))
+            .collect();
+        assert_eq!(kinds[0], "ok", "{}: {kinds:?}", db.name);
+        assert!(kinds[1].contains("may not be overdrawn"), "{}: {kinds:?}", db.name);
+        assert_eq!(kinds[2], "ok", "{}: {kinds:?}", db.name);
+        assert!(kinds[3].contains("already exists"), "{}: {kinds:?}", db.name);
+        assert!(kinds[4].contains("does not exist"), "{}: {kinds:?}", db.name);
+
+        // Posting the first hold, and the same pending transfer twice in one call: once only.
+        let post = |id: &str| {
+            entry(id, "psp:acme:USD", "nostro:rtp:USD", usd(60_000), PostPending { pending_id: "g1-hold".into() })
+        };
+        let mut tx = store.begin().await.unwrap();
+        let results =
+            ledger::append_groups(&mut tx, &[vec![post("g1-post")], vec![post("g1-post-again")]]).await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(results[0].is_ok(), "{}: {results:?}", db.name);
+        assert!(matches!(results[1], Err(LedgerError::AlreadyResolved(_))), "{}: {results:?}", db.name);
+
+        let psp = ledger::balance(store.pool(), "psp:acme:USD").await.unwrap();
+        // 1,000.00 - 600.00 posted - 1.00 fee = 399.00 posted; 300.00 still reserved.
+        assert_eq!((psp.posted(), psp.available()), (usd(39_900), usd(9_900)), "{}", db.name);
+        let report = verify::verify(store).await.unwrap();
+        assert!(report.ok(), "{}: {report:?}", db.name);
+        // fund-1, g1-hold, g1-fee, g3-hold, g1-post.
+        assert_eq!(report.get("sequence_contiguous").unwrap().checked, 5, "{}", db.name);
+
+        // Every account's totals equal the sum of its journal entries (verify's totals_match_journal),
+        // and each account moved as the accepted groups say.
+        let fees = ledger::balance(store.pool(), "revenue:fees:USD").await.unwrap();
+        let nostro = ledger::balance(store.pool(), "nostro:rtp:USD").await.unwrap();
+        assert_eq!(
+            (fees.posted(), nostro.posted(), nostro.credits_pending),
+            (usd(100), usd(-60_000), 30_000),
+            "{}",
+            db.name
+        );
+    }
+}
