@@ -19,9 +19,9 @@ pub const HELD_PAGE_MAX: i64 = 200;
 /// Longest note an approver may attach.
 pub const NOTE_CHARS_MAX: usize = 500;
 
-const MINUTE_MICROS: i64 = 60_000_000;
-const HOUR_BUCKETS: i64 = 60;
-const DAY_BUCKETS: i64 = 1_440;
+pub(crate) const MINUTE_MICROS: i64 = 60_000_000;
+pub(crate) const HOUR_BUCKETS: i64 = 60;
+pub(crate) const DAY_BUCKETS: i64 = 1_440;
 
 /// What an approver decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +59,7 @@ impl From<sqlx::Error> for DecideError {
     }
 }
 
-fn counter_scopes(payout: &Payout) -> [(String, i64); 4] {
+pub(crate) fn counter_scopes(payout: &Payout) -> [(String, i64); 4] {
     let request = &payout.request;
     let amount = request.amount.minor_units();
     let currency = request.amount.currency().code();
@@ -102,21 +102,36 @@ async fn windows(
     Ok(found)
 }
 
+/// Screens the payout's beneficiary, and its originator when it names one.
+fn screen_parties(
+    list: &railyard_risk::SanctionsList,
+    risk: &railyard_config::RiskConfig,
+    payout: &Payout,
+) -> Vec<railyard_risk::Screening> {
+    let request = &payout.request;
+    let mut parties = vec![("beneficiary", request.beneficiary.name.as_str())];
+    if let Some(originator) = &request.originator {
+        parties.push(("originator", originator.name.as_str()));
+    }
+    railyard_risk::screen(list, risk, &parties)
+}
+
 impl Engine {
+    /// The payout's screening, when risk is configured and the list loaded.
+    pub(crate) fn screen(&self, payout: &Payout) -> Option<Vec<railyard_risk::Screening>> {
+        match (&self.config.risk, &self.sanctions) {
+            (Some(risk), Ok(list)) => Some(screen_parties(list, risk, payout)),
+            _ => None,
+        }
+    }
+
     /// Screens and scores `payout` and moves it on, holds it, or blocks it.
     pub(crate) async fn assess(&self, payout: &Payout) -> Result<(), EngineError> {
         let now = self.clock.now();
         let bucket = self.clock.now_micros() / MINUTE_MICROS;
         // Screening is CPU work: done before the write transaction, not while holding it.
         let request = &payout.request;
-        let mut parties = vec![("beneficiary", request.beneficiary.name.as_str())];
-        if let Some(originator) = &request.originator {
-            parties.push(("originator", originator.name.as_str()));
-        }
-        let mut screened = match (&self.config.risk, &self.sanctions) {
-            (Some(risk), Ok(list)) => Some(railyard_risk::screen(list, risk, &parties)),
-            _ => None,
-        };
+        let mut screened = self.screen(payout);
         let mut tx = self.store.begin_step().await?;
         let assessment = match (&self.config.risk, &self.sanctions) {
             (None, _) => railyard_risk::unconfigured(now),
@@ -133,7 +148,7 @@ impl Engine {
                 expires_at: Some(now + chrono::Duration::minutes(i64::from(risk.approval_expiry_minutes))),
             },
             (Some(risk), Ok(list)) => {
-                let screening = screened.take().unwrap_or_else(|| railyard_risk::screen(list, risk, &parties));
+                let screening = screened.take().unwrap_or_else(|| screen_parties(list, risk, payout));
                 let scopes = counter_scopes(payout);
                 let [psp, psp_amount, corridor, beneficiary] = windows(&mut tx, &scopes, bucket).await?;
                 let (psp_last_hour, psp_amount_today) = (psp.0, psp_amount.2);

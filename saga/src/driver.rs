@@ -27,16 +27,20 @@ pub const KICKS_MAX: usize = 8_192;
 pub struct DriverOptions {
     pub concurrent_max: usize,
     pub scan_every: Duration,
+    /// Run the sagas that arrive together as groups ([`Engine::run_group`]: the common steps of
+    /// many payouts in one transaction) instead of one task each.
+    pub grouped: bool,
 }
 
 impl Default for DriverOptions {
     fn default() -> DriverOptions {
-        DriverOptions { concurrent_max: SAGAS_RUNNING_MAX, scan_every: Duration::from_millis(20) }
+        DriverOptions { concurrent_max: SAGAS_RUNNING_MAX, scan_every: Duration::from_millis(20), grouped: true }
     }
 }
 
 struct Shared {
     engine: Arc<Engine>,
+    grouped: bool,
     running: Mutex<HashSet<String>>,
     slots: Arc<Semaphore>,
     /// Slots of their own for sagas taken over from a dead engine, so they need not wait for the
@@ -65,6 +69,33 @@ impl Shared {
             }
             shared.lock().remove(&id);
             drop(slot);
+        });
+    }
+
+    /// Starts `ids` as one group on its own task ([`Engine::run_group`]), each with its slot;
+    /// those running here already are left out.
+    fn start_group(self: &Arc<Self>, ids: Vec<String>, slots: Vec<tokio::sync::OwnedSemaphorePermit>) {
+        let ids: Vec<String> = {
+            let mut running = self.lock();
+            ids.into_iter().filter(|id| running.insert(id.clone())).collect()
+        };
+        if ids.is_empty() {
+            return;
+        }
+        let shared = self.clone();
+        tokio::spawn(async move {
+            for (id, result) in shared.engine.run_group(&ids).await {
+                match result {
+                    Ok(_) | Err(EngineError::Leased(_)) | Err(EngineError::Crashed(_)) => {}
+                    Err(error) => tracing::error!(payout_id = %id, "saga pass failed: {error}"),
+                }
+            }
+            let mut running = shared.lock();
+            for id in &ids {
+                running.remove(id);
+            }
+            drop(running);
+            drop(slots);
         });
     }
 
@@ -101,12 +132,25 @@ impl Shared {
                 return;
             }
         };
+        let mut group = Vec::new();
+        let mut slots = Vec::new();
         for id in ids {
             if self.lock().contains(&id) {
                 continue;
             }
-            let Ok(slot) = self.slots.clone().try_acquire_owned() else { return };
-            self.start(id, slot);
+            let Ok(slot) = self.slots.clone().try_acquire_owned() else { break };
+            if !self.grouped {
+                self.start(id, slot);
+                continue;
+            }
+            group.push(id);
+            slots.push(slot);
+            if group.len() == crate::group::GROUP_SAGAS_MAX {
+                self.start_group(std::mem::take(&mut group), std::mem::take(&mut slots));
+            }
+        }
+        if !group.is_empty() {
+            self.start_group(group, slots);
         }
     }
 }
@@ -126,6 +170,7 @@ impl Driver {
         let (stop, mut stopped) = watch::channel(false);
         let shared = Arc::new(Shared {
             engine,
+            grouped: options.grouped,
             running: Mutex::new(HashSet::new()),
             slots: Arc::new(Semaphore::new(options.concurrent_max.max(1))),
             takeover_slots: Arc::new(Semaphore::new(options.concurrent_max.max(1))),
@@ -169,6 +214,21 @@ impl Driver {
                 };
                 tokio::select! {
                     kick = kicked.recv() => match kick {
+                        Some(id) if shared.grouped => {
+                            // Whatever else was kicked meanwhile joins it, as far as slots allow.
+                            let (mut group, mut slots) = (vec![id], vec![slot]);
+                            while group.len() < crate::group::GROUP_SAGAS_MAX {
+                                let Ok(slot) = shared.slots.clone().try_acquire_owned() else { break };
+                                match kicked.try_recv() {
+                                    Ok(id) => {
+                                        group.push(id);
+                                        slots.push(slot);
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                            shared.start_group(group, slots);
+                        }
                         Some(id) => shared.start(id, slot),
                         None => break,
                     },

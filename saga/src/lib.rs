@@ -21,6 +21,7 @@
 pub mod authorise;
 pub mod bench;
 pub mod driver;
+pub mod group;
 pub mod intake;
 
 use std::collections::BTreeMap;
@@ -479,11 +480,11 @@ pub fn nostro_account(rail: &str, currency: Currency) -> String {
     account_id("nostro", rail, currency)
 }
 
-fn clearing_account(currency: Currency) -> String {
+pub(crate) fn clearing_account(currency: Currency) -> String {
     account_id("clearing", "", currency)
 }
 
-fn fx_account(provider: &str, currency: Currency) -> String {
+pub(crate) fn fx_account(provider: &str, currency: Currency) -> String {
     account_id("fx", provider, currency)
 }
 
@@ -495,6 +496,35 @@ pub fn returns_account(currency: Currency) -> String {
 
 fn funding_account(currency: Currency) -> String {
     account_id("funding", "", currency)
+}
+
+/// The columns [`payout_from_row`] reads.
+pub(crate) const PAYOUT_COLUMNS: &str = "id, tenant, idempotency_key, request, state, attempt, leg, route, reservation, reason, \
+     inquiries, next_action_at, created_at, submitted_by, risk, decided_by";
+
+/// A payout from a row of [`PAYOUT_COLUMNS`].
+pub(crate) fn payout_from_row(row: &sqlx::any::AnyRow) -> Result<Payout, EngineError> {
+    let route: Option<String> = row.try_get("route")?;
+    let risk: Option<String> = row.try_get("risk")?;
+    let mut request: PayoutRequest = serde_json::from_str(&row.try_get::<String, _>("request")?).map_err(corrupt)?;
+    request.submitted_by = row.try_get("submitted_by")?;
+    Ok(Payout {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        request,
+        state: State::parse(&row.try_get::<String, _>("state")?).ok_or_else(|| corrupt("unknown state"))?,
+        attempt: row.try_get("attempt")?,
+        leg: row.try_get("leg")?,
+        route: route.map(|text| serde_json::from_str(&text)).transpose().map_err(corrupt)?,
+        reservation: row.try_get("reservation")?,
+        reason: row.try_get("reason")?,
+        inquiries: row.try_get("inquiries")?,
+        next_action_at: row.try_get("next_action_at")?,
+        created_at: row.try_get("created_at")?,
+        risk: risk.map(|text| serde_json::from_str(&text)).transpose().map_err(corrupt)?,
+        decided_by: row.try_get("decided_by")?,
+    })
 }
 
 fn corrupt(error: impl std::fmt::Display) -> EngineError {
@@ -556,7 +586,7 @@ impl Engine {
     }
 
     #[cfg(feature = "crash-hooks")]
-    fn crash(&self, step: &'static str, phase: Phase) -> Result<(), EngineError> {
+    pub(crate) fn crash(&self, step: &'static str, phase: Phase) -> Result<(), EngineError> {
         let point = CrashPoint { step, phase };
         match &self.settings.crash {
             Some(hook) if hook(point) => Err(EngineError::Crashed(point)),
@@ -565,7 +595,7 @@ impl Engine {
     }
 
     #[cfg(not(feature = "crash-hooks"))]
-    fn crash(&self, _step: &'static str, _phase: Phase) -> Result<(), EngineError> {
+    pub(crate) fn crash(&self, _step: &'static str, _phase: Phase) -> Result<(), EngineError> {
         Ok(())
     }
 
@@ -950,39 +980,15 @@ impl Engine {
     }
 
     pub async fn payout(&self, id: &str) -> Result<Payout, EngineError> {
-        let row = sqlx::query(
-            "SELECT id, tenant, idempotency_key, request, state, attempt, leg, route, reservation, reason, inquiries, \
-             next_action_at, created_at, submitted_by, risk, decided_by FROM payouts WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(self.store.pool())
-        .await?
-        .ok_or_else(|| EngineError::NotFound(id.into()))?;
-        let route: Option<String> = row.try_get("route")?;
-        let risk: Option<String> = row.try_get("risk")?;
-        let mut request: PayoutRequest =
-            serde_json::from_str(&row.try_get::<String, _>("request")?).map_err(corrupt)?;
-        request.submitted_by = row.try_get("submitted_by")?;
-        Ok(Payout {
-            id: row.try_get("id")?,
-            tenant: row.try_get("tenant")?,
-            idempotency_key: row.try_get("idempotency_key")?,
-            request,
-            state: State::parse(&row.try_get::<String, _>("state")?).ok_or_else(|| corrupt("unknown state"))?,
-            attempt: row.try_get("attempt")?,
-            leg: row.try_get("leg")?,
-            route: route.map(|text| serde_json::from_str(&text)).transpose().map_err(corrupt)?,
-            reservation: row.try_get("reservation")?,
-            reason: row.try_get("reason")?,
-            inquiries: row.try_get("inquiries")?,
-            next_action_at: row.try_get("next_action_at")?,
-            created_at: row.try_get("created_at")?,
-            risk: risk.map(|text| serde_json::from_str(&text)).transpose().map_err(corrupt)?,
-            decided_by: row.try_get("decided_by")?,
-        })
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(self.store.pool())
+            .await?
+            .ok_or_else(|| EngineError::NotFound(id.into()))?;
+        payout_from_row(&row)
     }
 
-    fn lease_until(&self) -> i64 {
+    pub(crate) fn lease_until(&self) -> i64 {
         self.clock.now_micros() + i64::try_from(self.settings.lease.as_micros()).unwrap_or(i64::MAX / 2)
     }
 
@@ -1384,7 +1390,7 @@ impl Engine {
         self.observer = Some(observer);
     }
 
-    fn find_route(&self, request: &PayoutRequest, excluded: &[String]) -> Result<StoredRoute, String> {
+    pub(crate) fn find_route(&self, request: &PayoutRequest, excluded: &[String]) -> Result<StoredRoute, String> {
         self.find_route_in(request, excluded, Some(request.beneficiary.country))
     }
 
@@ -1619,26 +1625,39 @@ impl Engine {
         self.apply_outcome(&payout, &route, index, outcome).await
     }
 
-    fn leg_key(&self, payout: &Payout, index: usize) -> String {
+    pub(crate) fn leg_key(&self, payout: &Payout, index: usize) -> String {
         format!("{}:a{}-leg{index}", payout.id, payout.attempt)
     }
 
     async fn connector_leg(&self, payout: &Payout, route: &StoredRoute, index: usize) -> Result<Leg, EngineError> {
+        let last_rail = route.legs.iter().rposition(|leg| leg.kind == "rail") == Some(index);
+        // The account leaves the vault only here, for the rail that pays it.
+        let account = match last_rail {
+            true => Some(self.reveal_account(&payout.request.beneficiary.account).await?),
+            false => None,
+        };
+        self.leg_for(payout, route, index, account)
+    }
+
+    /// The connector's leg for `route.legs[index]`; `account` is the beneficiary's account in
+    /// clear for the rail that pays the beneficiary (`None` for an intermediate leg, which pays the
+    /// house's own account at the next hop).
+    pub(crate) fn leg_for(
+        &self,
+        payout: &Payout,
+        route: &StoredRoute,
+        index: usize,
+        account: Option<String>,
+    ) -> Result<Leg, EngineError> {
         let leg = &route.legs[index];
         let key = IdempotencyKey::new(self.leg_key(payout, index)).map_err(corrupt)?;
-        let last_rail = route.legs.iter().rposition(|leg| leg.kind == "rail") == Some(index);
-        let beneficiary = if last_rail {
-            // The account leaves the vault only here, for the rail that pays it.
-            let mut beneficiary = payout.request.beneficiary.clone();
-            beneficiary.account = self.reveal_account(&beneficiary.account).await?;
-            beneficiary
-        } else {
-            // An intermediate leg pays the house's own account at the next hop.
-            Beneficiary {
+        let beneficiary = match account {
+            Some(account) => Beneficiary { account, ..payout.request.beneficiary.clone() },
+            None => Beneficiary {
                 name: "Railyard House".into(),
                 account: format!("house-{}", leg.to.code().to_lowercase()),
                 country: payout.request.beneficiary.country,
-            }
+            },
         };
         Ok(Leg {
             key,
@@ -1657,21 +1676,29 @@ impl Engine {
         let Ok(leg) = self.connector_leg(payout, route, index).await else {
             return Ok(LegOutcome::Unknown("cannot build the leg".into()));
         };
+        Ok(match self.spawn_submit(route, index, leg) {
+            Ok(call) => leg_outcome(call.await),
+            Err(refused) => refused,
+        })
+    }
+
+    /// Sends `leg` to its rail on a task of its own (a panic in the connector is an Unknown
+    /// outcome for this leg, resolved by status inquiry, never a lost or repeated payout; and the
+    /// call goes on whether or not anyone is polling for its answer).
+    pub(crate) fn spawn_submit(
+        &self,
+        route: &StoredRoute,
+        index: usize,
+        leg: Leg,
+    ) -> Result<tokio::task::JoinHandle<Outcome>, LegOutcome> {
         let Some(connector) = self.registry.get(&route.legs[index].operator) else {
-            return Ok(LegOutcome::Rejected(Rejection::before_send(
+            return Err(LegOutcome::Rejected(Rejection::before_send(
                 railyard_connector::ReasonCode::RailUnavailable,
                 format!("no connector for {}", route.legs[index].operator),
             )));
         };
-        // The connector runs on its own task: a panic in it is an Unknown outcome for this leg
-        // (resolved by status inquiry), never a lost or repeated payout.
         let connector = connector.clone();
-        Ok(match tokio::spawn(async move { connector.submit(&leg).await }).await {
-            Ok(Outcome::Executed(execution)) => LegOutcome::Executed(execution),
-            Ok(Outcome::Rejected(rejection)) => LegOutcome::Rejected(rejection),
-            Ok(Outcome::Unknown(unknown)) => LegOutcome::Unknown(format!("{:?}: {}", unknown.cause, unknown.detail)),
-            Err(error) => LegOutcome::Unknown(format!("the connector failed: {error}")),
-        })
+        Ok(tokio::spawn(async move { connector.submit(&leg).await }))
     }
 
     async fn inquiry(&self, payout: &Payout, route: &StoredRoute, index: usize) -> LegOutcome {
@@ -1713,7 +1740,7 @@ impl Engine {
         self.apply_outcome(payout, &route, index, outcome).await
     }
 
-    async fn apply_outcome(
+    pub(crate) async fn apply_outcome(
         &self,
         payout: &Payout,
         route: &StoredRoute,
@@ -2063,16 +2090,26 @@ pub enum Resolution {
 
 /// A rail leg's outcome as the saga sees it.
 #[derive(Debug)]
-enum LegOutcome {
+pub(crate) enum LegOutcome {
     Executed(Execution),
     Rejected(Rejection),
     NotFound,
     Unknown(String),
 }
 
+/// A rail call's answer as the saga sees it.
+pub(crate) fn leg_outcome(answer: Result<Outcome, tokio::task::JoinError>) -> LegOutcome {
+    match answer {
+        Ok(Outcome::Executed(execution)) => LegOutcome::Executed(execution),
+        Ok(Outcome::Rejected(rejection)) => LegOutcome::Rejected(rejection),
+        Ok(Outcome::Unknown(unknown)) => LegOutcome::Unknown(format!("{:?}: {}", unknown.cause, unknown.detail)),
+        Err(error) => LegOutcome::Unknown(format!("the connector failed: {error}")),
+    }
+}
+
 /// Fields a step changes; `None` keeps the stored value (reason and inquiries reset unless given).
 #[derive(Default)]
-struct Changes {
+pub(crate) struct Changes {
     route: Option<StoredRoute>,
     attempt: Option<i64>,
     leg: Option<i64>,

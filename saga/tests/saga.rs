@@ -936,3 +936,283 @@ async fn risk_counters_feed_velocity_history_and_daily_limits() {
         assert!(!has(3, "psp_velocity_limit") && !has(3, "psp_daily_amount_limit"), "{}: {rules:?}", db.name);
     }
 }
+
+/// A payout's trail with everything that names it or its run replaced: its events (state and
+/// detail, in order), its ledger entries (kind, accounts, amount, in order), its webhooks, where it
+/// ended and why, and its risk rules.
+async fn trail(store: &Store, payout: &Payout) -> Vec<String> {
+    let normal = |text: &str| {
+        let text = text.replace(&payout.id, "P").replace(&payout.tenant, "T");
+        if let Some(at) = text.find("FX rates locked until") {
+            return text[..at + "FX rates locked until".len()].to_string();
+        }
+        match text.find(" executed on ") {
+            Some(at) => text[..text[at..].find(':').map_or(text.len(), |colon| at + colon)].to_string(),
+            None => text,
+        }
+    };
+    let mut trail = Vec::new();
+    let events = sqlx::query("SELECT state, detail FROM saga_events WHERE payout_id = $1 ORDER BY at")
+        .bind(&payout.id)
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    for row in events {
+        let (state, detail): (String, String) = (sqlx::Row::get(&row, 0), sqlx::Row::get(&row, 1));
+        trail.push(format!("event {state}: {}", normal(&detail)));
+    }
+    let transfers = sqlx::query(
+        "SELECT id, kind, debit_account, credit_account, amount, currency, pending_id FROM transfers \
+         WHERE payout_id = $1 ORDER BY sequence",
+    )
+    .bind(&payout.id)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    for row in transfers {
+        let text: Vec<String> = (0..7)
+            .map(|column| {
+                sqlx::Row::try_get::<String, _>(&row, column)
+                    .or_else(|_| sqlx::Row::try_get::<i64, _>(&row, column).map(|value| value.to_string()))
+                    .unwrap_or_default()
+            })
+            .collect();
+        trail.push(format!("ledger {}", normal(&text.join(" "))));
+    }
+    let outbox = sqlx::query("SELECT event, body FROM outbox WHERE payout_id = $1 ORDER BY event")
+        .bind(&payout.id)
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    for row in outbox {
+        let body: serde_json::Value = serde_json::from_str(&sqlx::Row::get::<String, _>(&row, 1)).unwrap();
+        trail.push(format!(
+            "webhook {}: {}",
+            sqlx::Row::get::<String, _>(&row, 0),
+            normal(body["detail"].as_str().unwrap())
+        ));
+    }
+    let stored = sqlx::query("SELECT lease_owner, reservation FROM payouts WHERE id = $1")
+        .bind(&payout.id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let lease: Option<String> = sqlx::Row::get(&stored, 0);
+    let reservation: Option<String> = sqlx::Row::get(&stored, 1);
+    trail.push(format!(
+        "payout {} leg {} attempt {} reason {:?} reservation {:?} leased {}",
+        payout.state.as_str(),
+        payout.leg,
+        payout.attempt,
+        payout.reason.as_deref().map(normal),
+        reservation.as_deref().map(normal),
+        lease.is_some()
+    ));
+    if let Some(risk) = &payout.risk {
+        let rules: Vec<&str> = risk.reasons.iter().map(|reason| reason.rule.as_str()).collect();
+        trail.push(format!("risk {:?} {rules:?}", risk.decision));
+    }
+    trail
+}
+
+fn group_requests() -> Vec<PayoutRequest> {
+    let mut requests = Vec::new();
+    // USD → EUR through an FX provider and SEPA Instant, three beneficiaries, one twice.
+    for (amount, account) in [
+        (12_345, "DE89370400440532013000"),
+        (20_000, "FR1420041010050500013M02606"),
+        (7_500, "DE89370400440532013000"),
+        (31_000, "NL91ABNA0417164300"),
+    ] {
+        let mut request = eur_payout(amount);
+        request.beneficiary.account = account.into();
+        requests.push(request);
+    }
+    // Over the approval amount (USD 100,000.00): held for a second person.
+    requests.push(eur_payout(10_000_000));
+    // More than the PSP holds (below the approval amount): fails for want of balance.
+    requests.push(eur_payout(9_500_000));
+    // A same-currency payout.
+    let mut euro = eur_payout(5_000);
+    euro.source = c("EUR");
+    euro.amount = Money::from_minor(5_000, c("EUR"));
+    requests.push(euro);
+    requests
+}
+
+/// The same payouts, run one by one by one PSP and as one group by another, leave the same trail
+/// each: the same events in the same order, the same ledger entries, the same webhooks, the same
+/// end, held and short-of-balance ones included (they leave the group and run alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_leaves_the_trail_single_runs_leave() {
+    for db in common::databases().await {
+        let world = World::new();
+        // A hook that never crashes, only records where the engine went.
+        let seen: Arc<Mutex<Vec<CrashPoint>>> = Arc::default();
+        let record = seen.clone();
+        let hook: railyard_saga::CrashHook = Arc::new(move |at: CrashPoint| {
+            record.lock().unwrap().push(at);
+            false
+        });
+        let engine = world.engine(&db.store, "engine-a", Some(hook));
+        engine.ensure_accounts().await.unwrap();
+        for tenant in ["demo-psp", "northwind-remit"] {
+            engine.fund_psp(tenant, Money::from_minor(9_000_000, c("USD")), &format!("wire-{tenant}")).await.unwrap();
+            engine
+                .fund_psp(tenant, Money::from_minor(1_000_000, c("EUR")), &format!("wire-eur-{tenant}"))
+                .await
+                .unwrap();
+        }
+        let requests = group_requests();
+        let mut alone = Vec::new();
+        for (index, request) in requests.iter().enumerate() {
+            let id = engine.accept("demo-psp", &format!("alone-{index}"), request).await.unwrap().payout_id;
+            drive_to_hold(&engine, &id).await;
+            alone.push(engine.payout(&id).await.unwrap());
+        }
+        let mut ids = Vec::new();
+        for (index, request) in requests.iter().enumerate() {
+            ids.push(engine.accept("northwind-remit", &format!("grouped-{index}"), request).await.unwrap().payout_id);
+        }
+        seen.lock().unwrap().clear();
+        let results = engine.run_group(&ids).await;
+        assert_eq!(results.len(), ids.len(), "{}: {results:?}", db.name);
+        // The common ones went through the group's two commits, not one by one.
+        let points = seen.lock().unwrap().clone();
+        for step in ["group_submit", "group_complete"] {
+            assert!(points.contains(&CrashPoint { step, phase: Phase::AfterCommit }), "{}: {points:?}", db.name);
+        }
+        assert!(results.iter().all(|(_, result)| result.is_ok()), "{}: {results:?}", db.name);
+        for (index, (single, id)) in alone.iter().zip(&ids).enumerate() {
+            let grouped = engine.payout(id).await.unwrap();
+            let (expected, found) = (trail(&db.store, single).await, trail(&db.store, &grouped).await);
+            assert_eq!(found, expected, "{}: payout {index}", db.name);
+        }
+        let states: Vec<State> = alone.iter().map(|payout| payout.state).collect();
+        assert_eq!(
+            states,
+            [
+                State::Completed,
+                State::Completed,
+                State::Completed,
+                State::Completed,
+                State::AwaitingApproval,
+                State::Failed,
+                State::Completed
+            ],
+            "{}",
+            db.name
+        );
+        for id in &ids {
+            assert!(world.executions("sepa-inst", id) <= 1);
+        }
+        let report = verify::verify(&db.store).await.unwrap();
+        assert!(report.ok(), "{}: {report:?}", db.name);
+    }
+}
+
+/// A crash at every point of a group's pass (before and after its first commit, between a rail's
+/// answer and its record, before and after the completion's commit): after a restart the ordinary
+/// engine finishes every payout, each executed exactly once, and the ledger verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_crashed_anywhere_is_finished_by_a_restart() {
+    const GROUP_POINTS: &[(&str, Phase)] = &[
+        ("group_submit", Phase::BeforeCommit),
+        ("group_submit", Phase::AfterCommit),
+        ("rail_call", Phase::AfterRailCall),
+        ("group_complete", Phase::BeforeCommit),
+        ("group_complete", Phase::AfterCommit),
+    ];
+    for db in common::databases().await {
+        let world = World::new();
+        let setup = world.engine(&db.store, "setup", None);
+        setup.ensure_accounts().await.unwrap();
+        setup.fund_psp("demo-psp", Money::from_minor(100_000_000, c("USD")), "wire-1").await.unwrap();
+        for (case, (step, phase)) in GROUP_POINTS.iter().enumerate() {
+            let point = CrashPoint { step, phase: *phase };
+            let fired = Arc::new(AtomicBool::new(false));
+            let hook_fired = fired.clone();
+            let hook: railyard_saga::CrashHook =
+                Arc::new(move |at: CrashPoint| at == point && !hook_fired.swap(true, Ordering::SeqCst));
+            let crashing = world.engine(&db.store, "engine-crash", Some(hook));
+            let mut ids = Vec::new();
+            for index in 0..5 {
+                let request = eur_payout(10_000 + (case * 10 + index) as i64);
+                ids.push(
+                    crashing
+                        .accept("demo-psp", &format!("group-crash-{case}-{index}"), &request)
+                        .await
+                        .unwrap()
+                        .payout_id,
+                );
+            }
+            let results = crashing.run_group(&ids).await;
+            assert!(fired.load(Ordering::SeqCst), "{}: never crashed at {step} {phase:?}", db.name);
+            assert!(
+                results.iter().any(|(_, result)| matches!(result, Err(EngineError::Crashed(_)))),
+                "{}: {step} {phase:?}: {results:?}",
+                db.name
+            );
+            // Restart: the crashed engine's leases expire, a new engine finishes the payouts.
+            sqlx::query("UPDATE payouts SET lease_until = 0 WHERE lease_owner = 'engine-crash'")
+                .execute(db.store.pool())
+                .await
+                .unwrap();
+            let restarted = world.engine(&db.store, "engine-restarted", None);
+            for id in &ids {
+                let state = drive_to_rest(&restarted, id).await;
+                assert_eq!(state, State::Completed, "{}: {step} {phase:?}: {id}", db.name);
+                assert_eq!(world.executions("sepa-inst", id), 1, "{}: {step} {phase:?}: {id}", db.name);
+            }
+        }
+        let report = verify::verify(&db.store).await.unwrap();
+        assert!(report.ok(), "{}: {report:?}", db.name);
+    }
+}
+
+/// Rail answers other than executed leave the group where they come back and go on alone: a
+/// definitive reject fails its payout (nothing executed), a lost reply is asked about and
+/// completes; the others complete together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rail_answers_other_than_executed_go_on_alone() {
+    for db in common::databases().await {
+        let world = World::new();
+        let engine = world.engine(&db.store, "engine-a", None);
+        engine.ensure_accounts().await.unwrap();
+        engine.fund_psp("demo-psp", Money::from_minor(100_000_000, c("USD")), "wire-1").await.unwrap();
+        let sepa = world.sandbox("sepa-inst").sandbox();
+        sepa.faults.force(Fault::Reject { code: "AC04".into() }).unwrap();
+        sepa.faults.force(Fault::ReplyLost).unwrap();
+        let mut ids = Vec::new();
+        for index in 0..6 {
+            ids.push(
+                engine
+                    .accept("demo-psp", &format!("mixed-{index}"), &eur_payout(10_000 + index))
+                    .await
+                    .unwrap()
+                    .payout_id,
+            );
+        }
+        let results = engine.run_group(&ids).await;
+        assert!(results.iter().all(|(_, result)| result.is_ok()), "{}: {results:?}", db.name);
+        let mut states = Vec::new();
+        for id in &ids {
+            states.push(drive_to_rest(&engine, id).await);
+        }
+        let failed: Vec<&String> =
+            ids.iter().zip(&states).filter(|(_, state)| **state == State::Failed).map(|(id, _)| id).collect();
+        assert_eq!(failed.len(), 1, "{}: {states:?}", db.name);
+        let reason = engine.payout(failed[0]).await.unwrap().reason.unwrap();
+        assert!(reason.contains("rejected"), "{}: {reason}", db.name);
+        assert_eq!(world.executions("sepa-inst", failed[0]), 0);
+        assert_eq!(states.iter().filter(|state| **state == State::Completed).count(), 5, "{}: {states:?}", db.name);
+        for (id, state) in ids.iter().zip(&states) {
+            if *state == State::Completed {
+                assert_eq!(world.executions("sepa-inst", id), 1, "{}", db.name);
+            }
+        }
+        drain(&sepa);
+        let report = verify::verify(&db.store).await.unwrap();
+        assert!(report.ok(), "{}: {report:?}", db.name);
+    }
+}

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
-use crate::now_micros;
+use crate::{bulk, now_micros};
 
 /// Which side increases an account's balance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -589,9 +589,6 @@ pub struct GroupEntry {
     pub note: String,
 }
 
-/// Transfer rows one multi-row INSERT carries (13 values each).
-pub const GROUP_INSERT_ROWS_MAX: usize = 64;
-
 /// One account's totals while [`append_groups`] works through its groups.
 #[derive(Debug, Clone, Copy)]
 struct Totals {
@@ -649,14 +646,15 @@ pub async fn append_groups(
     // The pending transfers to post, and which of them something resolved already.
     let mut pending: BTreeMap<String, (String, String, Money)> = BTreeMap::new();
     let mut resolved: BTreeSet<String> = BTreeSet::new();
-    for chunk in pending_ids.iter().copied().collect::<Vec<_>>().chunks(GROUP_INSERT_ROWS_MAX * 8) {
-        let list = placeholders(1, chunk.len());
+    for chunk in pending_ids.iter().copied().collect::<Vec<_>>().chunks(bulk::IN_MAX) {
+        let chunk = bulk::padded(chunk);
+        let list = bulk::placeholders(1, chunk.len());
         let statement = AssertSqlSafe(format!(
             "SELECT id, debit_account, credit_account, amount, currency, kind, pending_id FROM transfers \
              WHERE id IN ({list}) OR pending_id IN ({list})"
         ));
         let mut query = sqlx::query(statement);
-        for id in chunk {
+        for id in &chunk {
             query = query.bind(*id);
         }
         for row in query.fetch_all(&mut **transaction).await? {
@@ -671,11 +669,12 @@ pub async fn append_groups(
     }
     let ids: BTreeSet<&str> = entries().map(|entry| entry.id.as_str()).collect();
     let mut taken: BTreeSet<String> = BTreeSet::new();
-    for chunk in ids.iter().copied().collect::<Vec<_>>().chunks(GROUP_INSERT_ROWS_MAX * 8) {
+    for chunk in ids.iter().copied().collect::<Vec<_>>().chunks(bulk::IN_MAX) {
+        let chunk = bulk::padded(chunk);
         let statement =
-            AssertSqlSafe(format!("SELECT id FROM transfers WHERE id IN ({})", placeholders(1, chunk.len())));
+            AssertSqlSafe(format!("SELECT id FROM transfers WHERE id IN ({})", bulk::placeholders(1, chunk.len())));
         let mut query = sqlx::query(statement);
-        for id in chunk {
+        for id in &chunk {
             query = query.bind(*id);
         }
         for row in query.fetch_all(&mut **transaction).await? {
@@ -686,14 +685,15 @@ pub async fn append_groups(
     let account_ids: BTreeSet<&str> =
         entries().flat_map(|entry| [entry.debit.as_str(), entry.credit.as_str()]).collect();
     let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
-    for chunk in account_ids.iter().copied().collect::<Vec<_>>().chunks(GROUP_INSERT_ROWS_MAX * 8) {
+    for chunk in account_ids.iter().copied().collect::<Vec<_>>().chunks(bulk::IN_MAX) {
+        let chunk = bulk::padded(chunk);
         let statement = AssertSqlSafe(format!(
             "SELECT id, currency, normal, no_overdraft, debits_pending, debits_posted, credits_pending, credits_posted \
              FROM accounts WHERE id IN ({})",
-            placeholders(1, chunk.len())
+            bulk::placeholders(1, chunk.len())
         ));
         let mut query = sqlx::query(statement);
-        for id in chunk {
+        for id in &chunk {
             query = query.bind(*id);
         }
         for row in query.fetch_all(&mut **transaction).await? {
@@ -782,8 +782,9 @@ pub async fn append_groups(
         rows.push((sequence, *entry, kind, pending_id, previous_hash, hash.clone()));
         previous_hash = hash;
     }
-    for chunk in rows.chunks(GROUP_INSERT_ROWS_MAX) {
-        let values: Vec<String> = (0..chunk.len()).map(|row| format!("({})", placeholders(row * 13 + 1, 13))).collect();
+    for chunk in bulk::insert_chunks(&rows, 13) {
+        let values: Vec<String> =
+            (0..chunk.len()).map(|row| format!("({})", bulk::placeholders(row * 13 + 1, 13))).collect();
         let statement = AssertSqlSafe(format!(
             "INSERT INTO transfers (sequence, id, debit_account, credit_account, amount, currency, kind, pending_id, \
              payout_id, note, created_at, previous_hash, hash) VALUES {}",
@@ -827,11 +828,6 @@ pub async fn append_groups(
         .execute(&mut **transaction)
         .await?;
     Ok(results)
-}
-
-/// `$first, $first+1, ...` for `count` values.
-fn placeholders(first: usize, count: usize) -> String {
-    (first..first + count).map(|index| format!("${index}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Checks one entry against `working` and applies it there.

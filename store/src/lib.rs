@@ -12,6 +12,7 @@
 //! own configuration (`synchronous_commit`, on by default).
 
 pub mod audit;
+pub mod bulk;
 pub mod keys;
 pub mod ledger;
 pub mod settings;

@@ -293,6 +293,41 @@ pub async fn reveal(store: &Store, keys: &VaultKeys, token: &str) -> Result<Stri
     keys.open(token, &row.try_get::<String, _>(0)?, &row.try_get::<String, _>(1)?, &row.try_get::<String, _>(2)?)
 }
 
+/// Many accounts in one read, each under its token; a token the vault does not hold, or whose row
+/// does not open, comes back as its error.
+pub async fn reveal_many(
+    store: &Store,
+    keys: &VaultKeys,
+    tokens: &[&str],
+) -> Result<std::collections::HashMap<String, Result<String, VaultError>>, VaultError> {
+    let mut found = std::collections::HashMap::with_capacity(tokens.len());
+    for chunk in tokens.chunks(crate::bulk::IN_MAX) {
+        let chunk = crate::bulk::padded(chunk);
+        let statement = sqlx::AssertSqlSafe(format!(
+            "SELECT token, key_id, nonce, ciphertext FROM vault WHERE token IN ({})",
+            crate::bulk::placeholders(1, chunk.len())
+        ));
+        let mut query = sqlx::query(statement);
+        for token in &chunk {
+            query = query.bind(*token);
+        }
+        for row in query.fetch_all(store.pool()).await? {
+            let token: String = row.try_get(0)?;
+            let opened = keys.open(
+                &token,
+                &row.try_get::<String, _>(1)?,
+                &row.try_get::<String, _>(2)?,
+                &row.try_get::<String, _>(3)?,
+            );
+            found.insert(token, opened);
+        }
+    }
+    for token in tokens {
+        found.entry((*token).to_string()).or_insert_with(|| Err(VaultError::Unknown((*token).to_string())));
+    }
+    Ok(found)
+}
+
 /// The payout that first brought `token` into the vault.
 pub async fn first_payout(store: &Store, token: &str) -> Result<Option<String>, sqlx::Error> {
     let row =

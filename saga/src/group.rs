@@ -1,0 +1,899 @@
+//! Sagas in groups: the steps of many payouts in one transaction.
+//!
+//! A saga run alone ([`Engine::run`]) commits every step on its own: screening, routing, the
+//! reservation, the FX lock and the rail leg's intent are five transactions of a few statements
+//! each, and the completion two more. Through sqlx's SQLite worker every statement costs tens of
+//! microseconds however little it does, so a payout spends milliseconds of the one writer's time.
+//! [`Engine::run_group`] takes up to [`GROUP_SAGAS_MAX`] payouts that are all at the start and
+//! moves them together:
+//!
+//! 1. Outside any transaction: read them, screen them, route them.
+//! 2. One transaction ("group_submit"): claim their leases; read the risk counters once and
+//!    assess the payouts one after another against them, as if each had committed before the
+//!    next; reserve each PSP amount and each rail leg's liquidity with [`ledger::append_groups`];
+//!    write every payout's new state, its events and the counters. Each payout ends `submitting`
+//!    with its intent durable (the store is synced) before any rail is called, exactly as alone.
+//! 3. The rail calls, concurrently, each with its own idempotency key.
+//! 4. One transaction ("group_complete") for the legs that executed, taken as they come back:
+//!    post the leg and the reservation, book the conversions, queue the webhook, complete.
+//!
+//! Whatever is not the common case leaves the group at the point where it stops being one and
+//! runs alone from there, with the same code as always: a payout held or blocked by risk, without
+//! a route, with a route of more than one rail leg, short of balance or liquidity, a rail answer
+//! other than executed. The durable states, events and ledger entries a grouped payout leaves are
+//! the ones it would have left alone (the tests compare them), so recovery, reconciliation and
+//! `verify` see no difference. A crash anywhere leaves each payout in a state the ordinary engine
+//! resumes: before the first commit nothing happened; after it the payout is `submitting` and is
+//! asked about at the rail before anything else.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use futures_util::StreamExt;
+use railyard_risk::{Assessment, Decision, Facts};
+use railyard_store::bulk;
+use railyard_store::ledger::{self, GroupEntry, GroupEntryKind};
+use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+
+use crate::authorise::{DAY_BUCKETS, HOUR_BUCKETS, MINUTE_MICROS, counter_scopes};
+use crate::{
+    Engine, EngineError, LegOutcome, PAYOUT_COLUMNS, Payout, PayoutMoved, Phase, State, StoredRoute, clearing_account,
+    corrupt, fx_account, leg_outcome, nostro_account, payout_from_row, psp_account,
+};
+
+/// Payouts one group takes at most.
+pub const GROUP_SAGAS_MAX: usize = 256;
+/// How long the completion of a group waits for one more rail answer before it commits what it
+/// has: rails that answer together complete together; a slow one does not hold up the others.
+const ANSWERS_GATHER: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// One payout of a group, from routing on.
+struct Member {
+    payout: Payout,
+    screening: Option<Vec<railyard_risk::Screening>>,
+    route: StoredRoute,
+    /// The index of the route's one rail leg (the last leg).
+    rail: usize,
+    assessment: Option<Assessment>,
+}
+
+/// A payout the group brought to `submitting`, on its way to the rail.
+struct Submitted {
+    /// The payout as it now stands (`submitting`, routed, reserved, assessed).
+    payout: Payout,
+    route: StoredRoute,
+    rail: usize,
+}
+
+/// What happened to each payout of a group: the state its pass ended in, or why it did not run.
+pub type GroupResults = Vec<(String, Result<State, EngineError>)>;
+
+/// One event row: payout, state, detail.
+type EventRow = (String, State, String);
+
+impl Engine {
+    /// Runs the sagas `ids` as far as they go now, the common ones together (see the module
+    /// documentation), the others alone. Returns, per saga, the state its pass ended in.
+    pub async fn run_group(&self, ids: &[String]) -> GroupResults {
+        let mut results: GroupResults = Vec::with_capacity(ids.len());
+        let (submitted, alone) = match self.group_submit(ids).await {
+            Ok(split) => split,
+            Err(error @ EngineError::Crashed(_)) => {
+                return ids.iter().map(|id| (id.clone(), Err(clone_crash(&error)))).collect();
+            }
+            Err(error) => {
+                // Nothing of the group was kept: every saga runs alone instead.
+                tracing::warn!("a group of {} sagas failed, running them one by one: {error}", ids.len());
+                (Vec::new(), ids.iter().map(|id| (id.clone(), None)).collect())
+            }
+        };
+        let (grouped, crashed) = self.group_rails(submitted).await;
+        results.extend(grouped);
+        if let Some(error) = crashed {
+            // The engine stopped: every saga of the group without an answer yet was cut off.
+            let answered: BTreeSet<String> = results.iter().map(|(id, _)| id.clone()).collect();
+            results.extend(
+                ids.iter().filter(|id| !answered.contains(*id)).map(|id| (id.clone(), Err(clone_crash(&error)))),
+            );
+            return results;
+        }
+        // The rest alone, each on its own claim (already ours for those the group claimed).
+        let singles = futures_util::stream::iter(alone)
+            .map(|(id, leased)| async move {
+                if let Some(error) = leased {
+                    return (id, Err(error));
+                }
+                let state = self.run(&id).await;
+                (id, state)
+            })
+            .buffer_unordered(GROUP_SAGAS_MAX)
+            .collect::<Vec<_>>()
+            .await;
+        results.extend(singles);
+        results
+    }
+
+    /// Steps 1 and 2: the payouts that reached `submitting` together, and the ids that run
+    /// alone (with `Some(error)` for those another engine holds).
+    async fn group_submit(
+        &self,
+        ids: &[String],
+    ) -> Result<(Vec<Submitted>, Vec<(String, Option<EngineError>)>), EngineError> {
+        let mut alone: Vec<(String, Option<EngineError>)> = Vec::new();
+        let mut members = Vec::new();
+        let found = self.payouts_by_id(ids).await?;
+        for id in ids {
+            let Some(payout) = found.get(id) else {
+                alone.push((id.clone(), None));
+                continue;
+            };
+            match self.plan(payout.clone()) {
+                Some(member) => members.push(member),
+                None => alone.push((id.clone(), None)),
+            }
+        }
+        if members.is_empty() {
+            return Ok((Vec::new(), alone));
+        }
+        let now = self.clock.now();
+        let now_micros = now.timestamp_micros();
+        let mut tx = self.store.begin_step().await?;
+        let claimed = self.claim_many(&mut tx, &members).await?;
+        members.retain(|member| {
+            let ours = claimed.contains(&member.payout.id);
+            if !ours {
+                alone.push((member.payout.id.clone(), Some(EngineError::Leased(member.payout.id.clone()))));
+            }
+            ours
+        });
+        // Risk, in order: a payout the rules do not approve at once runs alone (and is assessed
+        // there again, with its own hold, block or review).
+        let assessments = self.assess_members(&mut tx, &members, now).await?;
+        let mut approved = Vec::with_capacity(members.len());
+        for (mut member, assessment) in members.into_iter().zip(assessments) {
+            if assessment.decision == Decision::Approve {
+                member.assessment = Some(assessment);
+                approved.push(member);
+            } else {
+                alone.push((member.payout.id.clone(), None));
+            }
+        }
+        // Money: the PSP's reservation and the rail leg's liquidity, whole or not at all.
+        let groups: Vec<Vec<GroupEntry>> = approved.iter().map(|member| self.submit_entries(member)).collect();
+        let booked = ledger::append_groups(&mut tx, &groups).await?;
+        let mut members = Vec::with_capacity(approved.len());
+        for (member, result) in approved.into_iter().zip(booked) {
+            match result {
+                Ok(()) => members.push(member),
+                // Short of balance or liquidity: alone, it fails or re-routes as it always does.
+                Err(_) => alone.push((member.payout.id.clone(), None)),
+            }
+        }
+        if members.is_empty() {
+            // Only leases were taken: keep them for the sagas that now run alone.
+            tx.commit().await?;
+            return Ok((Vec::new(), alone));
+        }
+        self.write_counters(&mut tx, &members, now_micros).await?;
+        let mut events: Vec<EventRow> = Vec::new();
+        let mut submitted = Vec::with_capacity(members.len());
+        for member in members {
+            let (row_events, payout) = self.write_submitting(&mut tx, &member, now_micros).await?;
+            events.extend(row_events);
+            submitted.push((member, payout));
+        }
+        insert_events(&mut tx, &events, railyard_store::now_micros()).await?;
+        self.crash("group_submit", Phase::BeforeCommit)?;
+        tx.commit().await?;
+        self.tell_submitted(&submitted);
+        self.crash("group_submit", Phase::AfterCommit)?;
+        // Nothing reaches a rail before its intent is durable.
+        self.store.sync().await?;
+        let submitted = submitted
+            .into_iter()
+            .map(|(member, payout)| Submitted { payout, route: member.route, rail: member.rail })
+            .collect();
+        Ok((submitted, alone))
+    }
+
+    /// Reads `ids` in one query (what is missing is left out).
+    async fn payouts_by_id(&self, ids: &[String]) -> Result<HashMap<String, Payout>, EngineError> {
+        let mut found = HashMap::with_capacity(ids.len());
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        for chunk in ids.chunks(bulk::IN_MAX) {
+            let chunk = bulk::padded(chunk);
+            let statement = AssertSqlSafe(format!(
+                "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE id IN ({})",
+                bulk::placeholders(1, chunk.len())
+            ));
+            let mut query = sqlx::query(statement);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(self.store.pool()).await? {
+                let payout = payout_from_row(&row)?;
+                found.insert(payout.id.clone(), payout);
+            }
+        }
+        Ok(found)
+    }
+
+    /// A payout the group can take: at the very start (accepted, unassessed, not from a quote,
+    /// first attempt), screened, routed on a route whose one rail leg is the last, that rail up.
+    fn plan(&self, payout: Payout) -> Option<Member> {
+        let fresh = payout.state == State::Accepted
+            && payout.risk.is_none()
+            && payout.route.is_none()
+            && payout.reservation.is_none()
+            && payout.attempt == 0
+            && payout.request.quote_id.is_none();
+        // A list that failed to load holds every payout for review: that is the single path's.
+        if !fresh || (self.config.risk.is_some() && self.sanctions.is_err()) {
+            return None;
+        }
+        let screening = self.screen(&payout);
+        let route = self.find_route(&payout.request, &[]).ok()?;
+        let rail = route.legs.len().checked_sub(1)?;
+        let shape = route.legs[rail].kind == "rail" && route.legs[..rail].iter().all(|leg| leg.kind == "fx");
+        if !shape || !self.routing.rail_available(&route.legs[rail].operator) {
+            return None;
+        }
+        Some(Member { payout, screening, route, rail, assessment: None })
+    }
+
+    /// Takes the leases of the members that are still where they were read, in one statement.
+    async fn claim_many(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        members: &[Member],
+    ) -> Result<BTreeSet<String>, EngineError> {
+        let now = self.clock.now_micros();
+        let mut claimed = BTreeSet::new();
+        let ids: Vec<&str> = members.iter().map(|member| member.payout.id.as_str()).collect();
+        for chunk in ids.chunks(bulk::IN_MAX) {
+            let chunk = bulk::padded(chunk);
+            let statement = AssertSqlSafe(format!(
+                "UPDATE payouts SET lease_owner = $1, lease_until = $2 WHERE id IN ({}) \
+                 AND state = 'accepted' AND risk IS NULL AND route IS NULL \
+                 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $3 \
+                 OR EXISTS (SELECT 1 FROM engines e WHERE e.owner = payouts.lease_owner AND e.alive_until < $3)) \
+                 RETURNING id",
+                bulk::placeholders(4, chunk.len())
+            ));
+            let mut query = sqlx::query(statement).bind(&self.settings.owner).bind(self.lease_until()).bind(now);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&mut **tx).await? {
+                claimed.insert(row.try_get::<String, _>(0)?);
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Each member's assessment, in order, each against the counters as the approved members
+    /// before it leave them (what committing them one by one would give).
+    async fn assess_members(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        members: &[Member],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Assessment>, EngineError> {
+        let Some(risk) = &self.config.risk else {
+            return Ok(members.iter().map(|_| railyard_risk::unconfigured(now)).collect());
+        };
+        let bucket = now.timestamp_micros() / MINUTE_MICROS;
+        let scopes: Vec<[(String, i64); 4]> = members.iter().map(|member| counter_scopes(&member.payout)).collect();
+        // Per scope: payouts in the last hour, payouts and amount in the last day.
+        let mut tallies: HashMap<String, (u64, u64, i128)> = HashMap::new();
+        let distinct: BTreeSet<&str> = scopes.iter().flatten().map(|(scope, _)| scope.as_str()).collect();
+        for chunk in distinct.into_iter().collect::<Vec<_>>().chunks(bulk::IN_MAX) {
+            let chunk = bulk::padded(chunk);
+            let statement = AssertSqlSafe(format!(
+                "SELECT scope, CAST(COALESCE(SUM(CASE WHEN bucket >= $1 THEN count ELSE 0 END), 0) AS BIGINT), \
+                 CAST(COALESCE(SUM(count), 0) AS BIGINT), CAST(COALESCE(SUM(amount), 0) AS BIGINT) \
+                 FROM risk_counters WHERE bucket >= $2 AND scope IN ({}) GROUP BY scope",
+                bulk::placeholders(3, chunk.len())
+            ));
+            let mut query = sqlx::query(statement).bind(bucket - HOUR_BUCKETS + 1).bind(bucket - DAY_BUCKETS + 1);
+            for scope in chunk {
+                query = query.bind(scope);
+            }
+            for row in query.fetch_all(&mut **tx).await? {
+                let count =
+                    |column: usize| row.try_get::<i64, _>(column).map(|value| u64::try_from(value).unwrap_or(0));
+                tallies.insert(row.try_get(0)?, (count(1)?, count(2)?, i128::from(row.try_get::<i64, _>(3)?)));
+            }
+        }
+        // Each tenant's history per currency.
+        let mut history: HashMap<(String, String), (u64, i128)> = HashMap::new();
+        let tenants: BTreeSet<&str> = members.iter().map(|member| member.payout.tenant.as_str()).collect();
+        for chunk in tenants.into_iter().collect::<Vec<_>>().chunks(bulk::IN_MAX) {
+            let chunk = bulk::padded(chunk);
+            let statement = AssertSqlSafe(format!(
+                "SELECT tenant, currency, count, amount FROM risk_history WHERE tenant IN ({})",
+                bulk::placeholders(1, chunk.len())
+            ));
+            let mut query = sqlx::query(statement);
+            for tenant in chunk {
+                query = query.bind(tenant);
+            }
+            for row in query.fetch_all(&mut **tx).await? {
+                let count = u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0);
+                history.insert((row.try_get(0)?, row.try_get(1)?), (count, i128::from(row.try_get::<i64, _>(3)?)));
+            }
+        }
+        // Which payout met each beneficiary account first.
+        let mut first: HashMap<String, String> = HashMap::new();
+        let tokens: BTreeSet<&str> =
+            members.iter().map(|member| member.payout.request.beneficiary.account.as_str()).collect();
+        for chunk in tokens.into_iter().collect::<Vec<_>>().chunks(bulk::IN_MAX) {
+            let chunk = bulk::padded(chunk);
+            let statement = AssertSqlSafe(format!(
+                "SELECT token, first_payout FROM vault WHERE token IN ({})",
+                bulk::placeholders(1, chunk.len())
+            ));
+            let mut query = sqlx::query(statement);
+            for token in chunk {
+                query = query.bind(token);
+            }
+            for row in query.fetch_all(&mut **tx).await? {
+                if let Some(payout) = row.try_get::<Option<String>, _>(1)? {
+                    first.insert(row.try_get(0)?, payout);
+                }
+            }
+        }
+        let mut assessments = Vec::with_capacity(members.len());
+        for (member, scopes) in members.iter().zip(&scopes) {
+            let request = &member.payout.request;
+            let tally = |index: usize| tallies.get(&scopes[index].0).copied().unwrap_or_default();
+            let key = (member.payout.tenant.clone(), request.amount.currency().code().to_string());
+            let (history_count, history_sum) = history.get(&key).copied().unwrap_or_default();
+            let facts = Facts {
+                amount: request.amount,
+                destination_country: request.beneficiary.country,
+                history_count,
+                history_sum,
+                psp_last_hour: tally(0).0,
+                psp_amount_today: tally(1).2,
+                corridor_last_hour: tally(2).0,
+                corridor_amount_today: tally(2).2,
+                beneficiary_today: tally(3).1,
+                new_beneficiary: first.get(&request.beneficiary.account) == Some(&member.payout.id),
+            };
+            let assessment = railyard_risk::assess(risk, member.screening.clone().unwrap_or_default(), &facts, now);
+            if assessment.decision == Decision::Approve {
+                for (scope, amount) in scopes {
+                    let entry = tallies.entry(scope.clone()).or_default();
+                    *entry = (entry.0 + 1, entry.1 + 1, entry.2 + i128::from(*amount));
+                }
+                let entry = history.entry(key).or_default();
+                *entry = (entry.0 + 1, entry.1 + i128::from(request.amount.minor_units()));
+            }
+            assessments.push(assessment);
+        }
+        Ok(assessments)
+    }
+
+    /// A member's reservation of the PSP's amount and its rail leg's liquidity (the single path's
+    /// `reserve` and `next_leg`).
+    fn submit_entries(&self, member: &Member) -> Vec<GroupEntry> {
+        let payout = &member.payout;
+        let route = &member.route;
+        let leg = &route.legs[member.rail];
+        vec![
+            GroupEntry {
+                id: format!("{}:a{}:reserve", payout.id, payout.attempt),
+                debit: psp_account(&payout.tenant, route.send.currency()),
+                credit: clearing_account(route.send.currency()),
+                amount: route.send,
+                kind: GroupEntryKind::Pending,
+                payout_id: Some(payout.id.clone()),
+                note: "reserve the payout amount".into(),
+            },
+            GroupEntry {
+                id: self.leg_key(payout, member.rail),
+                debit: clearing_account(leg.send.currency()),
+                credit: nostro_account(&leg.operator, leg.send.currency()),
+                amount: leg.send,
+                kind: GroupEntryKind::Pending,
+                payout_id: Some(payout.id.clone()),
+                note: format!("liquidity for leg {} on {}", member.rail, leg.operator),
+            },
+        ]
+    }
+
+    /// The members' risk counters and history, summed per scope and per tenant and currency.
+    async fn write_counters(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        members: &[Member],
+        now_micros: i64,
+    ) -> Result<(), EngineError> {
+        if self.config.risk.is_none() {
+            return Ok(());
+        }
+        let bucket = now_micros / MINUTE_MICROS;
+        let mut counters: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        let mut history: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
+        for member in members {
+            for (scope, amount) in counter_scopes(&member.payout) {
+                let entry = counters.entry(scope).or_default();
+                *entry = (entry.0 + 1, entry.1 + amount);
+            }
+            let request = &member.payout.request;
+            let key = (member.payout.tenant.clone(), request.amount.currency().code().to_string());
+            let entry = history.entry(key).or_default();
+            *entry = (entry.0 + 1, entry.1 + request.amount.minor_units());
+        }
+        let counters: Vec<_> = counters.into_iter().collect();
+        for chunk in bulk::insert_chunks(&counters, 3) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|row| format!("(${}, $1, ${}, ${})", row * 3 + 2, row * 3 + 3, row * 3 + 4))
+                .collect();
+            let statement = AssertSqlSafe(format!(
+                "INSERT INTO risk_counters (scope, bucket, count, amount) VALUES {} \
+                 ON CONFLICT (scope, bucket) DO UPDATE SET count = risk_counters.count + excluded.count, \
+                 amount = risk_counters.amount + excluded.amount",
+                values.join(", ")
+            ));
+            let mut query = sqlx::query(statement).bind(bucket);
+            for (scope, (count, amount)) in chunk {
+                query = query.bind(scope).bind(*count).bind(*amount);
+            }
+            query.execute(&mut **tx).await?;
+        }
+        // Buckets older than a day go, for the scopes just counted.
+        let scopes: Vec<&str> = counters.iter().map(|(scope, _)| scope.as_str()).collect();
+        for chunk in scopes.chunks(bulk::IN_MAX) {
+            let chunk = bulk::padded(chunk);
+            let statement = AssertSqlSafe(format!(
+                "DELETE FROM risk_counters WHERE bucket < $1 AND scope IN ({})",
+                bulk::placeholders(2, chunk.len())
+            ));
+            let mut query = sqlx::query(statement).bind(bucket - DAY_BUCKETS);
+            for scope in chunk {
+                query = query.bind(scope);
+            }
+            query.execute(&mut **tx).await?;
+        }
+        let history: Vec<_> = history.into_iter().collect();
+        for chunk in bulk::insert_chunks(&history, 4) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|row| format!("(${}, ${}, ${}, ${})", row * 4 + 1, row * 4 + 2, row * 4 + 3, row * 4 + 4))
+                .collect();
+            let statement = AssertSqlSafe(format!(
+                "INSERT INTO risk_history (tenant, currency, count, amount) VALUES {} \
+                 ON CONFLICT (tenant, currency) DO UPDATE SET count = risk_history.count + excluded.count, \
+                 amount = risk_history.amount + excluded.amount",
+                values.join(", ")
+            ));
+            let mut query = sqlx::query(statement);
+            for ((tenant, currency), (count, amount)) in chunk {
+                query = query.bind(tenant).bind(currency).bind(*count).bind(*amount);
+            }
+            query.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves one member from `accepted` to `submitting`; returns the events the single path
+    /// would have written on the way, and the payout as it now stands.
+    async fn write_submitting(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        member: &Member,
+        now_micros: i64,
+    ) -> Result<(Vec<EventRow>, Payout), EngineError> {
+        let payout = &member.payout;
+        let route = &member.route;
+        let assessment = member.assessment.as_ref().ok_or_else(|| corrupt("a grouped payout without assessment"))?;
+        let reservation = format!("{}:a{}:reserve", payout.id, payout.attempt);
+        let rail = i64::try_from(member.rail).map_err(corrupt)?;
+        let result = sqlx::query(
+            "UPDATE payouts SET state = 'submitting', leg = $1, route = $2, reservation = $3, risk = $4, reason = NULL, \
+             inquiries = 0, next_action_at = $5, in_doubt_since = NULL, lease_until = $6, updated_at = $5 \
+             WHERE id = $7 AND state = 'accepted' AND lease_owner = $8",
+        )
+        .bind(rail)
+        .bind(serde_json::to_string(route).map_err(corrupt)?)
+        .bind(&reservation)
+        .bind(serde_json::to_string(assessment).map_err(corrupt)?)
+        .bind(now_micros)
+        .bind(self.lease_until())
+        .bind(&payout.id)
+        .bind(&self.settings.owner)
+        .execute(&mut **tx)
+        .await?;
+        if result.rows_affected() != 1 {
+            return Err(EngineError::Leased(payout.id.clone()));
+        }
+        let events = submit_events(payout, route, member.rail, assessment);
+        let mut now = payout.clone();
+        now.state = State::Submitting;
+        now.leg = rail;
+        now.route = Some(route.clone());
+        now.reservation = Some(reservation);
+        now.risk = Some(assessment.clone());
+        now.reason = None;
+        now.inquiries = 0;
+        now.next_action_at = now_micros;
+        Ok((events, now))
+    }
+
+    /// Tells the observer (and the log) each change a grouped payout made on its way to
+    /// `submitting`, as the single path does step by step.
+    fn tell_submitted(&self, submitted: &[(Member, Payout)]) {
+        for (member, _) in submitted {
+            let Some(assessment) = &member.assessment else { continue };
+            let events = submit_events(&member.payout, &member.route, member.rail, assessment);
+            let mut from = State::Accepted;
+            for (index, (_, to, detail)) in events.iter().enumerate() {
+                let route = (index > 0).then_some(&member.route);
+                self.moved(&PayoutMoved { payout: &member.payout, from, to: *to, route, detail });
+                from = *to;
+            }
+        }
+    }
+
+    /// One committed change of a grouped payout: to the observer, and to the log in the payout's
+    /// span.
+    fn moved(&self, moved: &PayoutMoved<'_>) {
+        if let Some(observer) = &self.observer {
+            observer.payout_moved(moved);
+        }
+        let span = tracing::info_span!("payout", payout_id = %moved.payout.id, engine = %self.settings.owner);
+        span.in_scope(|| {
+            tracing::info!(from = moved.from.as_str(), to = moved.to.as_str(), grouped = true, "{}", moved.detail)
+        });
+    }
+
+    /// Step 3 and 4: every member's rail call at once; those that executed are completed in
+    /// groups as their answers come back, the others go on alone from their answer. Returns the
+    /// results and the crash, if a crash hook stopped the engine.
+    async fn group_rails(&self, submitted: Vec<Submitted>) -> (GroupResults, Option<EngineError>) {
+        let mut results: GroupResults = Vec::with_capacity(submitted.len());
+        // Every call starts on a task of its own before any answer is waited for: a call needs
+        // nothing from this task (its account is read for all at once first), so handling one
+        // answer never holds up another call, nor a connection another call took.
+        let tokens: Vec<&str> = submitted
+            .iter()
+            .map(|member| member.payout.request.beneficiary.account.as_str())
+            .filter(|account| account.starts_with("ben_"))
+            .collect();
+        let revealed = match railyard_store::vault::reveal_many(&self.store, &self.vault, &tokens).await {
+            Ok(revealed) => revealed,
+            Err(error) => {
+                tracing::warn!("reading {} beneficiary accounts failed: {error}", tokens.len());
+                HashMap::new()
+            }
+        };
+        let mut calls = futures_util::stream::FuturesUnordered::new();
+        for member in submitted {
+            let started = std::time::Instant::now();
+            let stored = &member.payout.request.beneficiary.account;
+            let account = match stored.starts_with("ben_") {
+                true => revealed.get(stored).and_then(|account| account.as_ref().ok()).cloned(),
+                false => Some(stored.clone()),
+            };
+            let leg = account.map(|account| self.leg_for(&member.payout, &member.route, member.rail, Some(account)));
+            let call = match leg {
+                Some(Ok(leg)) => self.spawn_submit(&member.route, member.rail, leg),
+                _ => Err(LegOutcome::Unknown("cannot build the leg".into())),
+            };
+            calls.push(async move {
+                let outcome = match call {
+                    Ok(call) => leg_outcome(call.await),
+                    Err(refused) => refused,
+                };
+                (member, outcome, started.elapsed())
+            });
+        }
+        let mut crashed = None;
+        while let Some(first) = calls.next().await {
+            // Whatever else answers meanwhile completes in the same transaction: answers that come
+            // within ANSWERS_GATHER of each other share one commit and one flush.
+            let mut answered = vec![first];
+            while let Ok(Some(next)) = tokio::time::timeout(ANSWERS_GATHER, calls.next()).await {
+                answered.push(next);
+            }
+            let mut executed = Vec::new();
+            let mut other = Vec::new();
+            for (member, outcome, elapsed) in answered {
+                let operator = &member.route.legs[member.rail].operator;
+                if let Some(observer) = &self.observer {
+                    match &outcome {
+                        LegOutcome::Executed(_) => observer.leg_outcome(operator, true, elapsed),
+                        LegOutcome::Rejected(rejection) if !rejection.before_send => {
+                            observer.leg_outcome(operator, false, elapsed)
+                        }
+                        _ => {}
+                    }
+                }
+                if let Err(error) = self.crash("rail_call", Phase::AfterRailCall) {
+                    crashed = Some(error);
+                    break;
+                }
+                match outcome {
+                    LegOutcome::Executed(execution) => executed.push((member, execution)),
+                    outcome => other.push((member, outcome)),
+                }
+            }
+            if crashed.is_some() {
+                break;
+            }
+            if !executed.is_empty() {
+                match self.group_complete(&executed).await {
+                    Ok(()) => results
+                        .extend(executed.iter().map(|(member, _)| (member.payout.id.clone(), Ok(State::Completed)))),
+                    Err(error @ EngineError::Crashed(_)) => {
+                        crashed = Some(error);
+                        break;
+                    }
+                    Err(error) => {
+                        // Nothing of the completion was kept: each goes on alone from its answer.
+                        tracing::warn!(
+                            "completing {} grouped payouts failed, one by one instead: {error}",
+                            executed.len()
+                        );
+                        other.extend(
+                            executed.into_iter().map(|(member, execution)| (member, LegOutcome::Executed(execution))),
+                        );
+                    }
+                }
+            }
+            for (member, outcome) in other {
+                let id = member.payout.id.clone();
+                let result = match self.apply_outcome(&member.payout, &member.route, member.rail, outcome).await {
+                    Ok(()) => self.run(&id).await,
+                    Err(error) => Err(error),
+                };
+                if matches!(result, Err(EngineError::Crashed(_))) {
+                    crashed = result.err();
+                    break;
+                }
+                results.push((id, result));
+            }
+            if crashed.is_some() {
+                break;
+            }
+        }
+        (results, crashed)
+    }
+
+    /// Completes payouts whose one rail leg executed, in one transaction: the single path's
+    /// `apply_outcome` (executed) and `complete`.
+    async fn group_complete(&self, executed: &[(Submitted, railyard_connector::Execution)]) -> Result<(), EngineError> {
+        let now_micros = self.clock.now_micros();
+        let mut groups = Vec::with_capacity(executed.len());
+        for (member, _) in executed {
+            groups.push(self.complete_entries(member)?);
+        }
+        let mut tx = self.store.begin_step().await?;
+        let booked = ledger::append_groups(&mut tx, &groups).await?;
+        if let Some(Err(error)) = booked.into_iter().find(Result::is_err) {
+            // A completion the ledger refuses is not the common case: leave it all to the single path.
+            return Err(error.into());
+        }
+        let mut events: Vec<EventRow> = Vec::with_capacity(executed.len() * 2);
+        let mut outbox = Vec::with_capacity(executed.len());
+        let mut finished = Vec::with_capacity(executed.len());
+        for (member, execution) in executed {
+            let payout = &member.payout;
+            let mut route = member.route.clone();
+            let operator = route.legs[member.rail].operator.clone();
+            route.legs[member.rail].execution = Some(execution.clone());
+            let delivered = route
+                .legs
+                .iter()
+                .rev()
+                .find_map(|leg| leg.execution.as_ref().map(|execution| execution.receive))
+                .unwrap_or(route.receive);
+            let legs = i64::try_from(route.legs.len()).map_err(corrupt)?;
+            let result = sqlx::query(
+                "UPDATE payouts SET state = 'completed', leg = $1, route = $2, reason = NULL, inquiries = 0, \
+                 next_action_at = $3, in_doubt_since = NULL, lease_owner = NULL, lease_until = 0, updated_at = $3 \
+                 WHERE id = $4 AND state = 'submitting' AND lease_owner = $5",
+            )
+            .bind(legs)
+            .bind(serde_json::to_string(&route).map_err(corrupt)?)
+            .bind(now_micros)
+            .bind(&payout.id)
+            .bind(&self.settings.owner)
+            .execute(&mut *tx)
+            .await?;
+            if result.rows_affected() != 1 {
+                return Err(EngineError::Leased(payout.id.clone()));
+            }
+            let executed_detail = format!("leg {} executed on {operator}: {}", member.rail, execution.reference);
+            let completed_detail = format!("completed: delivered {delivered}");
+            events.push((payout.id.clone(), State::Quoted, executed_detail.clone()));
+            events.push((payout.id.clone(), State::Completed, completed_detail.clone()));
+            outbox.push((payout, format!("delivered {delivered}")));
+            finished.push((member, route, executed_detail, completed_detail));
+        }
+        // Event and outbox times are the wall clock's, as the single path's.
+        let written_at = railyard_store::now_micros();
+        insert_events(&mut tx, &events, written_at).await?;
+        insert_outbox(&mut tx, &outbox, written_at).await?;
+        self.crash("group_complete", Phase::BeforeCommit)?;
+        tx.commit().await?;
+        for (member, route, executed_detail, completed_detail) in &finished {
+            let payout = &member.payout;
+            let route = Some(route);
+            self.moved(&PayoutMoved {
+                payout,
+                from: State::Submitting,
+                to: State::Quoted,
+                route,
+                detail: executed_detail,
+            });
+            self.moved(&PayoutMoved {
+                payout,
+                from: State::Quoted,
+                to: State::Completed,
+                route,
+                detail: completed_detail,
+            });
+        }
+        self.crash("group_complete", Phase::AfterCommit)?;
+        // The pass is over: what it did is durable before anyone is told.
+        self.store.sync().await?;
+        Ok(())
+    }
+
+    /// A completion's ledger entries: the leg's liquidity posted, the reservation posted, each
+    /// conversion booked with its provider (the single path's `apply_outcome` and `complete`).
+    fn complete_entries(&self, member: &Submitted) -> Result<Vec<GroupEntry>, EngineError> {
+        let payout = &member.payout;
+        let route = &member.route;
+        let leg = &route.legs[member.rail];
+        let leg_key = self.leg_key(payout, member.rail);
+        let reservation = payout.reservation.clone().ok_or_else(|| corrupt("completing without a reservation"))?;
+        let mut entries = vec![
+            GroupEntry {
+                id: format!("{leg_key}:post"),
+                debit: clearing_account(leg.send.currency()),
+                credit: nostro_account(&leg.operator, leg.send.currency()),
+                amount: leg.send,
+                kind: GroupEntryKind::PostPending { pending_id: leg_key.clone() },
+                payout_id: Some(payout.id.clone()),
+                note: String::new(),
+            },
+            GroupEntry {
+                id: format!("{reservation}:post"),
+                debit: psp_account(&payout.tenant, route.send.currency()),
+                credit: clearing_account(route.send.currency()),
+                amount: route.send,
+                kind: GroupEntryKind::PostPending { pending_id: reservation.clone() },
+                payout_id: Some(payout.id.clone()),
+                note: String::new(),
+            },
+        ];
+        for (index, leg) in route.legs.iter().enumerate().filter(|(_, leg)| leg.kind != "rail") {
+            let provider = &leg.operator;
+            for (suffix, debit, credit, amount) in [
+                ("give", clearing_account(leg.from), fx_account(provider, leg.from), leg.send),
+                ("take", fx_account(provider, leg.to), clearing_account(leg.to), leg.receive),
+            ] {
+                entries.push(GroupEntry {
+                    id: format!("{}:a{}-leg{index}:fx-{suffix}", payout.id, payout.attempt),
+                    debit,
+                    credit,
+                    amount,
+                    kind: GroupEntryKind::Posted,
+                    payout_id: Some(payout.id.clone()),
+                    note: format!("conversion by {provider}"),
+                });
+            }
+        }
+        Ok(entries)
+    }
+}
+
+/// The events the single path writes from `accepted` to `submitting`, with the states they name.
+fn submit_events(payout: &Payout, route: &StoredRoute, rail: usize, assessment: &Assessment) -> Vec<EventRow> {
+    let id = &payout.id;
+    let mut events = vec![
+        (id.clone(), State::Accepted, format!("screened: {}", assessment.summary())),
+        (
+            id.clone(),
+            State::Routed,
+            format!("route via {}", route.legs.iter().map(|leg| leg.operator.as_str()).collect::<Vec<_>>().join(" → ")),
+        ),
+        (id.clone(), State::Reserved, format!("reserved {}", route.send)),
+        (
+            id.clone(),
+            State::Quoted,
+            match route.quotes_expire_at {
+                Some(expiry) => format!("FX rates locked until {expiry}"),
+                None => "no conversion".into(),
+            },
+        ),
+    ];
+    for (index, leg) in route.legs[..rail].iter().enumerate() {
+        events.push((id.clone(), State::Quoted, format!("leg {index}: {} conversion", leg.operator)));
+    }
+    let leg = &route.legs[rail];
+    events.push((id.clone(), State::Submitting, format!("submitting leg {rail} to {}", leg.operator)));
+    events
+}
+
+/// The events, in multi-row inserts; a payout's events get consecutive microseconds so that
+/// reading them by time keeps their order.
+async fn insert_events(
+    tx: &mut Transaction<'static, Any>,
+    events: &[EventRow],
+    now_micros: i64,
+) -> Result<(), sqlx::Error> {
+    let mut offsets: HashMap<&str, i64> = HashMap::new();
+    let rows: Vec<(&str, i64, &'static str, &str)> = events
+        .iter()
+        .map(|(id, state, detail)| {
+            let offset = offsets.entry(id.as_str()).or_insert(0);
+            let at = now_micros + *offset;
+            *offset += 1;
+            (id.as_str(), at, state.as_str(), detail.as_str())
+        })
+        .collect();
+    for chunk in bulk::insert_chunks(&rows, 4) {
+        let values: Vec<String> =
+            (0..chunk.len()).map(|row| format!("({})", bulk::placeholders(row * 4 + 1, 4))).collect();
+        let statement = AssertSqlSafe(format!(
+            "INSERT INTO saga_events (payout_id, at, state, detail) VALUES {}",
+            values.join(", ")
+        ));
+        let mut query = sqlx::query(statement);
+        for (id, at, state, detail) in chunk {
+            query = query.bind(*id).bind(*at).bind(*state).bind(*detail);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// `payout.completed` webhooks for the outbox (the single path's `outbox`), in multi-row inserts.
+async fn insert_outbox(
+    tx: &mut Transaction<'static, Any>,
+    rows: &[(&Payout, String)],
+    now_micros: i64,
+) -> Result<(), sqlx::Error> {
+    let occurred_at = chrono::Utc::now().to_rfc3339();
+    let bodies: Vec<String> = rows
+        .iter()
+        .map(|(payout, detail)| {
+            serde_json::json!({
+                "event": "payout.completed",
+                "payout_id": payout.id,
+                "status": "completed",
+                "detail": detail,
+                "occurred_at": occurred_at,
+            })
+            .to_string()
+        })
+        .collect();
+    let rows: Vec<(&(&Payout, String), String)> = rows.iter().zip(bodies).collect();
+    for chunk in bulk::insert_chunks(&rows, 3) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|row| format!("(${}, 'payout.completed', ${}, $1, ${})", row * 3 + 2, row * 3 + 3, row * 3 + 4))
+            .collect();
+        let statement = AssertSqlSafe(format!(
+            "INSERT INTO outbox (payout_id, event, body, created_at, tenant) VALUES {} \
+             ON CONFLICT (payout_id, event) DO NOTHING",
+            values.join(", ")
+        ));
+        let mut query = sqlx::query(statement).bind(now_micros);
+        for ((payout, _), body) in chunk {
+            query = query.bind(&payout.id).bind(body).bind(&payout.tenant);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// A crash is reported for every saga it stopped.
+fn clone_crash(error: &EngineError) -> EngineError {
+    match error {
+        EngineError::Crashed(point) => EngineError::Crashed(*point),
+        other => EngineError::Invalid(other.to_string()),
+    }
+}
