@@ -171,6 +171,11 @@ impl ExecutionLedger {
         self.lock().executions.clone()
     }
 
+    /// Up to `max` executions from the `from`-th on, in the order they happened.
+    pub fn executions_page(&self, from: usize, max: usize) -> Vec<ExecutionRecord> {
+        self.lock().executions.iter().skip(from).take(max).cloned().collect()
+    }
+
     /// How many executions `key` has (0 or 1 unless the rail is broken).
     pub fn execution_count(&self, key: &IdempotencyKey) -> usize {
         self.lock().executions.iter().filter(|record| &record.key == key).count()

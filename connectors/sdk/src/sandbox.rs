@@ -58,7 +58,8 @@ impl Sandbox {
     /// - `POST /sandbox/faults` a [`FaultPlan`] (JSON): replaces the plan.
     /// - `POST /sandbox/force` a [`Fault`]: queues it for the next message.
     /// - `POST /sandbox/outage` `{"outage": true}`.
-    /// - `GET /sandbox/executions`: the execution ledger.
+    /// - `GET /sandbox/executions?from=N&max=M`: the execution ledger, a page of at most
+    ///   [`EXECUTIONS_PAGE_MAX`] from the N-th execution on (a short page is the last).
     /// - `GET /sandbox/key?key=K`: [`KeyCounts`] for one key.
     /// - `GET /notifications?after=N&max=M`: notifications after sequence N.
     pub fn control(&self, method: Method, target: &str, body: &[u8]) -> Option<Reply> {
@@ -86,7 +87,11 @@ impl Sandbox {
                 }
                 Err(error) => Reply::text(400, &format!("outage: {error}")),
             },
-            (Method::Get, "/sandbox/executions") => Reply::json(200, &self.ledger.executions()),
+            (Method::Get, "/sandbox/executions") => {
+                let number = |name: &str| parameter(name).and_then(|value| value.parse::<usize>().ok());
+                let max = number("max").unwrap_or(EXECUTIONS_PAGE_MAX).min(EXECUTIONS_PAGE_MAX);
+                Reply::json(200, &self.ledger.executions_page(number("from").unwrap_or(0), max))
+            }
             (Method::Get, "/sandbox/key") => match parameter("key").map(IdempotencyKey::new) {
                 Some(Ok(key)) => Reply::json(
                     200,
@@ -186,10 +191,23 @@ impl SandboxControl for HttpControl {
         serde_json::from_slice(&body).map_err(|error| error.to_string())
     }
     async fn executions(&self) -> Result<Vec<ExecutionRecord>, String> {
-        let body = self.call(Method::Get, "/sandbox/executions", Vec::new()).await?;
-        serde_json::from_slice(&body).map_err(|error| error.to_string())
+        let mut all: Vec<ExecutionRecord> = Vec::new();
+        loop {
+            let target = format!("/sandbox/executions?from={}&max={EXECUTIONS_PAGE_MAX}", all.len());
+            let body = self.call(Method::Get, &target, Vec::new()).await?;
+            let page: Vec<ExecutionRecord> = serde_json::from_slice(&body).map_err(|error| error.to_string())?;
+            let last = page.len() < EXECUTIONS_PAGE_MAX;
+            all.extend(page);
+            if last {
+                return Ok(all);
+            }
+        }
     }
 }
+
+/// Executions one `GET /sandbox/executions` page carries at most (a record is a few hundred bytes
+/// of JSON: a page stays well inside the transport's reply limit).
+pub const EXECUTIONS_PAGE_MAX: usize = 5_000;
 
 /// Fetches notifications from any sandbox rail over `transport`.
 pub async fn poll_notifications(
@@ -205,4 +223,53 @@ pub async fn poll_notifications(
         .map_err(|error| crate::Unknown::new(crate::UnknownCause::Transport, error.to_string()))?;
     serde_json::from_slice(&answer.body)
         .map_err(|error| crate::Unknown::new(crate::UnknownCause::Unreadable, error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{RailService, serve};
+
+    /// Only the control surface, over real HTTP.
+    struct ControlOnly(Arc<Sandbox>);
+
+    #[async_trait::async_trait]
+    impl RailService for ControlOnly {
+        async fn call(&self, method: Method, target: &str, body: Vec<u8>) -> Reply {
+            self.0.control(method, target, &body).unwrap_or_else(|| Reply::text(404, "not found"))
+        }
+    }
+
+    /// An execution ledger longer than one page comes back whole, in order, page by page.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_execution_ledger_is_read_in_pages() {
+        let sandbox = Arc::new(Sandbox::new("paged", FaultPlan::default()).unwrap());
+        let eur = railyard_core::Currency::from_code("EUR").unwrap();
+        let total = EXECUTIONS_PAGE_MAX * 2 + 17;
+        for index in 0..total {
+            let money = railyard_core::Money::from_minor(100, eur);
+            sandbox
+                .ledger
+                .execute(ExecutionRecord {
+                    key: IdempotencyKey::new(format!("key-{index}")).unwrap(),
+                    execution: crate::Execution {
+                        reference: format!("ref-{index}"),
+                        send: money,
+                        fee: railyard_core::Money::from_minor(0, eur),
+                        receive: money,
+                        rate: None,
+                        executed_at: Utc::now(),
+                    },
+                    beneficiary_account: "DE89370400440532013000".into(),
+                })
+                .unwrap();
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(serve(Arc::new(ControlOnly(sandbox.clone())), listener, std::future::pending()));
+        let read = HttpControl::new(&format!("http://{address}")).executions().await.unwrap();
+        assert_eq!(read.len(), total);
+        assert!(read.iter().enumerate().all(|(index, record)| record.execution.reference == format!("ref-{index}")));
+        assert_eq!(read, sandbox.ledger.executions());
+    }
 }
