@@ -565,7 +565,7 @@ async fn create_payout(State(state): State<ApiState>, headers: HeaderMap, body: 
     Ok(response)
 }
 
-#[utoipa::path(get, path = "/v1/payouts/{id}", tag = "payouts", params(("id" = String, Path)), responses((status = 200, description = "the payout", body = Object), (status = 404, description = "no such payout for this tenant", body = ProblemDoc)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/payouts/{id}", tag = "payouts", params(("id" = String, Path)), responses((status = 200, description = "the payout, with its history: every status it entered, when and why", body = Object), (status = 404, description = "no such payout for this tenant", body = ProblemDoc)), security(("bearer" = [])))]
 async fn get_payout(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -580,7 +580,18 @@ async fn get_payout(
     if payout.tenant != tenant {
         return Err(not_found());
     }
-    Ok(Json(payout_json(&payout)).into_response())
+    // Every transition, timestamped: steps that commit together (a group) still each show.
+    let history = state
+        .engine
+        .history(&id)
+        .await
+        .map_err(|error| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Store error", error.to_string()))?;
+    let mut body = payout_json(&payout);
+    body["history"] = history
+        .iter()
+        .map(|entry| json!({ "status": status_name(entry.state), "at": entry.at.to_rfc3339(), "detail": entry.detail }))
+        .collect();
+    Ok(Json(body).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/balances", tag = "payouts", responses((status = 200, description = "balances per currency", body = Object)), security(("bearer" = [])))]

@@ -94,6 +94,19 @@ async fn serve_end_to_end() {
     assert_eq!(done["route"]["legs"][0]["kind"], "fx", "{done}");
     assert!(done["beneficiary"]["account"].as_str().unwrap().ends_with("3000"));
     assert!(!done["beneficiary"]["account"].as_str().unwrap().contains("DE89"), "account numbers are masked");
+    // Every transition is visible with its time, in order, whether its steps committed one by
+    // one or together with other payouts'.
+    let history: Vec<&str> =
+        done["history"].as_array().unwrap().iter().map(|entry| entry["status"].as_str().unwrap()).collect();
+    let expected =
+        ["received", "received", "routed", "reserved", "fx_locked", "fx_locked", "submitted", "fx_locked", "completed"];
+    assert_eq!(history, expected, "{done}");
+    let times: Vec<&str> =
+        done["history"].as_array().unwrap().iter().map(|entry| entry["at"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "{times:?}");
+    assert!(
+        done["history"].as_array().unwrap().iter().all(|entry| !entry["detail"].as_str().unwrap().contains("DE89"))
+    );
 
     // Tenant isolation: another PSP's key sees nothing.
     assert_eq!(get(&client, &serve, &id, "rk_demo_psp_north").await.0, 404);

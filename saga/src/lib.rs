@@ -458,6 +458,17 @@ pub trait OutcomeObserver: Send + Sync {
     fn payout_moved(&self, _moved: &PayoutMoved<'_>) {}
 }
 
+/// Entries [`Engine::history`] returns at most.
+pub const HISTORY_MAX: i64 = 200;
+
+/// One state a payout entered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryEntry {
+    pub state: State,
+    pub at: DateTime<Utc>,
+    pub detail: String,
+}
+
 /// A committed state change of one payout.
 pub struct PayoutMoved<'a> {
     pub payout: &'a Payout,
@@ -986,6 +997,25 @@ impl Engine {
             .await?
             .ok_or_else(|| EngineError::NotFound(id.into()))?;
         payout_from_row(&row)
+    }
+
+    /// The payout's history: every state it entered, when, and why, oldest first (at most
+    /// [`HISTORY_MAX`] entries: a saga has a bounded number of steps, but inquiries add some).
+    pub async fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, EngineError> {
+        let rows = sqlx::query("SELECT state, at, detail FROM saga_events WHERE payout_id = $1 ORDER BY at LIMIT $2")
+            .bind(id)
+            .bind(HISTORY_MAX)
+            .fetch_all(self.store.pool())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(HistoryEntry {
+                    state: State::parse(&row.try_get::<String, _>(0)?).ok_or_else(|| corrupt("unknown state"))?,
+                    at: DateTime::from_timestamp_micros(row.try_get(1)?).ok_or_else(|| corrupt("event time"))?,
+                    detail: row.try_get(2)?,
+                })
+            })
+            .collect()
     }
 
     pub(crate) fn lease_until(&self) -> i64 {
