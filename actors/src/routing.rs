@@ -25,6 +25,10 @@ use tokio::sync::watch;
 pub const AUDIT_MAX: usize = 1_000;
 /// How often batched health drift is folded into a new snapshot.
 pub const REBUILD_TICK: Duration = Duration::from_millis(100);
+/// How often routing reads every rail's prefunded position from the ledger (when it has a store):
+/// a rail that has paid out most of its liquidity stops being offered amounts it cannot carry,
+/// before a payout finds out by failing to reserve it.
+pub const LIQUIDITY_REFRESH: Duration = Duration::from_millis(500);
 
 /// One published routing snapshot.
 pub struct Snapshot {
@@ -86,6 +90,14 @@ pub enum RoutingMsg {
         reason: String,
     },
     Tick,
+    /// What each rail can still pay out now, per currency (its nostro account's available
+    /// balance: prefunded, less paid out, less reserved for legs in flight).
+    Liquidity {
+        positions: std::collections::HashMap<
+            String,
+            std::collections::BTreeMap<railyard_core::Currency, railyard_core::Money>,
+        >,
+    },
     Audit {
         reply: RpcReplyPort<Vec<AuditEntry>>,
     },
@@ -223,6 +235,27 @@ impl Actor for RoutingActor {
         args: RoutingArgs,
     ) -> Result<RoutingState, ActorProcessingErr> {
         myself.send_interval(REBUILD_TICK, || RoutingMsg::Tick);
+        if let Some(store) = args.store.clone() {
+            // Read on a task of its own: the actor never waits on the database for this.
+            let routing = myself.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(LIQUIDITY_REFRESH);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    let positions = match rail_positions(&store).await {
+                        Ok(positions) => positions,
+                        Err(error) => {
+                            tracing::warn!("routing: reading rail liquidity failed: {error}");
+                            continue;
+                        }
+                    };
+                    if routing.send_message(RoutingMsg::Liquidity { positions }).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
         let version = args.publish.borrow().version;
         // The first snapshot (published by `Runtime::start`) already leaves out the killed rails.
         Ok(RoutingState {
@@ -293,6 +326,15 @@ impl Actor for RoutingActor {
                     state.rebuild()?;
                 }
             }
+            RoutingMsg::Liquidity { positions } => {
+                for (rail, liquidity) in positions {
+                    let entry: &mut RailState = state.live.entry(rail).or_default();
+                    if entry.liquidity != liquidity {
+                        entry.liquidity = liquidity;
+                        state.dirty = true;
+                    }
+                }
+            }
             RoutingMsg::Tick => {
                 if state.dirty {
                     state.rebuild()?;
@@ -360,4 +402,22 @@ impl railyard_saga::RoutingSource for SnapshotRouting {
         }
         Ok(router)
     }
+}
+
+/// Every rail's available liquidity per currency, from its nostro accounts (`nostro:{rail}:{CCY}`).
+async fn rail_positions(
+    store: &Store,
+) -> Result<
+    std::collections::HashMap<String, std::collections::BTreeMap<railyard_core::Currency, railyard_core::Money>>,
+    railyard_store::ledger::LedgerError,
+> {
+    let mut positions: std::collections::HashMap<String, std::collections::BTreeMap<_, _>> =
+        std::collections::HashMap::new();
+    for balance in railyard_store::ledger::balances(store.pool()).await? {
+        let Some((rail, _)) = balance.id.strip_prefix("nostro:").and_then(|rest| rest.rsplit_once(':')) else {
+            continue;
+        };
+        positions.entry(rail.to_string()).or_default().insert(balance.currency, balance.available());
+    }
+    Ok(positions)
 }

@@ -256,3 +256,74 @@ fn fx_before_reverse(rates: &railyard_fx::ReferenceRates) -> Decimal {
         .rate
         .value()
 }
+
+/// Routing follows the rails' liquidity in the ledger: once most of SEPA Instant's prefunded EUR
+/// has been swept out, a payout larger than what is left is no longer routed to it (within a
+/// refresh or two, before any payout has to fail reserving it), while a small one still is; a
+/// top-up brings the large one back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_follows_the_rails_liquidity() {
+    let path = std::env::temp_dir().join(format!("railyard_liquidity_routing_{}.db", std::process::id()));
+    let db = format!("sqlite:{}", path.display());
+    let store = railyard_store::Store::open(&db, &Default::default()).await.unwrap();
+    let config = Arc::new(demo());
+    let rates = RateHistory::bundled_daily().latest();
+    let fx = Arc::new(FxBook::build(&config.fx_providers, rates.clone()).unwrap());
+    let rails = railyard_rails::build(&config, &rates).unwrap();
+    let engine = railyard_saga::Engine::new(
+        store.clone(),
+        config.clone(),
+        fx.clone(),
+        rails.registry.clone(),
+        railyard_saga::EngineSettings::new(
+            "liquidity",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            3,
+            3,
+            Decimal::from(50),
+        ),
+        Arc::new(railyard_store::vault::VaultKeys::generate()),
+    );
+    engine.ensure_accounts().await.unwrap();
+    let options = RuntimeOptions { store: Some(store.clone()), ..Default::default() };
+    let runtime = Runtime::start(config.clone(), fx, rails.registry.clone(), options).await.unwrap();
+    wait_for(&runtime, "sepa-inst", true, Duration::from_secs(5)).await;
+    let eur = |minor: i64| Money::from_minor(minor, c("EUR"));
+    let prefunded = config.liquidity_for("sepa-inst", c("EUR")).unwrap().prefunded;
+    // 50,000.00 EUR: within the prefunded amount.
+    assert!(best_rails(&runtime, "EUR", "EUR", 5_000_000, "DE").contains(&"sepa-inst".to_string()));
+
+    // Sweep all but 1,000.00 EUR out of the rail.
+    let keep = eur(100_000);
+    let sweep = prefunded.checked_sub(keep).unwrap();
+    engine.move_rail_liquidity("sepa-inst", sweep, true, "sweep-1", "house/treasury").await.unwrap();
+    let started = Instant::now();
+    while runtime.snapshot().live.get("sepa-inst").and_then(|state| state.liquidity.get(&c("EUR")).copied())
+        != Some(keep)
+    {
+        assert!(started.elapsed() < Duration::from_secs(3), "routing never saw the sweep");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The snapshot with it follows within a rebuild tick.
+    tokio::time::sleep(railyard_actors::routing::REBUILD_TICK * 2).await;
+    let large = best_rails(&runtime, "EUR", "EUR", 5_000_000, "DE");
+    assert!(
+        !large.contains(&"sepa-inst".to_string()),
+        "50,000.00 EUR still routed to sepa-inst with 1,000.00 left: {large:?}"
+    );
+    let small = best_rails(&runtime, "EUR", "EUR", 50_000, "DE");
+    assert!(small.contains(&"sepa-inst".to_string()), "500.00 EUR fits in what is left: {small:?}");
+
+    // A top-up, and the large payout goes back to it.
+    engine.move_rail_liquidity("sepa-inst", sweep, false, "top-up-1", "house/treasury").await.unwrap();
+    let started = Instant::now();
+    while !best_rails(&runtime, "EUR", "EUR", 5_000_000, "DE").contains(&"sepa-inst".to_string()) {
+        assert!(started.elapsed() < Duration::from_secs(3), "routing never saw the top-up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    runtime.stop().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
