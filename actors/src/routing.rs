@@ -30,6 +30,10 @@ pub const REBUILD_TICK: Duration = Duration::from_millis(100);
 /// before a payout finds out by failing to reserve it.
 pub const LIQUIDITY_REFRESH: Duration = Duration::from_millis(500);
 
+/// An amount per currency for each rail, by rail id.
+pub type PerRail =
+    std::collections::HashMap<String, std::collections::BTreeMap<railyard_core::Currency, railyard_core::Money>>;
+
 /// One published routing snapshot.
 pub struct Snapshot {
     pub version: u64,
@@ -93,10 +97,10 @@ pub enum RoutingMsg {
     /// What each rail can still pay out now, per currency (its nostro account's available
     /// balance: prefunded, less paid out, less reserved for legs in flight).
     Liquidity {
-        positions: std::collections::HashMap<
-            String,
-            std::collections::BTreeMap<railyard_core::Currency, railyard_core::Money>,
-        >,
+        positions: PerRail,
+        /// What each rail has been given to send today (UTC), per currency: counted against its
+        /// daily cap.
+        daily_used: PerRail,
     },
     Audit {
         reply: RpcReplyPort<Vec<AuditEntry>>,
@@ -241,6 +245,7 @@ impl Actor for RoutingActor {
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(LIQUIDITY_REFRESH);
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut usage = DailyUse::default();
                 loop {
                     every.tick().await;
                     let positions = match rail_positions(&store).await {
@@ -250,7 +255,12 @@ impl Actor for RoutingActor {
                             continue;
                         }
                     };
-                    if routing.send_message(RoutingMsg::Liquidity { positions }).is_err() {
+                    if let Err(error) = usage.refresh(&store).await {
+                        tracing::warn!("routing: reading rail daily use failed: {error}");
+                        continue;
+                    }
+                    let daily_used = usage.by_rail();
+                    if routing.send_message(RoutingMsg::Liquidity { positions, daily_used }).is_err() {
                         break;
                     }
                 }
@@ -326,13 +336,26 @@ impl Actor for RoutingActor {
                     state.rebuild()?;
                 }
             }
-            RoutingMsg::Liquidity { positions } => {
+            RoutingMsg::Liquidity { positions, mut daily_used } => {
                 for (rail, liquidity) in positions {
                     let entry: &mut RailState = state.live.entry(rail).or_default();
                     if entry.liquidity != liquidity {
                         entry.liquidity = liquidity;
                         state.dirty = true;
                     }
+                }
+                // A rail missing from `daily_used` has sent nothing today (the day may just have
+                // changed): its count goes back to zero.
+                for (rail, entry) in state.live.iter_mut() {
+                    let used = daily_used.remove(rail).unwrap_or_default();
+                    if entry.daily_used != used {
+                        entry.daily_used = used;
+                        state.dirty = true;
+                    }
+                }
+                for (rail, used) in daily_used {
+                    state.live.entry(rail).or_default().daily_used = used;
+                    state.dirty = true;
                 }
             }
             RoutingMsg::Tick => {
@@ -405,14 +428,8 @@ impl railyard_saga::RoutingSource for SnapshotRouting {
 }
 
 /// Every rail's available liquidity per currency, from its nostro accounts (`nostro:{rail}:{CCY}`).
-async fn rail_positions(
-    store: &Store,
-) -> Result<
-    std::collections::HashMap<String, std::collections::BTreeMap<railyard_core::Currency, railyard_core::Money>>,
-    railyard_store::ledger::LedgerError,
-> {
-    let mut positions: std::collections::HashMap<String, std::collections::BTreeMap<_, _>> =
-        std::collections::HashMap::new();
+async fn rail_positions(store: &Store) -> Result<PerRail, railyard_store::ledger::LedgerError> {
+    let mut positions = PerRail::new();
     for balance in railyard_store::ledger::balances(store.pool()).await? {
         let Some((rail, _)) = balance.id.strip_prefix("nostro:").and_then(|rest| rest.rsplit_once(':')) else {
             continue;
@@ -420,4 +437,65 @@ async fn rail_positions(
         positions.entry(rail.to_string()).or_default().insert(balance.currency, balance.available());
     }
     Ok(positions)
+}
+
+/// Rows of the journal one refresh of [`DailyUse`] reads at most; a longer backlog is read over
+/// the following refreshes.
+pub const DAILY_USE_ROWS_MAX: i64 = 50_000;
+
+/// What each rail has been given to send today: the liquidity reserved for its legs
+/// (`pending` transfers into its nostro account) less the reservations voided since. Read from the
+/// journal incrementally, by sequence number: a refresh reads only the entries since the last one
+/// (the whole day once, at start and when the day changes).
+#[derive(Default)]
+struct DailyUse {
+    day: Option<chrono::NaiveDate>,
+    /// The journal is read up to here.
+    sequence: i64,
+    /// Minor units per (rail, currency).
+    used: std::collections::HashMap<(String, railyard_core::Currency), i64>,
+}
+
+impl DailyUse {
+    async fn refresh(&mut self, store: &Store) -> Result<(), railyard_store::ledger::LedgerError> {
+        use railyard_store::ledger;
+        let today = Utc::now().date_naive();
+        if self.day != Some(today) {
+            self.day = Some(today);
+            self.used.clear();
+            self.sequence = 0;
+        }
+        let midnight = today.and_hms_opt(0, 0, 0).map_or(0, |at| at.and_utc().timestamp_micros());
+        // Where the journal ends now: entries after it are left for the next refresh.
+        let end = ledger::journal_end(store.pool()).await?;
+        let entries =
+            ledger::nostro_reservations(store.pool(), self.sequence, end, midnight, DAILY_USE_ROWS_MAX).await?;
+        let full = entries.len() as i64 >= DAILY_USE_ROWS_MAX;
+        for entry in &entries {
+            self.sequence = self.sequence.max(entry.sequence);
+            let Some((rail, _)) = entry.account.strip_prefix("nostro:").and_then(|rest| rest.rsplit_once(':')) else {
+                continue;
+            };
+            let minor = entry.amount.minor_units();
+            let used = self.used.entry((rail.to_string(), entry.amount.currency())).or_default();
+            // A void of a reservation made yesterday must not take today's use below zero.
+            *used = if entry.voided { used.saturating_sub(minor).max(0) } else { used.saturating_add(minor) };
+        }
+        if !full {
+            // Everything up to `end` is counted (entries that were not ours to count included).
+            self.sequence = self.sequence.max(end);
+        }
+        Ok(())
+    }
+
+    fn by_rail(&self) -> PerRail {
+        let mut by_rail = PerRail::new();
+        for ((rail, currency), minor) in &self.used {
+            by_rail
+                .entry(rail.clone())
+                .or_default()
+                .insert(*currency, railyard_core::Money::from_minor(*minor, *currency));
+        }
+        by_rail
+    }
 }

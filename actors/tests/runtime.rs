@@ -257,42 +257,69 @@ fn fx_before_reverse(rates: &railyard_fx::ReferenceRates) -> Decimal {
         .value()
 }
 
+/// An engine over a fresh SQLite ledger (accounts opened and funded from the configuration) and the
+/// runtime reading that ledger.
+struct Ledgered {
+    path: std::path::PathBuf,
+    config: Arc<TreasuryConfig>,
+    engine: railyard_saga::Engine,
+    runtime: Runtime,
+}
+
+impl Ledgered {
+    async fn start(config: TreasuryConfig, name: &str) -> Ledgered {
+        let path = std::env::temp_dir().join(format!("railyard_{name}_{}.db", std::process::id()));
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        let db = format!("sqlite:{}", path.display());
+        let store = railyard_store::Store::open(&db, &Default::default()).await.unwrap();
+        let config = Arc::new(config);
+        let rates = RateHistory::bundled_daily().latest();
+        let fx = Arc::new(FxBook::build(&config.fx_providers, rates.clone()).unwrap());
+        let rails = railyard_rails::build(&config, &rates).unwrap();
+        let engine = railyard_saga::Engine::new(
+            store.clone(),
+            config.clone(),
+            fx.clone(),
+            rails.registry.clone(),
+            railyard_saga::EngineSettings::new(
+                name,
+                Duration::from_secs(30),
+                Duration::from_millis(100),
+                3,
+                3,
+                Decimal::from(50),
+            ),
+            Arc::new(railyard_store::vault::VaultKeys::generate()),
+        );
+        engine.ensure_accounts().await.unwrap();
+        let options = RuntimeOptions { store: Some(store.clone()), ..Default::default() };
+        let runtime = Runtime::start(config.clone(), fx, rails.registry.clone(), options).await.unwrap();
+        Ledgered { path, config, engine, runtime }
+    }
+
+    async fn stop(self) {
+        self.runtime.stop().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
+        }
+    }
+}
+
 /// Routing follows the rails' liquidity in the ledger: once most of SEPA Instant's prefunded EUR
 /// has been swept out, a payout larger than what is left is no longer routed to it (within a
 /// refresh or two, before any payout has to fail reserving it), while a small one still is; a
 /// top-up brings the large one back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_follows_the_rails_liquidity() {
-    let path = std::env::temp_dir().join(format!("railyard_liquidity_routing_{}.db", std::process::id()));
-    let db = format!("sqlite:{}", path.display());
-    let store = railyard_store::Store::open(&db, &Default::default()).await.unwrap();
-    let config = Arc::new(demo());
-    let rates = RateHistory::bundled_daily().latest();
-    let fx = Arc::new(FxBook::build(&config.fx_providers, rates.clone()).unwrap());
-    let rails = railyard_rails::build(&config, &rates).unwrap();
-    let engine = railyard_saga::Engine::new(
-        store.clone(),
-        config.clone(),
-        fx.clone(),
-        rails.registry.clone(),
-        railyard_saga::EngineSettings::new(
-            "liquidity",
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            3,
-            3,
-            Decimal::from(50),
-        ),
-        Arc::new(railyard_store::vault::VaultKeys::generate()),
-    );
-    engine.ensure_accounts().await.unwrap();
-    let options = RuntimeOptions { store: Some(store.clone()), ..Default::default() };
-    let runtime = Runtime::start(config.clone(), fx, rails.registry.clone(), options).await.unwrap();
-    wait_for(&runtime, "sepa-inst", true, Duration::from_secs(5)).await;
+    let ledger = Ledgered::start(demo(), "liquidity").await;
+    let (config, engine, runtime) = (ledger.config.clone(), &ledger.engine, &ledger.runtime);
+    wait_for(runtime, "sepa-inst", true, Duration::from_secs(5)).await;
     let eur = |minor: i64| Money::from_minor(minor, c("EUR"));
     let prefunded = config.liquidity_for("sepa-inst", c("EUR")).unwrap().prefunded;
     // 50,000.00 EUR: within the prefunded amount.
-    assert!(best_rails(&runtime, "EUR", "EUR", 5_000_000, "DE").contains(&"sepa-inst".to_string()));
+    assert!(best_rails(runtime, "EUR", "EUR", 5_000_000, "DE").contains(&"sepa-inst".to_string()));
 
     // Sweep all but 1,000.00 EUR out of the rail.
     let keep = eur(100_000);
@@ -307,23 +334,82 @@ async fn routing_follows_the_rails_liquidity() {
     }
     // The snapshot with it follows within a rebuild tick.
     tokio::time::sleep(railyard_actors::routing::REBUILD_TICK * 2).await;
-    let large = best_rails(&runtime, "EUR", "EUR", 5_000_000, "DE");
+    let large = best_rails(runtime, "EUR", "EUR", 5_000_000, "DE");
     assert!(
         !large.contains(&"sepa-inst".to_string()),
         "50,000.00 EUR still routed to sepa-inst with 1,000.00 left: {large:?}"
     );
-    let small = best_rails(&runtime, "EUR", "EUR", 50_000, "DE");
+    let small = best_rails(runtime, "EUR", "EUR", 50_000, "DE");
     assert!(small.contains(&"sepa-inst".to_string()), "500.00 EUR fits in what is left: {small:?}");
 
     // A top-up, and the large payout goes back to it.
     engine.move_rail_liquidity("sepa-inst", sweep, false, "top-up-1", "house/treasury").await.unwrap();
     let started = Instant::now();
-    while !best_rails(&runtime, "EUR", "EUR", 5_000_000, "DE").contains(&"sepa-inst".to_string()) {
+    while !best_rails(runtime, "EUR", "EUR", 5_000_000, "DE").contains(&"sepa-inst".to_string()) {
         assert!(started.elapsed() < Duration::from_secs(3), "routing never saw the top-up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    runtime.stop().await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    ledger.stop().await;
+}
+
+/// Routing counts what each rail has been given today against its daily cap: after 600.00 EUR has
+/// gone out on SEPA Instant under a 1,000.00 EUR cap, a 500.00 EUR payout is routed elsewhere while
+/// a 300.00 EUR one still fits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_counts_the_days_use_against_a_rails_daily_cap() {
+    let eur = |minor: i64| Money::from_minor(minor, c("EUR"));
+    let mut config = demo();
+    let sepa = config.rails.iter_mut().find(|rail| rail.id.as_str() == "sepa-inst").unwrap();
+    let limits = sepa.limits.get_mut(&c("EUR")).unwrap();
+    limits.maximum = eur(80_000);
+    limits.daily_cap = Some(eur(100_000));
+    let ledger = Ledgered::start(config, "daily_cap").await;
+    let (engine, runtime) = (&ledger.engine, &ledger.runtime);
+    wait_for(runtime, "sepa-inst", true, Duration::from_secs(5)).await;
+    tokio::time::sleep(railyard_actors::routing::REBUILD_TICK * 2).await;
+    assert!(best_rails(runtime, "EUR", "EUR", 50_000, "DE").contains(&"sepa-inst".to_string()));
+
+    let request = railyard_saga::PayoutRequest {
+        source: c("EUR"),
+        destination: c("EUR"),
+        amount: eur(60_000),
+        mode: railyard_saga::AmountMode::Send,
+        beneficiary: railyard_connector::Beneficiary {
+            name: "Jonas Weber".into(),
+            account: "DE89370400440532013000".into(),
+            country: Country::from_code("DE").unwrap(),
+        },
+        remittance: "invoice 2026-118".into(),
+        rail_kind: None,
+        quote_id: None,
+        originator: None,
+        account_masked: None,
+        submitted_by: None,
+    };
+    engine.fund_psp("demo-psp", eur(1_000_000), "fund-1").await.unwrap();
+    let accepted = engine.accept("demo-psp", "cap-1", &request).await.unwrap();
+    let mut state = engine.run(&accepted.payout_id).await.unwrap();
+    for _ in 0..50 {
+        if state.terminal() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        state = engine.run(&accepted.payout_id).await.unwrap();
     }
+    let payout = engine.payout(&accepted.payout_id).await.unwrap();
+    assert_eq!(state, railyard_saga::State::Completed, "{:?}", payout.reason);
+
+    let started = Instant::now();
+    while runtime.snapshot().live.get("sepa-inst").and_then(|state| state.daily_used.get(&c("EUR")).copied())
+        != Some(eur(60_000))
+    {
+        assert!(started.elapsed() < Duration::from_secs(3), "routing never counted the 600.00 EUR sent on sepa-inst");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(railyard_actors::routing::REBUILD_TICK * 2).await;
+    let over = best_rails(runtime, "EUR", "EUR", 50_000, "DE");
+    assert!(!over.contains(&"sepa-inst".to_string()), "500.00 EUR routed past the 400.00 EUR left today: {over:?}");
+    let under = best_rails(runtime, "EUR", "EUR", 30_000, "DE");
+    assert!(under.contains(&"sepa-inst".to_string()), "300.00 EUR fits in today's cap: {under:?}");
+    ledger.stop().await;
 }

@@ -891,3 +891,50 @@ fn apply_entry(
     }
     Ok(())
 }
+
+/// A leg's liquidity reserved into a rail's nostro account (`voided`: a reservation released).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NostroEntry {
+    pub sequence: i64,
+    pub account: String,
+    pub amount: Money,
+    pub voided: bool,
+}
+
+/// The journal's last sequence number (0 when empty).
+pub async fn journal_end(pool: &sqlx::AnyPool) -> Result<i64, LedgerError> {
+    let end: Option<i64> = sqlx::query_scalar("SELECT MAX(sequence) FROM transfers").fetch_one(pool).await?;
+    Ok(end.unwrap_or(0))
+}
+
+/// Reservations into nostro accounts and their voids with a sequence in `(after, until]`, made at
+/// or after `since` (microseconds), oldest first, at most `max`.
+pub async fn nostro_reservations(
+    pool: &sqlx::AnyPool,
+    after: i64,
+    until: i64,
+    since: i64,
+    max: i64,
+) -> Result<Vec<NostroEntry>, LedgerError> {
+    let rows = sqlx::query(
+        "SELECT sequence, kind, credit_account, amount, currency FROM transfers \
+         WHERE sequence > $1 AND sequence <= $2 AND created_at >= $3 AND credit_account LIKE 'nostro:%' \
+         AND kind IN ('pending', 'void_pending') ORDER BY sequence LIMIT $4",
+    )
+    .bind(after)
+    .bind(until)
+    .bind(since)
+    .bind(max)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(NostroEntry {
+                sequence: row.try_get(0)?,
+                voided: row.try_get::<String, _>(1)? == "void_pending",
+                account: row.try_get(2)?,
+                amount: Money::from_minor(row.try_get(3)?, currency(&row.try_get::<String, _>(4)?)?),
+            })
+        })
+        .collect()
+}
