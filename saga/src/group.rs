@@ -105,7 +105,7 @@ impl Engine {
                 let state = self.run(&id).await;
                 (id, state)
             })
-            .buffer_unordered(GROUP_SAGAS_MAX)
+            .buffer_unordered(if self.ordered_groups() { 1 } else { GROUP_SAGAS_MAX })
             .collect::<Vec<_>>()
             .await;
         results.extend(singles);
@@ -568,7 +568,7 @@ impl Engine {
             }
         };
         let mut calls = futures_util::stream::FuturesUnordered::new();
-        for member in submitted {
+        for (order, member) in submitted.into_iter().enumerate() {
             let started = std::time::Instant::now();
             let stored = &member.payout.request.beneficiary.account;
             let account = match stored.starts_with("ben_") {
@@ -585,20 +585,27 @@ impl Engine {
                     Ok(call) => leg_outcome(call.await),
                     Err(refused) => refused,
                 };
-                (member, outcome, started.elapsed())
+                (order, member, outcome, started.elapsed())
             });
         }
+        let ordered = self.ordered_groups();
         let mut crashed = None;
         while let Some(first) = calls.next().await {
             // Whatever else answers meanwhile completes in the same transaction: answers that come
             // within ANSWERS_GATHER of each other share one commit and one flush.
             let mut answered = vec![first];
+            if ordered {
+                while let Some(next) = calls.next().await {
+                    answered.push(next);
+                }
+                answered.sort_by_key(|(order, ..)| *order);
+            }
             while let Ok(Some(next)) = tokio::time::timeout(ANSWERS_GATHER, calls.next()).await {
                 answered.push(next);
             }
             let mut executed = Vec::new();
             let mut other = Vec::new();
-            for (member, outcome, elapsed) in answered {
+            for (_, member, outcome, elapsed) in answered {
                 let operator = &member.route.legs[member.rail].operator;
                 if let Some(observer) = &self.observer {
                     match &outcome {

@@ -232,6 +232,12 @@ pub struct EngineSettings {
     pub slippage_bps: Decimal,
     #[cfg(feature = "crash-hooks")]
     pub crash: Option<CrashHook>,
+    /// Test hook for the deterministic simulation: [`Engine::run_group`] waits for every rail
+    /// answer of a group before completing any and takes them, and the payouts that go on alone,
+    /// in the group's order, so a seeded run replays exactly. (Production completes answers as
+    /// they come and runs the others concurrently.)
+    #[cfg(feature = "crash-hooks")]
+    pub ordered_groups: bool,
 }
 
 impl EngineSettings {
@@ -254,6 +260,8 @@ impl EngineSettings {
             slippage_bps,
             #[cfg(feature = "crash-hooks")]
             crash: None,
+            #[cfg(feature = "crash-hooks")]
+            ordered_groups: false,
         }
     }
 }
@@ -608,6 +616,14 @@ impl Engine {
     #[cfg(not(feature = "crash-hooks"))]
     pub(crate) fn crash(&self, _step: &'static str, _phase: Phase) -> Result<(), EngineError> {
         Ok(())
+    }
+
+    /// See [`EngineSettings::ordered_groups`].
+    pub(crate) fn ordered_groups(&self) -> bool {
+        #[cfg(feature = "crash-hooks")]
+        return self.settings.ordered_groups;
+        #[cfg(not(feature = "crash-hooks"))]
+        false
     }
 
     /// Opens every account the configuration implies, and funds each rail's nostro account with its

@@ -2,7 +2,9 @@
 //! rails run under a manual clock and one seeded random source, which decides every step: which
 //! payout moves, when the clock moves (and jumps past quote expiry and leases), which rail goes
 //! down, which message is lost (a request, a reply, a recall), delayed or rejected, whether a payout is submitted again, and where the engine crashes (any
-//! crash point; a new engine takes over the way a restarted process would). The engine takes no
+//! crash point; a new engine takes over the way a restarted process would). Sagas run alone
+//! (`Engine::run`) and in groups (`Engine::run_group`, with its rail calls concurrent; the
+//! `ordered_groups` hook makes it take their answers in the group's order). The engine takes no
 //! rail callbacks (it asks, by status inquiry), so duplicate callbacks have nothing to reach.
 //!
 //! After every step the ledger invariants hold (`railyard verify`: balanced, no overdraft,
@@ -204,6 +206,24 @@ impl Sim {
         }
     }
 
+    async fn run_group(&mut self, ids: &[String]) -> Result<(), String> {
+        let mut crashed = None;
+        for (id, result) in self.engine.run_group(ids).await {
+            match result {
+                Ok(state) => self.note(format!("group ran {id}: {}", state.as_str())),
+                Err(EngineError::Crashed(point)) => {
+                    crashed.get_or_insert(format!("crash at {point:?} running a group ({id})"));
+                }
+                Err(EngineError::Leased(_)) => self.note(format!("group ran {id}: leased")),
+                Err(error) => return Err(format!("group run {id}: {error}")),
+            }
+        }
+        if let Some(why) = crashed {
+            self.restart(&why);
+        }
+        Ok(())
+    }
+
     async fn check_invariants(&mut self, after: &str) -> Result<(), String> {
         let report = verify::verify(&self.store).await.map_err(|error| error.to_string())?;
         if !report.ok() {
@@ -220,14 +240,23 @@ impl Sim {
         let rail = self.rng.random_range(0..sandboxes.len());
         let (rail_id, sandbox) = &sandboxes[rail];
         let described = match action {
-            0..=54 if !ids.is_empty() => {
+            0..=44 if !ids.is_empty() => {
                 let id = ids[self.rng.random_range(0..ids.len())].clone();
                 self.run(&id).await?;
                 format!("run {id}")
             }
+            45..=54 if !ids.is_empty() => {
+                // Every open saga through `run_group`: those at the start together, the rest alone.
+                self.run_group(&ids).await?;
+                format!("run a group of {}", ids.len())
+            }
             0..=59 if self.payouts.len() < PAYOUTS_MAX => {
-                self.submit_new().await?;
-                "new payout".into()
+                // Payouts arrive alone or a few at once (which a group then takes together).
+                let burst = self.rng.random_range(1..=3).min(PAYOUTS_MAX - self.payouts.len());
+                for _ in 0..burst {
+                    self.submit_new().await?;
+                }
+                format!("{burst} new payout(s)")
             }
             0..=69 => {
                 let by = Duration::from_millis(self.rng.random_range(0..5_000));
@@ -430,6 +459,7 @@ fn engine(
     let mut settings =
         EngineSettings::new("", Duration::from_secs(30), Duration::from_millis(500), 3, 3, Decimal::from(50));
     settings.owner = format!("sim-{generation}");
+    settings.ordered_groups = true;
     let (permille, random) = (crash_permille.clone(), crash_rng.clone());
     settings.crash = Some(Arc::new(move |_point| {
         let permille = permille.load(Ordering::SeqCst);
