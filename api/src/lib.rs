@@ -6,6 +6,7 @@
 //! per-key rate answers 429 with Retry-After; a store or routing actor that is down answers 503.
 
 pub mod keys;
+mod treasury;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -143,6 +144,7 @@ impl utoipa::Modify for BearerAuth {
 /// Every documented route, registered and documented in one place so the two cannot drift.
 fn documented() -> utoipa_axum::router::OpenApiRouter<ApiState> {
     use utoipa::OpenApi;
+    use utoipa_axum::router::UtoipaMethodRouterExt;
     use utoipa_axum::routes;
     utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(create_payout, list_payouts))
@@ -161,6 +163,13 @@ fn documented() -> utoipa_axum::router::OpenApiRouter<ApiState> {
         .routes(routes!(audit))
         .routes(routes!(liquidity))
         .routes(routes!(move_liquidity))
+        .routes(routes!(treasury::windows))
+        .routes(routes!(treasury::window))
+        .routes(routes!(treasury::window_report))
+        .routes(routes!(treasury::close_window))
+        .routes(routes!(treasury::settle_window))
+        .routes(routes!(treasury::rebalance))
+        .routes(routes!(treasury::reconcile_report).layer(DefaultBodyLimit::max(treasury::UPLOAD_BYTES_MAX)))
         .routes(routes!(webhook_secret))
         .routes(routes!(webhook_deliveries))
         .routes(routes!(redeliver))

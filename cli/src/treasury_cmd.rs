@@ -78,6 +78,11 @@ pub struct RebalanceArgs {
     window_hours: u32,
 }
 
+/// Who acts from the command line, in the audit log: `cli/<login>`.
+fn cli_actor() -> String {
+    format!("cli/{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
+
 fn open(runtime: &tokio::runtime::Runtime, db: &str) -> anyhow::Result<Store> {
     Ok(runtime.block_on(Store::open_existing(db, &StoreOptions::default()))?)
 }
@@ -107,7 +112,7 @@ pub fn run(command: TreasuryCommand) -> anyhow::Result<ExitCode> {
         TreasuryCommand::Close(args) => {
             let config = load_config(&args.common.config)?;
             let store = open(&runtime, &args.common.db)?;
-            let window = runtime.block_on(settlement::close(&store, &config, &args.rail))?;
+            let window = runtime.block_on(settlement::close(&store, &config, &args.rail, &cli_actor()))?;
             if args.common.json {
                 println!("{}", serde_json::to_string_pretty(&window)?);
             } else {
@@ -117,7 +122,7 @@ pub fn run(command: TreasuryCommand) -> anyhow::Result<ExitCode> {
         }
         TreasuryCommand::Settle(args) => {
             let store = open(&runtime, &args.common.db)?;
-            let report = runtime.block_on(settlement::settle(&store, &args.window))?;
+            let report = runtime.block_on(settlement::settle(&store, &args.window, &cli_actor()))?;
             if args.csv {
                 print!("{}", settlement::report_csv(&report));
             } else if args.common.json {

@@ -1281,3 +1281,172 @@ async fn api_keys_are_created_and_revoked_with_an_audit_trail() {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
+
+/// Treasury operations over HTTP: payouts from two PSPs on the net-settled RTP rail land in its
+/// open window; the treasury closes it, settles it (one movement, audited), reads its report as
+/// JSON and CSV, asks for a rebalancing plan, and reconciles a real bank statement upload (dry
+/// run, audited). Bad input names the field; gross rails have no windows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn treasury_windows_rebalance_and_reconcile_over_http() {
+    let path = std::env::temp_dir().join(format!("railyard_windows_{}.db", std::process::id()));
+    let db = format!("sqlite:{}", path.display());
+    let serve = start(&db);
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", serve.address);
+    let treasury = "rk_demo_treasury";
+    let mut ids = Vec::new();
+    for (token, key, amount) in [("rk_demo_psp", "w-1", "1000.00"), ("rk_demo_psp_north", "w-2", "250.50")] {
+        let body = serde_json::json!({
+            "source_currency": "USD", "destination_currency": "USD", "amount": amount, "amount_type": "send",
+            "beneficiary": { "name": "Maria Lopez", "account": "021000021-1234567890", "country": "US" },
+            "reference": "payroll",
+        });
+        let (status, payout, _) = post(&client, &serve, key, token, &body.to_string()).await;
+        assert_eq!(status, 202, "{payout}");
+        ids.push((token, payout["id"].as_str().unwrap().to_string()));
+    }
+    for (token, id) in &ids {
+        let started = Instant::now();
+        loop {
+            let (_, current) = get(&client, &serve, id, token).await;
+            if current["status"] == "completed" {
+                let rails: Vec<&str> = current["route"]["legs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|leg| leg["rail"].as_str())
+                    .collect();
+                assert_eq!(rails, ["rtp-us"], "{current}");
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "still {current}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let (status, listed) = call(&client, "GET", format!("{base}/v1/treasury/windows?rail=rtp-us"), treasury, "").await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["windows"][0]["id"], "rtp-us:w1", "{listed}");
+    assert_eq!(listed["windows"][0]["state"], "open", "{listed}");
+    let (status, bad) = call(&client, "GET", format!("{base}/v1/treasury/windows?rail=nowhere"), treasury, "").await;
+    assert_eq!((status, bad["field"].as_str()), (422, Some("rail")), "{bad}");
+    let (status, denied) = call(&client, "GET", format!("{base}/v1/treasury/windows"), "rk_demo_psp", "").await;
+    assert_eq!(status, 403, "{denied}");
+
+    let close = |rail: &str| format!("{base}/v1/treasury/rails/{rail}/windows/close");
+    let (status, gross) = call(&client, "POST", close("sepa-inst"), treasury, "").await;
+    assert_eq!(status, 409, "{gross}");
+    let (status, _) = call(&client, "POST", close("nowhere"), treasury, "").await;
+    assert_eq!(status, 404);
+    let (status, closed) = call(&client, "POST", close("rtp-us"), treasury, "").await;
+    assert_eq!(status, 200, "{closed}");
+    assert_eq!((closed["id"].as_str(), closed["state"].as_str()), (Some("rtp-us:w1"), Some("closed")), "{closed}");
+    let (status, early) =
+        call(&client, "GET", format!("{base}/v1/treasury/windows/rtp-us:w1/report"), treasury, "").await;
+    assert_eq!(status, 409, "{early}");
+
+    let (status, report) =
+        call(&client, "POST", format!("{base}/v1/treasury/windows/rtp-us:w1/settle"), treasury, "").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["payouts"], 2, "{report}");
+    assert_eq!(report["positions"][0]["net"]["amount"], "1250.50", "{report}");
+    assert_eq!(report["postings"].as_array().unwrap().len(), 1, "{report}");
+    let tenants: Vec<&str> =
+        report["by_tenant"].as_array().unwrap().iter().map(|total| total["tenant"].as_str().unwrap()).collect();
+    assert_eq!(tenants.len(), 2, "{report}");
+    // Settling again returns the same report and moves nothing more.
+    let (status, again) =
+        call(&client, "POST", format!("{base}/v1/treasury/windows/rtp-us:w1/settle"), treasury, "").await;
+    assert_eq!((status, &again), (200, &report));
+    let (status, window) = call(&client, "GET", format!("{base}/v1/treasury/windows/rtp-us:w1"), treasury, "").await;
+    assert_eq!(status, 200, "{window}");
+    assert_eq!(window["window"]["state"], "settled", "{window}");
+    assert_eq!(window["report"], report);
+    let (status, missing) = call(&client, "GET", format!("{base}/v1/treasury/windows/rtp-us:w9"), treasury, "").await;
+    assert_eq!(status, 404, "{missing}");
+    let csv = client
+        .get(format!("{base}/v1/treasury/windows/rtp-us:w1/report?format=csv"))
+        .header("Authorization", format!("Bearer {treasury}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.status().as_u16(), 200);
+    assert!(csv.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let csv = csv.text().await.unwrap();
+    assert_eq!(csv.lines().next(), Some("window,rail,line,tenant,currency,payouts,amount"), "{csv}");
+    assert!(csv.contains("rtp-us:w1,rtp-us,psp,demo-psp,USD,1,1000.00"), "{csv}");
+    let (status, bad) =
+        call(&client, "GET", format!("{base}/v1/treasury/windows/rtp-us:w1/report?format=xml"), treasury, "").await;
+    assert_eq!((status, bad["field"].as_str()), (422, Some("format")), "{bad}");
+
+    let (status, plan) = call(&client, "GET", format!("{base}/v1/treasury/rebalance?hours=48"), treasury, "").await;
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(plan["horizon_hours"], 48, "{plan}");
+    assert!(plan["positions"].as_array().is_some_and(|positions| !positions.is_empty()), "{plan}");
+    let (status, bad) = call(&client, "GET", format!("{base}/v1/treasury/rebalance?hours=0"), treasury, "").await;
+    assert_eq!((status, bad["field"].as_str()), (422, Some("hours")), "{bad}");
+
+    // A real bank statement (a Swiss bank's camt.054 debit notification): none of its lines are
+    // ours, and each says why.
+    let statement = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../treasury/tests/data/iso20022/200519_camt.054-Debit_P_CH2909000000250094239_1110092692_0_2019042401501580.xml"
+    ))
+    .unwrap();
+    let reconcile = |query: &str, body: Vec<u8>| {
+        let request = client
+            .post(format!("{base}/v1/treasury/reconcile?{query}"))
+            .header("Authorization", format!("Bearer {treasury}"))
+            .body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, serde_json::from_slice::<Value>(&response.bytes().await.unwrap()).unwrap_or(Value::Null))
+        }
+    };
+    let (status, run) = reconcile("file=camt054-debit.xml&dry_run=true", statement.clone()).await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["clean"], false, "{run}");
+    let lines = run["reconciliation"]["summary"]["lines"].as_u64().unwrap();
+    assert!(lines > 0, "{run}");
+    assert_eq!(run["reconciliation"]["summary"]["unmatched_report"].as_u64(), Some(lines), "{run}");
+    assert!(
+        run["reconciliation"]["unmatched_report"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|line| line["reason"].as_str().is_some_and(|reason| !reason.is_empty())),
+        "{run}"
+    );
+    let (status, bad) = reconcile("file=notes.txt", b"not a report".to_vec()).await;
+    assert_eq!((status, bad["field"].as_str()), (422, Some("body")), "{bad}");
+    let (status, bad) = reconcile("dry_run=true", statement.clone()).await;
+    assert_eq!((status, bad["field"].as_str()), (422, Some("file")), "{bad}");
+    let (status, bad) = reconcile("file=a.xml&dry_run=maybe", statement.clone()).await;
+    assert_eq!((status, bad["field"].as_str()), (422, Some("dry_run")), "{bad}");
+    // Larger than the API's own body limit (512 KiB) is fine here, up to the upload limit.
+    let (status, _) = reconcile("file=big.xml", vec![b' '; 600 * 1024]).await;
+    assert_eq!(status, 422, "a 600 KiB upload is read (and refused as no report), not cut off");
+    let (status, _) = reconcile("file=huge.xml", vec![b' '; 17 * 1024 * 1024]).await;
+    assert_eq!(status, 413);
+
+    let (_, audit) = call(&client, "GET", format!("{base}/v1/treasury/audit"), treasury, "").await;
+    let entries = audit["entries"].as_array().unwrap();
+    let find = |action: &str| {
+        entries
+            .iter()
+            .find(|entry| entry["action"] == action)
+            .unwrap_or_else(|| panic!("no {action} in {audit}"))
+            .clone()
+    };
+    for action in ["settlement.close", "settlement.settle", "reconcile.run"] {
+        assert_eq!(find(action)["by"], "house/treasury-desk", "{action}: {audit}");
+    }
+    assert_eq!(find("settlement.settle")["change"], "rtp-us:w1: 2 payouts, net 1250.50 USD", "{audit}");
+    assert!(find("reconcile.run")["change"].as_str().unwrap().starts_with("camt054-debit.xml (dry run):"), "{audit}");
+    assert_eq!(entries.iter().filter(|entry| entry["action"] == "settlement.settle").count(), 1, "{audit}");
+    drop(serve);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}

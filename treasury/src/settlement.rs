@@ -38,7 +38,7 @@ pub enum WindowState {
 }
 
 impl WindowState {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             WindowState::Open => "open",
             WindowState::Closed => "closed",
@@ -224,9 +224,12 @@ pub async fn ensure_open(store: &Store, config: &TreasuryConfig) -> Result<(), S
     Ok(())
 }
 
+/// Who closes and settles windows on their schedule, in the audit log.
+pub const SCHEDULE_ACTOR: &str = "railyard/settlement-schedule";
+
 /// Closes a net rail's open window at the journal's current head and opens the next one, in one
-/// transaction. Returns the closed window.
-pub async fn close(store: &Store, config: &TreasuryConfig, rail: &str) -> Result<Window, SettlementError> {
+/// transaction with its audit entry (`settlement.close`, by `by`). Returns the closed window.
+pub async fn close(store: &Store, config: &TreasuryConfig, rail: &str, by: &str) -> Result<Window, SettlementError> {
     if !net_rails(config).iter().any(|net| net.id.as_str() == rail) {
         return Err(SettlementError::NotNet(rail.into()));
     }
@@ -262,6 +265,13 @@ pub async fn close(store: &Store, config: &TreasuryConfig, rail: &str) -> Result
     .bind(now)
     .execute(&mut *tx)
     .await?;
+    let detail = format!(
+        "{}: journal entries {} to {head}; {} opened",
+        open.id,
+        open.from_sequence,
+        window_id(rail, open.number + 1)
+    );
+    railyard_store::audit::append(&mut tx, by, "settlement.close", &detail).await?;
     tx.commit().await?;
     tracing::info!(window = %open.id, to_sequence = head, "settlement window closed");
     window(store, &open.id).await
@@ -292,8 +302,9 @@ async fn window_legs(store: &Store, window: &Window) -> Result<Vec<(String, Stri
 
 /// Settles a closed window: computes its report (kept with it, state `settling`), then posts one
 /// movement per currency from the house's bank to the rail, which restores its prefunded account
-/// (state `settled`). Resumes a window left `settling`; a settled window returns its report.
-pub async fn settle(store: &Store, id: &str) -> Result<SettlementReport, SettlementError> {
+/// (state `settled`), with its audit entry (`settlement.settle`, by `by`). Resumes a window left
+/// `settling`; a settled window returns its report and records nothing.
+pub async fn settle(store: &Store, id: &str, by: &str) -> Result<SettlementReport, SettlementError> {
     let current = window(store, id).await?;
     let report = match current.state {
         WindowState::Open => return Err(SettlementError::WrongState { id: id.into(), state: current.state }),
@@ -357,7 +368,7 @@ pub async fn settle(store: &Store, id: &str) -> Result<SettlementReport, Settlem
             .await?;
             if updated.rows_affected() != 1 {
                 // Another process moved it on: use what it kept.
-                return Box::pin(settle(store, id)).await;
+                return Box::pin(settle(store, id, by)).await;
             }
             report
         }
@@ -380,13 +391,22 @@ pub async fn settle(store: &Store, id: &str) -> Result<SettlementReport, Settlem
                 Err(error) => return Err(error.into()),
             }
         }
-        sqlx::query(
+        let settled = sqlx::query(
             "UPDATE settlement_windows SET state = 'settled', settled_at = $1 WHERE id = $2 AND state = 'settling'",
         )
         .bind(now_micros())
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        if settled.rows_affected() == 1 {
+            let net: Vec<String> = report.positions.iter().map(|position| position.net.to_string()).collect();
+            let detail = format!(
+                "{id}: {} payouts, net {}",
+                report.payouts,
+                if net.is_empty() { "nothing".into() } else { net.join(", ") }
+            );
+            railyard_store::audit::append(&mut tx, by, "settlement.settle", &detail).await?;
+        }
         tx.commit().await?;
         tracing::info!(window = %id, payouts = report.payouts, "settlement window settled");
     }
@@ -441,14 +461,14 @@ pub async fn tick(store: &Store, config: &TreasuryConfig) -> Result<(), Settleme
         for window in windows(store, Some(rail.id.as_str())).await? {
             match window.state {
                 WindowState::Open if minutes > 0 && window.opened_at + chrono::Duration::minutes(minutes) <= now => {
-                    close(store, config, rail.id.as_str()).await?;
+                    close(store, config, rail.id.as_str(), SCHEDULE_ACTOR).await?;
                 }
                 WindowState::Closed | WindowState::Settling
                     if window.closed_at.is_some_and(|closed| {
                         closed + chrono::Duration::hours(i64::from(rail.settlement.delay_hours)) <= now
                     }) =>
                 {
-                    settle(store, &window.id).await?;
+                    settle(store, &window.id, SCHEDULE_ACTOR).await?;
                 }
                 _ => {}
             }

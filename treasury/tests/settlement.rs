@@ -71,7 +71,7 @@ async fn a_window_collects_nets_and_settles() {
         }
         assert!(settlement::net_rails(&config).iter().any(|rail| rail.id.as_str() == "rtp-us"));
         assert!(matches!(
-            settlement::close(&db.store, &config, "sepa-inst").await,
+            settlement::close(&db.store, &config, "sepa-inst", "house/treasury").await,
             Err(settlement::SettlementError::NotNet(_))
         ));
         settlement::ensure_open(&db.store, &config).await.unwrap();
@@ -89,7 +89,7 @@ async fn a_window_collects_nets_and_settles() {
         pay("demo-psp", "a-2", "250.50").await;
         pay("northwind-remit", "b-1", "400.00").await;
 
-        let closed = settlement::close(&db.store, &config, "rtp-us").await.unwrap();
+        let closed = settlement::close(&db.store, &config, "rtp-us", "house/treasury").await.unwrap();
         assert_eq!((closed.number, closed.state), (1, WindowState::Closed), "{}", db.name);
         // A payout after the close belongs to the next window.
         pay("northwind-remit", "b-2", "99.00").await;
@@ -99,7 +99,7 @@ async fn a_window_collects_nets_and_settles() {
         assert_eq!(open.from_sequence, closed.to_sequence.unwrap());
 
         let spent = railyard_store::ledger::balance(db.store.pool(), nostro).await.unwrap().posted();
-        let report = settlement::settle(&db.store, &closed.id).await.unwrap();
+        let report = settlement::settle(&db.store, &closed.id, "house/treasury").await.unwrap();
         assert_eq!(report.payouts, 3, "{}: {report:?}", db.name);
         // A send-mode payout's rail leg carries the whole amount (the rail's fee comes out of what
         // the beneficiary receives).
@@ -120,11 +120,23 @@ async fn a_window_collects_nets_and_settles() {
         assert_eq!(settlement::window(&db.store, &closed.id).await.unwrap().state, WindowState::Settled);
 
         // Settling again changes nothing and returns the same report.
-        assert_eq!(settlement::settle(&db.store, &closed.id).await.unwrap(), report);
+        assert_eq!(settlement::settle(&db.store, &closed.id, "house/treasury").await.unwrap(), report);
         assert_eq!(railyard_store::ledger::balance(db.store.pool(), nostro).await.unwrap().posted(), after);
+        // The close and the one settlement are in the audit log, by whom, with what they did.
+        let audit = railyard_store::audit::log(&db.store, 50).await.unwrap();
+        let of = |action: &str| audit.iter().filter(|entry| entry.action == action).collect::<Vec<_>>();
+        let (closes, settles) = (of("settlement.close"), of("settlement.settle"));
+        assert_eq!((closes.len(), settles.len()), (1, 1), "{}: {audit:?}", db.name);
+        assert_eq!(closes[0].actor, "house/treasury");
+        assert!(
+            closes[0].detail.starts_with("rtp-us:w1: journal entries")
+                && closes[0].detail.ends_with("rtp-us:w2 opened")
+        );
+        assert_eq!(settles[0].detail, format!("rtp-us:w1: 3 payouts, net {net}"));
+        assert!(railyard_store::audit::verify(&db.store).await.unwrap().intact());
         // An open window does not settle.
         assert!(matches!(
-            settlement::settle(&db.store, &open.id).await,
+            settlement::settle(&db.store, &open.id, "house/treasury").await,
             Err(settlement::SettlementError::WrongState { .. })
         ));
 
