@@ -565,7 +565,7 @@ fn deterministic_simulation() {
                 }
             }
             Err(failure) => panic!(
-                "simulation seed {seed} failed: {failure}\nreplay exactly: RAILYARD_SEED={seed} cargo test -p railyard-saga --test simulation -- --nocapture"
+                "simulation seed {seed} failed: {failure}\nreplay exactly: RAILYARD_SEED={seed} cargo test -p railyard-system-tests --test simulation -- --nocapture"
             ),
         }
     }
