@@ -98,8 +98,8 @@ pub enum RoutingMsg {
     /// balance: prefunded, less paid out, less reserved for legs in flight).
     Liquidity {
         positions: PerRail,
-        /// What each rail has been given to send today (UTC), per currency: counted against its
-        /// daily cap.
+        /// What each rail has been given to send today (UTC), per currency
+        /// (`railyard_store::usage`): counted against its daily cap.
         daily_used: PerRail,
     },
     Audit {
@@ -245,7 +245,6 @@ impl Actor for RoutingActor {
             tokio::spawn(async move {
                 let mut every = tokio::time::interval(LIQUIDITY_REFRESH);
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut usage = DailyUse::default();
                 loop {
                     every.tick().await;
                     let positions = match rail_positions(&store).await {
@@ -255,11 +254,14 @@ impl Actor for RoutingActor {
                             continue;
                         }
                     };
-                    if let Err(error) = usage.refresh(&store).await {
-                        tracing::warn!("routing: reading rail daily use failed: {error}");
-                        continue;
-                    }
-                    let daily_used = usage.by_rail();
+                    let today = railyard_store::usage::day_of(Utc::now());
+                    let daily_used: PerRail = match railyard_store::usage::on_day(store.pool(), today).await {
+                        Ok(used) => used.into_iter().collect(),
+                        Err(error) => {
+                            tracing::warn!("routing: reading rail daily use failed: {error}");
+                            continue;
+                        }
+                    };
                     if routing.send_message(RoutingMsg::Liquidity { positions, daily_used }).is_err() {
                         break;
                     }
@@ -391,6 +393,10 @@ impl SnapshotRouting {
 }
 
 impl railyard_saga::RoutingSource for SnapshotRouting {
+    fn daily_cap(&self, rail: &str, currency: railyard_core::Currency) -> Option<railyard_core::Money> {
+        self.snapshots.borrow().config.rail(rail)?.limits.get(&currency)?.daily_cap
+    }
+
     fn rail_available(&self, rail: &str) -> bool {
         let snapshot = self.snapshots.borrow();
         !snapshot.killed.contains(rail) && snapshot.live.get(rail).and_then(|state| state.available) != Some(false)
@@ -437,65 +443,4 @@ async fn rail_positions(store: &Store) -> Result<PerRail, railyard_store::ledger
         positions.entry(rail.to_string()).or_default().insert(balance.currency, balance.available());
     }
     Ok(positions)
-}
-
-/// Rows of the journal one refresh of [`DailyUse`] reads at most; a longer backlog is read over
-/// the following refreshes.
-pub const DAILY_USE_ROWS_MAX: i64 = 50_000;
-
-/// What each rail has been given to send today: the liquidity reserved for its legs
-/// (`pending` transfers into its nostro account) less the reservations voided since. Read from the
-/// journal incrementally, by sequence number: a refresh reads only the entries since the last one
-/// (the whole day once, at start and when the day changes).
-#[derive(Default)]
-struct DailyUse {
-    day: Option<chrono::NaiveDate>,
-    /// The journal is read up to here.
-    sequence: i64,
-    /// Minor units per (rail, currency).
-    used: std::collections::HashMap<(String, railyard_core::Currency), i64>,
-}
-
-impl DailyUse {
-    async fn refresh(&mut self, store: &Store) -> Result<(), railyard_store::ledger::LedgerError> {
-        use railyard_store::ledger;
-        let today = Utc::now().date_naive();
-        if self.day != Some(today) {
-            self.day = Some(today);
-            self.used.clear();
-            self.sequence = 0;
-        }
-        let midnight = today.and_hms_opt(0, 0, 0).map_or(0, |at| at.and_utc().timestamp_micros());
-        // Where the journal ends now: entries after it are left for the next refresh.
-        let end = ledger::journal_end(store.pool()).await?;
-        let entries =
-            ledger::nostro_reservations(store.pool(), self.sequence, end, midnight, DAILY_USE_ROWS_MAX).await?;
-        let full = entries.len() as i64 >= DAILY_USE_ROWS_MAX;
-        for entry in &entries {
-            self.sequence = self.sequence.max(entry.sequence);
-            let Some((rail, _)) = entry.account.strip_prefix("nostro:").and_then(|rest| rest.rsplit_once(':')) else {
-                continue;
-            };
-            let minor = entry.amount.minor_units();
-            let used = self.used.entry((rail.to_string(), entry.amount.currency())).or_default();
-            // A void of a reservation made yesterday must not take today's use below zero.
-            *used = if entry.voided { used.saturating_sub(minor).max(0) } else { used.saturating_add(minor) };
-        }
-        if !full {
-            // Everything up to `end` is counted (entries that were not ours to count included).
-            self.sequence = self.sequence.max(end);
-        }
-        Ok(())
-    }
-
-    fn by_rail(&self) -> PerRail {
-        let mut by_rail = PerRail::new();
-        for ((rail, currency), minor) in &self.used {
-            by_rail
-                .entry(rail.clone())
-                .or_default()
-                .insert(*currency, railyard_core::Money::from_minor(*minor, *currency));
-        }
-        by_rail
-    }
 }

@@ -30,8 +30,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures_util::StreamExt;
 use railyard_risk::{Assessment, Decision, Facts};
-use railyard_store::bulk;
 use railyard_store::ledger::{self, GroupEntry, GroupEntryKind};
+use railyard_store::{bulk, usage};
 use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
 use crate::authorise::{DAY_BUCKETS, HOUR_BUCKETS, MINUTE_MICROS, counter_scopes};
@@ -157,6 +157,27 @@ impl Engine {
                 alone.push((member.payout.id.clone(), None));
             }
         }
+        // Each rail's daily cap, for the group's legs on it together: where they would pass it,
+        // they run alone (each then takes its share, or re-routes, as always).
+        let today = usage::day_of(now);
+        let mut per_rail: BTreeMap<(String, railyard_core::Currency), i64> = BTreeMap::new();
+        for member in &approved {
+            let leg = &member.route.legs[member.rail];
+            *per_rail.entry((leg.operator.clone(), leg.send.currency())).or_default() += leg.send.minor_units();
+        }
+        let mut over_cap = BTreeSet::new();
+        for ((rail, currency), minor) in per_rail {
+            let cap = self.routing.daily_cap(&rail, currency);
+            let total = railyard_core::Money::from_minor(minor, currency);
+            if !usage::take(&mut tx, &rail, total, cap, today).await? {
+                over_cap.insert((rail, currency));
+            }
+        }
+        let (approved, capped): (Vec<Member>, Vec<Member>) = approved.into_iter().partition(|member| {
+            let leg = &member.route.legs[member.rail];
+            !over_cap.contains(&(leg.operator.clone(), leg.send.currency()))
+        });
+        alone.extend(capped.into_iter().map(|member| (member.payout.id.clone(), None)));
         // Money: the PSP's reservation and the rail leg's liquidity, whole or not at all.
         let groups: Vec<Vec<GroupEntry>> = approved.iter().map(|member| self.submit_entries(member)).collect();
         let booked = ledger::append_groups(&mut tx, &groups).await?;
@@ -164,8 +185,13 @@ impl Engine {
         for (member, result) in approved.into_iter().zip(booked) {
             match result {
                 Ok(()) => members.push(member),
-                // Short of balance or liquidity: alone, it fails or re-routes as it always does.
-                Err(_) => alone.push((member.payout.id.clone(), None)),
+                // Short of balance or liquidity: alone, it fails or re-routes as it always does;
+                // its share of the rail's cap goes back.
+                Err(_) => {
+                    let leg = &member.route.legs[member.rail];
+                    usage::give_back(&mut tx, &leg.operator, leg.send, today).await?;
+                    alone.push((member.payout.id.clone(), None));
+                }
             }
         }
         if members.is_empty() {

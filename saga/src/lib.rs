@@ -37,6 +37,7 @@ use railyard_fx::FxBook;
 use railyard_routes::{LiveState, RailState, RouteRequest, Router};
 use railyard_store::idempotency::{self, Claim};
 use railyard_store::ledger::{self, AccountSpec, LedgerError, Normal, TransferSpec};
+use railyard_store::usage;
 use railyard_store::vault::VaultKeys;
 use railyard_store::{Store, now_micros};
 use serde::{Deserialize, Serialize};
@@ -418,6 +419,10 @@ pub trait RoutingSource: Send + Sync {
         let _ = rail;
         true
     }
+
+    /// `rail`'s daily cap in `currency` as in force now (a treasury change applies at once), if it
+    /// has one. The engine holds each leg to it when it reserves the leg's liquidity.
+    fn daily_cap(&self, rail: &str, currency: Currency) -> Option<Money>;
 }
 
 /// Builds a router from a fixed configuration and FX book, with no live rail state.
@@ -453,6 +458,10 @@ impl RoutingSource for StaticRouting {
             live.insert(rail.clone(), RailState { available: Some(false), ..RailState::default() });
         }
         railyard_routes::build_router(&self.config, &self.fx, &live).map(Arc::new).map_err(|error| error.to_string())
+    }
+
+    fn daily_cap(&self, rail: &str, currency: Currency) -> Option<Money> {
+        self.config.rail(rail)?.limits.get(&currency)?.daily_cap
     }
 }
 
@@ -1646,6 +1655,21 @@ impl Engine {
             }
             Err(error) => return Err(error.into()),
         }
+        let cap = self.routing.daily_cap(&leg.operator, leg.send.currency());
+        let today = usage::day_of(self.clock.now());
+        if !usage::take(&mut tx, &leg.operator, leg.send, cap, today).await? {
+            drop(tx);
+            let rejection = Rejection::before_send(
+                railyard_connector::ReasonCode::LimitExceeded,
+                format!(
+                    "{} would pass its daily cap of {} today with {}",
+                    leg.operator,
+                    cap.map_or_else(String::new, |cap| cap.to_string()),
+                    leg.send
+                ),
+            );
+            return self.rejected(payout, &route, index, State::Quoted, rejection, false).await;
+        }
         self.commit(
             tx,
             payout,
@@ -1884,7 +1908,12 @@ impl Engine {
         if liquidity_reserved {
             let key = self.leg_key(payout, index);
             match ledger::void_pending(&mut tx, &format!("{key}:void"), &key).await {
-                Ok(_) | Err(LedgerError::AlreadyResolved(_)) | Err(LedgerError::PendingNotFound(_)) => {}
+                // The leg's share of the rail's daily cap goes back with its liquidity.
+                Ok(_) => {
+                    let leg = &route.legs[index];
+                    usage::give_back(&mut tx, &leg.operator, leg.send, usage::day_of(self.clock.now())).await?;
+                }
+                Err(LedgerError::AlreadyResolved(_)) | Err(LedgerError::PendingNotFound(_)) => {}
                 Err(error) => return Err(error.into()),
             }
         }

@@ -1216,3 +1216,72 @@ async fn rail_answers_other_than_executed_go_on_alone() {
         assert!(report.ok(), "{}: {report:?}", db.name);
     }
 }
+
+/// A rail's daily cap holds in the reservation's transaction, alone and in groups, whatever
+/// routing believed: a leg that would pass it is not sent (the payout re-routes, here to no other
+/// rail, and fails saying why); a definitive reject gives its share back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rails_daily_cap_holds_when_legs_are_reserved() {
+    for db in common::databases().await {
+        let eur = |minor: i64| Money::from_minor(minor, c("EUR"));
+        let mut config = (*config()).clone();
+        let sepa = config.rails.iter_mut().find(|rail| rail.id.as_str() == "sepa-inst").unwrap();
+        let limits = sepa.limits.get_mut(&c("EUR")).unwrap();
+        limits.maximum = eur(80_000);
+        limits.daily_cap = Some(eur(100_000));
+        let world = World::with_config(Arc::new(config));
+        let engine = world.engine(&db.store, "engine-cap", None);
+        engine.ensure_accounts().await.unwrap();
+        engine.fund_psp("demo-psp", eur(10_000_000), "wire-eur").await.unwrap();
+        let request = |minor: i64| PayoutRequest {
+            source: c("EUR"),
+            amount: eur(minor),
+            remittance: format!("cap {minor}"),
+            ..eur_payout(0)
+        };
+        let used = || async {
+            let today = railyard_store::usage::day_of(chrono::Utc::now());
+            let on_day = railyard_store::usage::on_day(db.store.pool(), today).await.unwrap();
+            on_day.get("sepa-inst").and_then(|used| used.get(&c("EUR")).copied()).unwrap_or(eur(0))
+        };
+
+        // Rejected by the rail: the share it took goes back.
+        world.sandbox("sepa-inst").sandbox().faults.force(Fault::Reject { code: "AC04".into() }).unwrap();
+        let rejected = engine.accept("demo-psp", "cap-rejected", &request(30_000)).await.unwrap().payout_id;
+        assert_eq!(drive_to_rest(&engine, &rejected).await, State::Failed, "{}", db.name);
+        assert_eq!(used().await, eur(0), "{}", db.name);
+
+        // Three of 300.00 in one group: 900.00 of the 1,000.00.
+        let mut ids = Vec::new();
+        for index in 0..3 {
+            ids.push(engine.accept("demo-psp", &format!("cap-a{index}"), &request(30_000)).await.unwrap().payout_id);
+        }
+        let results = engine.run_group(&ids).await;
+        assert!(results.iter().all(|(_, state)| matches!(state, Ok(State::Completed))), "{}: {results:?}", db.name);
+        assert_eq!(used().await, eur(90_000), "{}", db.name);
+
+        // Two of 100.00: together they would pass the cap, so they run alone; the first fits
+        // exactly, the second is never sent.
+        let mut ids = Vec::new();
+        for index in 0..2 {
+            ids.push(engine.accept("demo-psp", &format!("cap-b{index}"), &request(10_000)).await.unwrap().payout_id);
+        }
+        let results = engine.run_group(&ids).await;
+        let mut states: Vec<State> = results.iter().map(|(_, state)| *state.as_ref().unwrap()).collect();
+        states.sort_by_key(|state| state.as_str());
+        assert_eq!(states, [State::Completed, State::Failed], "{}: {results:?}", db.name);
+        let (failed, _) = results.iter().find(|(_, state)| matches!(state, Ok(State::Failed))).unwrap();
+        let payout = engine.payout(failed).await.unwrap();
+        let history = engine.history(failed).await.unwrap();
+        assert!(
+            history.iter().any(|entry| entry.detail.contains("would pass its daily cap of 1000.00 EUR")),
+            "{}: {:?} {history:?}",
+            db.name,
+            payout.reason
+        );
+        assert_eq!(world.executions("sepa-inst", failed), 0, "{}", db.name);
+        assert_eq!(used().await, eur(100_000), "{}", db.name);
+        let report = verify::verify(&db.store).await.unwrap();
+        assert!(report.ok(), "{}: {report:?}", db.name);
+    }
+}

@@ -16,6 +16,7 @@ pub mod bulk;
 pub mod keys;
 pub mod ledger;
 pub mod settings;
+pub mod usage;
 pub mod vault;
 pub mod verify;
 
@@ -143,6 +144,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 12,
         sqlite: include_str!("../migrations/sqlite/0012_engine_liveness.sql"),
         postgres: include_str!("../migrations/postgres/0012_engine_liveness.sql"),
+    },
+    Migration {
+        version: 13,
+        sqlite: include_str!("../migrations/sqlite/0013_rail_usage.sql"),
+        postgres: include_str!("../migrations/postgres/0013_rail_usage.sql"),
     },
 ];
 
