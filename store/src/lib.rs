@@ -170,7 +170,15 @@ pub struct Store {
     barrier: Option<Arc<Barrier>>,
     /// Who gets the steps' one connection next (SQLite with deferred flushes only).
     queue: Option<Arc<WriterQueue>>,
+    /// Keeps the SQLite checkpointer running while any clone of the store lives.
+    alive: Option<Arc<()>>,
 }
+
+/// How often an SQLite store copies its WAL into the database file ([`Store::open`]).
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// WAL pages after which a commit checkpoints by itself, should the checkpointer fall behind or
+/// not run (a store opened with [`Store::open_existing`]): 64 MiB of 4 KiB pages.
+pub const CHECKPOINT_FALLBACK_PAGES: u32 = 16_384;
 
 /// Orders the waiters for the steps' one SQLite connection. FIFO would put an intake group (a PSP
 /// waiting for its 202) and a flush (rail calls and answers waiting for it) behind every saga step
@@ -256,12 +264,44 @@ impl Store {
         audit::log(self, limit).await
     }
 
-    /// Opens (creating if needed) the database at `url` and applies pending migrations.
+    /// Opens (creating if needed) the database at `url` and applies pending migrations. On an
+    /// SQLite file, starts its checkpointer (see [`CHECKPOINT_EVERY`]).
     pub async fn open(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
-        let store = Store::connect(url, options).await?;
+        let mut store = Store::connect(url, options).await?;
         store.migrate().await?;
         audit::adopt_legacy(&store).await?;
+        if store.dialect == Dialect::Sqlite && !url.contains(":memory:") {
+            store.alive = Some(store.spawn_checkpointer());
+        }
         Ok(store)
+    }
+
+    /// Copies the WAL into the database file every [`CHECKPOINT_EVERY`], on a connection and a
+    /// task of its own, until every clone of this store is dropped or its pool closed. A passive
+    /// checkpoint waits for no one and stops no writer; left to SQLite, the commit that crosses
+    /// the WAL's threshold does the copy and both flushes while holding the one write lock, and
+    /// every writer behind it (an intake group a PSP is waiting on) waits too.
+    fn spawn_checkpointer(&self) -> Arc<()> {
+        let alive = Arc::new(());
+        let watched = Arc::downgrade(&alive);
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if watched.strong_count() == 0 || pool.is_closed() {
+                    break;
+                }
+                if let Err(error) = pool.execute("PRAGMA wal_checkpoint(PASSIVE)").await {
+                    if pool.is_closed() {
+                        break;
+                    }
+                    tracing::warn!("sqlite checkpoint failed: {error}");
+                }
+            }
+        });
+        alive
     }
 
     /// Opens an existing Railyard database without changing it (for `railyard verify`); refuses a
@@ -325,7 +365,7 @@ impl Store {
             (pool.clone(), None)
         };
         let queue = barrier.as_ref().map(|_| Arc::new(WriterQueue::default()));
-        Ok(Store { pool, steps, dialect, barrier, queue })
+        Ok(Store { pool, steps, dialect, barrier, queue, alive: None })
     }
 
     async fn pool_with(
@@ -349,6 +389,11 @@ impl Store {
                             connection.execute(AssertSqlSafe(format!("PRAGMA synchronous = {synchronous}"))).await?;
                             connection.execute("PRAGMA foreign_keys = ON").await?;
                             connection.execute(AssertSqlSafe(format!("PRAGMA busy_timeout = {busy_ms}"))).await?;
+                            connection
+                                .execute(AssertSqlSafe(format!(
+                                    "PRAGMA wal_autocheckpoint = {CHECKPOINT_FALLBACK_PAGES}"
+                                )))
+                                .await?;
                         }
                         Dialect::Postgres => {}
                     }
