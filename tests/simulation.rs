@@ -29,7 +29,7 @@ use railyard_connector::sandbox::Sandbox;
 use railyard_core::{Country, Currency, Decimal, Money};
 use railyard_fx::{FxBook, RateHistory};
 use railyard_rails::Rails;
-use railyard_saga::{AmountMode, Engine, EngineError, EngineSettings, ManualClock, PayoutRequest, State};
+use railyard_saga::{AmountMode, Clock, Engine, EngineError, EngineSettings, ManualClock, PayoutRequest, State};
 use railyard_store::{Store, verify};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -42,6 +42,8 @@ const PAYOUTS_MAX: usize = 6;
 const STEPS: usize = 24;
 /// Rounds after faults stop in which every saga must come to rest.
 const LIVENESS_ROUNDS: usize = 40;
+/// SEPA Instant's daily cap in the simulation: 15,000.00 EUR.
+const SEPA_DAILY_CAP_MINOR: i64 = 1_500_000;
 /// A rail's timeout in the simulation: short, so lost replies cost little real time.
 const RAIL_TIMEOUT_MS: u32 = 40;
 
@@ -56,6 +58,15 @@ fn config() -> Arc<TreasuryConfig> {
     config.rails.retain(|rail| rail.kind == RailKind::Instant);
     for rail in &mut config.rails {
         rail.timeout_ms = RAIL_TIMEOUT_MS;
+        // A daily cap a few large payouts reach: legs over it are refused in the reservation (on
+        // the only EUR rail, such a payout fails), alone or in a group, crashes included.
+        if rail.id.as_str() == "sepa-inst"
+            && let Some(limits) = rail.limits.get_mut(&c("EUR"))
+        {
+            let cap = Money::from_minor(SEPA_DAILY_CAP_MINOR, c("EUR"));
+            limits.maximum = cap;
+            limits.daily_cap = Some(cap);
+        }
     }
     Arc::new(config)
 }
@@ -348,6 +359,23 @@ impl Sim {
             }
         }
         let mut per_payout: BTreeMap<String, usize> = BTreeMap::new();
+        // The daily cap from the rail's side: what SEPA Instant executed stays within its cap on
+        // each simulated day the run touched.
+        let days = railyard_store::usage::day_of(self.clock.now()) - railyard_store::usage::day_of(start()) + 1;
+        let sepa_eur: i64 = self
+            .sandboxes()
+            .iter()
+            .filter(|(rail_id, _)| rail_id == "sepa-inst")
+            .flat_map(|(_, sandbox)| sandbox.ledger.executions())
+            .map(|record| record.execution.send)
+            .filter(|send| send.currency() == c("EUR"))
+            .map(|send| send.minor_units())
+            .sum();
+        if sepa_eur > SEPA_DAILY_CAP_MINOR * days {
+            return Err(format!(
+                "sepa-inst executed {sepa_eur} EUR minor units over {days} days, past its daily cap of {SEPA_DAILY_CAP_MINOR}"
+            ));
+        }
         for (rail_id, sandbox) in self.sandboxes() {
             for record in sandbox.ledger.executions() {
                 match owner.get(record.key.as_str()) {
@@ -482,6 +510,8 @@ struct SeedResult {
     steps: usize,
     restarts: usize,
     states: Vec<&'static str>,
+    /// Payouts a leg of which a daily cap refused.
+    capped: usize,
 }
 
 /// Runs one seed on its own single-threaded runtime, so its steps interleave the same way every
@@ -493,10 +523,12 @@ fn run_seed(seed: u64, verbose: bool) -> Result<SeedResult, String> {
         let outcome = sim.play().await;
         let result = match outcome {
             Ok(()) => {
-                let mut states = Vec::new();
+                let (mut states, mut capped) = (Vec::new(), 0);
                 for (_, _, id) in &sim.payouts {
                     if let Some(id) = id {
                         states.push(sim.engine.payout(id).await.map_err(|error| error.to_string())?.state.as_str());
+                        let history = sim.engine.history(id).await.map_err(|error| error.to_string())?;
+                        capped += usize::from(history.iter().any(|entry| entry.detail.contains("daily cap")));
                     }
                 }
                 if std::env::var("RAILYARD_SIM_DIGEST").is_ok() {
@@ -504,7 +536,7 @@ fn run_seed(seed: u64, verbose: bool) -> Result<SeedResult, String> {
                         sim.trace.iter().map(|line| line.split("pay_").next().unwrap_or("")).collect();
                     eprintln!("digest {seed}: {} {}", sim.trace.len(), digest.join("|").len());
                 }
-                Ok(SeedResult { steps: sim.trace.len(), restarts: sim.generation as usize, states })
+                Ok(SeedResult { steps: sim.trace.len(), restarts: sim.generation as usize, states, capped })
             }
             Err(failure) => {
                 let tail: Vec<&str> = sim.trace.iter().rev().take(30).rev().map(String::as_str).collect();
@@ -553,13 +585,14 @@ fn deterministic_simulation() {
     });
     let mut results = results.into_inner().unwrap();
     results.sort_by_key(|(seed, _)| *seed);
-    let (mut steps, mut restarts) = (0, 0);
+    let (mut steps, mut restarts, mut capped) = (0, 0, 0);
     let mut states: BTreeMap<&'static str, usize> = BTreeMap::new();
     for (seed, result) in &results {
         match result {
             Ok(result) => {
                 steps += result.steps;
                 restarts += result.restarts;
+                capped += result.capped;
                 for state in &result.states {
                     *states.entry(state).or_default() += 1;
                 }
@@ -570,7 +603,7 @@ fn deterministic_simulation() {
         }
     }
     eprintln!(
-        "simulation: {} seeds, {steps} steps, {restarts} engine restarts, final states {states:?}, {:?} on {threads} threads",
+        "simulation: {} seeds, {steps} steps, {restarts} engine restarts, final states {states:?}, {capped} payouts refused by a daily cap, {:?} on {threads} threads",
         results.len(),
         started.elapsed()
     );
