@@ -284,7 +284,9 @@ struct Entry<'a> {
 /// the head (see [`append`]); taking it first means every ledger writer locks in one order (head,
 /// then accounts), so two transactions that post more than once cannot deadlock on PostgreSQL.
 /// On SQLite the transaction holds the database's write lock already and this is skipped.
-async fn lock_journal(transaction: &mut Transaction<'_, Any>) -> Result<(), LedgerError> {
+/// Rows another module locks in a transaction that also writes the ledger are locked after it
+/// (see `usage`), so the one order holds for them too.
+pub async fn lock_journal(transaction: &mut Transaction<'_, Any>) -> Result<(), LedgerError> {
     if is_sqlite(transaction) {
         // The transaction holds the database's one write lock already (BEGIN IMMEDIATE).
         return Ok(());

@@ -31,6 +31,7 @@ pub async fn take(
     if amount.minor_units() > cap {
         return Ok(false);
     }
+    lock_journal_first(transaction).await?;
     let taken = sqlx::query(
         "INSERT INTO rail_usage (rail, currency, day, used) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (rail, currency, day) DO UPDATE SET used = rail_usage.used + excluded.used \
@@ -54,6 +55,7 @@ pub async fn give_back(
     amount: Money,
     day: i64,
 ) -> Result<(), sqlx::Error> {
+    lock_journal_first(transaction).await?;
     sqlx::query(
         "UPDATE rail_usage SET used = CASE WHEN used > $4 THEN used - $4 ELSE 0 END \
          WHERE rail = $1 AND currency = $2 AND day = $3",
@@ -65,6 +67,17 @@ pub async fn give_back(
     .execute(&mut **transaction)
     .await?;
     Ok(())
+}
+
+/// The transactions that take or give back use also write the ledger: on PostgreSQL they lock the
+/// journal head before a usage row, in the one order every ledger writer keeps, so two of them
+/// cannot deadlock (one cheap statement when the transaction holds it already; nothing on SQLite).
+async fn lock_journal_first(transaction: &mut Transaction<'_, Any>) -> Result<(), sqlx::Error> {
+    match crate::ledger::lock_journal(transaction).await {
+        Ok(()) => Ok(()),
+        Err(crate::ledger::LedgerError::Database(error)) => Err(error),
+        Err(error) => Err(sqlx::Error::Protocol(error.to_string())),
+    }
 }
 
 /// Every rail's use on `day`, per currency.
