@@ -200,10 +200,10 @@ impl Engine {
             return Ok((Vec::new(), alone));
         }
         self.write_counters(&mut tx, &members, now_micros).await?;
+        let written = self.write_submitting(&mut tx, &members, now_micros).await?;
         let mut events: Vec<EventRow> = Vec::new();
         let mut submitted = Vec::with_capacity(members.len());
-        for member in members {
-            let (row_events, payout) = self.write_submitting(&mut tx, &member, now_micros).await?;
+        for (member, (row_events, payout)) in members.into_iter().zip(written) {
             events.extend(row_events);
             submitted.push((member, payout));
         }
@@ -502,48 +502,80 @@ impl Engine {
         Ok(())
     }
 
-    /// Moves one member from `accepted` to `submitting`; returns the events the single path
-    /// would have written on the way, and the payout as it now stands.
+    /// Moves the members to `submitting` (the single path's state, route, reservation and risk
+    /// columns) in a few `UPDATE ... FROM (VALUES ...)` statements; a member whose row is no
+    /// longer ours (state or lease moved) fails the group as `Leased`. Returns each member's
+    /// events and its payout as it now stands, in order.
     async fn write_submitting(
         &self,
         tx: &mut Transaction<'static, Any>,
-        member: &Member,
+        members: &[Member],
         now_micros: i64,
-    ) -> Result<(Vec<EventRow>, Payout), EngineError> {
-        let payout = &member.payout;
-        let route = &member.route;
-        let assessment = member.assessment.as_ref().ok_or_else(|| corrupt("a grouped payout without assessment"))?;
-        let reservation = format!("{}:a{}:reserve", payout.id, payout.attempt);
-        let rail = i64::try_from(member.rail).map_err(corrupt)?;
-        let result = sqlx::query(
-            "UPDATE payouts SET state = 'submitting', leg = $1, route = $2, reservation = $3, risk = $4, reason = NULL, \
-             inquiries = 0, next_action_at = $5, in_doubt_since = NULL, lease_until = $6, updated_at = $5 \
-             WHERE id = $7 AND state = 'accepted' AND lease_owner = $8",
-        )
-        .bind(rail)
-        .bind(serde_json::to_string(route).map_err(corrupt)?)
-        .bind(&reservation)
-        .bind(serde_json::to_string(assessment).map_err(corrupt)?)
-        .bind(now_micros)
-        .bind(self.lease_until())
-        .bind(&payout.id)
-        .bind(&self.settings.owner)
-        .execute(&mut **tx)
-        .await?;
-        if result.rows_affected() != 1 {
-            return Err(EngineError::Leased(payout.id.clone()));
+    ) -> Result<Vec<(Vec<EventRow>, Payout)>, EngineError> {
+        // Per member: id, leg, route, reservation, risk.
+        let mut rows = Vec::with_capacity(members.len());
+        let mut written = Vec::with_capacity(members.len());
+        for member in members {
+            let payout = &member.payout;
+            let route = &member.route;
+            let assessment =
+                member.assessment.as_ref().ok_or_else(|| corrupt("a grouped payout without assessment"))?;
+            let reservation = format!("{}:a{}:reserve", payout.id, payout.attempt);
+            let rail = i64::try_from(member.rail).map_err(corrupt)?;
+            rows.push((
+                payout.id.clone(),
+                rail,
+                serde_json::to_string(route).map_err(corrupt)?,
+                reservation.clone(),
+                serde_json::to_string(assessment).map_err(corrupt)?,
+            ));
+            let events = submit_events(payout, route, member.rail, assessment);
+            let mut now = payout.clone();
+            now.state = State::Submitting;
+            now.leg = rail;
+            now.route = Some(route.clone());
+            now.reservation = Some(reservation);
+            now.risk = Some(assessment.clone());
+            now.reason = None;
+            now.inquiries = 0;
+            now.next_action_at = now_micros;
+            written.push((events, now));
         }
-        let events = submit_events(payout, route, member.rail, assessment);
-        let mut now = payout.clone();
-        now.state = State::Submitting;
-        now.leg = rail;
-        now.route = Some(route.clone());
-        now.reservation = Some(reservation);
-        now.risk = Some(assessment.clone());
-        now.reason = None;
-        now.inquiries = 0;
-        now.next_action_at = now_micros;
-        Ok((events, now))
+        let mut updated = BTreeSet::new();
+        for chunk in bulk::insert_chunks(&rows, 5) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|row| {
+                    let at = 4 + row * 5;
+                    format!(
+                        "(CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS TEXT), CAST(${} AS TEXT), CAST(${} AS TEXT))",
+                        at,
+                        at + 1,
+                        at + 2,
+                        at + 3,
+                        at + 4
+                    )
+                })
+                .collect();
+            let statement = AssertSqlSafe(format!(
+                "UPDATE payouts SET state = 'submitting', leg = v.column2, route = v.column3, reservation = v.column4, \
+                 risk = v.column5, reason = NULL, inquiries = 0, next_action_at = $1, in_doubt_since = NULL, \
+                 lease_until = $2, updated_at = $1 FROM (VALUES {}) AS v \
+                 WHERE payouts.id = v.column1 AND payouts.state = 'accepted' AND payouts.lease_owner = $3 \
+                 RETURNING payouts.id",
+                values.join(", ")
+            ));
+            let mut query = sqlx::query(statement).bind(now_micros).bind(self.lease_until()).bind(&self.settings.owner);
+            for (id, leg, route, reservation, risk) in chunk {
+                query = query.bind(id).bind(*leg).bind(route).bind(reservation).bind(risk);
+            }
+            for row in query.fetch_all(&mut **tx).await? {
+                updated.insert(row.try_get::<String, _>(0)?);
+            }
+        }
+        if let Some(lost) = members.iter().find(|member| !updated.contains(&member.payout.id)) {
+            return Err(EngineError::Leased(lost.payout.id.clone()));
+        }
+        Ok(written)
     }
 
     /// Tells the observer (and the log) each change a grouped payout made on its way to
