@@ -742,6 +742,8 @@ impl Engine {
         let mut events: Vec<EventRow> = Vec::with_capacity(executed.len() * 2);
         let mut outbox = Vec::with_capacity(executed.len());
         let mut finished = Vec::with_capacity(executed.len());
+        // Per payout: id, legs passed, route.
+        let mut rows: Vec<(String, i64, String)> = Vec::with_capacity(executed.len());
         for (member, execution) in executed {
             let payout = &member.payout;
             let mut route = member.route.clone();
@@ -754,27 +756,41 @@ impl Engine {
                 .find_map(|leg| leg.execution.as_ref().map(|execution| execution.receive))
                 .unwrap_or(route.receive);
             let legs = i64::try_from(route.legs.len()).map_err(corrupt)?;
-            let result = sqlx::query(
-                "UPDATE payouts SET state = 'completed', leg = $1, route = $2, reason = NULL, inquiries = 0, \
-                 next_action_at = $3, in_doubt_since = NULL, lease_owner = NULL, lease_until = 0, updated_at = $3 \
-                 WHERE id = $4 AND state = 'submitting' AND lease_owner = $5",
-            )
-            .bind(legs)
-            .bind(serde_json::to_string(&route).map_err(corrupt)?)
-            .bind(now_micros)
-            .bind(&payout.id)
-            .bind(&self.settings.owner)
-            .execute(&mut *tx)
-            .await?;
-            if result.rows_affected() != 1 {
-                return Err(EngineError::Leased(payout.id.clone()));
-            }
+            rows.push((payout.id.clone(), legs, serde_json::to_string(&route).map_err(corrupt)?));
             let executed_detail = format!("leg {} executed on {operator}: {}", member.rail, execution.reference);
             let completed_detail = format!("completed: delivered {delivered}");
             events.push((payout.id.clone(), State::Quoted, executed_detail.clone()));
             events.push((payout.id.clone(), State::Completed, completed_detail.clone()));
             outbox.push((payout, format!("delivered {delivered}")));
             finished.push((member, route, executed_detail, completed_detail));
+        }
+        // Each completed payout's row: state, legs passed, the route with its execution; a row no
+        // longer ours (state or lease moved) fails the completion as `Leased`.
+        let mut updated = BTreeSet::new();
+        for chunk in bulk::insert_chunks(&rows, 3) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|row| {
+                    let at = 3 + row * 3;
+                    format!("(CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS TEXT))", at, at + 1, at + 2)
+                })
+                .collect();
+            let statement = AssertSqlSafe(format!(
+                "UPDATE payouts SET state = 'completed', leg = v.column2, route = v.column3, reason = NULL, inquiries = 0, \
+                 next_action_at = $1, in_doubt_since = NULL, lease_owner = NULL, lease_until = 0, updated_at = $1 \
+                 FROM (VALUES {}) AS v WHERE payouts.id = v.column1 AND payouts.state = 'submitting' \
+                 AND payouts.lease_owner = $2 RETURNING payouts.id",
+                values.join(", ")
+            ));
+            let mut query = sqlx::query(statement).bind(now_micros).bind(&self.settings.owner);
+            for (id, legs, route) in chunk {
+                query = query.bind(id).bind(*legs).bind(route);
+            }
+            for row in query.fetch_all(&mut *tx).await? {
+                updated.insert(row.try_get::<String, _>(0)?);
+            }
+        }
+        if let Some((lost, _)) = executed.iter().find(|(member, _)| !updated.contains(&member.payout.id)) {
+            return Err(EngineError::Leased(lost.payout.id.clone()));
         }
         // Event and outbox times are the wall clock's, as the single path's.
         let written_at = railyard_store::now_micros();
