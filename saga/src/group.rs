@@ -68,7 +68,7 @@ struct Submitted {
 pub type GroupResults = Vec<(String, Result<State, EngineError>)>;
 
 /// One event row: payout, state, detail.
-type EventRow = (String, State, String);
+pub(crate) type EventRow = (String, State, String);
 
 impl Engine {
     /// Runs the sagas `ids` as far as they go now, the common ones together (see the module
@@ -901,7 +901,7 @@ fn submit_events(payout: &Payout, route: &StoredRoute, rail: usize, assessment: 
 
 /// The events, in multi-row inserts; a payout's events get consecutive microseconds so that
 /// reading them by time keeps their order.
-async fn insert_events(
+pub(crate) async fn insert_events(
     tx: &mut Transaction<'static, Any>,
     events: &[EventRow],
     now_micros: i64,

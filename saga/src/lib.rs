@@ -37,12 +37,12 @@ use railyard_fx::FxBook;
 use railyard_routes::{LiveState, RailState, RouteRequest, Router};
 use railyard_store::idempotency::{self, Claim};
 use railyard_store::ledger::{self, AccountSpec, LedgerError, Normal, TransferSpec};
-use railyard_store::usage;
 use railyard_store::vault::VaultKeys;
 use railyard_store::{Store, now_micros};
+use railyard_store::{bulk, usage};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::{Any, Row, Transaction};
+use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
 /// Whether the amount is what the PSP sends or what the beneficiary must receive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -779,29 +779,159 @@ impl Engine {
         // Through the steps' connection (ahead of queued saga steps: PSPs are waiting for these
         // answers), then flushed with everything before it: one writer.
         let mut tx = self.store.begin_urgent().await?;
-        let mut answers = Vec::with_capacity(batch.len());
-        for (tenant, key, request) in batch {
-            let answer = match self.validate(tenant, request) {
-                Ok(()) => self.accept_in(&mut tx, tenant, key, request).await,
-                Err(error) => Err(error),
-            };
+        let mut answers: Vec<Option<Result<Accepted, EngineError>>> = (0..batch.len()).map(|_| None).collect();
+        // Requests without a quote are written together, a run at a time; one with a quote reads
+        // its quote and goes alone, after the run before it, so the batch keeps its order.
+        let mut run: Vec<usize> = Vec::with_capacity(batch.len());
+        for (index, (tenant, key, request)) in batch.iter().enumerate() {
+            if let Err(error) = self.validate(tenant, request) {
+                answers[index] = Some(Err(error));
+                continue;
+            }
+            if request.quote_id.is_none() {
+                run.push(index);
+                continue;
+            }
+            self.accept_run(&mut tx, batch, &run, &mut answers).await?;
+            run.clear();
+            let answer = self.accept_in(&mut tx, tenant, key, request).await;
             if let Err(EngineError::Database(error)) = answer {
                 // The transaction is unusable after a database error: nothing of the batch is kept.
                 return Err(EngineError::Database(error));
             }
-            answers.push(answer);
+            answers[index] = Some(answer);
         }
+        self.accept_run(&mut tx, batch, &run, &mut answers).await?;
         tx.commit().await?;
         self.store.sync().await?;
+        let answers: Vec<Result<Accepted, EngineError>> = answers
+            .into_iter()
+            .map(|answer| answer.unwrap_or_else(|| Err(corrupt("a request of the batch was not answered"))))
+            .collect();
         for accepted in answers.iter().flatten() {
             tracing::info!(payout_id = %accepted.payout_id, replay = accepted.replay, "accepted");
         }
         Ok(answers)
     }
 
+    /// Accepts the requests `run` of `batch` (valid, none from a quote) in a few multi-row
+    /// statements, with the answers [`Engine::accept_in`] would give them one after another.
+    /// An error is the database's: the transaction is then unusable.
+    async fn accept_run(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        batch: &[(String, String, PayoutRequest)],
+        run: &[usize],
+        answers: &mut [Option<Result<Accepted, EngineError>>],
+    ) -> Result<(), EngineError> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        // Per request: its index, the new payout's id, the request as stored (account tokenised).
+        let mut prepared: Vec<(usize, String, PayoutRequest)> = Vec::with_capacity(run.len());
+        let mut hashes = Vec::with_capacity(run.len());
+        for &index in run {
+            let (tenant, _, request) = &batch[index];
+            let mut stored = request.clone();
+            stored.beneficiary.account = self.vault.token(tenant, &request.beneficiary.account);
+            stored.account_masked = Some(railyard_store::vault::mask(&request.beneficiary.account));
+            hashes.push(stored.fingerprint());
+            prepared.push((index, format!("pay_{}", uuid::Uuid::now_v7().simple()), stored));
+        }
+        let claims: Vec<idempotency::ClaimRequest<'_>> = prepared
+            .iter()
+            .zip(&hashes)
+            .map(|((index, payout_id, _), hash)| idempotency::ClaimRequest {
+                tenant: &batch[*index].0,
+                key: &batch[*index].1,
+                request_hash: hash,
+                resource_id: payout_id,
+            })
+            .collect();
+        let claims = idempotency::claim_many(tx, &claims).await?;
+        let mut fresh = Vec::with_capacity(prepared.len());
+        for ((index, payout_id, stored), claim) in prepared.into_iter().zip(claims) {
+            answers[index] = Some(match claim {
+                Claim::New => {
+                    fresh.push((index, payout_id, stored));
+                    continue;
+                }
+                Claim::Replay(record) | Claim::InProgress(record) => {
+                    Ok(Accepted { payout_id: record.resource_id, replay: true })
+                }
+                Claim::Conflict(record) => Err(EngineError::Conflict(record.resource_id)),
+            });
+        }
+        let accounts: Vec<(&str, &str, &str)> = fresh
+            .iter()
+            .map(|(index, payout_id, _)| {
+                let (tenant, _, request) = &batch[*index];
+                (tenant.as_str(), request.beneficiary.account.as_str(), payout_id.as_str())
+            })
+            .collect();
+        railyard_store::vault::tokenise_many(tx, &self.vault, &accounts).await.map_err(|error| match error {
+            railyard_store::vault::VaultError::Database(error) => EngineError::Database(error),
+            other => corrupt(format!("beneficiary.account passed validation but: {other}")),
+        })?;
+        let now = self.clock.now_micros();
+        // Per payout: id, tenant, idempotency key, request, submitted by.
+        let mut rows: Vec<(&str, &str, &str, String, Option<&str>)> = Vec::with_capacity(fresh.len());
+        for (index, payout_id, stored) in &fresh {
+            let (tenant, key, _) = &batch[*index];
+            rows.push((
+                payout_id,
+                tenant,
+                key,
+                serde_json::to_string(stored).map_err(corrupt)?,
+                stored.submitted_by.as_deref(),
+            ));
+        }
+        for chunk in bulk::insert_chunks(&rows, 5) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|row| {
+                    let at = 2 + row * 5;
+                    format!(
+                        "(${}, ${}, ${}, ${}, 'accepted', NULL, $1, $1, $1, ${})",
+                        at,
+                        at + 1,
+                        at + 2,
+                        at + 3,
+                        at + 4
+                    )
+                })
+                .collect();
+            let statement = AssertSqlSafe(format!(
+                "INSERT INTO payouts (id, tenant, idempotency_key, request, state, route, next_action_at, created_at, updated_at, submitted_by) \
+                 VALUES {}",
+                values.join(", ")
+            ));
+            let mut query = sqlx::query(statement).bind(now);
+            for (payout_id, tenant, key, request, submitted_by) in chunk {
+                query = query.bind(*payout_id).bind(*tenant).bind(*key).bind(request.as_str()).bind(*submitted_by);
+            }
+            query.execute(&mut **tx).await?;
+        }
+        let events: Vec<group::EventRow> = fresh
+            .iter()
+            .map(|(_, payout_id, _)| (payout_id.clone(), State::Accepted, "accepted".to_string()))
+            .collect();
+        group::insert_events(tx, &events, now_micros()).await?;
+        for (index, payout_id, _) in fresh {
+            answers[index] = Some(Ok(Accepted { payout_id, replay: false }));
+        }
+        Ok(())
+    }
+
     fn validate(&self, tenant: &str, request: &PayoutRequest) -> Result<(), EngineError> {
         if self.config.tenants.iter().all(|known| known.id.as_str() != tenant) {
             return Err(EngineError::Invalid(format!("tenant {tenant:?} is not configured")));
+        }
+        // Before any key is claimed: a request refused later would leave its key pointing nowhere.
+        if request.beneficiary.account.len() > railyard_store::vault::ACCOUNT_BYTES_MAX {
+            return Err(EngineError::Invalid(format!(
+                "beneficiary.account: {}",
+                railyard_store::vault::VaultError::TooLong
+            )));
         }
         let expected = match request.mode {
             AmountMode::Send => request.source,

@@ -1285,3 +1285,134 @@ async fn a_rails_daily_cap_holds_when_legs_are_reserved() {
         assert!(report.ok(), "{}: {report:?}", db.name);
     }
 }
+
+/// What a batch of accepts leaves: per request its answer, and the stored rows that say who got
+/// which payout and who met each account first.
+async fn accept_outcome(
+    store: &Store,
+    answers: &[Result<railyard_saga::Accepted, EngineError>],
+) -> (Vec<String>, Vec<(String, String, String)>) {
+    // Payout ids differ between runs: name each by the position of the request that created it.
+    let mut names: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for (index, answer) in answers.iter().enumerate() {
+        if let Ok(accepted) = answer
+            && !accepted.replay
+        {
+            names.insert(accepted.payout_id.clone(), format!("#{index}"));
+        }
+    }
+    // Payouts from before the batch are all "earlier"; their ids differ between runs too.
+    let name = |id: &str| names.get(id).cloned().unwrap_or_else(|| "earlier".into());
+    let shown = answers
+        .iter()
+        .map(|answer| match answer {
+            Ok(accepted) => format!("{} replay={}", name(&accepted.payout_id), accepted.replay),
+            Err(EngineError::Conflict(id)) => format!("conflict with {}", name(id)),
+            Err(EngineError::Invalid(reason)) => format!("invalid: {reason}"),
+            Err(other) => format!("error: {other}"),
+        })
+        .collect();
+    let mut rows = Vec::new();
+    for row in sqlx::query("SELECT id, idempotency_key, state FROM payouts").fetch_all(store.pool()).await.unwrap() {
+        let id: String = sqlx::Row::get(&row, 0);
+        rows.push((format!("payout {}", name(&id)), sqlx::Row::get(&row, 1), sqlx::Row::get(&row, 2)));
+    }
+    for row in sqlx::query("SELECT key, resource_id FROM idempotency").fetch_all(store.pool()).await.unwrap() {
+        let id: String = sqlx::Row::get(&row, 1);
+        rows.push((format!("key {}", sqlx::Row::get::<String, _>(&row, 0)), name(&id), String::new()));
+    }
+    for row in sqlx::query("SELECT masked, first_payout FROM vault").fetch_all(store.pool()).await.unwrap() {
+        let first: String = sqlx::Row::get(&row, 1);
+        rows.push(("vault".into(), sqlx::Row::get(&row, 0), name(&first)));
+    }
+    for row in sqlx::query("SELECT payout_id, state, detail FROM saga_events").fetch_all(store.pool()).await.unwrap() {
+        let id: String = sqlx::Row::get(&row, 0);
+        let detail: String = sqlx::Row::get(&row, 2);
+        // A quote's id differs between runs.
+        let detail = if detail.starts_with("route from quote ") { "route from quote".into() } else { detail };
+        rows.push((format!("event {}", name(&id)), sqlx::Row::get(&row, 1), detail));
+    }
+    rows.sort();
+    (shown, rows)
+}
+
+/// The intake's batch writes its requests together; its answers and rows are the ones accepting
+/// them one by one in the same order gives: new keys, a key repeated in the batch (same request:
+/// the first's payout; another request: a conflict), keys used before the batch, an account met
+/// twice, a request from a quote in the middle, an unknown tenant and an account too long for the
+/// vault (refused before its key is claimed, so the key stays free).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_accepts_answers_as_accepting_one_by_one() {
+    for db in common::databases().await {
+        let other = common::sqlite().await;
+        let world = World::new();
+        let mut outcomes = Vec::new();
+        for (store, batched) in [(&db.store, true), (&other.store, false)] {
+            let engine = world.engine(store, "engine-a", None);
+            engine.ensure_accounts().await.unwrap();
+            let before_same = engine.accept("demo-psp", "used-same", &eur_payout(5_000)).await.unwrap();
+            engine.accept("demo-psp", "used-other", &eur_payout(5_001)).await.unwrap();
+            let quote = engine.quote("demo-psp", &eur_payout(7_000), None).await.unwrap();
+            let mut from_quote = eur_payout(7_000);
+            from_quote.quote_id = Some(quote.id.clone());
+            let mut long_account = eur_payout(8_000);
+            long_account.beneficiary.account = "D".repeat(railyard_store::vault::ACCOUNT_BYTES_MAX + 1);
+            let mut new_account = eur_payout(9_000);
+            new_account.beneficiary.account = "NL91ABNA0417164300".into();
+            let batch: Vec<(String, String, PayoutRequest)> = [
+                ("demo-psp", "a", eur_payout(1_000)),
+                ("demo-psp", "b", new_account.clone()),
+                ("demo-psp", "a", eur_payout(1_000)),
+                ("demo-psp", "a", eur_payout(1_001)),
+                ("demo-psp", "used-same", eur_payout(5_000)),
+                ("demo-psp", "used-other", eur_payout(5_002)),
+                ("demo-psp", "q", from_quote),
+                ("demo-psp", "c", new_account),
+                ("nobody", "d", eur_payout(1_000)),
+                ("demo-psp", "long", long_account),
+                ("demo-psp", "q", eur_payout(7_000)),
+                ("demo-psp", "long", eur_payout(8_000)),
+            ]
+            .into_iter()
+            .map(|(tenant, key, request)| (tenant.to_string(), key.to_string(), request))
+            .collect();
+            let answers = if batched {
+                engine.accept_batch(&batch).await.unwrap()
+            } else {
+                let mut answers = Vec::new();
+                for (tenant, key, request) in &batch {
+                    answers.push(engine.accept(tenant, key, request).await);
+                }
+                answers
+            };
+            assert!(
+                matches!(&answers[4], Ok(accepted) if accepted.replay && accepted.payout_id == before_same.payout_id),
+                "{}: {:?}",
+                db.name,
+                answers[4]
+            );
+            outcomes.push(accept_outcome(store, &answers).await);
+        }
+        let (batched, one_by_one) = (&outcomes[0], &outcomes[1]);
+        assert_eq!(batched.0, one_by_one.0, "{}: answers", db.name);
+        let expected = [
+            "#0 replay=false",
+            "#1 replay=false",
+            "#0 replay=true",
+            "conflict with #0",
+            "earlier replay=true",
+            "conflict with earlier",
+            "#6 replay=false",
+            "#7 replay=false",
+            "invalid: tenant",
+            "invalid: beneficiary.account",
+            "conflict with #6",
+            "#11 replay=false",
+        ];
+        for (shown, expected) in batched.0.iter().zip(expected) {
+            assert!(shown.starts_with(expected), "{}: {shown} where {expected} was expected", db.name);
+        }
+        // Rows: ids and times differ between the two runs, nothing else.
+        assert_eq!(batched.1, one_by_one.1, "{}: stored rows", db.name);
+    }
+}

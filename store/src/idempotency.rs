@@ -74,14 +74,114 @@ pub async fn claim(
     .bind(key)
     .fetch_one(&mut **transaction)
     .await?;
-    let existing = record(&row)?;
-    Ok(if existing.request_hash != request_hash {
+    Ok(classify(record(&row)?, request_hash))
+}
+
+/// One key for [`claim_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    pub tenant: &'a str,
+    pub key: &'a str,
+    pub request_hash: &'a str,
+    pub resource_id: &'a str,
+}
+
+/// Claims many keys in a few statements, answering each as [`claim`] would have, called for them
+/// one after another in order: a key that comes twice is [`Claim::New`] the first time, and the
+/// second time in progress or a conflict against that first use.
+pub async fn claim_many(
+    transaction: &mut Transaction<'_, Any>,
+    requests: &[ClaimRequest<'_>],
+) -> Result<Vec<Claim>, sqlx::Error> {
+    use std::collections::{HashMap, HashSet};
+
+    let created_at = now_micros();
+    // The first request of each key: the only one that can insert.
+    let mut first: HashMap<(&str, &str), usize> = HashMap::with_capacity(requests.len());
+    let mut unique = Vec::with_capacity(requests.len());
+    for (index, request) in requests.iter().enumerate() {
+        if let std::collections::hash_map::Entry::Vacant(entry) = first.entry((request.tenant, request.key)) {
+            entry.insert(index);
+            unique.push(*request);
+        }
+    }
+    let mut inserted: HashSet<(String, String)> = HashSet::with_capacity(unique.len());
+    for chunk in crate::bulk::insert_chunks(&unique, 4) {
+        let values: Vec<String> =
+            (0..chunk.len()).map(|row| format!("({}, $1)", crate::bulk::placeholders(2 + row * 4, 4))).collect();
+        let statement = sqlx::AssertSqlSafe(format!(
+            "INSERT INTO idempotency (tenant, key, request_hash, resource_id, created_at) VALUES {} \
+             ON CONFLICT (tenant, key) DO NOTHING RETURNING tenant, key",
+            values.join(", ")
+        ));
+        let mut query = sqlx::query(statement).bind(created_at);
+        for request in chunk {
+            query = query.bind(request.tenant).bind(request.key).bind(request.request_hash).bind(request.resource_id);
+        }
+        for row in query.fetch_all(&mut **transaction).await? {
+            inserted.insert((row.try_get(0)?, row.try_get(1)?));
+        }
+    }
+    // The records of keys used before, per tenant.
+    let mut existing: HashMap<(String, String), IdempotencyRecord> = HashMap::new();
+    let mut used: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    for request in unique.iter().filter(|request| !inserted.contains(&(request.tenant.into(), request.key.into()))) {
+        used.entry(request.tenant).or_default().push(request.key);
+    }
+    for (tenant, keys) in used {
+        for chunk in keys.chunks(crate::bulk::IN_MAX) {
+            let chunk = crate::bulk::padded(chunk);
+            let statement = sqlx::AssertSqlSafe(format!(
+                "SELECT tenant, key, request_hash, resource_id, response_status, response_body, created_at \
+                 FROM idempotency WHERE tenant = $1 AND key IN ({})",
+                crate::bulk::placeholders(2, chunk.len())
+            ));
+            let mut query = sqlx::query(statement).bind(tenant);
+            for key in chunk {
+                query = query.bind(key);
+            }
+            for row in query.fetch_all(&mut **transaction).await? {
+                let found = record(&row)?;
+                existing.insert((found.tenant.clone(), found.key.clone()), found);
+            }
+        }
+    }
+    let mut claims = Vec::with_capacity(requests.len());
+    for (index, request) in requests.iter().enumerate() {
+        let owner = requests[first[&(request.tenant, request.key)]];
+        let name = (request.tenant.to_string(), request.key.to_string());
+        let existing = if inserted.contains(&name) {
+            if first[&(request.tenant, request.key)] == index {
+                claims.push(Claim::New);
+                continue;
+            }
+            // Claimed earlier in this batch: what `claim` would read back now.
+            IdempotencyRecord {
+                tenant: name.0,
+                key: name.1,
+                request_hash: owner.request_hash.into(),
+                resource_id: owner.resource_id.into(),
+                response_status: None,
+                response_body: None,
+                created_at,
+            }
+        } else {
+            existing.get(&name).cloned().ok_or(sqlx::Error::RowNotFound)?
+        };
+        claims.push(classify(existing, request.request_hash));
+    }
+    Ok(claims)
+}
+
+/// What a key already used means for a request with `request_hash`.
+fn classify(existing: IdempotencyRecord, request_hash: &str) -> Claim {
+    if existing.request_hash != request_hash {
         Claim::Conflict(existing)
     } else if existing.response_status.is_some() {
         Claim::Replay(existing)
     } else {
         Claim::InProgress(existing)
-    })
+    }
 }
 
 /// Stores the answer the first request gave, for replays.

@@ -283,6 +283,46 @@ pub async fn tokenise(
     Ok(Tokenised { token, masked, new: inserted.rows_affected() == 1 })
 }
 
+/// [`tokenise`] for many `(tenant, account, payout_id)` in a few multi-row statements, as if they
+/// were tokenised one after another in order: an account met twice keeps the first payout as the
+/// one that met it first. Nothing is written when any account is too long.
+pub async fn tokenise_many(
+    transaction: &mut Transaction<'_, Any>,
+    keys: &VaultKeys,
+    accounts: &[(&str, &str, &str)],
+) -> Result<(), VaultError> {
+    if accounts.iter().any(|(_, account, _)| account.len() > ACCOUNT_BYTES_MAX) {
+        return Err(VaultError::TooLong);
+    }
+    // Per new token: token, tenant, nonce, ciphertext, masked, first payout.
+    let mut seen = std::collections::HashSet::with_capacity(accounts.len());
+    let mut rows = Vec::with_capacity(accounts.len());
+    for (tenant, account, payout_id) in accounts {
+        let token = keys.token(tenant, account);
+        if !seen.insert(token.clone()) {
+            continue;
+        }
+        let (nonce, ciphertext) = keys.seal(&token, account);
+        rows.push((token, *tenant, nonce, ciphertext, mask(account), *payout_id));
+    }
+    let created_at = now_micros();
+    for chunk in crate::bulk::insert_chunks(&rows, 6) {
+        let values: Vec<String> =
+            (0..chunk.len()).map(|row| format!("({}, $1, $2)", crate::bulk::placeholders(3 + row * 6, 6))).collect();
+        let statement = sqlx::AssertSqlSafe(format!(
+            "INSERT INTO vault (token, tenant, nonce, ciphertext, masked, first_payout, key_id, created_at) VALUES {} \
+             ON CONFLICT (token) DO NOTHING",
+            values.join(", ")
+        ));
+        let mut query = sqlx::query(statement).bind(&keys.active).bind(created_at);
+        for (token, tenant, nonce, ciphertext, masked, payout_id) in chunk {
+            query = query.bind(token).bind(*tenant).bind(nonce).bind(ciphertext).bind(masked).bind(*payout_id);
+        }
+        query.execute(&mut **transaction).await?;
+    }
+    Ok(())
+}
+
 /// The account behind `token`.
 pub async fn reveal(store: &Store, keys: &VaultKeys, token: &str) -> Result<String, VaultError> {
     let row = sqlx::query("SELECT key_id, nonce, ciphertext FROM vault WHERE token = $1")
