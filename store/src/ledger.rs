@@ -396,6 +396,46 @@ async fn adjust(
     }
 }
 
+/// Adds `deltas` (debits pending, debits posted, credits pending, credits posted) to each account,
+/// in `UPDATE ... FROM (VALUES ...)` statements of up to 16 accounts.
+async fn adjust_many(transaction: &mut Transaction<'_, Any>, changes: &[(&str, [i64; 4])]) -> Result<(), LedgerError> {
+    for chunk in bulk::insert_chunks(changes, 5) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|row| {
+                let at = 1 + row * 5;
+                format!(
+                    "(CAST(${at} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
+                    at + 1,
+                    at + 2,
+                    at + 3,
+                    at + 4
+                )
+            })
+            .collect();
+        let statement = AssertSqlSafe(format!(
+            "UPDATE accounts SET debits_pending = accounts.debits_pending + v.column2, \
+             debits_posted = accounts.debits_posted + v.column3, credits_pending = accounts.credits_pending + v.column4, \
+             credits_posted = accounts.credits_posted + v.column5 FROM (VALUES {}) AS v WHERE accounts.id = v.column1",
+            values.join(", ")
+        ));
+        let mut query = sqlx::query(statement);
+        for (account, deltas) in chunk {
+            query = query.bind(*account);
+            for delta in deltas {
+                query = query.bind(*delta);
+            }
+        }
+        let accounts = || chunk.iter().map(|(account, _)| *account).collect::<Vec<_>>().join(", ");
+        match query.execute(&mut **transaction).await {
+            Ok(result) if result.rows_affected() == chunk.len() as u64 => {}
+            Ok(_) => return Err(LedgerError::UnknownAccount(accounts())),
+            Err(error) if is_check_violation(&error) => return Err(LedgerError::Overdraft(accounts())),
+            Err(error) => return Err(LedgerError::Database(error)),
+        }
+    }
+    Ok(())
+}
+
 /// Checks both accounts and that the transfer's id is new, in one read.
 async fn check_accounts(transaction: &mut Transaction<'_, Any>, spec: &TransferSpec) -> Result<(), LedgerError> {
     if !spec.amount.is_positive() {
@@ -811,20 +851,21 @@ pub async fn append_groups(
         }
         query.execute(&mut **transaction).await?;
     }
-    // Each account once, by the sum of what the accepted groups moved.
+    // Each account once, by the sum of what the accepted groups moved, all in a few statements.
+    let mut changed: Vec<(&str, [i64; 4])> = Vec::new();
     for (id, after) in &totals {
         let Some(was) = before.get(id) else { continue };
         let deltas = [
-            ("debits_pending", after.debits_pending - was.debits_pending),
-            ("debits_posted", after.debits_posted - was.debits_posted),
-            ("credits_pending", after.credits_pending - was.credits_pending),
-            ("credits_posted", after.credits_posted - was.credits_posted),
+            after.debits_pending - was.debits_pending,
+            after.debits_posted - was.debits_posted,
+            after.credits_pending - was.credits_pending,
+            after.credits_posted - was.credits_posted,
         ];
-        let changed: Vec<(&'static str, i64)> = deltas.into_iter().filter(|(_, delta)| *delta != 0).collect();
-        if !changed.is_empty() {
-            adjust(transaction, id, &changed).await?;
+        if deltas.iter().any(|delta| *delta != 0) {
+            changed.push((id.as_str(), deltas));
         }
     }
+    adjust_many(transaction, &changed).await?;
     sqlx::query("UPDATE journal_head SET hash = $1 WHERE id = 1")
         .bind(&previous_hash)
         .execute(&mut **transaction)
