@@ -136,6 +136,19 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// What one statement and one row cost on the store's write path (fresh SQLite file, the
+    /// saga steps' connection, inside a write transaction): a statement's round trip, a one-row
+    /// insert and multi-row inserts, against a round trip to a bare thread in the same run.
+    Statements {
+        /// A directory for the fresh SQLite file.
+        #[arg(long, default_value = "target/bench-statements")]
+        db: String,
+        /// Statements per figure.
+        #[arg(long, default_value_t = 5_000)]
+        rounds: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Sanctions screening time per name with the bigram index, against scoring every listed name
     /// (baseline), on a synthetic list; and whether the index holds every edited listed name the
     /// scan holds.
@@ -329,6 +342,27 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
                     figures.unrelated_held_indexed,
                     figures.unrelated_held_exhaustive
                 );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Statements { db, rounds, json } => {
+            warn_if_debug(json);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime
+                .block_on(railyard_saga::bench::statements(&db, rounds))
+                .map_err(|error| anyhow::anyhow!(error))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("round trip to a bare thread      {:>9.1} µs", report.thread_round_trip_us);
+                println!("statement round trip (SELECT 1)  {:>9.1} µs", report.statement_round_trip_us);
+                println!("one-row insert                   {:>9.1} µs", report.insert_1_row_us);
+                for figure in &report.insert_multi {
+                    println!(
+                        "{:>3}-row insert                   {:>9.1} µs   ({:.2} µs per row)",
+                        figure.rows_per_statement, figure.statement_us, figure.row_us
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

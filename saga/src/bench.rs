@@ -683,3 +683,119 @@ pub async fn prefill(
     store.close().await;
     Ok(payouts as f64 / seconds.max(f64::MIN_POSITIVE))
 }
+
+/// `railyard bench statements`: what one statement and one row cost on the store's write path.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatementsReport {
+    pub rounds: usize,
+    /// A round trip to a thread of our own and back (std channel there, tokio oneshot back): what
+    /// handing work to another thread costs on this machine, with nothing done there.
+    pub thread_round_trip_us: f64,
+    /// `SELECT 1` inside a write transaction on the steps' connection: one statement's round trip
+    /// through sqlx's SQLite worker thread.
+    pub statement_round_trip_us: f64,
+    /// A one-row `INSERT INTO saga_events` in that transaction.
+    pub insert_1_row_us: f64,
+    /// Multi-row inserts of the same rows: microseconds per statement and per row, by rows per
+    /// statement.
+    pub insert_multi: Vec<MultiRowFigure>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MultiRowFigure {
+    pub rows_per_statement: usize,
+    pub statement_us: f64,
+    pub row_us: f64,
+}
+
+/// Runs the statement figures on a fresh SQLite file in the directory `target`.
+pub async fn statements(target: &str, rounds: usize) -> Result<StatementsReport, String> {
+    let failed = |error: &dyn std::fmt::Display| error.to_string();
+    let rounds = rounds.max(64);
+    let micros_each = |started: Instant, count: usize| started.elapsed().as_secs_f64() * 1e6 / count as f64;
+
+    // The baseline: a bare thread answering each request.
+    let (requests, inbox) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>();
+    let worker = std::thread::spawn(move || {
+        while let Ok(reply) = inbox.recv() {
+            let _ = reply.send(());
+        }
+    });
+    let started = Instant::now();
+    for _ in 0..rounds {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        requests.send(reply).map_err(|error| failed(&error))?;
+        answer.await.map_err(|error| failed(&error))?;
+    }
+    let thread_round_trip_us = micros_each(started, rounds);
+    drop(requests);
+    let _ = worker.join();
+
+    let (url, schema) = fresh(target, "statements").await?;
+    let store = Store::open(&url, &StoreOptions::default()).await.map_err(|error| failed(&error))?;
+    let mut tx = store.begin_step().await.map_err(|error| failed(&error))?;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        sqlx::query("SELECT 1").fetch_one(&mut *tx).await.map_err(|error| failed(&error))?;
+    }
+    let statement_round_trip_us = micros_each(started, rounds);
+    let mut at: i64 = 0;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        at += 1;
+        sqlx::query("INSERT INTO saga_events (payout_id, at, state, detail) VALUES ($1, $2, 'accepted', $3)")
+            .bind("pay_bench")
+            .bind(at)
+            .bind("accepted")
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| failed(&error))?;
+    }
+    let insert_1_row_us = micros_each(started, rounds);
+    let mut insert_multi = Vec::new();
+    for rows in [4usize, 16, 64] {
+        let values: Vec<String> = (0..rows)
+            .map(|row| format!("(${}, ${}, 'accepted', ${})", row * 3 + 1, row * 3 + 2, row * 3 + 3))
+            .collect();
+        let statement = format!("INSERT INTO saga_events (payout_id, at, state, detail) VALUES {}", values.join(", "));
+        let count = (rounds / rows).max(16);
+        let started = Instant::now();
+        for _ in 0..count {
+            let mut query = sqlx::query(AssertSqlSafe(statement.clone()));
+            for _ in 0..rows {
+                at += 1;
+                query = query.bind("pay_bench").bind(at).bind("accepted");
+            }
+            query.execute(&mut *tx).await.map_err(|error| failed(&error))?;
+        }
+        let statement_us = micros_each(started, count);
+        insert_multi.push(MultiRowFigure {
+            rows_per_statement: rows,
+            statement_us,
+            row_us: statement_us / rows as f64,
+        });
+    }
+    tx.rollback().await.map_err(|error| failed(&error))?;
+    store.pool().close().await;
+    cleanup(target, &url, schema).await;
+    Ok(StatementsReport { rounds, thread_round_trip_us, statement_round_trip_us, insert_1_row_us, insert_multi })
+}
+
+#[cfg(test)]
+mod tests {
+    /// The statement figures run on a fresh file, measure something and leave nothing behind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn statement_figures_run_and_clean_up() {
+        let directory = std::env::temp_dir().join(format!("railyard-bench-statements-{}", std::process::id()));
+        let target = directory.display().to_string();
+        let report = super::statements(&target, 64).await.unwrap();
+        let figures = [report.thread_round_trip_us, report.statement_round_trip_us, report.insert_1_row_us];
+        assert!(figures.iter().all(|figure| figure.is_finite() && *figure > 0.0), "{report:?}");
+        let rows: Vec<usize> = report.insert_multi.iter().map(|figure| figure.rows_per_statement).collect();
+        assert_eq!(rows, [4, 16, 64]);
+        assert!(report.insert_multi.iter().all(|figure| figure.row_us > 0.0 && figure.row_us < figure.statement_us));
+        let left: Vec<_> = std::fs::read_dir(&directory).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+        std::fs::remove_dir(&directory).unwrap();
+    }
+}
