@@ -481,17 +481,8 @@ impl Aggregate {
             "action": alert.action,
             "occurred_at": chrono::Utc::now().to_rfc3339(),
         });
-        let written = sqlx::query(
-            "INSERT INTO outbox (payout_id, event, body, created_at, tenant) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (payout_id, event) DO NOTHING",
-        )
-        .bind(&alert.id)
-        .bind(event)
-        .bind(body.to_string())
-        .bind(railyard_store::now_micros())
-        .bind(tenant)
-        .execute(self.sources.store.pool())
-        .await;
+        let written =
+            railyard_store::outbox::queue(self.sources.store.pool(), &alert.id, event, &body.to_string(), tenant).await;
         if let Err(error) = written {
             tracing::warn!(%error, "anomaly webhook not queued");
         }

@@ -2354,17 +2354,7 @@ async fn outbox(
         "detail": detail,
         "occurred_at": Utc::now().to_rfc3339(),
     });
-    sqlx::query(
-        "INSERT INTO outbox (payout_id, event, body, created_at, tenant) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (payout_id, event) DO NOTHING",
-    )
-    .bind(&payout.id)
-    .bind(name)
-    .bind(body.to_string())
-    .bind(now_micros())
-    .bind(&payout.tenant)
-    .execute(&mut **tx)
-    .await?;
+    railyard_store::outbox::queue(&mut **tx, &payout.id, name, &body.to_string(), &payout.tenant).await?;
     Ok(())
 }
 

@@ -15,6 +15,7 @@ pub mod audit;
 pub mod bulk;
 pub mod keys;
 pub mod ledger;
+pub mod outbox;
 pub mod settings;
 pub mod usage;
 pub mod vault;

@@ -240,17 +240,7 @@ async fn queue(
         "occurred_at": Utc::now().to_rfc3339(),
     });
     // The outbox is keyed by (subject, event): the alert id is the subject.
-    sqlx::query(
-        "INSERT INTO outbox (payout_id, event, body, created_at, tenant) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (payout_id, event) DO NOTHING",
-    )
-    .bind(&alert.id)
-    .bind(event)
-    .bind(body.to_string())
-    .bind(now_micros())
-    .bind(tenant)
-    .execute(&mut **tx)
-    .await?;
+    railyard_store::outbox::queue(&mut **tx, &alert.id, event, &body.to_string(), tenant).await?;
     Ok(())
 }
 
