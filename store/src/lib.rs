@@ -362,6 +362,10 @@ impl Store {
             let steps_options = StoreOptions { connections_max: 1, ..options.clone() };
             let steps = Store::pool_with(&connect, &steps_options, dialect, Durability::Normal, busy_ms).await?;
             (steps, Some(Arc::new(Barrier::default())))
+        } else if dialect == Dialect::Postgres {
+            // The steps' connections of their own: hundreds of sagas queueing on the journal head
+            // must not take every connection a payout's GET or an intake group needs.
+            (Store::pool_with(&connect, options, dialect, durability, busy_ms).await?, None)
         } else {
             (pool.clone(), None)
         };
