@@ -543,26 +543,13 @@ impl Engine {
         }
         let mut updated = BTreeSet::new();
         for chunk in bulk::insert_chunks(&rows, 5) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|row| {
-                    let at = 4 + row * 5;
-                    format!(
-                        "(CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS TEXT), CAST(${} AS TEXT), CAST(${} AS TEXT))",
-                        at,
-                        at + 1,
-                        at + 2,
-                        at + 3,
-                        at + 4
-                    )
-                })
-                .collect();
+            let values = bulk::cast_rows(4, chunk.len(), &["TEXT", "BIGINT", "TEXT", "TEXT", "TEXT"]);
             let statement = AssertSqlSafe(format!(
                 "UPDATE payouts SET state = 'submitting', leg = v.column2, route = v.column3, reservation = v.column4, \
                  risk = v.column5, reason = NULL, inquiries = 0, next_action_at = $1, in_doubt_since = NULL, \
-                 lease_until = $2, updated_at = $1 FROM (VALUES {}) AS v \
+                 lease_until = $2, updated_at = $1 FROM (VALUES {values}) AS v \
                  WHERE payouts.id = v.column1 AND payouts.state = 'accepted' AND payouts.lease_owner = $3 \
-                 RETURNING payouts.id",
-                values.join(", ")
+                 RETURNING payouts.id"
             ));
             let mut query = sqlx::query(statement).bind(now_micros).bind(self.lease_until()).bind(&self.settings.owner);
             for (id, leg, route, reservation, risk) in chunk {
@@ -768,18 +755,12 @@ impl Engine {
         // longer ours (state or lease moved) fails the completion as `Leased`.
         let mut updated = BTreeSet::new();
         for chunk in bulk::insert_chunks(&rows, 3) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|row| {
-                    let at = 3 + row * 3;
-                    format!("(CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS TEXT))", at, at + 1, at + 2)
-                })
-                .collect();
+            let values = bulk::cast_rows(3, chunk.len(), &["TEXT", "BIGINT", "TEXT"]);
             let statement = AssertSqlSafe(format!(
                 "UPDATE payouts SET state = 'completed', leg = v.column2, route = v.column3, reason = NULL, inquiries = 0, \
                  next_action_at = $1, in_doubt_since = NULL, lease_owner = NULL, lease_until = 0, updated_at = $1 \
-                 FROM (VALUES {}) AS v WHERE payouts.id = v.column1 AND payouts.state = 'submitting' \
-                 AND payouts.lease_owner = $2 RETURNING payouts.id",
-                values.join(", ")
+                 FROM (VALUES {values}) AS v WHERE payouts.id = v.column1 AND payouts.state = 'submitting' \
+                 AND payouts.lease_owner = $2 RETURNING payouts.id"
             ));
             let mut query = sqlx::query(statement).bind(now_micros).bind(&self.settings.owner);
             for (id, legs, route) in chunk {

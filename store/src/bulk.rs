@@ -23,6 +23,21 @@ pub fn placeholders(first: usize, count: usize) -> String {
     (first..first + count).map(|index| format!("${index}")).collect::<Vec<_>>().join(", ")
 }
 
+/// The rows of a `VALUES` list that an `UPDATE ... FROM` joins on, each value cast to its column's
+/// type (PostgreSQL cannot infer a parameter's type there): `rows` rows of `types.len()` values,
+/// numbered from `$first` on.
+pub fn cast_rows(first: usize, rows: usize, types: &[&str]) -> String {
+    (0..rows)
+        .map(|row| {
+            let at = first + row * types.len();
+            let values: Vec<String> =
+                types.iter().enumerate().map(|(column, kind)| format!("CAST(${} AS {kind})", at + column)).collect();
+            format!("({})", values.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Splits `rows` of `columns` values each into consecutive chunks whose lengths are all in
 /// [`INSERT_SHAPES`], none binding more than [`BINDS_MAX`] values (but at least one row).
 pub fn insert_chunks<T>(rows: &[T], columns: usize) -> Vec<&[T]> {
@@ -72,5 +87,9 @@ mod tests {
         assert_eq!(&list[..5], &values[..]);
         assert!(list[5..].iter().all(|value| *value == "e"));
         assert!(padded::<str>(&[]).is_empty());
+        assert_eq!(
+            cast_rows(3, 2, &["TEXT", "BIGINT"]),
+            "(CAST($3 AS TEXT), CAST($4 AS BIGINT)), (CAST($5 AS TEXT), CAST($6 AS BIGINT))"
+        );
     }
 }

@@ -400,23 +400,11 @@ async fn adjust(
 /// in `UPDATE ... FROM (VALUES ...)` statements of up to 16 accounts.
 async fn adjust_many(transaction: &mut Transaction<'_, Any>, changes: &[(&str, [i64; 4])]) -> Result<(), LedgerError> {
     for chunk in bulk::insert_chunks(changes, 5) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|row| {
-                let at = 1 + row * 5;
-                format!(
-                    "(CAST(${at} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
-                    at + 1,
-                    at + 2,
-                    at + 3,
-                    at + 4
-                )
-            })
-            .collect();
+        let values = bulk::cast_rows(1, chunk.len(), &["TEXT", "BIGINT", "BIGINT", "BIGINT", "BIGINT"]);
         let statement = AssertSqlSafe(format!(
             "UPDATE accounts SET debits_pending = accounts.debits_pending + v.column2, \
              debits_posted = accounts.debits_posted + v.column3, credits_pending = accounts.credits_pending + v.column4, \
-             credits_posted = accounts.credits_posted + v.column5 FROM (VALUES {}) AS v WHERE accounts.id = v.column1",
-            values.join(", ")
+             credits_posted = accounts.credits_posted + v.column5 FROM (VALUES {values}) AS v WHERE accounts.id = v.column1"
         ));
         let mut query = sqlx::query(statement);
         for (account, deltas) in chunk {
