@@ -17,9 +17,14 @@
 //! 4. One transaction ("group_complete") for the legs that executed, taken as they come back:
 //!    post the leg and the reservation, book the conversions, queue the webhook, complete.
 //!
-//! Whatever is not the common case leaves the group at the point where it stops being one and
-//! runs alone from there, with the same code as always: a payout held or blocked by risk, without
-//! a route, with a route of more than one rail leg, short of balance or liquidity, a rail answer
+//! A payout for which no route exists (no rail serves it, or none has the liquidity for it) is
+//! failed in the same transaction, after its assessment, with the single path's trail: risk
+//! recorded, `screened: ...`, `no route: ...`, the `payout.failed` webhook. Alone, each such payout
+//! took three transactions and a flush; a backlog of them (a rail run dry) drained at ~100/s.
+//!
+//! Whatever else is not the common case leaves the group at the point where it stops being one and
+//! runs alone from there, with the same code as always: a payout held or blocked by risk, with a
+//! route of more than one rail leg, short of balance or liquidity, a rail answer
 //! other than executed. The durable states, events and ledger entries a grouped payout leaves are
 //! the ones it would have left alone (the tests compare them), so recovery, reconciliation and
 //! `verify` see no difference. A crash anywhere leaves each payout in a state the ordinary engine
@@ -56,6 +61,30 @@ struct Member {
     assessment: Option<Assessment>,
 }
 
+/// A payout at the very start for which no route exists now: approved by risk, it fails in the
+/// group's transaction exactly as the single path's `route` step fails it.
+struct Unroutable {
+    payout: Payout,
+    screening: Option<Vec<railyard_risk::Screening>>,
+    /// Why routing found nothing (the single path's "no route: ..." reason without its prefix).
+    reason: String,
+    assessment: Option<Assessment>,
+}
+
+/// What the group makes of a payout it can take.
+enum Planned {
+    Member(Member),
+    Unroutable(Unroutable),
+}
+
+/// What `group_submit` leaves: payouts now `submitting`, payouts it failed (no route), and those
+/// that run alone (with `Some(error)` for those another engine holds).
+struct SubmitSplit {
+    submitted: Vec<Submitted>,
+    failed: Vec<String>,
+    alone: Vec<(String, Option<EngineError>)>,
+}
+
 /// A payout the group brought to `submitting`, on its way to the rail.
 struct Submitted {
     /// The payout as it now stands (`submitting`, routed, reserved, assessed).
@@ -75,7 +104,7 @@ impl Engine {
     /// documentation), the others alone. Returns, per saga, the state its pass ended in.
     pub async fn run_group(&self, ids: &[String]) -> GroupResults {
         let mut results: GroupResults = Vec::with_capacity(ids.len());
-        let (submitted, alone) = match self.group_submit(ids).await {
+        let SubmitSplit { submitted, failed, alone } = match self.group_submit(ids).await {
             Ok(split) => split,
             Err(error @ EngineError::Crashed(_)) => {
                 return ids.iter().map(|id| (id.clone(), Err(clone_crash(&error)))).collect();
@@ -83,9 +112,14 @@ impl Engine {
             Err(error) => {
                 // Nothing of the group was kept: every saga runs alone instead.
                 tracing::warn!("a group of {} sagas failed, running them one by one: {error}", ids.len());
-                (Vec::new(), ids.iter().map(|id| (id.clone(), None)).collect())
+                SubmitSplit {
+                    submitted: Vec::new(),
+                    failed: Vec::new(),
+                    alone: ids.iter().map(|id| (id.clone(), None)).collect(),
+                }
             }
         };
+        results.extend(failed.into_iter().map(|id| (id, Ok(State::Failed))));
         let (grouped, crashed) = self.group_rails(submitted).await;
         results.extend(grouped);
         if let Some(error) = crashed {
@@ -112,14 +146,11 @@ impl Engine {
         results
     }
 
-    /// Steps 1 and 2: the payouts that reached `submitting` together, and the ids that run
-    /// alone (with `Some(error)` for those another engine holds).
-    async fn group_submit(
-        &self,
-        ids: &[String],
-    ) -> Result<(Vec<Submitted>, Vec<(String, Option<EngineError>)>), EngineError> {
+    /// Steps 1 and 2: the payouts that reached `submitting` together, those failed for want of a
+    /// route, and the ids that run alone.
+    async fn group_submit(&self, ids: &[String]) -> Result<SubmitSplit, EngineError> {
         let mut alone: Vec<(String, Option<EngineError>)> = Vec::new();
-        let mut members = Vec::new();
+        let mut planned = Vec::new();
         let found = self.payouts_by_id(ids).await?;
         for id in ids {
             let Some(payout) = found.get(id) else {
@@ -127,34 +158,53 @@ impl Engine {
                 continue;
             };
             match self.plan(payout.clone()) {
-                Some(member) => members.push(member),
+                Some(plan) => planned.push(plan),
                 None => alone.push((id.clone(), None)),
             }
         }
-        if members.is_empty() {
-            return Ok((Vec::new(), alone));
+        let split = |submitted, failed, alone| SubmitSplit { submitted, failed, alone };
+        if planned.is_empty() {
+            return Ok(split(Vec::new(), Vec::new(), alone));
         }
         let now = self.clock.now();
         let now_micros = now.timestamp_micros();
         let mut tx = self.store.begin_step().await?;
-        let claimed = self.claim_many(&mut tx, &members).await?;
-        members.retain(|member| {
-            let ours = claimed.contains(&member.payout.id);
+        let subject_ids: Vec<&str> = planned.iter().map(|plan| planned_payout(plan).id.as_str()).collect();
+        let claimed = self.claim_many(&mut tx, &subject_ids).await?;
+        planned.retain(|plan| {
+            let id = &planned_payout(plan).id;
+            let ours = claimed.contains(id);
             if !ours {
-                alone.push((member.payout.id.clone(), Some(EngineError::Leased(member.payout.id.clone()))));
+                alone.push((id.clone(), Some(EngineError::Leased(id.clone()))));
             }
             ours
         });
         // Risk, in order: a payout the rules do not approve at once runs alone (and is assessed
         // there again, with its own hold, block or review).
-        let assessments = self.assess_members(&mut tx, &members, now).await?;
-        let mut approved = Vec::with_capacity(members.len());
-        for (mut member, assessment) in members.into_iter().zip(assessments) {
-            if assessment.decision == Decision::Approve {
-                member.assessment = Some(assessment);
-                approved.push(member);
-            } else {
-                alone.push((member.payout.id.clone(), None));
+        let subjects: Vec<(&Payout, &Option<Vec<railyard_risk::Screening>>)> = planned
+            .iter()
+            .map(|plan| match plan {
+                Planned::Member(member) => (&member.payout, &member.screening),
+                Planned::Unroutable(unroutable) => (&unroutable.payout, &unroutable.screening),
+            })
+            .collect();
+        let assessments = self.assess_members(&mut tx, &subjects, now).await?;
+        let mut approved = Vec::with_capacity(planned.len());
+        let mut unroutable = Vec::new();
+        for (plan, assessment) in planned.into_iter().zip(assessments) {
+            if assessment.decision != Decision::Approve {
+                alone.push((planned_payout(&plan).id.clone(), None));
+                continue;
+            }
+            match plan {
+                Planned::Member(mut member) => {
+                    member.assessment = Some(assessment);
+                    approved.push(member);
+                }
+                Planned::Unroutable(mut failing) => {
+                    failing.assessment = Some(assessment);
+                    unroutable.push(failing);
+                }
             }
         }
         // Each rail's daily cap, for the group's legs on it together: where they would pass it,
@@ -194,12 +244,17 @@ impl Engine {
                 }
             }
         }
-        if members.is_empty() {
+        if members.is_empty() && unroutable.is_empty() {
             // Only leases were taken: keep them for the sagas that now run alone.
             tx.commit().await?;
-            return Ok((Vec::new(), alone));
+            return Ok(split(Vec::new(), Vec::new(), alone));
         }
-        self.write_counters(&mut tx, &members, now_micros).await?;
+        let counted: Vec<&Payout> = members
+            .iter()
+            .map(|member| &member.payout)
+            .chain(unroutable.iter().map(|failing| &failing.payout))
+            .collect();
+        self.write_counters(&mut tx, &counted, now_micros).await?;
         let written = self.write_submitting(&mut tx, &members, now_micros).await?;
         let mut events: Vec<EventRow> = Vec::new();
         let mut submitted = Vec::with_capacity(members.len());
@@ -207,18 +262,90 @@ impl Engine {
             events.extend(row_events);
             submitted.push((member, payout));
         }
+        let failed = self.write_unroutable(&mut tx, &unroutable, now_micros).await?;
+        events.extend(failed.iter().flat_map(|(row_events, _)| row_events.iter().cloned()));
         insert_events(&mut tx, &events, railyard_store::now_micros()).await?;
         self.crash("group_submit", Phase::BeforeCommit)?;
         tx.commit().await?;
         self.tell_submitted(&submitted);
+        for (row_events, payout) in &failed {
+            let mut from = State::Accepted;
+            for (_, to, detail) in row_events {
+                self.moved(&PayoutMoved { payout, from, to: *to, route: None, detail });
+                from = *to;
+            }
+        }
         self.crash("group_submit", Phase::AfterCommit)?;
-        // Nothing reaches a rail before its intent is durable.
+        // Nothing reaches a rail before its intent is durable, nor is anyone told of a failure.
         self.store.sync().await?;
         let submitted = submitted
             .into_iter()
             .map(|(member, payout)| Submitted { payout, route: member.route, rail: member.rail })
             .collect();
-        Ok((submitted, alone))
+        let failed = failed.into_iter().map(|(_, payout)| payout.id).collect();
+        Ok(split(submitted, failed, alone))
+    }
+
+    /// Fails payouts routing found nothing for: the single path's assessment (risk recorded,
+    /// `screened: ...`) and its `route` step's failure (`no route: ...`, the `payout.failed`
+    /// webhook, the lease let go), in one statement per table. Returns each one's events and
+    /// its payout as it now stands.
+    async fn write_unroutable(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        failing: &[Unroutable],
+        now_micros: i64,
+    ) -> Result<Vec<(Vec<EventRow>, Payout)>, EngineError> {
+        if failing.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut rows = Vec::with_capacity(failing.len());
+        let mut written = Vec::with_capacity(failing.len());
+        for unroutable in failing {
+            let payout = &unroutable.payout;
+            let assessment =
+                unroutable.assessment.as_ref().ok_or_else(|| corrupt("a grouped payout without assessment"))?;
+            let reason = format!("no route: {}", unroutable.reason);
+            rows.push((payout.id.clone(), reason.clone(), serde_json::to_string(assessment).map_err(corrupt)?));
+            let events = vec![
+                (payout.id.clone(), State::Accepted, format!("screened: {}", assessment.summary())),
+                (payout.id.clone(), State::Failed, reason.clone()),
+            ];
+            let mut now = payout.clone();
+            now.state = State::Failed;
+            now.reason = Some(reason);
+            now.risk = Some(assessment.clone());
+            now.inquiries = 0;
+            now.next_action_at = now_micros;
+            written.push((events, now));
+        }
+        let dialect = self.store.dialect();
+        let statement = AssertSqlSafe(format!(
+            "UPDATE payouts SET state = 'failed', reason = v.column2, risk = v.column3, inquiries = 0, \
+             next_action_at = $2, in_doubt_since = NULL, lease_owner = NULL, lease_until = 0, updated_at = $2 \
+             FROM ({}) AS v WHERE payouts.id = v.column1 AND {} = 'accepted' AND {} = $3 RETURNING payouts.id",
+            bulk::json_rows(dialect, 1, &["TEXT", "TEXT", "TEXT"]),
+            bulk::unindexed(dialect, "payouts.state"),
+            bulk::unindexed(dialect, "payouts.lease_owner"),
+        ));
+        let updated: BTreeSet<String> = sqlx::query(statement)
+            .bind(bulk::json_array(&rows)?)
+            .bind(now_micros)
+            .bind(&self.settings.owner)
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?;
+        if let Some(lost) = failing.iter().find(|unroutable| !updated.contains(&unroutable.payout.id)) {
+            return Err(EngineError::Leased(lost.payout.id.clone()));
+        }
+        let webhooks: Vec<(&Payout, &'static str, String)> = written
+            .iter()
+            .map(|(_, payout)| (payout, "payout.failed", payout.reason.clone().unwrap_or_default()))
+            .collect();
+        insert_outbox(tx, &webhooks, railyard_store::now_micros()).await?;
+        Ok(written)
     }
 
     /// Reads `ids` in one query (what is missing is left out).
@@ -245,7 +372,8 @@ impl Engine {
 
     /// A payout the group can take: at the very start (accepted, unassessed, not from a quote,
     /// first attempt), screened, routed on a route whose one rail leg is the last, that rail up.
-    fn plan(&self, payout: Payout) -> Option<Member> {
+    /// Or one that fails for want of a route, in the group too.
+    fn plan(&self, payout: Payout) -> Option<Planned> {
         let fresh = payout.state == State::Accepted
             && payout.risk.is_none()
             && payout.route.is_none()
@@ -257,24 +385,28 @@ impl Engine {
             return None;
         }
         let screening = self.screen(&payout);
-        let route = self.find_route(&payout.request, &[]).ok()?;
+        let route = match self.find_route(&payout.request, &[]) {
+            Ok(route) => route,
+            Err(reason) => {
+                return Some(Planned::Unroutable(Unroutable { payout, screening, reason, assessment: None }));
+            }
+        };
         let rail = route.legs.len().checked_sub(1)?;
         let shape = route.legs[rail].kind == "rail" && route.legs[..rail].iter().all(|leg| leg.kind == "fx");
         if !shape || !self.routing.rail_available(&route.legs[rail].operator) {
             return None;
         }
-        Some(Member { payout, screening, route, rail, assessment: None })
+        Some(Planned::Member(Member { payout, screening, route, rail, assessment: None }))
     }
 
-    /// Takes the leases of the members that are still where they were read, in one statement.
+    /// Takes the leases of the payouts `ids` that are still where they were read, in one statement.
     async fn claim_many(
         &self,
         tx: &mut Transaction<'static, Any>,
-        members: &[Member],
+        ids: &[&str],
     ) -> Result<BTreeSet<String>, EngineError> {
         let now = self.clock.now_micros();
         let mut claimed = BTreeSet::new();
-        let ids: Vec<&str> = members.iter().map(|member| member.payout.id.as_str()).collect();
         for chunk in ids.chunks(bulk::IN_MAX) {
             let chunk = bulk::padded(chunk);
             let statement = AssertSqlSafe(format!(
@@ -301,14 +433,14 @@ impl Engine {
     async fn assess_members(
         &self,
         tx: &mut Transaction<'static, Any>,
-        members: &[Member],
+        members: &[(&Payout, &Option<Vec<railyard_risk::Screening>>)],
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<Assessment>, EngineError> {
         let Some(risk) = &self.config.risk else {
             return Ok(members.iter().map(|_| railyard_risk::unconfigured(now)).collect());
         };
         let bucket = now.timestamp_micros() / MINUTE_MICROS;
-        let scopes: Vec<[(String, i64); 4]> = members.iter().map(|member| counter_scopes(&member.payout)).collect();
+        let scopes: Vec<[(String, i64); 4]> = members.iter().map(|(payout, _)| counter_scopes(payout)).collect();
         // Per scope: payouts in the last hour, payouts and amount in the last day.
         let mut tallies: HashMap<String, (u64, u64, i128)> = HashMap::new();
         let distinct: BTreeSet<&str> = scopes.iter().flatten().map(|(scope, _)| scope.as_str()).collect();
@@ -332,7 +464,7 @@ impl Engine {
         }
         // Each tenant's history per currency.
         let mut history: HashMap<(String, String), (u64, i128)> = HashMap::new();
-        let tenants: BTreeSet<&str> = members.iter().map(|member| member.payout.tenant.as_str()).collect();
+        let tenants: BTreeSet<&str> = members.iter().map(|(payout, _)| payout.tenant.as_str()).collect();
         for chunk in tenants.into_iter().collect::<Vec<_>>().chunks(bulk::IN_MAX) {
             let chunk = bulk::padded(chunk);
             let statement = AssertSqlSafe(format!(
@@ -351,7 +483,7 @@ impl Engine {
         // Which payout met each beneficiary account first.
         let mut first: HashMap<String, String> = HashMap::new();
         let tokens: BTreeSet<&str> =
-            members.iter().map(|member| member.payout.request.beneficiary.account.as_str()).collect();
+            members.iter().map(|(payout, _)| payout.request.beneficiary.account.as_str()).collect();
         for chunk in tokens.into_iter().collect::<Vec<_>>().chunks(bulk::IN_MAX) {
             let chunk = bulk::padded(chunk);
             let statement = AssertSqlSafe(format!(
@@ -369,10 +501,10 @@ impl Engine {
             }
         }
         let mut assessments = Vec::with_capacity(members.len());
-        for (member, scopes) in members.iter().zip(&scopes) {
-            let request = &member.payout.request;
+        for ((payout, screening), scopes) in members.iter().zip(&scopes) {
+            let request = &payout.request;
             let tally = |index: usize| tallies.get(&scopes[index].0).copied().unwrap_or_default();
-            let key = (member.payout.tenant.clone(), request.amount.currency().code().to_string());
+            let key = (payout.tenant.clone(), request.amount.currency().code().to_string());
             let (history_count, history_sum) = history.get(&key).copied().unwrap_or_default();
             let facts = Facts {
                 amount: request.amount,
@@ -384,9 +516,9 @@ impl Engine {
                 corridor_last_hour: tally(2).0,
                 corridor_amount_today: tally(2).2,
                 beneficiary_today: tally(3).1,
-                new_beneficiary: first.get(&request.beneficiary.account) == Some(&member.payout.id),
+                new_beneficiary: first.get(&request.beneficiary.account) == Some(&payout.id),
             };
-            let assessment = railyard_risk::assess(risk, member.screening.clone().unwrap_or_default(), &facts, now);
+            let assessment = railyard_risk::assess(risk, (*screening).clone().unwrap_or_default(), &facts, now);
             if assessment.decision == Decision::Approve {
                 for (scope, amount) in scopes {
                     let entry = tallies.entry(scope.clone()).or_default();
@@ -428,11 +560,11 @@ impl Engine {
         ]
     }
 
-    /// The members' risk counters and history, summed per scope and per tenant and currency.
+    /// The payouts' risk counters and history, summed per scope and per tenant and currency.
     async fn write_counters(
         &self,
         tx: &mut Transaction<'static, Any>,
-        members: &[Member],
+        payouts: &[&Payout],
         now_micros: i64,
     ) -> Result<(), EngineError> {
         if self.config.risk.is_none() {
@@ -441,33 +573,27 @@ impl Engine {
         let bucket = now_micros / MINUTE_MICROS;
         let mut counters: BTreeMap<String, (i64, i64)> = BTreeMap::new();
         let mut history: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
-        for member in members {
-            for (scope, amount) in counter_scopes(&member.payout) {
+        for payout in payouts {
+            for (scope, amount) in counter_scopes(payout) {
                 let entry = counters.entry(scope).or_default();
                 *entry = (entry.0 + 1, entry.1 + amount);
             }
-            let request = &member.payout.request;
-            let key = (member.payout.tenant.clone(), request.amount.currency().code().to_string());
+            let request = &payout.request;
+            let key = (payout.tenant.clone(), request.amount.currency().code().to_string());
             let entry = history.entry(key).or_default();
             *entry = (entry.0 + 1, entry.1 + request.amount.minor_units());
         }
         let counters: Vec<_> = counters.into_iter().collect();
-        for chunk in bulk::insert_chunks(&counters, 3) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|row| format!("(${}, $1, ${}, ${})", row * 3 + 2, row * 3 + 3, row * 3 + 4))
-                .collect();
-            let statement = AssertSqlSafe(format!(
-                "INSERT INTO risk_counters (scope, bucket, count, amount) VALUES {} \
-                 ON CONFLICT (scope, bucket) DO UPDATE SET count = risk_counters.count + excluded.count, \
-                 amount = risk_counters.amount + excluded.amount",
-                values.join(", ")
-            ));
-            let mut query = sqlx::query(statement).bind(bucket);
-            for (scope, (count, amount)) in chunk {
-                query = query.bind(scope).bind(*count).bind(*amount);
-            }
-            query.execute(&mut **tx).await?;
-        }
+        let values: Vec<(&str, i64, i64)> =
+            counters.iter().map(|(scope, (count, amount))| (scope.as_str(), *count, *amount)).collect();
+        let statement = AssertSqlSafe(format!(
+            "INSERT INTO risk_counters (scope, bucket, count, amount) \
+             SELECT v.column1, $2, v.column2, v.column3 FROM ({}) AS v WHERE true \
+             ON CONFLICT (scope, bucket) DO UPDATE SET count = risk_counters.count + excluded.count, \
+             amount = risk_counters.amount + excluded.amount",
+            bulk::json_rows(self.store.dialect(), 1, &["TEXT", "BIGINT", "BIGINT"])
+        ));
+        sqlx::query(statement).bind(bulk::json_array(&values)?).bind(bucket).execute(&mut **tx).await?;
         // Buckets older than a day go, for the scopes just counted.
         let scopes: Vec<&str> = counters.iter().map(|(scope, _)| scope.as_str()).collect();
         for chunk in scopes.chunks(bulk::IN_MAX) {
@@ -483,22 +609,17 @@ impl Engine {
             query.execute(&mut **tx).await?;
         }
         let history: Vec<_> = history.into_iter().collect();
-        for chunk in bulk::insert_chunks(&history, 4) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|row| format!("(${}, ${}, ${}, ${})", row * 4 + 1, row * 4 + 2, row * 4 + 3, row * 4 + 4))
-                .collect();
-            let statement = AssertSqlSafe(format!(
-                "INSERT INTO risk_history (tenant, currency, count, amount) VALUES {} \
-                 ON CONFLICT (tenant, currency) DO UPDATE SET count = risk_history.count + excluded.count, \
-                 amount = risk_history.amount + excluded.amount",
-                values.join(", ")
-            ));
-            let mut query = sqlx::query(statement);
-            for ((tenant, currency), (count, amount)) in chunk {
-                query = query.bind(tenant).bind(currency).bind(*count).bind(*amount);
-            }
-            query.execute(&mut **tx).await?;
-        }
+        let values: Vec<(&str, &str, i64, i64)> = history
+            .iter()
+            .map(|((tenant, currency), (count, amount))| (tenant.as_str(), currency.as_str(), *count, *amount))
+            .collect();
+        let statement = AssertSqlSafe(format!(
+            "INSERT INTO risk_history (tenant, currency, count, amount) {} \
+             ON CONFLICT (tenant, currency) DO UPDATE SET count = risk_history.count + excluded.count, \
+             amount = risk_history.amount + excluded.amount",
+            bulk::json_rows(self.store.dialect(), 1, &["TEXT", "TEXT", "BIGINT", "BIGINT"])
+        ));
+        sqlx::query(statement).bind(bulk::json_array(&values)?).execute(&mut **tx).await?;
         Ok(())
     }
 
@@ -541,24 +662,26 @@ impl Engine {
             now.next_action_at = now_micros;
             written.push((events, now));
         }
-        let mut updated = BTreeSet::new();
-        for chunk in bulk::insert_chunks(&rows, 5) {
-            let values = bulk::cast_rows(4, chunk.len(), &["TEXT", "BIGINT", "TEXT", "TEXT", "TEXT"]);
-            let statement = AssertSqlSafe(format!(
-                "UPDATE payouts SET state = 'submitting', leg = v.column2, route = v.column3, reservation = v.column4, \
-                 risk = v.column5, reason = NULL, inquiries = 0, next_action_at = $1, in_doubt_since = NULL, \
-                 lease_until = $2, updated_at = $1 FROM (VALUES {values}) AS v \
-                 WHERE payouts.id = v.column1 AND payouts.state = 'accepted' AND payouts.lease_owner = $3 \
-                 RETURNING payouts.id"
-            ));
-            let mut query = sqlx::query(statement).bind(now_micros).bind(self.lease_until()).bind(&self.settings.owner);
-            for (id, leg, route, reservation, risk) in chunk {
-                query = query.bind(id).bind(*leg).bind(route).bind(reservation).bind(risk);
-            }
-            for row in query.fetch_all(&mut **tx).await? {
-                updated.insert(row.try_get::<String, _>(0)?);
-            }
-        }
+        let dialect = self.store.dialect();
+        let statement = AssertSqlSafe(format!(
+            "UPDATE payouts SET state = 'submitting', leg = v.column2, route = v.column3, reservation = v.column4, \
+             risk = v.column5, reason = NULL, inquiries = 0, next_action_at = $2, in_doubt_since = NULL, \
+             lease_until = $3, updated_at = $2 FROM ({}) AS v \
+             WHERE payouts.id = v.column1 AND {} = 'accepted' AND {} = $4 RETURNING payouts.id",
+            bulk::json_rows(dialect, 1, &["TEXT", "BIGINT", "TEXT", "TEXT", "TEXT"]),
+            bulk::unindexed(dialect, "payouts.state"),
+            bulk::unindexed(dialect, "payouts.lease_owner"),
+        ));
+        let updated: BTreeSet<String> = sqlx::query(statement)
+            .bind(bulk::json_array(&rows)?)
+            .bind(now_micros)
+            .bind(self.lease_until())
+            .bind(&self.settings.owner)
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?;
         if let Some(lost) = members.iter().find(|member| !updated.contains(&member.payout.id)) {
             return Err(EngineError::Leased(lost.payout.id.clone()));
         }
@@ -748,28 +871,29 @@ impl Engine {
             let completed_detail = format!("completed: delivered {delivered}");
             events.push((payout.id.clone(), State::Quoted, executed_detail.clone()));
             events.push((payout.id.clone(), State::Completed, completed_detail.clone()));
-            outbox.push((payout, format!("delivered {delivered}")));
+            outbox.push((payout, "payout.completed", format!("delivered {delivered}")));
             finished.push((member, route, executed_detail, completed_detail));
         }
         // Each completed payout's row: state, legs passed, the route with its execution; a row no
         // longer ours (state or lease moved) fails the completion as `Leased`.
-        let mut updated = BTreeSet::new();
-        for chunk in bulk::insert_chunks(&rows, 3) {
-            let values = bulk::cast_rows(3, chunk.len(), &["TEXT", "BIGINT", "TEXT"]);
-            let statement = AssertSqlSafe(format!(
-                "UPDATE payouts SET state = 'completed', leg = v.column2, route = v.column3, reason = NULL, inquiries = 0, \
-                 next_action_at = $1, in_doubt_since = NULL, lease_owner = NULL, lease_until = 0, updated_at = $1 \
-                 FROM (VALUES {values}) AS v WHERE payouts.id = v.column1 AND payouts.state = 'submitting' \
-                 AND payouts.lease_owner = $2 RETURNING payouts.id"
-            ));
-            let mut query = sqlx::query(statement).bind(now_micros).bind(&self.settings.owner);
-            for (id, legs, route) in chunk {
-                query = query.bind(id).bind(*legs).bind(route);
-            }
-            for row in query.fetch_all(&mut *tx).await? {
-                updated.insert(row.try_get::<String, _>(0)?);
-            }
-        }
+        let dialect = self.store.dialect();
+        let statement = AssertSqlSafe(format!(
+            "UPDATE payouts SET state = 'completed', leg = v.column2, route = v.column3, reason = NULL, inquiries = 0, \
+             next_action_at = $2, in_doubt_since = NULL, lease_owner = NULL, lease_until = 0, updated_at = $2 \
+             FROM ({}) AS v WHERE payouts.id = v.column1 AND {} = 'submitting' AND {} = $3 RETURNING payouts.id",
+            bulk::json_rows(dialect, 1, &["TEXT", "BIGINT", "TEXT"]),
+            bulk::unindexed(dialect, "payouts.state"),
+            bulk::unindexed(dialect, "payouts.lease_owner"),
+        ));
+        let updated: BTreeSet<String> = sqlx::query(statement)
+            .bind(bulk::json_array(&rows)?)
+            .bind(now_micros)
+            .bind(&self.settings.owner)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?;
         if let Some((lost, _)) = executed.iter().find(|(member, _)| !updated.contains(&member.payout.id)) {
             return Err(EngineError::Leased(lost.payout.id.clone()));
         }
@@ -897,59 +1021,56 @@ pub(crate) async fn insert_events(
             (id.as_str(), at, state.as_str(), detail.as_str())
         })
         .collect();
-    for chunk in bulk::insert_chunks(&rows, 4) {
-        let values: Vec<String> =
-            (0..chunk.len()).map(|row| format!("({})", bulk::placeholders(row * 4 + 1, 4))).collect();
-        let statement = AssertSqlSafe(format!(
-            "INSERT INTO saga_events (payout_id, at, state, detail) VALUES {}",
-            values.join(", ")
-        ));
-        let mut query = sqlx::query(statement);
-        for (id, at, state, detail) in chunk {
-            query = query.bind(*id).bind(*at).bind(*state).bind(*detail);
-        }
-        query.execute(&mut **tx).await?;
+    if rows.is_empty() {
+        return Ok(());
     }
+    let statement = AssertSqlSafe(format!(
+        "INSERT INTO saga_events (payout_id, at, state, detail) {}",
+        bulk::json_rows(railyard_store::dialect_of(tx), 1, &["TEXT", "BIGINT", "TEXT", "TEXT"])
+    ));
+    sqlx::query(statement).bind(bulk::json_array(&rows)?).execute(&mut **tx).await?;
     Ok(())
 }
 
-/// `payout.completed` webhooks for the outbox (the single path's `outbox`), in multi-row inserts.
+/// Webhooks for the outbox (the single path's `outbox`): per payout, its event and detail.
 async fn insert_outbox(
     tx: &mut Transaction<'static, Any>,
-    rows: &[(&Payout, String)],
+    rows: &[(&Payout, &'static str, String)],
     now_micros: i64,
 ) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     let occurred_at = chrono::Utc::now().to_rfc3339();
-    let bodies: Vec<String> = rows
+    let values: Vec<(&str, &str, String, &str)> = rows
         .iter()
-        .map(|(payout, detail)| {
-            serde_json::json!({
-                "event": "payout.completed",
+        .map(|(payout, event, detail)| {
+            let body = serde_json::json!({
+                "event": event,
                 "payout_id": payout.id,
-                "status": "completed",
+                "status": event.strip_prefix("payout.").unwrap_or(event),
                 "detail": detail,
                 "occurred_at": occurred_at,
-            })
-            .to_string()
+            });
+            (payout.id.as_str(), *event, body.to_string(), payout.tenant.as_str())
         })
         .collect();
-    let rows: Vec<(&(&Payout, String), String)> = rows.iter().zip(bodies).collect();
-    for chunk in bulk::insert_chunks(&rows, 3) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|row| format!("(${}, 'payout.completed', ${}, $1, ${})", row * 3 + 2, row * 3 + 3, row * 3 + 4))
-            .collect();
-        let statement = AssertSqlSafe(format!(
-            "INSERT INTO outbox (payout_id, event, body, created_at, tenant) VALUES {} \
-             ON CONFLICT (payout_id, event) DO NOTHING",
-            values.join(", ")
-        ));
-        let mut query = sqlx::query(statement).bind(now_micros);
-        for ((payout, _), body) in chunk {
-            query = query.bind(&payout.id).bind(body).bind(&payout.tenant);
-        }
-        query.execute(&mut **tx).await?;
-    }
+    let statement = AssertSqlSafe(format!(
+        "INSERT INTO outbox (payout_id, event, body, created_at, tenant) \
+         SELECT v.column1, v.column2, v.column3, $2, v.column4 FROM ({}) AS v \
+         WHERE true ON CONFLICT (payout_id, event) DO NOTHING",
+        bulk::json_rows(railyard_store::dialect_of(tx), 1, &["TEXT", "TEXT", "TEXT", "TEXT"])
+    ));
+    sqlx::query(statement).bind(bulk::json_array(&values)?).bind(now_micros).execute(&mut **tx).await?;
     Ok(())
+}
+
+/// The payout a plan is about.
+fn planned_payout(plan: &Planned) -> &Payout {
+    match plan {
+        Planned::Member(member) => &member.payout,
+        Planned::Unroutable(unroutable) => &unroutable.payout,
+    }
 }
 
 /// A crash is reported for every saga it stopped.

@@ -885,31 +885,12 @@ impl Engine {
                 stored.submitted_by.as_deref(),
             ));
         }
-        for chunk in bulk::insert_chunks(&rows, 5) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|row| {
-                    let at = 2 + row * 5;
-                    format!(
-                        "(${}, ${}, ${}, ${}, 'accepted', NULL, $1, $1, $1, ${})",
-                        at,
-                        at + 1,
-                        at + 2,
-                        at + 3,
-                        at + 4
-                    )
-                })
-                .collect();
-            let statement = AssertSqlSafe(format!(
-                "INSERT INTO payouts (id, tenant, idempotency_key, request, state, route, next_action_at, created_at, updated_at, submitted_by) \
-                 VALUES {}",
-                values.join(", ")
-            ));
-            let mut query = sqlx::query(statement).bind(now);
-            for (payout_id, tenant, key, request, submitted_by) in chunk {
-                query = query.bind(*payout_id).bind(*tenant).bind(*key).bind(request.as_str()).bind(*submitted_by);
-            }
-            query.execute(&mut **tx).await?;
-        }
+        let statement = AssertSqlSafe(format!(
+            "INSERT INTO payouts (id, tenant, idempotency_key, request, state, route, next_action_at, created_at, updated_at, submitted_by) \
+             SELECT v.column1, v.column2, v.column3, v.column4, 'accepted', NULL, $2, $2, $2, v.column5 FROM ({}) AS v",
+            bulk::json_rows(self.store.dialect(), 1, &["TEXT", "TEXT", "TEXT", "TEXT", "TEXT"])
+        ));
+        sqlx::query(statement).bind(bulk::json_array(&rows)?).bind(now).execute(&mut **tx).await?;
         let events: Vec<group::EventRow> = fresh
             .iter()
             .map(|(_, payout_id, _)| (payout_id.clone(), State::Accepted, "accepted".to_string()))

@@ -1037,12 +1037,17 @@ fn group_requests() -> Vec<PayoutRequest> {
     euro.source = c("EUR");
     euro.amount = Money::from_minor(5_000, c("EUR"));
     requests.push(euro);
+    // No rail serves a Brazilian beneficiary in euros: fails for want of a route (in the group too).
+    let mut nowhere = eur_payout(4_000);
+    nowhere.beneficiary.country = Country::from_code("BR").unwrap();
+    requests.push(nowhere);
     requests
 }
 
 /// The same payouts, run one by one by one PSP and as one group by another, leave the same trail
 /// each: the same events in the same order, the same ledger entries, the same webhooks, the same
-/// end, held and short-of-balance ones included (they leave the group and run alone).
+/// end, held and short-of-balance ones included (they leave the group and run alone), and one without a
+/// route (failed inside the group).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_leaves_the_trail_single_runs_leave() {
     for db in common::databases().await {
@@ -1098,7 +1103,8 @@ async fn a_group_leaves_the_trail_single_runs_leave() {
                 State::Completed,
                 State::AwaitingApproval,
                 State::Failed,
-                State::Completed
+                State::Completed,
+                State::Failed
             ],
             "{}",
             db.name

@@ -106,19 +106,23 @@ pub async fn claim_many(
         }
     }
     let mut inserted: HashSet<(String, String)> = HashSet::with_capacity(unique.len());
-    for chunk in crate::bulk::insert_chunks(&unique, 4) {
-        let values: Vec<String> =
-            (0..chunk.len()).map(|row| format!("({}, $1)", crate::bulk::placeholders(2 + row * 4, 4))).collect();
+    if !unique.is_empty() {
         let statement = sqlx::AssertSqlSafe(format!(
-            "INSERT INTO idempotency (tenant, key, request_hash, resource_id, created_at) VALUES {} \
+            "INSERT INTO idempotency (tenant, key, request_hash, resource_id, created_at) \
+             SELECT v.column1, v.column2, v.column3, v.column4, $2 FROM ({}) AS v WHERE true \
              ON CONFLICT (tenant, key) DO NOTHING RETURNING tenant, key",
-            values.join(", ")
+            crate::bulk::json_rows(crate::dialect_of(transaction), 1, &["TEXT", "TEXT", "TEXT", "TEXT"])
         ));
-        let mut query = sqlx::query(statement).bind(created_at);
-        for request in chunk {
-            query = query.bind(request.tenant).bind(request.key).bind(request.request_hash).bind(request.resource_id);
-        }
-        for row in query.fetch_all(&mut **transaction).await? {
+        let values: Vec<(&str, &str, &str, &str)> = unique
+            .iter()
+            .map(|request| (request.tenant, request.key, request.request_hash, request.resource_id))
+            .collect();
+        let rows = sqlx::query(statement)
+            .bind(crate::bulk::json_array(&values)?)
+            .bind(created_at)
+            .fetch_all(&mut **transaction)
+            .await?;
+        for row in rows {
             inserted.insert((row.try_get(0)?, row.try_get(1)?));
         }
     }

@@ -287,17 +287,12 @@ struct Entry<'a> {
 /// Rows another module locks in a transaction that also writes the ledger are locked after it
 /// (see `usage`), so the one order holds for them too.
 pub async fn lock_journal(transaction: &mut Transaction<'_, Any>) -> Result<(), LedgerError> {
-    if is_sqlite(transaction) {
+    if crate::dialect_of(transaction) == crate::Dialect::Sqlite {
         // The transaction holds the database's one write lock already (BEGIN IMMEDIATE).
         return Ok(());
     }
     sqlx::query("UPDATE journal_head SET sequence = sequence WHERE id = 1").execute(&mut **transaction).await?;
     Ok(())
-}
-
-fn is_sqlite(transaction: &Transaction<'_, Any>) -> bool {
-    let connection: &sqlx::AnyConnection = transaction;
-    connection.backend_name().eq_ignore_ascii_case("sqlite")
 }
 
 /// Appends one entry to the journal: next sequence, chained hash.
@@ -399,29 +394,24 @@ async fn adjust(
 /// Adds `deltas` (debits pending, debits posted, credits pending, credits posted) to each account,
 /// in `UPDATE ... FROM (VALUES ...)` statements of up to 16 accounts.
 async fn adjust_many(transaction: &mut Transaction<'_, Any>, changes: &[(&str, [i64; 4])]) -> Result<(), LedgerError> {
-    for chunk in bulk::insert_chunks(changes, 5) {
-        let values = bulk::cast_rows(1, chunk.len(), &["TEXT", "BIGINT", "BIGINT", "BIGINT", "BIGINT"]);
-        let statement = AssertSqlSafe(format!(
-            "UPDATE accounts SET debits_pending = accounts.debits_pending + v.column2, \
-             debits_posted = accounts.debits_posted + v.column3, credits_pending = accounts.credits_pending + v.column4, \
-             credits_posted = accounts.credits_posted + v.column5 FROM (VALUES {values}) AS v WHERE accounts.id = v.column1"
-        ));
-        let mut query = sqlx::query(statement);
-        for (account, deltas) in chunk {
-            query = query.bind(*account);
-            for delta in deltas {
-                query = query.bind(*delta);
-            }
-        }
-        let accounts = || chunk.iter().map(|(account, _)| *account).collect::<Vec<_>>().join(", ");
-        match query.execute(&mut **transaction).await {
-            Ok(result) if result.rows_affected() == chunk.len() as u64 => {}
-            Ok(_) => return Err(LedgerError::UnknownAccount(accounts())),
-            Err(error) if is_check_violation(&error) => return Err(LedgerError::Overdraft(accounts())),
-            Err(error) => return Err(LedgerError::Database(error)),
-        }
+    if changes.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let rows = bulk::json_rows(crate::dialect_of(transaction), 1, &["TEXT", "BIGINT", "BIGINT", "BIGINT", "BIGINT"]);
+    let statement = AssertSqlSafe(format!(
+        "UPDATE accounts SET debits_pending = accounts.debits_pending + v.column2, \
+         debits_posted = accounts.debits_posted + v.column3, credits_pending = accounts.credits_pending + v.column4, \
+         credits_posted = accounts.credits_posted + v.column5 FROM ({rows}) AS v WHERE accounts.id = v.column1"
+    ));
+    let values: Vec<(&str, i64, i64, i64, i64)> =
+        changes.iter().map(|(account, [a, b, c, d])| (*account, *a, *b, *c, *d)).collect();
+    let accounts = || changes.iter().map(|(account, _)| *account).collect::<Vec<_>>().join(", ");
+    match sqlx::query(statement).bind(bulk::json_array(&values)?).execute(&mut **transaction).await {
+        Ok(result) if result.rows_affected() == changes.len() as u64 => Ok(()),
+        Ok(_) => Err(LedgerError::UnknownAccount(accounts())),
+        Err(error) if is_check_violation(&error) => Err(LedgerError::Overdraft(accounts())),
+        Err(error) => Err(LedgerError::Database(error)),
+    }
 }
 
 /// Checks both accounts and that the transfer's id is new, in one read.
@@ -812,33 +802,35 @@ pub async fn append_groups(
         rows.push((sequence, *entry, kind, pending_id, previous_hash, hash.clone()));
         previous_hash = hash;
     }
-    for chunk in bulk::insert_chunks(&rows, 13) {
-        let values: Vec<String> =
-            (0..chunk.len()).map(|row| format!("({})", bulk::placeholders(row * 13 + 1, 13))).collect();
-        let statement = AssertSqlSafe(format!(
-            "INSERT INTO transfers (sequence, id, debit_account, credit_account, amount, currency, kind, pending_id, \
-             payout_id, note, created_at, previous_hash, hash) VALUES {}",
-            values.join(", ")
-        ));
-        let mut query = sqlx::query(statement);
-        for (sequence, entry, kind, pending_id, previous, hash) in chunk {
-            query = query
-                .bind(*sequence)
-                .bind(&entry.id)
-                .bind(&entry.debit)
-                .bind(&entry.credit)
-                .bind(entry.amount.minor_units())
-                .bind(entry.amount.currency().code())
-                .bind(*kind)
-                .bind(*pending_id)
-                .bind(entry.payout_id.as_deref())
-                .bind(&entry.note)
-                .bind(created_at)
-                .bind(previous)
-                .bind(hash);
-        }
-        query.execute(&mut **transaction).await?;
-    }
+    // Every row in one statement (see `bulk::json_rows`).
+    let columns =
+        ["BIGINT", "TEXT", "TEXT", "TEXT", "BIGINT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT", "TEXT", "TEXT"];
+    let statement = AssertSqlSafe(format!(
+        "INSERT INTO transfers (sequence, id, debit_account, credit_account, amount, currency, kind, pending_id, \
+         payout_id, note, created_at, previous_hash, hash) {}",
+        bulk::json_rows(crate::dialect_of(transaction), 1, &columns)
+    ));
+    let values: Vec<_> = rows
+        .iter()
+        .map(|(sequence, entry, kind, pending_id, previous, hash)| {
+            (
+                sequence,
+                &entry.id,
+                &entry.debit,
+                &entry.credit,
+                entry.amount.minor_units(),
+                entry.amount.currency().code(),
+                kind,
+                pending_id,
+                entry.payout_id.as_deref(),
+                &entry.note,
+                created_at,
+                previous,
+                hash,
+            )
+        })
+        .collect();
+    sqlx::query(statement).bind(bulk::json_array(&values)?).execute(&mut **transaction).await?;
     // Each account once, by the sum of what the accepted groups moved, all in a few statements.
     let mut changed: Vec<(&str, [i64; 4])> = Vec::new();
     for (id, after) in &totals {

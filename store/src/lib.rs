@@ -242,6 +242,11 @@ struct Barrier {
     synced: AtomicU64,
 }
 
+/// The database a connection (or a transaction on one) speaks.
+pub fn dialect_of(connection: &sqlx::AnyConnection) -> Dialect {
+    if connection.backend_name().eq_ignore_ascii_case("sqlite") { Dialect::Sqlite } else { Dialect::Postgres }
+}
+
 /// Microseconds since the Unix epoch, now.
 pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()

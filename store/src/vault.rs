@@ -306,20 +306,21 @@ pub async fn tokenise_many(
         rows.push((token, *tenant, nonce, ciphertext, mask(account), *payout_id));
     }
     let created_at = now_micros();
-    for chunk in crate::bulk::insert_chunks(&rows, 6) {
-        let values: Vec<String> =
-            (0..chunk.len()).map(|row| format!("({}, $1, $2)", crate::bulk::placeholders(3 + row * 6, 6))).collect();
-        let statement = sqlx::AssertSqlSafe(format!(
-            "INSERT INTO vault (token, tenant, nonce, ciphertext, masked, first_payout, key_id, created_at) VALUES {} \
-             ON CONFLICT (token) DO NOTHING",
-            values.join(", ")
-        ));
-        let mut query = sqlx::query(statement).bind(&keys.active).bind(created_at);
-        for (token, tenant, nonce, ciphertext, masked, payout_id) in chunk {
-            query = query.bind(token).bind(*tenant).bind(nonce).bind(ciphertext).bind(masked).bind(*payout_id);
-        }
-        query.execute(&mut **transaction).await?;
+    if rows.is_empty() {
+        return Ok(());
     }
+    let statement = sqlx::AssertSqlSafe(format!(
+        "INSERT INTO vault (token, tenant, nonce, ciphertext, masked, first_payout, key_id, created_at) \
+         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, $2, $3 FROM ({}) AS v WHERE true \
+         ON CONFLICT (token) DO NOTHING",
+        crate::bulk::json_rows(crate::dialect_of(transaction), 1, &["TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT"])
+    ));
+    sqlx::query(statement)
+        .bind(crate::bulk::json_array(&rows)?)
+        .bind(&keys.active)
+        .bind(created_at)
+        .execute(&mut **transaction)
+        .await?;
     Ok(())
 }
 
