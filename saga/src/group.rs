@@ -51,6 +51,41 @@ pub const GROUP_SAGAS_MAX: usize = 256;
 /// has: rails that answer together complete together; a slow one does not hold up the others.
 const ANSWERS_GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// How a group moves its payouts' rows in one statement: from which state, what it sets
+/// (`v.column2` ... are a row's values after its payout id, `$2` ... the statement's parameters)
+/// and the types of a row's values (the id first).
+struct PayoutsUpdate {
+    from: State,
+    set: &'static str,
+    types: &'static [&'static str],
+}
+
+/// A member's intent, reserved and assessed (rows: id, leg, route, reservation, risk; `$2` now,
+/// `$3` the lease's end): the single path's `accepted` → `submitting`.
+const ACCEPTED_TO_SUBMITTING: PayoutsUpdate = PayoutsUpdate {
+    from: State::Accepted,
+    set: "state = 'submitting', leg = v.column2, route = v.column3, reservation = v.column4, risk = v.column5, \
+          reason = NULL, inquiries = 0, next_action_at = $2, in_doubt_since = NULL, lease_until = $3, updated_at = $2",
+    types: &["TEXT", "BIGINT", "TEXT", "TEXT", "TEXT"],
+};
+
+/// A payout no route exists for (rows: id, reason, risk; `$2` now), its lease let go.
+const UNROUTABLE_TO_FAILED: PayoutsUpdate = PayoutsUpdate {
+    from: State::Accepted,
+    set: "state = 'failed', reason = v.column2, risk = v.column3, inquiries = 0, next_action_at = $2, \
+          in_doubt_since = NULL, lease_owner = NULL, lease_until = 0, updated_at = $2",
+    types: &["TEXT", "TEXT", "TEXT"],
+};
+
+/// A payout whose one rail leg executed (rows: id, legs passed, route with the execution; `$2`
+/// now), its lease let go.
+const SUBMITTING_TO_COMPLETED: PayoutsUpdate = PayoutsUpdate {
+    from: State::Submitting,
+    set: "state = 'completed', leg = v.column2, route = v.column3, reason = NULL, inquiries = 0, \
+          next_action_at = $2, in_doubt_since = NULL, lease_owner = NULL, lease_until = 0, updated_at = $2",
+    types: &["TEXT", "BIGINT", "TEXT"],
+};
+
 /// One payout of a group, from routing on.
 struct Member {
     payout: Payout,
@@ -319,33 +354,56 @@ impl Engine {
             now.next_action_at = now_micros;
             written.push((events, now));
         }
-        let dialect = self.store.dialect();
-        let statement = AssertSqlSafe(format!(
-            "UPDATE payouts SET state = 'failed', reason = v.column2, risk = v.column3, inquiries = 0, \
-             next_action_at = $2, in_doubt_since = NULL, lease_owner = NULL, lease_until = 0, updated_at = $2 \
-             FROM ({}) AS v WHERE payouts.id = v.column1 AND {} = 'accepted' AND {} = $3 RETURNING payouts.id",
-            bulk::json_rows(dialect, 1, &["TEXT", "TEXT", "TEXT"]),
-            bulk::unindexed(dialect, "payouts.state"),
-            bulk::unindexed(dialect, "payouts.lease_owner"),
-        ));
-        let updated: BTreeSet<String> = sqlx::query(statement)
-            .bind(bulk::json_array(&rows)?)
-            .bind(now_micros)
-            .bind(&self.settings.owner)
-            .fetch_all(&mut **tx)
-            .await?
-            .iter()
-            .map(|row| row.try_get::<String, _>(0))
-            .collect::<Result<_, _>>()?;
-        if let Some(lost) = failing.iter().find(|unroutable| !updated.contains(&unroutable.payout.id)) {
-            return Err(EngineError::Leased(lost.payout.id.clone()));
-        }
+        self.update_payouts(
+            tx,
+            &UNROUTABLE_TO_FAILED,
+            &rows,
+            &[now_micros.into()],
+            failing.iter().map(|unroutable| &unroutable.payout),
+        )
+        .await?;
         let webhooks: Vec<(&Payout, &'static str, String)> = written
             .iter()
             .map(|(_, payout)| (payout, "payout.failed", payout.reason.clone().unwrap_or_default()))
             .collect();
         insert_outbox(tx, &webhooks, railyard_store::now_micros()).await?;
         Ok(written)
+    }
+
+    /// Moves the payouts of `rows` as `update` says, each only while it is still in `update.from`
+    /// and leased by this engine. A payout of `expected` whose row was not updated (its state or
+    /// lease moved) fails the whole transaction as `Leased`.
+    async fn update_payouts<'p, T: bulk::Row>(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        update: &PayoutsUpdate,
+        rows: &[T],
+        params: &[bulk::Param<'_>],
+        expected: impl Iterator<Item = &'p Payout>,
+    ) -> Result<(), EngineError> {
+        let dialect = self.store.dialect();
+        let template = format!(
+            "UPDATE payouts SET {} FROM ({{rows}}) AS v WHERE payouts.id = v.column1 AND {} = '{}' AND {} = ${} \
+             RETURNING payouts.id",
+            update.set,
+            bulk::unindexed(dialect, "payouts.state"),
+            update.from.as_str(),
+            bulk::unindexed(dialect, "payouts.lease_owner"),
+            params.len() + 2,
+        );
+        let mut bound = params.to_vec();
+        bound.push(bulk::Param::Text(&self.settings.owner));
+        let updated: BTreeSet<String> = bulk::fetch_all(tx, &template, update.types, rows, &bound)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?;
+        for payout in expected {
+            if !updated.contains(&payout.id) {
+                return Err(EngineError::Leased(payout.id.clone()));
+            }
+        }
+        Ok(())
     }
 
     /// Reads `ids` in one query (what is missing is left out).
@@ -586,14 +644,17 @@ impl Engine {
         let counters: Vec<_> = counters.into_iter().collect();
         let values: Vec<(&str, i64, i64)> =
             counters.iter().map(|(scope, (count, amount))| (scope.as_str(), *count, *amount)).collect();
-        let statement = AssertSqlSafe(format!(
+        bulk::execute(
+            tx,
             "INSERT INTO risk_counters (scope, bucket, count, amount) \
-             SELECT v.column1, $2, v.column2, v.column3 FROM ({}) AS v WHERE true \
+             SELECT v.column1, $2, v.column2, v.column3 FROM ({rows}) AS v WHERE true \
              ON CONFLICT (scope, bucket) DO UPDATE SET count = risk_counters.count + excluded.count, \
              amount = risk_counters.amount + excluded.amount",
-            bulk::json_rows(self.store.dialect(), 1, &["TEXT", "BIGINT", "BIGINT"])
-        ));
-        sqlx::query(statement).bind(bulk::json_array(&values)?).bind(bucket).execute(&mut **tx).await?;
+            &["TEXT", "BIGINT", "BIGINT"],
+            &values,
+            &[bucket.into()],
+        )
+        .await?;
         // Buckets older than a day go, for the scopes just counted.
         let scopes: Vec<&str> = counters.iter().map(|(scope, _)| scope.as_str()).collect();
         for chunk in scopes.chunks(bulk::IN_MAX) {
@@ -613,13 +674,16 @@ impl Engine {
             .iter()
             .map(|((tenant, currency), (count, amount))| (tenant.as_str(), currency.as_str(), *count, *amount))
             .collect();
-        let statement = AssertSqlSafe(format!(
-            "INSERT INTO risk_history (tenant, currency, count, amount) {} \
+        bulk::execute(
+            tx,
+            "INSERT INTO risk_history (tenant, currency, count, amount) {rows} \
              ON CONFLICT (tenant, currency) DO UPDATE SET count = risk_history.count + excluded.count, \
              amount = risk_history.amount + excluded.amount",
-            bulk::json_rows(self.store.dialect(), 1, &["TEXT", "TEXT", "BIGINT", "BIGINT"])
-        ));
-        sqlx::query(statement).bind(bulk::json_array(&values)?).execute(&mut **tx).await?;
+            &["TEXT", "TEXT", "BIGINT", "BIGINT"],
+            &values,
+            &[],
+        )
+        .await?;
         Ok(())
     }
 
@@ -662,29 +726,14 @@ impl Engine {
             now.next_action_at = now_micros;
             written.push((events, now));
         }
-        let dialect = self.store.dialect();
-        let statement = AssertSqlSafe(format!(
-            "UPDATE payouts SET state = 'submitting', leg = v.column2, route = v.column3, reservation = v.column4, \
-             risk = v.column5, reason = NULL, inquiries = 0, next_action_at = $2, in_doubt_since = NULL, \
-             lease_until = $3, updated_at = $2 FROM ({}) AS v \
-             WHERE payouts.id = v.column1 AND {} = 'accepted' AND {} = $4 RETURNING payouts.id",
-            bulk::json_rows(dialect, 1, &["TEXT", "BIGINT", "TEXT", "TEXT", "TEXT"]),
-            bulk::unindexed(dialect, "payouts.state"),
-            bulk::unindexed(dialect, "payouts.lease_owner"),
-        ));
-        let updated: BTreeSet<String> = sqlx::query(statement)
-            .bind(bulk::json_array(&rows)?)
-            .bind(now_micros)
-            .bind(self.lease_until())
-            .bind(&self.settings.owner)
-            .fetch_all(&mut **tx)
-            .await?
-            .iter()
-            .map(|row| row.try_get::<String, _>(0))
-            .collect::<Result<_, _>>()?;
-        if let Some(lost) = members.iter().find(|member| !updated.contains(&member.payout.id)) {
-            return Err(EngineError::Leased(lost.payout.id.clone()));
-        }
+        self.update_payouts(
+            tx,
+            &ACCEPTED_TO_SUBMITTING,
+            &rows,
+            &[now_micros.into(), self.lease_until().into()],
+            members.iter().map(|member| &member.payout),
+        )
+        .await?;
         Ok(written)
     }
 
@@ -876,27 +925,14 @@ impl Engine {
         }
         // Each completed payout's row: state, legs passed, the route with its execution; a row no
         // longer ours (state or lease moved) fails the completion as `Leased`.
-        let dialect = self.store.dialect();
-        let statement = AssertSqlSafe(format!(
-            "UPDATE payouts SET state = 'completed', leg = v.column2, route = v.column3, reason = NULL, inquiries = 0, \
-             next_action_at = $2, in_doubt_since = NULL, lease_owner = NULL, lease_until = 0, updated_at = $2 \
-             FROM ({}) AS v WHERE payouts.id = v.column1 AND {} = 'submitting' AND {} = $3 RETURNING payouts.id",
-            bulk::json_rows(dialect, 1, &["TEXT", "BIGINT", "TEXT"]),
-            bulk::unindexed(dialect, "payouts.state"),
-            bulk::unindexed(dialect, "payouts.lease_owner"),
-        ));
-        let updated: BTreeSet<String> = sqlx::query(statement)
-            .bind(bulk::json_array(&rows)?)
-            .bind(now_micros)
-            .bind(&self.settings.owner)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|row| row.try_get::<String, _>(0))
-            .collect::<Result<_, _>>()?;
-        if let Some((lost, _)) = executed.iter().find(|(member, _)| !updated.contains(&member.payout.id)) {
-            return Err(EngineError::Leased(lost.payout.id.clone()));
-        }
+        self.update_payouts(
+            &mut tx,
+            &SUBMITTING_TO_COMPLETED,
+            &rows,
+            &[now_micros.into()],
+            executed.iter().map(|(member, _)| &member.payout),
+        )
+        .await?;
         // Event and outbox times are the wall clock's, as the single path's.
         let written_at = railyard_store::now_micros();
         insert_events(&mut tx, &events, written_at).await?;
@@ -1021,14 +1057,14 @@ pub(crate) async fn insert_events(
             (id.as_str(), at, state.as_str(), detail.as_str())
         })
         .collect();
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let statement = AssertSqlSafe(format!(
-        "INSERT INTO saga_events (payout_id, at, state, detail) {}",
-        bulk::json_rows(railyard_store::dialect_of(tx), 1, &["TEXT", "BIGINT", "TEXT", "TEXT"])
-    ));
-    sqlx::query(statement).bind(bulk::json_array(&rows)?).execute(&mut **tx).await?;
+    bulk::execute(
+        tx,
+        "INSERT INTO saga_events (payout_id, at, state, detail) {rows}",
+        &["TEXT", "BIGINT", "TEXT", "TEXT"],
+        &rows,
+        &[],
+    )
+    .await?;
     Ok(())
 }
 
@@ -1055,13 +1091,16 @@ async fn insert_outbox(
             (payout.id.as_str(), *event, body.to_string(), payout.tenant.as_str())
         })
         .collect();
-    let statement = AssertSqlSafe(format!(
+    bulk::execute(
+        tx,
         "INSERT INTO outbox (payout_id, event, body, created_at, tenant) \
-         SELECT v.column1, v.column2, v.column3, $2, v.column4 FROM ({}) AS v \
+         SELECT v.column1, v.column2, v.column3, $2, v.column4 FROM ({rows}) AS v \
          WHERE true ON CONFLICT (payout_id, event) DO NOTHING",
-        bulk::json_rows(railyard_store::dialect_of(tx), 1, &["TEXT", "TEXT", "TEXT", "TEXT"])
-    ));
-    sqlx::query(statement).bind(bulk::json_array(&values)?).bind(now_micros).execute(&mut **tx).await?;
+        &["TEXT", "TEXT", "TEXT", "TEXT"],
+        &values,
+        &[now_micros.into()],
+    )
+    .await?;
     Ok(())
 }
 

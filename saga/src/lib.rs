@@ -41,7 +41,7 @@ use railyard_store::vault::VaultKeys;
 use railyard_store::{Store, bulk, now_micros, usage};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+use sqlx::{Any, Row, Transaction};
 
 /// Whether the amount is what the PSP sends or what the beneficiary must receive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -885,12 +885,15 @@ impl Engine {
                 stored.submitted_by.as_deref(),
             ));
         }
-        let statement = AssertSqlSafe(format!(
+        bulk::execute(
+            tx,
             "INSERT INTO payouts (id, tenant, idempotency_key, request, state, route, next_action_at, created_at, updated_at, submitted_by) \
-             SELECT v.column1, v.column2, v.column3, v.column4, 'accepted', NULL, $2, $2, $2, v.column5 FROM ({}) AS v",
-            bulk::json_rows(self.store.dialect(), 1, &["TEXT", "TEXT", "TEXT", "TEXT", "TEXT"])
-        ));
-        sqlx::query(statement).bind(bulk::json_array(&rows)?).bind(now).execute(&mut **tx).await?;
+             SELECT v.column1, v.column2, v.column3, v.column4, 'accepted', NULL, $2, $2, $2, v.column5 FROM ({rows}) AS v",
+            &["TEXT", "TEXT", "TEXT", "TEXT", "TEXT"],
+            &rows,
+            &[now.into()],
+        )
+        .await?;
         let events: Vec<group::EventRow> = fresh
             .iter()
             .map(|(_, payout_id, _)| (payout_id.clone(), State::Accepted, "accepted".to_string()))

@@ -107,21 +107,20 @@ pub async fn claim_many(
     }
     let mut inserted: HashSet<(String, String)> = HashSet::with_capacity(unique.len());
     if !unique.is_empty() {
-        let statement = sqlx::AssertSqlSafe(format!(
-            "INSERT INTO idempotency (tenant, key, request_hash, resource_id, created_at) \
-             SELECT v.column1, v.column2, v.column3, v.column4, $2 FROM ({}) AS v WHERE true \
-             ON CONFLICT (tenant, key) DO NOTHING RETURNING tenant, key",
-            crate::bulk::json_rows(crate::dialect_of(transaction), 1, &["TEXT", "TEXT", "TEXT", "TEXT"])
-        ));
         let values: Vec<(&str, &str, &str, &str)> = unique
             .iter()
             .map(|request| (request.tenant, request.key, request.request_hash, request.resource_id))
             .collect();
-        let rows = sqlx::query(statement)
-            .bind(crate::bulk::json_array(&values)?)
-            .bind(created_at)
-            .fetch_all(&mut **transaction)
-            .await?;
+        let rows = crate::bulk::fetch_all(
+            transaction,
+            "INSERT INTO idempotency (tenant, key, request_hash, resource_id, created_at) \
+             SELECT v.column1, v.column2, v.column3, v.column4, $2 FROM ({rows}) AS v WHERE true \
+             ON CONFLICT (tenant, key) DO NOTHING RETURNING tenant, key",
+            &["TEXT", "TEXT", "TEXT", "TEXT"],
+            &values,
+            &[created_at.into()],
+        )
+        .await?;
         for row in rows {
             inserted.insert((row.try_get(0)?, row.try_get(1)?));
         }

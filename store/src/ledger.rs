@@ -397,17 +397,21 @@ async fn adjust_many(transaction: &mut Transaction<'_, Any>, changes: &[(&str, [
     if changes.is_empty() {
         return Ok(());
     }
-    let rows = bulk::json_rows(crate::dialect_of(transaction), 1, &["TEXT", "BIGINT", "BIGINT", "BIGINT", "BIGINT"]);
-    let statement = AssertSqlSafe(format!(
-        "UPDATE accounts SET debits_pending = accounts.debits_pending + v.column2, \
-         debits_posted = accounts.debits_posted + v.column3, credits_pending = accounts.credits_pending + v.column4, \
-         credits_posted = accounts.credits_posted + v.column5 FROM ({rows}) AS v WHERE accounts.id = v.column1"
-    ));
     let values: Vec<(&str, i64, i64, i64, i64)> =
         changes.iter().map(|(account, [a, b, c, d])| (*account, *a, *b, *c, *d)).collect();
     let accounts = || changes.iter().map(|(account, _)| *account).collect::<Vec<_>>().join(", ");
-    match sqlx::query(statement).bind(bulk::json_array(&values)?).execute(&mut **transaction).await {
-        Ok(result) if result.rows_affected() == changes.len() as u64 => Ok(()),
+    let updated = bulk::execute(
+        transaction,
+        "UPDATE accounts SET debits_pending = accounts.debits_pending + v.column2, \
+         debits_posted = accounts.debits_posted + v.column3, credits_pending = accounts.credits_pending + v.column4, \
+         credits_posted = accounts.credits_posted + v.column5 FROM ({rows}) AS v WHERE accounts.id = v.column1",
+        &["TEXT", "BIGINT", "BIGINT", "BIGINT", "BIGINT"],
+        &values,
+        &[],
+    )
+    .await;
+    match updated {
+        Ok(rows) if rows == changes.len() as u64 => Ok(()),
         Ok(_) => Err(LedgerError::UnknownAccount(accounts())),
         Err(error) if is_check_violation(&error) => Err(LedgerError::Overdraft(accounts())),
         Err(error) => Err(LedgerError::Database(error)),
@@ -802,14 +806,9 @@ pub async fn append_groups(
         rows.push((sequence, *entry, kind, pending_id, previous_hash, hash.clone()));
         previous_hash = hash;
     }
-    // Every row in one statement (see `bulk::json_rows`).
+    // Every row in one statement (see `bulk`).
     let columns =
         ["BIGINT", "TEXT", "TEXT", "TEXT", "BIGINT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT", "TEXT", "TEXT"];
-    let statement = AssertSqlSafe(format!(
-        "INSERT INTO transfers (sequence, id, debit_account, credit_account, amount, currency, kind, pending_id, \
-         payout_id, note, created_at, previous_hash, hash) {}",
-        bulk::json_rows(crate::dialect_of(transaction), 1, &columns)
-    ));
     let values: Vec<_> = rows
         .iter()
         .map(|(sequence, entry, kind, pending_id, previous, hash)| {
@@ -830,7 +829,15 @@ pub async fn append_groups(
             )
         })
         .collect();
-    sqlx::query(statement).bind(bulk::json_array(&values)?).execute(&mut **transaction).await?;
+    bulk::execute(
+        transaction,
+        "INSERT INTO transfers (sequence, id, debit_account, credit_account, amount, currency, kind, pending_id, \
+         payout_id, note, created_at, previous_hash, hash) {rows}",
+        &columns,
+        &values,
+        &[],
+    )
+    .await?;
     // Each account once, by the sum of what the accepted groups moved, all in a few statements.
     let mut changed: Vec<(&str, [i64; 4])> = Vec::new();
     for (id, after) in &totals {

@@ -230,7 +230,11 @@ impl WriterQueue {
     }
 }
 
-const MARK: &str = "UPDATE durability_marks SET mark = mark + 1 WHERE id = 1";
+/// [`Store::sync`]'s flushed commit on the steps' connection, which otherwise runs
+/// `synchronous=NORMAL`: flushing it makes every commit before it durable (WAL frames are
+/// appended in order, and a flush covers all of them).
+const FLUSHED_MARK: &str = "PRAGMA synchronous = FULL; BEGIN IMMEDIATE; \
+     UPDATE durability_marks SET mark = mark + 1 WHERE id = 1; COMMIT; PRAGMA synchronous = NORMAL";
 
 /// Coalesces [`Store::sync`] calls: one flushed commit covers every call made before it started.
 #[derive(Default)]
@@ -466,25 +470,12 @@ impl Store {
             let _urgent = self.queue.as_deref().map(Urgent::enter);
             self.steps.acquire().await?
         };
-        connection.execute("PRAGMA synchronous = FULL").await?;
-        let flushed = async {
-            connection.execute("BEGIN IMMEDIATE").await?;
-            match connection.execute(MARK).await {
-                Ok(_) => connection.execute("COMMIT").await.map(|_| ()),
-                Err(error) => {
-                    let _ = connection.execute("ROLLBACK").await;
-                    Err(error)
-                }
-            }
-        }
-        .await;
-        let restored = connection.execute("PRAGMA synchronous = NORMAL").await;
-        if flushed.is_err() || restored.is_err() {
-            // Never hand back a connection in an unknown state.
+        // One round trip to the connection's worker thread for all five statements.
+        if let Err(error) = sqlx::raw_sql(FLUSHED_MARK).execute(&mut *connection).await {
+            // Never hand back a connection in an unknown state (closing it rolls back).
             connection.detach();
+            return Err(error);
         }
-        flushed?;
-        restored?;
         barrier.synced.store(covering, Ordering::SeqCst);
         Ok(())
     }

@@ -309,18 +309,16 @@ pub async fn tokenise_many(
     if rows.is_empty() {
         return Ok(());
     }
-    let statement = sqlx::AssertSqlSafe(format!(
+    crate::bulk::execute(
+        transaction,
         "INSERT INTO vault (token, tenant, nonce, ciphertext, masked, first_payout, key_id, created_at) \
-         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, $2, $3 FROM ({}) AS v WHERE true \
+         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, $2, $3 FROM ({rows}) AS v WHERE true \
          ON CONFLICT (token) DO NOTHING",
-        crate::bulk::json_rows(crate::dialect_of(transaction), 1, &["TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT"])
-    ));
-    sqlx::query(statement)
-        .bind(crate::bulk::json_array(&rows)?)
-        .bind(&keys.active)
-        .bind(created_at)
-        .execute(&mut **transaction)
-        .await?;
+        &["TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT"],
+        &rows,
+        &[(&keys.active).into(), created_at.into()],
+    )
+    .await?;
     Ok(())
 }
 
