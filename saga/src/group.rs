@@ -91,6 +91,8 @@ struct Member {
     payout: Payout,
     screening: Option<Vec<railyard_risk::Screening>>,
     route: StoredRoute,
+    /// The route as the payout's row stores it (serialised before the group takes the writer).
+    route_json: String,
     /// The index of the route's one rail leg (the last leg).
     rail: usize,
     assessment: Option<Assessment>,
@@ -366,7 +368,7 @@ impl Engine {
             .iter()
             .map(|(_, payout)| (payout, "payout.failed", payout.reason.clone().unwrap_or_default()))
             .collect();
-        insert_outbox(tx, &webhooks, railyard_store::now_micros()).await?;
+        insert_outbox(tx, &outbox_rows(&webhooks), railyard_store::now_micros()).await?;
         Ok(written)
     }
 
@@ -454,7 +456,8 @@ impl Engine {
         if !shape || !self.routing.rail_available(&route.legs[rail].operator) {
             return None;
         }
-        Some(Planned::Member(Member { payout, screening, route, rail, assessment: None }))
+        let route_json = serde_json::to_string(&route).ok()?;
+        Some(Planned::Member(Member { payout, screening, route, route_json, rail, assessment: None }))
     }
 
     /// Takes the leases of the payouts `ids` that are still where they were read, in one statement.
@@ -710,7 +713,7 @@ impl Engine {
             rows.push((
                 payout.id.clone(),
                 rail,
-                serde_json::to_string(route).map_err(corrupt)?,
+                member.route_json.clone(),
                 reservation.clone(),
                 serde_json::to_string(assessment).map_err(corrupt)?,
             ));
@@ -888,18 +891,13 @@ impl Engine {
     /// `apply_outcome` (executed) and `complete`.
     async fn group_complete(&self, executed: &[(Submitted, railyard_connector::Execution)]) -> Result<(), EngineError> {
         let now_micros = self.clock.now_micros();
+        // Everything the transaction writes is prepared before it takes the one writer.
         let mut groups = Vec::with_capacity(executed.len());
         for (member, _) in executed {
             groups.push(self.complete_entries(member)?);
         }
-        let mut tx = self.store.begin_step().await?;
-        let booked = ledger::append_groups(&mut tx, &groups).await?;
-        if let Some(Err(error)) = booked.into_iter().find(Result::is_err) {
-            // A completion the ledger refuses is not the common case: leave it all to the single path.
-            return Err(error.into());
-        }
         let mut events: Vec<EventRow> = Vec::with_capacity(executed.len() * 2);
-        let mut outbox = Vec::with_capacity(executed.len());
+        let mut webhooks = Vec::with_capacity(executed.len());
         let mut finished = Vec::with_capacity(executed.len());
         // Per payout: id, legs passed, route.
         let mut rows: Vec<(String, i64, String)> = Vec::with_capacity(executed.len());
@@ -920,8 +918,17 @@ impl Engine {
             let completed_detail = format!("completed: delivered {delivered}");
             events.push((payout.id.clone(), State::Quoted, executed_detail.clone()));
             events.push((payout.id.clone(), State::Completed, completed_detail.clone()));
-            outbox.push((payout, "payout.completed", format!("delivered {delivered}")));
+            webhooks.push((payout, "payout.completed", format!("delivered {delivered}")));
             finished.push((member, route, executed_detail, completed_detail));
+        }
+        // Event and outbox times are the wall clock's, as the single path's.
+        let written_at = railyard_store::now_micros();
+        let outbox = outbox_rows(&webhooks);
+        let mut tx = self.store.begin_step().await?;
+        let booked = ledger::append_groups(&mut tx, &groups).await?;
+        if let Some(Err(error)) = booked.into_iter().find(Result::is_err) {
+            // A completion the ledger refuses is not the common case: leave it all to the single path.
+            return Err(error.into());
         }
         // Each completed payout's row: state, legs passed, the route with its execution; a row no
         // longer ours (state or lease moved) fails the completion as `Leased`.
@@ -933,8 +940,6 @@ impl Engine {
             executed.iter().map(|(member, _)| &member.payout),
         )
         .await?;
-        // Event and outbox times are the wall clock's, as the single path's.
-        let written_at = railyard_store::now_micros();
         insert_events(&mut tx, &events, written_at).await?;
         insert_outbox(&mut tx, &outbox, written_at).await?;
         self.crash("group_complete", Phase::BeforeCommit)?;
@@ -1068,17 +1073,11 @@ pub(crate) async fn insert_events(
     Ok(())
 }
 
-/// Webhooks for the outbox (the single path's `outbox`): per payout, its event and detail.
-async fn insert_outbox(
-    tx: &mut Transaction<'static, Any>,
-    rows: &[(&Payout, &'static str, String)],
-    now_micros: i64,
-) -> Result<(), sqlx::Error> {
-    if rows.is_empty() {
-        return Ok(());
-    }
+/// Outbox rows for webhooks (the single path's `outbox`), from each payout's event and detail:
+/// payout, event, body, tenant.
+fn outbox_rows<'a>(webhooks: &[(&'a Payout, &'static str, String)]) -> Vec<(&'a str, &'static str, String, &'a str)> {
     let occurred_at = chrono::Utc::now().to_rfc3339();
-    let values: Vec<(&str, &str, String, &str)> = rows
+    webhooks
         .iter()
         .map(|(payout, event, detail)| {
             let body = serde_json::json!({
@@ -1090,14 +1089,22 @@ async fn insert_outbox(
             });
             (payout.id.as_str(), *event, body.to_string(), payout.tenant.as_str())
         })
-        .collect();
+        .collect()
+}
+
+/// Writes [`outbox_rows`], each once per payout and event.
+async fn insert_outbox(
+    tx: &mut Transaction<'static, Any>,
+    rows: &[(&str, &'static str, String, &str)],
+    now_micros: i64,
+) -> Result<(), sqlx::Error> {
     bulk::execute(
         tx,
         "INSERT INTO outbox (payout_id, event, body, created_at, tenant) \
          SELECT v.column1, v.column2, v.column3, $2, v.column4 FROM ({rows}) AS v \
          WHERE true ON CONFLICT (payout_id, event) DO NOTHING",
         &["TEXT", "TEXT", "TEXT", "TEXT"],
-        &values,
+        rows,
         &[now_micros.into()],
     )
     .await?;

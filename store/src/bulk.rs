@@ -232,6 +232,17 @@ pub fn unindexed(dialect: Dialect, column: &str) -> String {
     }
 }
 
+/// A membership test against the first column of the bulk rows named `rows` (a `WITH` of
+/// `{rows}`), to follow a column: `id IN (SELECT ...)` on SQLite, `id = ANY (ARRAY(SELECT ...))`
+/// on PostgreSQL, whose planner would scan the whole table for two `IN (SELECT ...)` joined by
+/// `OR` but takes an index for each array.
+pub fn in_rows(dialect: Dialect, rows: &str) -> String {
+    match dialect {
+        Dialect::Sqlite => format!("IN (SELECT column1 FROM {rows})"),
+        Dialect::Postgres => format!("= ANY (ARRAY(SELECT column1 FROM {rows}))"),
+    }
+}
+
 /// `values` (at most [`IN_MAX`]) padded with its last value to the next length in [`IN_SHAPES`].
 pub fn padded<'a, T: ?Sized>(values: &[&'a T]) -> Vec<&'a T> {
     let target = IN_SHAPES.iter().copied().find(|size| *size >= values.len()).unwrap_or(values.len());
@@ -305,6 +316,7 @@ macro_rules! tuple_rows {
 }
 
 tuple_rows! {
+    1 => (A 0);
     2 => (A 0, B 1);
     3 => (A 0, B 1, C 2);
     4 => (A 0, B 1, C 2, D 3);

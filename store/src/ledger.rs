@@ -648,8 +648,10 @@ impl Totals {
 /// left out with its reason while the others go in. Returns one result per group, in order.
 ///
 /// The same rows as [`transfer`] and [`post_pending`] one after another (sequence numbers in
-/// order, hashes chained), in a handful of statements: one read of the accounts, one of the
-/// pending transfers, the journal head once, multi-row inserts, one update per account. The
+/// order, hashes chained), in five statements whatever the count (on PostgreSQL a sixth locks the
+/// head first): one read of the transfers the entries name (pending ones to post, ids taken), one
+/// of the accounts with the journal's head, one insert of every transfer, one update of every
+/// account, one of the head. The
 /// database's constraints still hold the line: if one fires anyway, the statement fails and the
 /// caller must abandon the transaction.
 pub async fn append_groups(
@@ -667,78 +669,84 @@ pub async fn append_groups(
             _ => None,
         })
         .collect();
-    // The pending transfers to post, and which of them something resolved already.
+    // In one read: the pending transfers to post, which of them something resolved already, and
+    // which of the new ids are taken.
+    let ids: BTreeSet<&str> = entries().map(|entry| entry.id.as_str()).collect();
+    let looked_up: Vec<(&str,)> = ids.union(&pending_ids).map(|id| (*id,)).collect();
     let mut pending: BTreeMap<String, (String, String, Money)> = BTreeMap::new();
     let mut resolved: BTreeSet<String> = BTreeSet::new();
-    for chunk in pending_ids.iter().copied().collect::<Vec<_>>().chunks(bulk::IN_MAX) {
-        let chunk = bulk::padded(chunk);
-        let list = bulk::placeholders(1, chunk.len());
-        let statement = AssertSqlSafe(format!(
-            "SELECT id, debit_account, credit_account, amount, currency, kind, pending_id FROM transfers \
-             WHERE id IN ({list}) OR pending_id IN ({list})"
-        ));
-        let mut query = sqlx::query(statement);
-        for id in &chunk {
-            query = query.bind(*id);
-        }
-        for row in query.fetch_all(&mut **transaction).await? {
-            let kind: String = row.try_get(5)?;
-            if kind == "pending" {
-                let amount = Money::from_minor(row.try_get(3)?, currency(&row.try_get::<String, _>(4)?)?);
-                pending.insert(row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?, amount));
-            } else if let Some(id) = row.try_get::<Option<String>, _>(6)? {
-                resolved.insert(id);
-            }
-        }
-    }
-    let ids: BTreeSet<&str> = entries().map(|entry| entry.id.as_str()).collect();
     let mut taken: BTreeSet<String> = BTreeSet::new();
-    for chunk in ids.iter().copied().collect::<Vec<_>>().chunks(bulk::IN_MAX) {
-        let chunk = bulk::padded(chunk);
-        let statement =
-            AssertSqlSafe(format!("SELECT id FROM transfers WHERE id IN ({})", bulk::placeholders(1, chunk.len())));
-        let mut query = sqlx::query(statement);
-        for id in &chunk {
-            query = query.bind(*id);
+    let dialect = crate::dialect_of(transaction);
+    let found = bulk::fetch_all(
+        transaction,
+        &format!(
+            "WITH v AS ({{rows}}) SELECT id, debit_account, credit_account, amount, currency, kind, pending_id \
+             FROM transfers WHERE id {in_v} OR pending_id {in_v}",
+            in_v = bulk::in_rows(dialect, "v")
+        ),
+        &["TEXT"],
+        &looked_up,
+        &[],
+    )
+    .await?;
+    for row in found {
+        let id: String = row.try_get(0)?;
+        let kind: String = row.try_get(5)?;
+        if kind == "pending" && pending_ids.contains(id.as_str()) {
+            let amount = Money::from_minor(row.try_get(3)?, currency(&row.try_get::<String, _>(4)?)?);
+            pending.insert(id.clone(), (row.try_get(1)?, row.try_get(2)?, amount));
         }
-        for row in query.fetch_all(&mut **transaction).await? {
-            taken.insert(row.try_get(0)?);
+        if let Some(resolves) = row.try_get::<Option<String>, _>(6)?
+            && pending_ids.contains(resolves.as_str())
+        {
+            resolved.insert(resolves);
+        }
+        if ids.contains(id.as_str()) {
+            taken.insert(id);
         }
     }
-    // Every account the groups touch, with its totals now.
-    let account_ids: BTreeSet<&str> =
-        entries().flat_map(|entry| [entry.debit.as_str(), entry.credit.as_str()]).collect();
+    // Every account the groups touch, with its totals now, and the journal's head (locked first on
+    // PostgreSQL, see `lock_journal`; SQLite's one write lock is held).
+    let account_ids: Vec<(&str,)> = entries()
+        .flat_map(|entry| [entry.debit.as_str(), entry.credit.as_str()])
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|id| (id,))
+        .collect();
     let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
-    for chunk in account_ids.iter().copied().collect::<Vec<_>>().chunks(bulk::IN_MAX) {
-        let chunk = bulk::padded(chunk);
-        let statement = AssertSqlSafe(format!(
-            "SELECT id, currency, normal, no_overdraft, debits_pending, debits_posted, credits_pending, credits_posted \
-             FROM accounts WHERE id IN ({})",
-            bulk::placeholders(1, chunk.len())
-        ));
-        let mut query = sqlx::query(statement);
-        for id in &chunk {
-            query = query.bind(*id);
-        }
-        for row in query.fetch_all(&mut **transaction).await? {
-            let normal = match row.try_get::<String, _>(2)?.as_str() {
-                "debit" => Normal::Debit,
-                "credit" => Normal::Credit,
-                other => return Err(LedgerError::Corrupt(format!("normal side {other:?}"))),
-            };
-            totals.insert(
-                row.try_get(0)?,
-                Totals {
-                    currency: currency(&row.try_get::<String, _>(1)?)?,
-                    normal,
-                    no_overdraft: row.try_get::<i64, _>(3)? != 0,
-                    debits_pending: row.try_get(4)?,
-                    debits_posted: row.try_get(5)?,
-                    credits_pending: row.try_get(6)?,
-                    credits_posted: row.try_get(7)?,
-                },
-            );
-        }
+    let mut head: Option<(i64, String)> = None;
+    let rows = bulk::fetch_all(
+        transaction,
+        &format!(
+            "WITH v AS ({{rows}}) SELECT id, currency, normal, no_overdraft, debits_pending, debits_posted, \
+             credits_pending, credits_posted, (SELECT sequence FROM journal_head WHERE id = 1), \
+             (SELECT hash FROM journal_head WHERE id = 1) FROM accounts WHERE id {}",
+            bulk::in_rows(dialect, "v")
+        ),
+        &["TEXT"],
+        &account_ids,
+        &[],
+    )
+    .await?;
+    for row in rows {
+        let normal = match row.try_get::<String, _>(2)?.as_str() {
+            "debit" => Normal::Debit,
+            "credit" => Normal::Credit,
+            other => return Err(LedgerError::Corrupt(format!("normal side {other:?}"))),
+        };
+        totals.insert(
+            row.try_get(0)?,
+            Totals {
+                currency: currency(&row.try_get::<String, _>(1)?)?,
+                normal,
+                no_overdraft: row.try_get::<i64, _>(3)? != 0,
+                debits_pending: row.try_get(4)?,
+                debits_posted: row.try_get(5)?,
+                credits_pending: row.try_get(6)?,
+                credits_posted: row.try_get(7)?,
+            },
+        );
+        head = Some((row.try_get(8)?, row.try_get(9)?));
     }
     // Each group against the totals the groups before it leave.
     let before = totals.clone();
@@ -773,18 +781,16 @@ pub async fn append_groups(
     if accepted.is_empty() {
         return Ok(results);
     }
-    // The journal: consecutive sequence numbers, each hash chained to the one before.
-    let count = i64::try_from(accepted.len()).map_err(|error| LedgerError::Corrupt(error.to_string()))?;
-    let head = sqlx::query("UPDATE journal_head SET sequence = sequence + $1 WHERE id = 1 RETURNING sequence, hash")
-        .bind(count)
-        .fetch_one(&mut **transaction)
-        .await?;
-    let last: i64 = head.try_get(0)?;
-    let mut previous_hash: String = head.try_get(1)?;
+    // The journal: consecutive sequence numbers after the head's, each hash chained to the one
+    // before.
+    let (head_sequence, mut previous_hash) =
+        head.ok_or_else(|| LedgerError::Corrupt("accepted entries without their accounts".into()))?;
     let created_at = now_micros();
     let mut rows = Vec::with_capacity(accepted.len());
-    for (offset, entry) in accepted.iter().enumerate() {
-        let sequence = last - count + 1 + offset as i64;
+    let mut last = head_sequence;
+    for entry in &accepted {
+        last += 1;
+        let sequence = last;
         let (kind, pending_id) = match &entry.kind {
             GroupEntryKind::Pending => ("pending", None),
             GroupEntryKind::Posted => ("posted", None),
@@ -853,7 +859,8 @@ pub async fn append_groups(
         }
     }
     adjust_many(transaction, &changed).await?;
-    sqlx::query("UPDATE journal_head SET hash = $1 WHERE id = 1")
+    sqlx::query("UPDATE journal_head SET sequence = $1, hash = $2 WHERE id = 1")
+        .bind(last)
         .bind(&previous_hash)
         .execute(&mut **transaction)
         .await?;

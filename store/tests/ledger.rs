@@ -302,6 +302,11 @@ async fn groups_go_in_whole_and_match_one_by_one() {
         tx.commit().await.unwrap();
         assert!(results[0].is_ok(), "{}: {results:?}", db.name);
         assert!(matches!(results[1], Err(LedgerError::AlreadyResolved(_))), "{}: {results:?}", db.name);
+        // And in a later call, from what the journal holds.
+        let mut tx = store.begin().await.unwrap();
+        let results = ledger::append_groups(&mut tx, &[vec![post("g1-post-later")]]).await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(matches!(results[0], Err(LedgerError::AlreadyResolved(_))), "{}: {results:?}", db.name);
 
         let psp = ledger::balance(store.pool(), "psp:acme:USD").await.unwrap();
         // 1,000.00 - 600.00 posted - 1.00 fee = 399.00 posted; 300.00 still reserved.
