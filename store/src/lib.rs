@@ -395,6 +395,11 @@ impl Store {
         };
         AnyPoolOptions::new()
             .max_connections(options.connections_max.max(1))
+            // An SQLite connection is a file handle in this process: it cannot have been hung up
+            // on while idle, and sqlx's test of it is a round trip to its worker thread (a thread
+            // wake-up, expensive on a VM) before every transaction and read. PostgreSQL's
+            // connections can break while idle and keep the test.
+            .test_before_acquire(dialect == Dialect::Postgres)
             .after_connect(move |connection, _| {
                 Box::pin(async move {
                     match dialect {
