@@ -1430,6 +1430,9 @@ async fn treasury_windows_rebalance_and_reconcile_over_http() {
     let (status, _) = reconcile("file=huge.xml", vec![b' '; 17 * 1024 * 1024]).await;
     assert_eq!(status, 413);
 
+    // The server closes a connection whose body it refused unread; a fresh client does not race
+    // to reuse it.
+    let client = reqwest::Client::new();
     let (_, audit) = call(&client, "GET", format!("{base}/v1/treasury/audit"), treasury, "").await;
     let entries = audit["entries"].as_array().unwrap();
     let find = |action: &str| {

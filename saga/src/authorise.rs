@@ -9,8 +9,8 @@
 //! the payout; the decision is written to the hash-chained audit log with the state change.
 
 use railyard_risk::{Assessment, Decision, Facts, Reason};
-use railyard_store::{audit, vault};
-use sqlx::{Any, Row, Transaction};
+use railyard_store::{StepTransaction, audit, vault};
+use sqlx::Row;
 
 use crate::{Changes, Engine, EngineError, Payout, State, corrupt, outbox};
 
@@ -75,7 +75,7 @@ pub(crate) fn counter_scopes(payout: &Payout) -> [(String, i64); 4] {
 /// The counters the rules read, for the four scopes of [`counter_scopes`], in one statement:
 /// per scope, payouts in the last hour, and payouts and amount in the last day.
 async fn windows(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut StepTransaction,
     scopes: &[(String, i64); 4],
     bucket: i64,
 ) -> Result<[(u64, u64, i128); 4], sqlx::Error> {
@@ -320,7 +320,7 @@ impl Engine {
             return Err(DecideError::NotHeld { id: id.into(), state: payout.state.as_str() });
         }
         let note: String = note.chars().take(NOTE_CHARS_MAX).collect();
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.store.begin_urgent().await?;
         sqlx::query("UPDATE payouts SET decided_by = $1 WHERE id = $2")
             .bind(&approver.key)
             .bind(id)
@@ -345,6 +345,8 @@ impl Engine {
                 self.fail(tx, &payout, payout.state, format!("rejected by {}: {note}", approver.key)).await?;
             }
         }
+        // The decision is durable before the approver is answered.
+        self.store.sync().await?;
         Ok(())
     }
 

@@ -36,8 +36,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use futures_util::StreamExt;
 use railyard_risk::{Assessment, Decision, Facts};
 use railyard_store::ledger::{self, GroupEntry, GroupEntryKind};
-use railyard_store::{bulk, usage};
-use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+use railyard_store::{StepTransaction, bulk, usage};
+use sqlx::{AssertSqlSafe, Row};
 
 use crate::authorise::{DAY_BUCKETS, HOUR_BUCKETS, MINUTE_MICROS, counter_scopes};
 use crate::{
@@ -329,7 +329,7 @@ impl Engine {
     /// its payout as it now stands.
     async fn write_unroutable(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut StepTransaction,
         failing: &[Unroutable],
         now_micros: i64,
     ) -> Result<Vec<(Vec<EventRow>, Payout)>, EngineError> {
@@ -377,7 +377,7 @@ impl Engine {
     /// lease moved) fails the whole transaction as `Leased`.
     async fn update_payouts<'p, T: bulk::Row>(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut StepTransaction,
         update: &PayoutsUpdate,
         rows: &[T],
         params: &[bulk::Param<'_>],
@@ -461,11 +461,7 @@ impl Engine {
     }
 
     /// Takes the leases of the payouts `ids` that are still where they were read, in one statement.
-    async fn claim_many(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        ids: &[&str],
-    ) -> Result<BTreeSet<String>, EngineError> {
+    async fn claim_many(&self, tx: &mut StepTransaction, ids: &[&str]) -> Result<BTreeSet<String>, EngineError> {
         let now = self.clock.now_micros();
         let mut claimed = BTreeSet::new();
         for chunk in ids.chunks(bulk::IN_MAX) {
@@ -493,7 +489,7 @@ impl Engine {
     /// before it leave them (what committing them one by one would give).
     async fn assess_members(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut StepTransaction,
         members: &[(&Payout, &Option<Vec<railyard_risk::Screening>>)],
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<Assessment>, EngineError> {
@@ -624,7 +620,7 @@ impl Engine {
     /// The payouts' risk counters and history, summed per scope and per tenant and currency.
     async fn write_counters(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut StepTransaction,
         payouts: &[&Payout],
         now_micros: i64,
     ) -> Result<(), EngineError> {
@@ -696,7 +692,7 @@ impl Engine {
     /// events and its payout as it now stands, in order.
     async fn write_submitting(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut StepTransaction,
         members: &[Member],
         now_micros: i64,
     ) -> Result<Vec<(Vec<EventRow>, Payout)>, EngineError> {
@@ -1048,7 +1044,7 @@ fn submit_events(payout: &Payout, route: &StoredRoute, rail: usize, assessment: 
 /// The events, in multi-row inserts; a payout's events get consecutive microseconds so that
 /// reading them by time keeps their order.
 pub(crate) async fn insert_events(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut StepTransaction,
     events: &[EventRow],
     now_micros: i64,
 ) -> Result<(), sqlx::Error> {
@@ -1094,7 +1090,7 @@ fn outbox_rows<'a>(webhooks: &[(&'a Payout, &'static str, String)]) -> Vec<(&'a 
 
 /// Writes [`outbox_rows`], each once per payout and event.
 async fn insert_outbox(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut StepTransaction,
     rows: &[(&str, &'static str, String, &str)],
     now_micros: i64,
 ) -> Result<(), sqlx::Error> {

@@ -38,10 +38,10 @@ use railyard_routes::{LiveState, RailState, RouteRequest, Router};
 use railyard_store::idempotency::{self, Claim};
 use railyard_store::ledger::{self, AccountSpec, LedgerError, Normal, TransferSpec};
 use railyard_store::vault::VaultKeys;
-use railyard_store::{Store, bulk, now_micros, usage};
+use railyard_store::{StepTransaction, Store, bulk, now_micros, usage};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 /// Whether the amount is what the PSP sends or what the beneficiary must receive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -760,10 +760,11 @@ impl Engine {
     /// returns, so an acknowledged payout survives any crash.
     pub async fn accept(&self, tenant: &str, key: &str, request: &PayoutRequest) -> Result<Accepted, EngineError> {
         self.validate(tenant, request)?;
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.store.begin_urgent().await?;
         let accepted = self.accept_in(&mut tx, tenant, key, request).await?;
         self.crash("accept", Phase::BeforeCommit)?;
         tx.commit().await?;
+        self.store.sync().await?;
         tracing::info!(payout_id = %accepted.payout_id, tenant, replay = accepted.replay, "accepted");
         self.crash("accept", Phase::AfterCommit)?;
         Ok(accepted)
@@ -818,7 +819,7 @@ impl Engine {
     /// An error is the database's: the transaction is then unusable.
     async fn accept_run(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut StepTransaction,
         batch: &[(String, String, PayoutRequest)],
         run: &[usize],
         answers: &mut [Option<Result<Accepted, EngineError>>],
@@ -931,7 +932,7 @@ impl Engine {
 
     async fn accept_in(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut StepTransaction,
         tenant: &str,
         key: &str,
         request: &PayoutRequest,
@@ -991,7 +992,7 @@ impl Engine {
     /// The route of a quote the tenant may still pay against, checked against the request.
     async fn quoted_route(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut StepTransaction,
         tenant: &str,
         quote_id: &str,
         request: &PayoutRequest,
@@ -1110,7 +1111,7 @@ impl Engine {
         // Read again under the lease: the saga may have moved since.
         let payout = self.payout(id).await?;
         let result = if cancellable(payout.state) {
-            let mut tx = self.store.begin().await?;
+            let mut tx = self.store.begin_urgent().await?;
             if let Some(reservation) = &payout.reservation {
                 match ledger::void_pending(&mut tx, &format!("{reservation}:void"), reservation).await {
                     Ok(_) | Err(LedgerError::AlreadyResolved(_)) => {}
@@ -1125,6 +1126,8 @@ impl Engine {
         };
         self.release(id).await?;
         result?;
+        // The cancellation is durable before the PSP is answered.
+        self.store.sync().await?;
         self.payout(id).await
     }
 
@@ -1479,7 +1482,7 @@ impl Engine {
     /// `from` and still ours; the caller's ledger entries ride in the same transaction.
     async fn commit(
         &self,
-        mut tx: Transaction<'static, Any>,
+        mut tx: StepTransaction,
         payout: &Payout,
         from: State,
         to: State,
@@ -1637,13 +1640,7 @@ impl Engine {
     }
 
     /// Fails the saga, voiding its reservation if it holds one.
-    async fn fail(
-        &self,
-        tx: Transaction<'static, Any>,
-        payout: &Payout,
-        from: State,
-        reason: String,
-    ) -> Result<(), EngineError> {
+    async fn fail(&self, tx: StepTransaction, payout: &Payout, from: State, reason: String) -> Result<(), EngineError> {
         self.fail_as(tx, payout, from, State::Failed, reason, Changes::default()).await
     }
 
@@ -1651,7 +1648,7 @@ impl Engine {
     /// `changes` carries what else the step records (its reason is the failure's).
     pub(crate) async fn fail_as(
         &self,
-        mut tx: Transaction<'static, Any>,
+        mut tx: StepTransaction,
         payout: &Payout,
         from: State,
         to: State,
@@ -2115,7 +2112,7 @@ impl Engine {
     /// receivable per currency, for treasury to bring back. The payout fails saying so.
     async fn return_payout(
         &self,
-        mut tx: Transaction<'static, Any>,
+        mut tx: StepTransaction,
         payout: &Payout,
         route: &StoredRoute,
         from: State,
@@ -2312,7 +2309,7 @@ pub(crate) struct Changes {
     risk: Option<String>,
 }
 
-async fn event(tx: &mut Transaction<'static, Any>, id: &str, state: State, detail: &str) -> Result<(), sqlx::Error> {
+async fn event(tx: &mut StepTransaction, id: &str, state: State, detail: &str) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO saga_events (payout_id, at, state, detail) VALUES ($1, $2, $3, $4)")
         .bind(id)
         .bind(now_micros())
@@ -2323,12 +2320,7 @@ async fn event(tx: &mut Transaction<'static, Any>, id: &str, state: State, detai
     Ok(())
 }
 
-async fn outbox(
-    tx: &mut Transaction<'static, Any>,
-    payout: &Payout,
-    name: &str,
-    detail: &str,
-) -> Result<(), EngineError> {
+async fn outbox(tx: &mut StepTransaction, payout: &Payout, name: &str, detail: &str) -> Result<(), EngineError> {
     let status = name.strip_prefix("payout.").unwrap_or(name);
     let body = serde_json::json!({
         "event": name,

@@ -11,7 +11,7 @@
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 use crate::{Store, now_micros};
 
@@ -49,14 +49,14 @@ pub fn entry_hash(previous: &str, sequence: i64, at: i64, actor: &str, action: &
 
 /// Appends one action inside `transaction`: it is durable exactly when what it records is.
 pub async fn append(
-    transaction: &mut Transaction<'_, Any>,
+    transaction: &mut AnyConnection,
     actor: &str,
     action: &str,
     detail: &str,
 ) -> Result<AuditEntry, sqlx::Error> {
     // The head's row lock serialises appends: no gaps, no forks.
     let head = sqlx::query("UPDATE audit_head SET sequence = sequence + 1 WHERE id = 1 RETURNING sequence, hash")
-        .fetch_one(&mut **transaction)
+        .fetch_one(&mut *transaction)
         .await?;
     let sequence: i64 = head.try_get(0)?;
     let previous: String = head.try_get(1)?;
@@ -73,9 +73,9 @@ pub async fn append(
     .bind(detail)
     .bind(&previous)
     .bind(&hash)
-    .execute(&mut **transaction)
+    .execute(&mut *transaction)
     .await?;
-    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut **transaction).await?;
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut *transaction).await?;
     Ok(AuditEntry { sequence, at, actor: actor.into(), action: action.into(), detail: detail.into(), hash })
 }
 

@@ -2,7 +2,7 @@
 //! with a different request it is a conflict; concurrent first uses race to exactly one winner.
 
 use serde::Serialize;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 use crate::now_micros;
 
@@ -46,7 +46,7 @@ fn record(row: &sqlx::any::AnyRow) -> Result<IdempotencyRecord, sqlx::Error> {
 /// Claims `key` for `tenant`. Under concurrency exactly one caller gets [`Claim::New`]: the insert
 /// waits on the winner's row and then finds it.
 pub async fn claim(
-    transaction: &mut Transaction<'_, Any>,
+    transaction: &mut AnyConnection,
     tenant: &str,
     key: &str,
     request_hash: &str,
@@ -61,7 +61,7 @@ pub async fn claim(
     .bind(request_hash)
     .bind(resource_id)
     .bind(now_micros())
-    .execute(&mut **transaction)
+    .execute(&mut *transaction)
     .await?;
     if inserted.rows_affected() == 1 {
         return Ok(Claim::New);
@@ -72,7 +72,7 @@ pub async fn claim(
     )
     .bind(tenant)
     .bind(key)
-    .fetch_one(&mut **transaction)
+    .fetch_one(&mut *transaction)
     .await?;
     Ok(classify(record(&row)?, request_hash))
 }
@@ -90,7 +90,7 @@ pub struct ClaimRequest<'a> {
 /// one after another in order: a key that comes twice is [`Claim::New`] the first time, and the
 /// second time in progress or a conflict against that first use.
 pub async fn claim_many(
-    transaction: &mut Transaction<'_, Any>,
+    transaction: &mut AnyConnection,
     requests: &[ClaimRequest<'_>],
 ) -> Result<Vec<Claim>, sqlx::Error> {
     use std::collections::{HashMap, HashSet};
@@ -143,7 +143,7 @@ pub async fn claim_many(
             for key in chunk {
                 query = query.bind(key);
             }
-            for row in query.fetch_all(&mut **transaction).await? {
+            for row in query.fetch_all(&mut *transaction).await? {
                 let found = record(&row)?;
                 existing.insert((found.tenant.clone(), found.key.clone()), found);
             }
@@ -189,7 +189,7 @@ fn classify(existing: IdempotencyRecord, request_hash: &str) -> Claim {
 
 /// Stores the answer the first request gave, for replays.
 pub async fn store_response(
-    transaction: &mut Transaction<'_, Any>,
+    transaction: &mut AnyConnection,
     tenant: &str,
     key: &str,
     status: i64,
@@ -200,7 +200,7 @@ pub async fn store_response(
         .bind(body)
         .bind(tenant)
         .bind(key)
-        .execute(&mut **transaction)
+        .execute(&mut *transaction)
         .await?;
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! one records a row with origin `config`, so the revocation holds across restarts while the file
 //! still lists the key.
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 use crate::{Store, audit, now_micros};
 
@@ -118,18 +118,14 @@ pub async fn list(store: &Store) -> Result<Vec<StoredKey>, sqlx::Error> {
     rows.iter().map(from_row).collect()
 }
 
-async fn find(
-    transaction: &mut Transaction<'_, Any>,
-    tenant: &str,
-    id: &str,
-) -> Result<Option<StoredKey>, sqlx::Error> {
+async fn find(transaction: &mut AnyConnection, tenant: &str, id: &str) -> Result<Option<StoredKey>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT tenant, id, sha256, scopes, origin, created_at, created_by, revoked_at, revoked_by \
          FROM api_keys WHERE tenant = $1 AND id = $2",
     )
     .bind(tenant)
     .bind(id)
-    .fetch_optional(&mut **transaction)
+    .fetch_optional(&mut *transaction)
     .await?;
     row.as_ref().map(from_row).transpose()
 }

@@ -19,7 +19,7 @@ use railyard_core::{Currency, Money};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
-use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+use sqlx::{Any, AnyConnection, AssertSqlSafe, Row};
 
 use crate::{bulk, now_micros};
 
@@ -164,7 +164,7 @@ fn currency(code: &str) -> Result<Currency, LedgerError> {
 }
 
 /// Creates an account, or checks that an existing one has the same settings.
-pub async fn open_account(transaction: &mut Transaction<'_, Any>, spec: &AccountSpec) -> Result<(), LedgerError> {
+pub async fn open_account(transaction: &mut AnyConnection, spec: &AccountSpec) -> Result<(), LedgerError> {
     sqlx::query(
         "INSERT INTO accounts (id, kind, currency, normal, no_overdraft, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (id) DO NOTHING",
@@ -175,11 +175,11 @@ pub async fn open_account(transaction: &mut Transaction<'_, Any>, spec: &Account
     .bind(spec.normal.as_str())
     .bind(i64::from(spec.no_overdraft))
     .bind(now_micros())
-    .execute(&mut **transaction)
+    .execute(&mut *transaction)
     .await?;
     let row = sqlx::query("SELECT kind, currency, normal, no_overdraft FROM accounts WHERE id = $1")
         .bind(&spec.id)
-        .fetch_one(&mut **transaction)
+        .fetch_one(&mut *transaction)
         .await?;
     let same = row.try_get::<String, _>(0)? == spec.kind
         && row.try_get::<String, _>(1)? == spec.currency.code()
@@ -286,20 +286,20 @@ struct Entry<'a> {
 /// On SQLite the transaction holds the database's write lock already and this is skipped.
 /// Rows another module locks in a transaction that also writes the ledger are locked after it
 /// (see `usage`), so the one order holds for them too.
-pub async fn lock_journal(transaction: &mut Transaction<'_, Any>) -> Result<(), LedgerError> {
+pub async fn lock_journal(transaction: &mut AnyConnection) -> Result<(), LedgerError> {
     if crate::dialect_of(transaction) == crate::Dialect::Sqlite {
         // The transaction holds the database's one write lock already (BEGIN IMMEDIATE).
         return Ok(());
     }
-    sqlx::query("UPDATE journal_head SET sequence = sequence WHERE id = 1").execute(&mut **transaction).await?;
+    sqlx::query("UPDATE journal_head SET sequence = sequence WHERE id = 1").execute(&mut *transaction).await?;
     Ok(())
 }
 
 /// Appends one entry to the journal: next sequence, chained hash.
-async fn append(transaction: &mut Transaction<'_, Any>, entry: Entry<'_>) -> Result<Transfer, LedgerError> {
+async fn append(transaction: &mut AnyConnection, entry: Entry<'_>) -> Result<Transfer, LedgerError> {
     // Taking the head's row lock serialises appends, so sequence and hash chain have no gaps or forks.
     let head = sqlx::query("UPDATE journal_head SET sequence = sequence + 1 WHERE id = 1 RETURNING sequence, hash")
-        .fetch_one(&mut **transaction)
+        .fetch_one(&mut *transaction)
         .await?;
     let sequence: i64 = head.try_get(0)?;
     let previous_hash: String = head.try_get(1)?;
@@ -335,7 +335,7 @@ async fn append(transaction: &mut Transaction<'_, Any>, entry: Entry<'_>) -> Res
     .bind(created_at)
     .bind(&previous_hash)
     .bind(&hash)
-    .execute(&mut **transaction)
+    .execute(&mut *transaction)
     .await;
     if let Err(error) = inserted {
         return Err(if is_unique_violation(&error) {
@@ -350,7 +350,7 @@ async fn append(transaction: &mut Transaction<'_, Any>, entry: Entry<'_>) -> Res
             LedgerError::Database(error)
         });
     }
-    sqlx::query("UPDATE journal_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut **transaction).await?;
+    sqlx::query("UPDATE journal_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut *transaction).await?;
     Ok(Transfer {
         sequence,
         id: entry.id.into(),
@@ -368,7 +368,7 @@ async fn append(transaction: &mut Transaction<'_, Any>, entry: Entry<'_>) -> Res
 /// Adds to one account's totals (one or two of them, in one statement); a no-overdraft violation
 /// comes back as [`LedgerError::Overdraft`].
 async fn adjust(
-    transaction: &mut Transaction<'_, Any>,
+    transaction: &mut AnyConnection,
     account: &str,
     changes: &[(&'static str, i64)],
 ) -> Result<(), LedgerError> {
@@ -383,7 +383,7 @@ async fn adjust(
     for (_, delta) in changes {
         query = query.bind(*delta);
     }
-    match query.bind(account).execute(&mut **transaction).await {
+    match query.bind(account).execute(&mut *transaction).await {
         Ok(result) if result.rows_affected() == 1 => Ok(()),
         Ok(_) => Err(LedgerError::UnknownAccount(account.into())),
         Err(error) if is_check_violation(&error) => Err(LedgerError::Overdraft(account.into())),
@@ -393,7 +393,7 @@ async fn adjust(
 
 /// Adds `deltas` (debits pending, debits posted, credits pending, credits posted) to each account,
 /// in `UPDATE ... FROM (VALUES ...)` statements of up to 16 accounts.
-async fn adjust_many(transaction: &mut Transaction<'_, Any>, changes: &[(&str, [i64; 4])]) -> Result<(), LedgerError> {
+async fn adjust_many(transaction: &mut AnyConnection, changes: &[(&str, [i64; 4])]) -> Result<(), LedgerError> {
     if changes.is_empty() {
         return Ok(());
     }
@@ -419,7 +419,7 @@ async fn adjust_many(transaction: &mut Transaction<'_, Any>, changes: &[(&str, [
 }
 
 /// Checks both accounts and that the transfer's id is new, in one read.
-async fn check_accounts(transaction: &mut Transaction<'_, Any>, spec: &TransferSpec) -> Result<(), LedgerError> {
+async fn check_accounts(transaction: &mut AnyConnection, spec: &TransferSpec) -> Result<(), LedgerError> {
     if !spec.amount.is_positive() {
         return Err(LedgerError::NotPositive);
     }
@@ -432,7 +432,7 @@ async fn check_accounts(transaction: &mut Transaction<'_, Any>, spec: &TransferS
     .bind(&spec.debit)
     .bind(&spec.credit)
     .bind(&spec.id)
-    .fetch_all(&mut **transaction)
+    .fetch_all(&mut *transaction)
     .await?;
     for account in [&spec.debit, &spec.credit] {
         let row = rows
@@ -454,7 +454,7 @@ async fn check_accounts(transaction: &mut Transaction<'_, Any>, spec: &TransferS
 }
 
 /// Records a transfer: posted at once, or pending (a reservation).
-pub async fn transfer(transaction: &mut Transaction<'_, Any>, spec: &TransferSpec) -> Result<Transfer, LedgerError> {
+pub async fn transfer(transaction: &mut AnyConnection, spec: &TransferSpec) -> Result<Transfer, LedgerError> {
     lock_journal(transaction).await?;
     check_accounts(transaction, spec).await?;
     let amount = spec.amount.minor_units();
@@ -483,14 +483,14 @@ pub async fn transfer(transaction: &mut Transaction<'_, Any>, spec: &TransferSpe
 }
 
 /// A pending transfer and whether it was resolved already, in one read.
-async fn pending_transfer(transaction: &mut Transaction<'_, Any>, pending_id: &str) -> Result<Transfer, LedgerError> {
+async fn pending_transfer(transaction: &mut AnyConnection, pending_id: &str) -> Result<Transfer, LedgerError> {
     let row = sqlx::query(
         "SELECT sequence, id, debit_account, credit_account, amount, currency, kind, pending_id, payout_id, created_at, \
          hash, (SELECT COUNT(*) FROM transfers r WHERE r.pending_id = $1) AS resolved \
          FROM transfers WHERE id = $1 AND kind = 'pending'",
     )
     .bind(pending_id)
-    .fetch_optional(&mut **transaction)
+    .fetch_optional(&mut *transaction)
     .await?
     .ok_or_else(|| LedgerError::PendingNotFound(pending_id.into()))?;
     if row.try_get::<i64, _>("resolved")? > 0 {
@@ -512,7 +512,7 @@ async fn pending_transfer(transaction: &mut Transaction<'_, Any>, pending_id: &s
 
 /// Posts a pending transfer, for its full amount or less (the rest is released).
 pub async fn post_pending(
-    transaction: &mut Transaction<'_, Any>,
+    transaction: &mut AnyConnection,
     id: &str,
     pending_id: &str,
     amount: Option<Money>,
@@ -564,7 +564,7 @@ pub async fn post_pending(
 
 /// Voids a pending transfer: the reservation is released, nothing moves.
 pub async fn void_pending(
-    transaction: &mut Transaction<'_, Any>,
+    transaction: &mut AnyConnection,
     id: &str,
     pending_id: &str,
 ) -> Result<Transfer, LedgerError> {
@@ -655,7 +655,7 @@ impl Totals {
 /// database's constraints still hold the line: if one fires anyway, the statement fails and the
 /// caller must abandon the transaction.
 pub async fn append_groups(
-    transaction: &mut Transaction<'_, Any>,
+    transaction: &mut AnyConnection,
     groups: &[Vec<GroupEntry>],
 ) -> Result<Vec<Result<(), LedgerError>>, LedgerError> {
     use std::collections::{BTreeMap, BTreeSet};
@@ -862,7 +862,7 @@ pub async fn append_groups(
     sqlx::query("UPDATE journal_head SET sequence = $1, hash = $2 WHERE id = 1")
         .bind(last)
         .bind(&previous_hash)
-        .execute(&mut **transaction)
+        .execute(&mut *transaction)
         .await?;
     Ok(results)
 }

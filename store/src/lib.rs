@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, AssertSqlSafe, Executor, Row, Transaction};
+use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor, Row, Transaction};
 
 pub use idempotency::{Claim, IdempotencyRecord};
 
@@ -166,13 +166,133 @@ const MIGRATIONS: &[Migration] = &[
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
-    steps: AnyPool,
+    steps: Steps,
     dialect: Dialect,
     barrier: Option<Arc<Barrier>>,
     /// Who gets the steps' one connection next (SQLite with deferred flushes only).
     queue: Option<Arc<WriterQueue>>,
     /// Keeps the SQLite checkpointer running while any clone of the store lives.
     alive: Option<Arc<()>>,
+}
+
+/// Where saga steps write.
+#[derive(Clone)]
+enum Steps {
+    /// SQLite with deferred flushes: one connection of its own, kept out of any pool. sqlx tests
+    /// a pooled connection with a round trip to its worker thread every time it is given back (a
+    /// thread wake-up, costly on a VM), and every step, flush and intake group would pay it on the
+    /// one writer's path. `None` once the store is closed.
+    Dedicated(Arc<tokio::sync::Mutex<Option<AnyConnection>>>),
+    /// A pool: PostgreSQL's steps (many writers), SQLite without deferred flushes.
+    Pool(AnyPool),
+}
+
+/// The connection a saga step writes on, held until dropped: on SQLite with deferred flushes the
+/// one writer connection (in the order [`WriterQueue`] gives), otherwise one from the steps' pool.
+pub struct Writer(WriterConnection);
+
+enum WriterConnection {
+    Dedicated(tokio::sync::OwnedMappedMutexGuard<Option<AnyConnection>, AnyConnection>),
+    Pooled(sqlx::pool::PoolConnection<sqlx::Any>),
+}
+
+impl std::ops::Deref for Writer {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        match &self.0 {
+            WriterConnection::Dedicated(connection) => connection,
+            WriterConnection::Pooled(connection) => connection,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Writer {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match &mut self.0 {
+            WriterConnection::Dedicated(connection) => connection,
+            WriterConnection::Pooled(connection) => connection,
+        }
+    }
+}
+
+/// A saga step's write transaction ([`Store::begin_step`], [`Store::begin_urgent`]): it holds the
+/// steps' connection from `BEGIN` until it is committed or dropped, and derefs to the connection
+/// for queries (`&mut *tx`). Dropped without [`StepTransaction::commit`], it rolls back (on a task
+/// of its own, which keeps the connection until the rollback is done, so the next writer finds
+/// it out of any transaction).
+pub struct StepTransaction {
+    writer: Option<Writer>,
+}
+
+impl StepTransaction {
+    async fn begin(mut writer: Writer) -> Result<StepTransaction, sqlx::Error> {
+        let begin = match dialect_of(&writer) {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres => "BEGIN",
+        };
+        sqlx::raw_sql(begin).execute(&mut *writer).await?;
+        Ok(StepTransaction { writer: Some(writer) })
+    }
+
+    /// Commits; the connection goes to the next writer.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let Some(mut writer) = self.writer.take() else { return Ok(()) };
+        match sqlx::raw_sql("COMMIT").execute(&mut *writer).await {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                // Whatever the commit left open is rolled back before the connection is let go.
+                rollback(writer).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Rolls back now; the connection goes to the next writer.
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        if let Some(writer) = self.writer.take() {
+            rollback(writer).await;
+        }
+        Ok(())
+    }
+
+    fn connection(&self) -> &Writer {
+        self.writer.as_ref().unwrap_or_else(|| unreachable!("a step transaction holds its writer until consumed"))
+    }
+}
+
+/// Rolls back whatever `writer`'s connection has open, then lets the connection go. A failed
+/// rollback (nothing was open, or the connection is gone) leaves nothing to undo.
+async fn rollback(mut writer: Writer) {
+    let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *writer).await;
+}
+
+impl std::ops::Deref for StepTransaction {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        self.connection()
+    }
+}
+
+impl std::ops::DerefMut for StepTransaction {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        self.writer.as_mut().unwrap_or_else(|| unreachable!("a step transaction holds its writer until consumed"))
+    }
+}
+
+impl Drop for StepTransaction {
+    fn drop(&mut self) {
+        let Some(writer) = self.writer.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(rollback(writer));
+            }
+            // No runtime left (the process is ending): dropping the connection closes it, and
+            // SQLite and PostgreSQL roll back what a closed connection left open.
+            Err(_) => drop(writer),
+        }
+    }
 }
 
 /// How often an SQLite store copies its WAL into the database file ([`Store::open`]).
@@ -368,15 +488,16 @@ impl Store {
         let (steps, barrier) = if deferred {
             // SQLite has one writer: steps queue for one connection in process instead of
             // sleeping in SQLite's busy handler on several.
-            let steps_options = StoreOptions { connections_max: 1, ..options.clone() };
-            let steps = Store::pool_with(&connect, &steps_options, dialect, Durability::Normal, busy_ms).await?;
+            let mut connection = AnyConnection::connect_with(&connect).await?;
+            prepare(&mut connection, dialect, Durability::Normal, busy_ms).await?;
+            let steps = Steps::Dedicated(Arc::new(tokio::sync::Mutex::new(Some(connection))));
             (steps, Some(Arc::new(Barrier::default())))
         } else if dialect == Dialect::Postgres {
             // The steps' connections of their own: hundreds of sagas queueing on the journal head
             // must not take every connection a payout's GET or an intake group needs.
-            (Store::pool_with(&connect, options, dialect, durability, busy_ms).await?, None)
+            (Steps::Pool(Store::pool_with(&connect, options, dialect, durability, busy_ms).await?), None)
         } else {
-            (pool.clone(), None)
+            (Steps::Pool(pool.clone()), None)
         };
         let queue = barrier.as_ref().map(|_| Arc::new(WriterQueue::default()));
         Ok(Store { pool, steps, dialect, barrier, queue, alive: None })
@@ -389,10 +510,6 @@ impl Store {
         durability: Durability,
         busy_ms: u128,
     ) -> Result<AnyPool, sqlx::Error> {
-        let synchronous = match durability {
-            Durability::Full => "FULL",
-            Durability::Normal => "NORMAL",
-        };
         AnyPoolOptions::new()
             .max_connections(options.connections_max.max(1))
             // An SQLite connection is a file handle in this process: it cannot have been hung up
@@ -401,59 +518,49 @@ impl Store {
             // connections can break while idle and keep the test.
             .test_before_acquire(dialect == Dialect::Postgres)
             .after_connect(move |connection, _| {
-                Box::pin(async move {
-                    match dialect {
-                        Dialect::Sqlite => {
-                            connection.execute("PRAGMA journal_mode = WAL").await?;
-                            connection.execute(AssertSqlSafe(format!("PRAGMA synchronous = {synchronous}"))).await?;
-                            connection.execute("PRAGMA foreign_keys = ON").await?;
-                            connection.execute(AssertSqlSafe(format!("PRAGMA busy_timeout = {busy_ms}"))).await?;
-                            connection
-                                .execute(AssertSqlSafe(format!(
-                                    "PRAGMA wal_autocheckpoint = {CHECKPOINT_FALLBACK_PAGES}"
-                                )))
-                                .await?;
-                        }
-                        Dialect::Postgres => {}
-                    }
-                    Ok(())
-                })
+                Box::pin(async move { prepare(connection, dialect, durability, busy_ms).await })
             })
             .connect_with(connect.clone())
             .await
     }
 
     /// Opens a write transaction for a saga step: visible when committed, durable after the next
-    /// [`Store::sync`] (see [`Store`]).
-    pub async fn begin_step(&self) -> Result<Transaction<'static, sqlx::Any>, sqlx::Error> {
-        let _turn = match &self.queue {
-            Some(queue) => Some(queue.step_turn().await),
-            None => None,
-        };
-        self.begin_on_steps().await
+    /// [`Store::sync`] (see [`Store`]). It waits for the steps' turn (see [`WriterQueue`]).
+    pub async fn begin_step(&self) -> Result<StepTransaction, sqlx::Error> {
+        StepTransaction::begin(self.step_connection().await?).await
     }
 
     /// [`Store::begin_step`] for a caller someone is waiting on (an intake group): ahead of the
     /// saga steps queued for the connection.
-    pub async fn begin_urgent(&self) -> Result<Transaction<'static, sqlx::Any>, sqlx::Error> {
-        let _urgent = self.queue.as_deref().map(Urgent::enter);
-        self.begin_on_steps().await
+    pub async fn begin_urgent(&self) -> Result<StepTransaction, sqlx::Error> {
+        StepTransaction::begin(self.urgent_connection().await?).await
     }
 
-    async fn begin_on_steps(&self) -> Result<Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match self.dialect {
-            Dialect::Sqlite => self.steps.begin_with("BEGIN IMMEDIATE").await,
-            Dialect::Postgres => self.steps.begin().await,
-        }
-    }
-
-    /// A connection for a saga step's write outside a transaction (leases), in the steps' turn.
-    pub async fn step_connection(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, sqlx::Error> {
+    /// The connection for a saga step's write outside a transaction (leases), in the steps' turn.
+    pub async fn step_connection(&self) -> Result<Writer, sqlx::Error> {
         let _turn = match &self.queue {
             Some(queue) => Some(queue.step_turn().await),
             None => None,
         };
-        self.steps.acquire().await
+        self.writer().await
+    }
+
+    /// [`Store::step_connection`] ahead of the saga steps queued for it (a flush, an intake group).
+    async fn urgent_connection(&self) -> Result<Writer, sqlx::Error> {
+        let _urgent = self.queue.as_deref().map(Urgent::enter);
+        self.writer().await
+    }
+
+    async fn writer(&self) -> Result<Writer, sqlx::Error> {
+        match &self.steps {
+            Steps::Dedicated(connection) => {
+                let held = connection.clone().lock_owned().await;
+                let held =
+                    tokio::sync::OwnedMutexGuard::try_map(held, Option::as_mut).map_err(|_| sqlx::Error::PoolClosed)?;
+                Ok(Writer(WriterConnection::Dedicated(held)))
+            }
+            Steps::Pool(pool) => Ok(Writer(WriterConnection::Pooled(pool.acquire().await?))),
+        }
     }
 
     /// Makes every commit made before this call durable, through [`Store::begin_step`] or not.
@@ -471,23 +578,32 @@ impl Store {
         let covering = barrier.requested.load(Ordering::SeqCst);
         // On the steps' own connection, flushed for this one commit: a second writer connection
         // would wait for the lock in SQLite's busy handler, asleep.
-        let mut connection = {
-            let _urgent = self.queue.as_deref().map(Urgent::enter);
-            self.steps.acquire().await?
-        };
+        let mut writer = self.urgent_connection().await?;
         // One round trip to the connection's worker thread for all five statements.
-        if let Err(error) = sqlx::raw_sql(FLUSHED_MARK).execute(&mut *connection).await {
-            // Never hand back a connection in an unknown state (closing it rolls back).
-            connection.detach();
+        if let Err(error) = sqlx::raw_sql(FLUSHED_MARK).execute(&mut *writer).await {
+            // Never leave the connection in an unknown state: out of any transaction, back to
+            // deferred flushes.
+            let restored = sqlx::raw_sql("ROLLBACK").execute(&mut *writer).await;
+            let normal = sqlx::raw_sql("PRAGMA synchronous = NORMAL").execute(&mut *writer).await;
+            if normal.is_err() || restored.as_ref().is_err_and(|error| !no_transaction(error)) {
+                tracing::error!("the writer connection could not be restored after a failed flush: {error}");
+            }
             return Err(error);
         }
         barrier.synced.store(covering, Ordering::SeqCst);
         Ok(())
     }
 
-    /// Closes both pools (waits for connections in use to come back).
+    /// Closes the writer connection and the pools (waits for connections in use to come back).
     pub async fn close(&self) {
-        self.steps.close().await;
+        match &self.steps {
+            Steps::Dedicated(connection) => {
+                if let Some(connection) = connection.lock().await.take() {
+                    let _ = connection.close().await;
+                }
+            }
+            Steps::Pool(pool) => pool.close().await,
+        }
         self.pool.close().await;
     }
 
@@ -548,6 +664,35 @@ impl Store {
         transaction.commit().await?;
         Ok(())
     }
+}
+
+/// Settings every SQLite connection gets when opened: WAL, the synchronous level, foreign keys,
+/// how long to wait for the write lock, and the commit-time checkpoint only as a fallback.
+async fn prepare(
+    connection: &mut AnyConnection,
+    dialect: Dialect,
+    durability: Durability,
+    busy_ms: u128,
+) -> Result<(), sqlx::Error> {
+    if dialect == Dialect::Postgres {
+        return Ok(());
+    }
+    let synchronous = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; \
+         PRAGMA busy_timeout = {busy_ms}; PRAGMA wal_autocheckpoint = {CHECKPOINT_FALLBACK_PAGES}"
+    )))
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// A `ROLLBACK` refused because no transaction was open: nothing to undo.
+fn no_transaction(error: &sqlx::Error) -> bool {
+    error.to_string().contains("no transaction is active")
 }
 
 /// Splits a migration into statements: on `;` at the end of a line, comments dropped.

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use railyard_core::{Currency, Money};
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 /// The UTC day `at` falls on, as days since 1970-01-01.
 pub fn day_of(at: DateTime<Utc>) -> i64 {
@@ -21,7 +21,7 @@ pub fn day_of(at: DateTime<Utc>) -> i64 {
 /// Adds `amount` to `rail`'s use on `day` if the total stays within `cap` (no cap: always).
 /// Returns false, changing nothing, when it would pass the cap.
 pub async fn take(
-    transaction: &mut Transaction<'_, Any>,
+    transaction: &mut AnyConnection,
     rail: &str,
     amount: Money,
     cap: Option<Money>,
@@ -42,7 +42,7 @@ pub async fn take(
     .bind(day)
     .bind(amount.minor_units())
     .bind(cap)
-    .execute(&mut **transaction)
+    .execute(&mut *transaction)
     .await?;
     Ok(taken.rows_affected() == 1)
 }
@@ -50,7 +50,7 @@ pub async fn take(
 /// Gives `amount` back to `rail`'s use on `day` (never below zero: a reservation taken on the
 /// day before and released today lowers today's count at most to nothing).
 pub async fn give_back(
-    transaction: &mut Transaction<'_, Any>,
+    transaction: &mut AnyConnection,
     rail: &str,
     amount: Money,
     day: i64,
@@ -64,7 +64,7 @@ pub async fn give_back(
     .bind(amount.currency().code())
     .bind(day)
     .bind(amount.minor_units())
-    .execute(&mut **transaction)
+    .execute(&mut *transaction)
     .await?;
     Ok(())
 }
@@ -72,7 +72,7 @@ pub async fn give_back(
 /// The transactions that take or give back use also write the ledger: on PostgreSQL they lock the
 /// journal head before a usage row, in the one order every ledger writer keeps, so two of them
 /// cannot deadlock (one cheap statement when the transaction holds it already; nothing on SQLite).
-async fn lock_journal_first(transaction: &mut Transaction<'_, Any>) -> Result<(), sqlx::Error> {
+async fn lock_journal_first(transaction: &mut AnyConnection) -> Result<(), sqlx::Error> {
     match crate::ledger::lock_journal(transaction).await {
         Ok(()) => Ok(()),
         Err(crate::ledger::LedgerError::Database(error)) => Err(error),

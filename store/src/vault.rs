@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use aes_gcm::aead::{Aead, Generate, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use sha2::{Digest, Sha256};
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 use crate::{Store, now_micros};
 
@@ -254,7 +254,7 @@ pub struct Tokenised {
 
 /// Puts `account` in the vault for `tenant` (once per account) inside `transaction`.
 pub async fn tokenise(
-    transaction: &mut Transaction<'_, Any>,
+    transaction: &mut AnyConnection,
     keys: &VaultKeys,
     tenant: &str,
     account: &str,
@@ -278,7 +278,7 @@ pub async fn tokenise(
     .bind(&masked)
     .bind(payout_id)
     .bind(now_micros())
-    .execute(&mut **transaction)
+    .execute(&mut *transaction)
     .await?;
     Ok(Tokenised { token, masked, new: inserted.rows_affected() == 1 })
 }
@@ -287,7 +287,7 @@ pub async fn tokenise(
 /// were tokenised one after another in order: an account met twice keeps the first payout as the
 /// one that met it first. Nothing is written when any account is too long.
 pub async fn tokenise_many(
-    transaction: &mut Transaction<'_, Any>,
+    transaction: &mut AnyConnection,
     keys: &VaultKeys,
     accounts: &[(&str, &str, &str)],
 ) -> Result<(), VaultError> {

@@ -218,7 +218,7 @@ fn uuid_like(now: i64, rail: &str, currency: Currency) -> String {
 }
 
 async fn queue(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut sqlx::AnyConnection,
     tenant: &str,
     alert: &Alert,
     event: &str,
@@ -240,7 +240,7 @@ async fn queue(
         "occurred_at": Utc::now().to_rfc3339(),
     });
     // The outbox is keyed by (subject, event): the alert id is the subject.
-    railyard_store::outbox::queue(&mut **tx, &alert.id, event, &body.to_string(), tenant).await?;
+    railyard_store::outbox::queue(&mut *tx, &alert.id, event, &body.to_string(), tenant).await?;
     Ok(())
 }
 

@@ -179,8 +179,8 @@ pub fn net_rails(config: &TreasuryConfig) -> Vec<&railyard_config::RailConfig> {
     config.rails.iter().filter(|rail| rail.settlement.model == SettlementModel::Net).collect()
 }
 
-async fn journal_sequence(tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT sequence FROM journal_head WHERE id = 1").fetch_one(&mut **tx).await
+async fn journal_sequence(tx: &mut sqlx::AnyConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT sequence FROM journal_head WHERE id = 1").fetch_one(&mut *tx).await
 }
 
 /// Opens the first window of every net rail that has none open.
