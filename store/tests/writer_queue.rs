@@ -4,6 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
 use railyard_store::{Store, StoreOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,4 +60,37 @@ async fn urgent_writers_go_ahead_of_queued_saga_steps() {
     }
     store.close().await;
     let _ = std::fs::remove_dir_all(&directory);
+}
+
+/// A step transaction dropped without a commit (an error, a crash hook, a cancelled task) rolls
+/// back before the connection goes to the next writer: what it wrote is gone and the next step
+/// begins normally. On both databases (SQLite's one writer connection, PostgreSQL's pool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_step_transaction_rolls_back_before_the_next_writer() {
+    for db in common::databases().await {
+        let store = &db.store;
+        let mut tx = store.begin_step().await.unwrap();
+        sqlx::query("INSERT INTO engines (owner, started_at, alive_until) VALUES ('dropped', 1, 2)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        drop(tx);
+        let mut tx = store.begin_step().await.unwrap();
+        let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM engines WHERE owner = 'dropped'")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(kept, 0, "{}: the dropped transaction's row", db.name);
+        sqlx::query("INSERT INTO engines (owner, started_at, alive_until) VALUES ('kept', 1, 2)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        store.sync().await.unwrap();
+        let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM engines WHERE owner = 'kept'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(kept, 1, "{}", db.name);
+    }
 }
