@@ -133,6 +133,28 @@ struct Submitted {
 /// What happened to each payout of a group: the state its pass ended in, or why it did not run.
 pub type GroupResults = Vec<(String, Result<State, EngineError>)>;
 
+/// Scopes of the risk counters whose day-old buckets were removed in minute `bucket`.
+#[derive(Default)]
+pub(crate) struct Pruned {
+    bucket: i64,
+    scopes: std::collections::HashSet<String>,
+}
+
+/// Scopes remembered as pruned in one minute; past it the memory starts again (a scope pruned
+/// twice in a minute costs a statement, nothing else).
+const PRUNED_SCOPES_MAX: usize = 65_536;
+
+impl Pruned {
+    /// Those of `scopes` not pruned yet in minute `bucket`, now remembered as pruned.
+    fn not_yet<'a>(&mut self, bucket: i64, scopes: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+        if self.bucket != bucket || self.scopes.len() > PRUNED_SCOPES_MAX {
+            self.bucket = bucket;
+            self.scopes.clear();
+        }
+        scopes.filter(|scope| self.scopes.insert((*scope).to_string())).collect()
+    }
+}
+
 /// One event row: payout, state, detail.
 pub(crate) type EventRow = (String, State, String);
 
@@ -252,14 +274,23 @@ impl Engine {
             let leg = &member.route.legs[member.rail];
             *per_rail.entry((leg.operator.clone(), leg.send.currency())).or_default() += leg.send.minor_units();
         }
-        let mut over_cap = BTreeSet::new();
-        for ((rail, currency), minor) in per_rail {
-            let cap = self.routing.daily_cap(&rail, currency);
-            let total = railyard_core::Money::from_minor(minor, currency);
-            if !usage::take(&mut tx, &rail, total, cap, today).await? {
-                over_cap.insert((rail, currency));
-            }
-        }
+        let takes: Vec<(&str, railyard_core::Money, Option<railyard_core::Money>)> = per_rail
+            .iter()
+            .map(|((rail, currency), minor)| {
+                (
+                    rail.as_str(),
+                    railyard_core::Money::from_minor(*minor, *currency),
+                    self.routing.daily_cap(rail, *currency),
+                )
+            })
+            .collect();
+        let taken = usage::take_many(&mut tx, &takes, today).await?;
+        let over_cap: BTreeSet<(String, railyard_core::Currency)> = takes
+            .iter()
+            .zip(taken)
+            .filter(|(_, taken)| !taken)
+            .map(|((rail, total, _), _)| (rail.to_string(), total.currency()))
+            .collect();
         let (approved, capped): (Vec<Member>, Vec<Member>) = approved.into_iter().partition(|member| {
             let leg = &member.route.legs[member.rail];
             !over_cap.contains(&(leg.operator.clone(), leg.send.currency()))
@@ -498,62 +529,62 @@ impl Engine {
         };
         let bucket = now.timestamp_micros() / MINUTE_MICROS;
         let scopes: Vec<[(String, i64); 4]> = members.iter().map(|(payout, _)| counter_scopes(payout)).collect();
-        // Per scope: payouts in the last hour, payouts and amount in the last day.
+        // In one read: per scope, payouts in the last hour, payouts and amount in the last day;
+        // each tenant's history per currency; which payout met each beneficiary account first.
         let mut tallies: HashMap<String, (u64, u64, i128)> = HashMap::new();
-        let distinct: BTreeSet<&str> = scopes.iter().flatten().map(|(scope, _)| scope.as_str()).collect();
-        for chunk in distinct.into_iter().collect::<Vec<_>>().chunks(bulk::IN_MAX) {
-            let chunk = bulk::padded(chunk);
-            let statement = AssertSqlSafe(format!(
-                "SELECT scope, CAST(COALESCE(SUM(CASE WHEN bucket >= $1 THEN count ELSE 0 END), 0) AS BIGINT), \
-                 CAST(COALESCE(SUM(count), 0) AS BIGINT), CAST(COALESCE(SUM(amount), 0) AS BIGINT) \
-                 FROM risk_counters WHERE bucket >= $2 AND scope IN ({}) GROUP BY scope",
-                bulk::placeholders(3, chunk.len())
-            ));
-            let mut query = sqlx::query(statement).bind(bucket - HOUR_BUCKETS + 1).bind(bucket - DAY_BUCKETS + 1);
-            for scope in chunk {
-                query = query.bind(scope);
-            }
-            for row in query.fetch_all(&mut **tx).await? {
-                let count =
-                    |column: usize| row.try_get::<i64, _>(column).map(|value| u64::try_from(value).unwrap_or(0));
-                tallies.insert(row.try_get(0)?, (count(1)?, count(2)?, i128::from(row.try_get::<i64, _>(3)?)));
-            }
-        }
-        // Each tenant's history per currency.
         let mut history: HashMap<(String, String), (u64, i128)> = HashMap::new();
-        let tenants: BTreeSet<&str> = members.iter().map(|(payout, _)| payout.tenant.as_str()).collect();
-        for chunk in tenants.into_iter().collect::<Vec<_>>().chunks(bulk::IN_MAX) {
-            let chunk = bulk::padded(chunk);
-            let statement = AssertSqlSafe(format!(
-                "SELECT tenant, currency, count, amount FROM risk_history WHERE tenant IN ({})",
-                bulk::placeholders(1, chunk.len())
-            ));
-            let mut query = sqlx::query(statement);
-            for tenant in chunk {
-                query = query.bind(tenant);
-            }
-            for row in query.fetch_all(&mut **tx).await? {
-                let count = u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0);
-                history.insert((row.try_get(0)?, row.try_get(1)?), (count, i128::from(row.try_get::<i64, _>(3)?)));
-            }
-        }
-        // Which payout met each beneficiary account first.
         let mut first: HashMap<String, String> = HashMap::new();
+        let distinct: BTreeSet<&str> = scopes.iter().flatten().map(|(scope, _)| scope.as_str()).collect();
+        let tenants: BTreeSet<&str> = members.iter().map(|(payout, _)| payout.tenant.as_str()).collect();
         let tokens: BTreeSet<&str> =
             members.iter().map(|(payout, _)| payout.request.beneficiary.account.as_str()).collect();
-        for chunk in tokens.into_iter().collect::<Vec<_>>().chunks(bulk::IN_MAX) {
-            let chunk = bulk::padded(chunk);
-            let statement = AssertSqlSafe(format!(
-                "SELECT token, first_payout FROM vault WHERE token IN ({})",
-                bulk::placeholders(1, chunk.len())
-            ));
-            let mut query = sqlx::query(statement);
-            for token in chunk {
-                query = query.bind(token);
-            }
-            for row in query.fetch_all(&mut **tx).await? {
-                if let Some(payout) = row.try_get::<Option<String>, _>(1)? {
-                    first.insert(row.try_get(0)?, payout);
+        let keys: Vec<(&str, &str)> = distinct
+            .iter()
+            .map(|scope| ("s", *scope))
+            .chain(tenants.iter().map(|tenant| ("t", *tenant)))
+            .chain(tokens.iter().map(|token| ("b", *token)))
+            .collect();
+        let dialect = self.store.dialect();
+        let template = format!(
+            "WITH v AS ({{rows}}), s AS (SELECT column2 AS column1 FROM v WHERE column1 = 's'), \
+             t AS (SELECT column2 AS column1 FROM v WHERE column1 = 't'), \
+             b AS (SELECT column2 AS column1 FROM v WHERE column1 = 'b') \
+             SELECT 's', scope, CAST(COALESCE(SUM(CASE WHEN bucket >= $2 THEN count ELSE 0 END), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(count), 0) AS BIGINT), CAST(COALESCE(SUM(amount), 0) AS BIGINT), CAST(NULL AS TEXT) \
+             FROM risk_counters WHERE bucket >= $3 AND scope {} GROUP BY scope \
+             UNION ALL SELECT 't', tenant, count, amount, CAST(0 AS BIGINT), currency FROM risk_history \
+             WHERE tenant {} \
+             UNION ALL SELECT 'b', token, CAST(0 AS BIGINT), CAST(0 AS BIGINT), CAST(0 AS BIGINT), first_payout \
+             FROM vault WHERE token {}",
+            bulk::in_rows(dialect, "s"),
+            bulk::in_rows(dialect, "t"),
+            bulk::in_rows(dialect, "b"),
+        );
+        let rows = bulk::fetch_all(
+            tx,
+            &template,
+            &["TEXT", "TEXT"],
+            &keys,
+            &[(bucket - HOUR_BUCKETS + 1).into(), (bucket - DAY_BUCKETS + 1).into()],
+        )
+        .await?;
+        let count = |row: &sqlx::any::AnyRow, column: usize| {
+            row.try_get::<i64, _>(column).map(|value| u64::try_from(value).unwrap_or(0))
+        };
+        for row in rows {
+            let key: String = row.try_get(1)?;
+            match row.try_get::<String, _>(0)?.as_str() {
+                "s" => {
+                    tallies.insert(key, (count(&row, 2)?, count(&row, 3)?, i128::from(row.try_get::<i64, _>(4)?)));
+                }
+                "t" => {
+                    let currency: String = row.try_get(5)?;
+                    history.insert((key, currency), (count(&row, 2)?, i128::from(row.try_get::<i64, _>(3)?)));
+                }
+                _ => {
+                    if let Some(payout) = row.try_get::<Option<String>, _>(5)? {
+                        first.insert(key, payout);
+                    }
                 }
             }
         }
@@ -654,8 +685,13 @@ impl Engine {
             &[bucket.into()],
         )
         .await?;
-        // Buckets older than a day go, for the scopes just counted.
-        let scopes: Vec<&str> = counters.iter().map(|(scope, _)| scope.as_str()).collect();
+        // Buckets older than a day go, for the scopes just counted, once a minute each (a bucket is
+        // a minute: none ages out between two groups of one minute, and the counts read filter by
+        // age anyway).
+        let scopes: Vec<&str> = {
+            let mut pruned = self.pruned.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            pruned.not_yet(bucket, counters.iter().map(|(scope, _)| scope.as_str()))
+        };
         for chunk in scopes.chunks(bulk::IN_MAX) {
             let chunk = bulk::padded(chunk);
             let statement = AssertSqlSafe(format!(

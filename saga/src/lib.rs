@@ -362,6 +362,8 @@ pub struct Engine {
     /// The sanctions list of `config.risk`, or why it could not be loaded (screening then holds
     /// every payout for review: it fails closed).
     sanctions: Result<Arc<railyard_risk::SanctionsList>, String>,
+    /// The risk counters' scopes whose day-old buckets a group removed in the current minute.
+    pruned: std::sync::Mutex<group::Pruned>,
 }
 
 /// Where the engine reads the time. Production uses [`SystemClock`]; the deterministic simulation
@@ -586,6 +588,7 @@ impl Engine {
             observer: None,
             vault,
             sanctions,
+            pruned: std::sync::Mutex::default(),
         }
     }
 

@@ -47,6 +47,52 @@ pub async fn take(
     Ok(taken.rows_affected() == 1)
 }
 
+/// [`take`] for several rails and currencies at once (each pair at most once), in one statement:
+/// per `(rail, amount, cap)`, whether its amount was taken.
+pub async fn take_many(
+    transaction: &mut AnyConnection,
+    takes: &[(&str, Money, Option<Money>)],
+    day: i64,
+) -> Result<Vec<bool>, sqlx::Error> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut rows = Vec::with_capacity(takes.len());
+    for (rail, amount, cap) in takes {
+        let currency = amount.currency().code();
+        if !seen.insert((*rail, currency)) {
+            return Err(sqlx::Error::Protocol(format!("{rail} {currency} taken twice in one statement")));
+        }
+        let cap = cap.map_or(i64::MAX, |cap| cap.minor_units());
+        // An amount past the cap on its own is never taken, even on a day with no row yet.
+        if amount.minor_units() <= cap {
+            rows.push((*rail, currency, amount.minor_units(), cap));
+        }
+    }
+    let mut taken = std::collections::BTreeSet::new();
+    if !rows.is_empty() {
+        lock_journal_first(transaction).await?;
+        let returned = crate::bulk::fetch_all(
+            transaction,
+            "WITH v AS ({rows}) INSERT INTO rail_usage (rail, currency, day, used) \
+             SELECT column1, column2, $2, column3 FROM v WHERE true \
+             ON CONFLICT (rail, currency, day) DO UPDATE SET used = rail_usage.used + excluded.used \
+             WHERE rail_usage.used + excluded.used <= \
+             (SELECT column4 FROM v WHERE column1 = excluded.rail AND column2 = excluded.currency) \
+             RETURNING rail, currency",
+            &["TEXT", "TEXT", "BIGINT", "BIGINT"],
+            &rows,
+            &[day.into()],
+        )
+        .await?;
+        for row in returned {
+            taken.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?));
+        }
+    }
+    Ok(takes
+        .iter()
+        .map(|(rail, amount, _)| taken.contains(&(rail.to_string(), amount.currency().code().to_string())))
+        .collect())
+}
+
 /// Gives `amount` back to `rail`'s use on `day` (never below zero: a reservation taken on the
 /// day before and released today lowers today's count at most to nothing).
 pub async fn give_back(
