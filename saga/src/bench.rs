@@ -288,6 +288,21 @@ pub struct E2eReport {
     pub rows_inserted: u64,
     pub rows_per_payout: f64,
     pub seconds: f64,
+    /// CPU time the whole process (engine, store, sandbox rails, clients) spent per payout during
+    /// the run, in microseconds: steadier than wall time on a shared machine, since time stolen
+    /// by other tenants is not counted. Null where `/proc/self/stat` cannot be read.
+    pub cpu_us_per_payout: Option<f64>,
+}
+
+/// This process's CPU time so far (user and system, all threads), from `/proc/self/stat` (Linux),
+/// in seconds.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces, inside parentheses): utime and stime
+    // are the 12th and 13th of them, in clock ticks (USER_HZ, 100 a second on Linux).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 /// Tells each client when its payout came to rest.
@@ -552,6 +567,7 @@ pub async fn e2e(
     let driver = crate::driver::Driver::start(engine.clone(), crate::driver::DriverOptions::default());
     let intake = Intake::start_with(engine.clone(), crate::intake::INTAKE_QUEUE_MAX).with_driver(driver.clone());
     let started = Instant::now();
+    let cpu_started = process_cpu_seconds();
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..concurrency {
         let intake = intake.clone();
@@ -576,6 +592,7 @@ pub async fn e2e(
         outcomes.extend(result.map_err(|error| failed(&error))??);
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_seconds = process_cpu_seconds().zip(cpu_started).map(|(now, then)| now - then);
     driver.stop().await;
     let after = row_counts(&store).await?;
     let added: Vec<i64> = after.iter().zip(&before).map(|(after, before)| after - before).collect();
@@ -618,6 +635,7 @@ pub async fn e2e(
         rows_inserted,
         rows_per_payout: round(rows_inserted as f64 / payouts.max(1) as f64),
         seconds: round(seconds),
+        cpu_us_per_payout: cpu_seconds.map(|cpu| round(cpu * 1e6 / payouts.max(1) as f64)),
     })
 }
 

@@ -367,13 +367,8 @@ impl Emitter {
         }
     }
 
-    fn name(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
-    }
-
     fn open(&mut self, name: &str) -> &mut Emitter {
-        let name = self.name(name);
-        self.writer.open(&name, &[]);
+        self.writer.open_in(self.prefix, name, &[]);
         self
     }
 
@@ -383,14 +378,12 @@ impl Emitter {
     }
 
     fn leaf(&mut self, name: &str, text: &str) -> &mut Emitter {
-        let name = self.name(name);
-        self.writer.leaf(&name, &[], text);
+        self.writer.leaf_in(self.prefix, name, &[], text);
         self
     }
 
     fn amount(&mut self, name: &str, amount: Money) -> &mut Emitter {
-        let name = self.name(name);
-        self.writer.leaf(&name, &[("Ccy", amount.currency().code())], &amount_text(amount));
+        self.writer.leaf_in(self.prefix, name, &[("Ccy", amount.currency().code())], &amount_text(amount));
         self
     }
 
@@ -728,14 +721,19 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(time) = DateTime::parse_from_rfc3339(text) {
         return Some(time.with_timezone(&Utc));
     }
-    let trimmed = text.trim_end_matches('Z');
-    chrono::NaiveDateTime::parse_from_str(trimmed, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|naive| naive.and_utc())
+    // The format is read once, not on every call (every status report and transfer has a time).
+    static WITHOUT_OFFSET: std::sync::LazyLock<Vec<chrono::format::Item<'static>>> = std::sync::LazyLock::new(|| {
+        chrono::format::StrftimeItems::new("%Y-%m-%dT%H:%M:%S%.f").parse().unwrap_or_default()
+    });
+    let mut parsed = chrono::format::Parsed::new();
+    chrono::format::parse(&mut parsed, text.trim_end_matches('Z'), WITHOUT_OFFSET.iter()).ok()?;
+    parsed.to_naive_datetime_with_offset(0).ok().map(|naive| naive.and_utc())
 }
 
 /// Reads a message: RTP envelope or bare ISO document.
 pub fn parse(bytes: &[u8]) -> Result<Parsed, ParseError> {
     let root = parse_xml(bytes)?;
-    let (profile, document) = if root.name == "Message" && root.namespace == TCH {
+    let (profile, document) = if root.name == "Message" && *root.namespace == *TCH {
         // The body is the element after AppHdr; its single child is the ISO message root.
         let body = root
             .children
@@ -751,7 +749,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, ParseError> {
             .ok_or_else(|| ParseError::Missing { message_type: "Document".into(), path: "Document/<body>".into() })?;
         (Profile::Iso, body)
     } else {
-        return Err(ParseError::UnknownMessage { name: root.name.clone(), namespace: root.namespace.clone() });
+        return Err(ParseError::UnknownMessage { name: root.name.clone(), namespace: root.namespace.to_string() });
     };
     let message_type = document.namespace.strip_prefix(PREFIX).unwrap_or(&document.namespace).to_string();
     let reader = Reader { root: document, message_type: message_type.clone() };
@@ -765,7 +763,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, ParseError> {
         _ => {
             return Err(ParseError::UnknownMessage {
                 name: document.name.clone(),
-                namespace: document.namespace.clone(),
+                namespace: document.namespace.to_string(),
             });
         }
     };
@@ -988,7 +986,7 @@ pub struct Validation {
 /// The schema file (under `schemas/`) that governs a message, chosen by its root namespace.
 pub fn schema_for(bytes: &[u8]) -> Result<&'static str, ValidateError> {
     let root = parse_xml(bytes)?;
-    if root.name == "Message" && root.namespace == TCH {
+    if root.name == "Message" && *root.namespace == *TCH {
         return Ok("rtp/messages.xsd");
     }
     let iso: BTreeMap<&str, &str> = SCHEMAS
@@ -1006,7 +1004,7 @@ pub fn schema_for(bytes: &[u8]) -> Result<&'static str, ValidateError> {
     }
     Err(ValidateError::NoSchema {
         name: root.name,
-        namespace: root.namespace,
+        namespace: root.namespace.to_string(),
         known: iso.keys().copied().collect::<Vec<_>>().join(", "),
     })
 }
@@ -1073,4 +1071,21 @@ pub fn validate(bytes: &[u8]) -> Result<Validation, ValidateError> {
         .map(|line| line.replace(&shown, "message").to_string())
         .collect();
     Ok(Validation { schema: schema.to_string(), valid: output.status.success() && errors.is_empty(), errors })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_read_with_or_without_an_offset() {
+        let at = |text: &str| parse_time(text).map(|time| time.to_rfc3339());
+        assert_eq!(at("2026-12-03T08:15:30+01:00").as_deref(), Some("2026-12-03T07:15:30+00:00"));
+        assert_eq!(at("2026-12-03T08:15:30Z").as_deref(), Some("2026-12-03T08:15:30+00:00"));
+        assert_eq!(at("2026-12-03T08:15:30").as_deref(), Some("2026-12-03T08:15:30+00:00"));
+        assert_eq!(at("2026-12-03T08:15:30.250").as_deref(), Some("2026-12-03T08:15:30.250+00:00"));
+        for bad in ["", "2026-12-03", "2026-13-03T08:15:30", "2026-12-03T08:15", "2026-12-03 08:15:30", "yesterday"] {
+            assert_eq!(at(bad), None, "{bad:?}");
+        }
+    }
 }

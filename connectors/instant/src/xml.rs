@@ -13,59 +13,88 @@ pub const ELEMENTS_MAX: usize = 20_000;
 /// Largest message accepted, in bytes.
 pub const MESSAGE_BYTES_MAX: usize = 1024 * 1024;
 
-/// Writes indented XML with every namespace prefix given by the caller.
+/// Writes indented XML with every namespace prefix given by the caller. Everything goes straight
+/// into one string (a message is written once per rail call): no allocation per element.
 pub struct Writer {
     text: String,
-    stack: Vec<String>,
+    /// The open elements' names, one after another; `ends` says where each starts.
+    names: String,
+    ends: Vec<usize>,
 }
 
 impl Writer {
     pub fn new() -> Writer {
-        Writer { text: String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"), stack: Vec::new() }
+        let mut text = String::with_capacity(4096);
+        text.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        Writer { text, names: String::with_capacity(256), ends: Vec::with_capacity(16) }
     }
 
     fn indent(&mut self) {
-        for _ in 0..self.stack.len() {
+        for _ in 0..self.ends.len() {
             self.text.push_str("  ");
         }
     }
 
-    /// Opens `<name attr="value" ...>`.
-    pub fn open(&mut self, name: &str, attributes: &[(&str, &str)]) -> &mut Writer {
+    fn start_tag(&mut self, prefix: &str, name: &str, attributes: &[(&str, &str)]) {
         self.indent();
         self.text.push('<');
+        self.text.push_str(prefix);
         self.text.push_str(name);
         for (key, value) in attributes {
-            self.text.push_str(&format!(" {key}=\"{}\"", escape(value)));
+            self.text.push(' ');
+            self.text.push_str(key);
+            self.text.push_str("=\"");
+            escape_into(&mut self.text, value);
+            self.text.push('"');
         }
-        self.text.push_str(">\n");
-        self.stack.push(name.to_string());
+        self.text.push('>');
+    }
+
+    /// Opens `<name attr="value" ...>`.
+    pub fn open(&mut self, name: &str, attributes: &[(&str, &str)]) -> &mut Writer {
+        self.open_in("", name, attributes)
+    }
+
+    /// Opens `<prefixname attr="value" ...>` (`prefix` is a namespace prefix with its colon).
+    pub fn open_in(&mut self, prefix: &str, name: &str, attributes: &[(&str, &str)]) -> &mut Writer {
+        self.start_tag(prefix, name, attributes);
+        self.text.push('\n');
+        self.ends.push(self.names.len());
+        self.names.push_str(prefix);
+        self.names.push_str(name);
         self
     }
 
     /// Closes the innermost open element.
     pub fn close(&mut self) -> &mut Writer {
-        if let Some(name) = self.stack.pop() {
+        if let Some(start) = self.ends.pop() {
             self.indent();
-            self.text.push_str(&format!("</{name}>\n"));
+            self.text.push_str("</");
+            self.text.push_str(&self.names[start..]);
+            self.text.push_str(">\n");
+            self.names.truncate(start);
         }
         self
     }
 
     /// Writes `<name attrs>text</name>`.
     pub fn leaf(&mut self, name: &str, attributes: &[(&str, &str)], text: &str) -> &mut Writer {
-        self.indent();
-        self.text.push('<');
+        self.leaf_in("", name, attributes, text)
+    }
+
+    /// Writes `<prefixname attrs>text</prefixname>`.
+    pub fn leaf_in(&mut self, prefix: &str, name: &str, attributes: &[(&str, &str)], text: &str) -> &mut Writer {
+        self.start_tag(prefix, name, attributes);
+        escape_into(&mut self.text, text);
+        self.text.push_str("</");
+        self.text.push_str(prefix);
         self.text.push_str(name);
-        for (key, value) in attributes {
-            self.text.push_str(&format!(" {key}=\"{}\"", escape(value)));
-        }
-        self.text.push_str(&format!(">{}</{name}>\n", escape(text)));
+        self.text.push_str(">\n");
         self
     }
 
     pub fn finish(mut self) -> String {
-        while !self.stack.is_empty() {
+        while !self.ends.is_empty() {
             self.close();
         }
         self.text
@@ -80,23 +109,32 @@ impl Default for Writer {
 
 pub fn escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
-    for character in text.chars() {
-        match character {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&apos;"),
-            other => escaped.push(other),
-        }
-    }
+    escape_into(&mut escaped, text);
     escaped
+}
+
+/// Appends `text` to `out` with the five XML special characters escaped.
+pub fn escape_into(out: &mut String, text: &str) {
+    let mut rest = text;
+    while let Some(at) = rest.find(['&', '<', '>', '"', '\'']) {
+        out.push_str(&rest[..at]);
+        out.push_str(match rest.as_bytes()[at] {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            _ => "&apos;",
+        });
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
 }
 
 /// An element: its namespace, local name, attributes, text and children.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Element {
-    pub namespace: String,
+    /// Shared by every element of the document in the same namespace.
+    pub namespace: std::sync::Arc<str>,
     pub name: String,
     pub attributes: Vec<(String, String)>,
     pub text: String,
@@ -173,28 +211,39 @@ pub fn parse_within(bytes: &[u8], limits: Limits) -> Result<Element, XmlError> {
     if bytes.len() > limits.bytes_max {
         return Err(XmlError::TooLarge { max: limits.bytes_max });
     }
+    // Read in place from the slice: no copy of the document into a buffer.
     let mut reader = NsReader::from_reader(bytes);
     // Text is kept whole (entities arrive as separate events); readers trim where they look.
     reader.config_mut().trim_text(false);
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     let mut count = 0_usize;
-    let mut buffer = Vec::new();
+    // A document uses a handful of namespaces: each is allocated once.
+    let mut namespaces: Vec<std::sync::Arc<str>> = Vec::new();
+    let no_namespace: std::sync::Arc<str> = std::sync::Arc::from("");
     loop {
         let position = reader.buffer_position();
         let malformed = |reason: String| XmlError::Malformed { position, reason };
-        let (resolved, event) =
-            reader.read_resolved_event_into(&mut buffer).map_err(|error| malformed(error.to_string()))?;
+        let (resolved, event) = reader.read_resolved_event().map_err(|error| malformed(error.to_string()))?;
         let empty = matches!(event, Event::Empty(_));
-        let namespace = match resolved {
-            ResolveResult::Bound(namespace) => namespace.as_ref().to_string(),
-            ResolveResult::Unbound => String::new(),
-            ResolveResult::Unknown(prefix) => {
-                return Err(malformed(format!("undeclared namespace prefix {:?}", prefix)));
-            }
-        };
         match event {
             Event::Start(start) | Event::Empty(start) => {
+                let namespace = match resolved {
+                    ResolveResult::Bound(namespace) => {
+                        let uri: &str = namespace.as_ref();
+                        match namespaces.iter().find(|known| &***known == uri) {
+                            Some(known) => known.clone(),
+                            None => {
+                                namespaces.push(std::sync::Arc::from(uri));
+                                namespaces[namespaces.len() - 1].clone()
+                            }
+                        }
+                    }
+                    ResolveResult::Unbound => no_namespace.clone(),
+                    ResolveResult::Unknown(prefix) => {
+                        return Err(malformed(format!("undeclared namespace prefix {:?}", prefix)));
+                    }
+                };
                 if root.is_some() {
                     return Err(malformed("content after the root element".into()));
                 }
@@ -226,7 +275,11 @@ pub fn parse_within(bytes: &[u8], limits: Limits) -> Result<Element, XmlError> {
             }
             Event::End(_) => close(&mut stack, &mut root),
             Event::Text(text) => {
-                if let Some(top) = stack.last_mut() {
+                // Whitespace after an element's first child is layout between children (ISO
+                // 20022 has no mixed content), not the element's text.
+                if let Some(top) = stack.last_mut()
+                    && (top.children.is_empty() || !text.as_ref().bytes().all(|byte| byte.is_ascii_whitespace()))
+                {
                     top.text.push_str(&text.xml10_content());
                 }
             }
@@ -250,7 +303,6 @@ pub fn parse_within(bytes: &[u8], limits: Limits) -> Result<Element, XmlError> {
             Event::Eof => break,
             _ => {}
         }
-        buffer.clear();
     }
     if !stack.is_empty() {
         return Err(XmlError::Malformed {
@@ -267,5 +319,29 @@ fn close(stack: &mut Vec<Element>, root: &mut Option<Element>) {
             Some(parent) => parent.children.push(done),
             None => *root = Some(done),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_document_reads_back_as_written() {
+        let mut writer = Writer::new();
+        writer.open("Document", &[("xmlns", "urn:example:a")]);
+        writer.open_in("", "Body", &[]).leaf("Nm", &[("lang", "fr \"x\"")], "A & B <c> 'd'").close();
+        let text = writer.finish();
+        assert!(text.contains(r#"<Nm lang="fr &quot;x&quot;">A &amp; B &lt;c&gt; &apos;d&apos;</Nm>"#), "{text}");
+        let root = parse(text.as_bytes()).unwrap();
+        let name = root.path("Body/Nm").unwrap();
+        assert_eq!(name.text, "A & B <c> 'd'");
+        assert_eq!(name.attribute("lang"), Some("fr \"x\""));
+        // One namespace, one allocation shared by every element in it.
+        assert_eq!(&*name.namespace, "urn:example:a");
+        assert!(std::sync::Arc::ptr_eq(&root.namespace, &name.namespace));
+        // Layout between children is not text; text before the first child is kept as it was.
+        assert!(root.text.trim().is_empty());
+        assert_eq!(root.child("Body").unwrap().text, "\n    ");
     }
 }
