@@ -403,9 +403,10 @@ impl Engine {
         Ok(written)
     }
 
-    /// Moves the payouts of `rows` as `update` says, each only while it is still in `update.from`
-    /// and leased by this engine. A payout of `expected` whose row was not updated (its state or
-    /// lease moved) fails the whole transaction as `Leased`.
+    /// Moves the payouts of `rows` (one row each, `expected` in the same order) as `update` says,
+    /// each only while it is still in `update.from` and leased by this engine; `params` start with
+    /// now (`$2`). A payout whose row was not updated (its state or lease moved) fails the whole
+    /// transaction as `Leased`.
     async fn update_payouts<'p, T: bulk::Row>(
         &self,
         tx: &mut StepTransaction,
@@ -416,8 +417,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let dialect = self.store.dialect();
         let template = format!(
-            "UPDATE payouts SET {} FROM ({{rows}}) AS v WHERE payouts.id = v.column1 AND {} = '{}' AND {} = ${} \
-             RETURNING payouts.id",
+            "UPDATE payouts SET {} FROM ({{rows}}) AS v WHERE payouts.id = v.column1 AND {} = '{}' AND {} = ${}",
             update.set,
             bulk::unindexed(dialect, "payouts.state"),
             update.from.as_str(),
@@ -426,17 +426,35 @@ impl Engine {
         );
         let mut bound = params.to_vec();
         bound.push(bulk::Param::Text(&self.settings.owner));
-        let updated: BTreeSet<String> = bulk::fetch_all(tx, &template, update.types, rows, &bound)
-            .await?
-            .iter()
-            .map(|row| row.try_get::<String, _>(0))
-            .collect::<Result<_, _>>()?;
-        for payout in expected {
-            if !updated.contains(&payout.id) {
-                return Err(EngineError::Leased(payout.id.clone()));
+        // No row back per payout (each would be a hand-off from SQLite's worker thread): the
+        // count says whether every one moved.
+        if bulk::execute(tx, &template, update.types, rows, &bound).await? == rows.len() as u64 {
+            return Ok(());
+        }
+        // One did not: name it (the rows this statement moved carry its time).
+        let expected: Vec<&Payout> = expected.collect();
+        let now = params.first().copied().ok_or_else(|| corrupt("update_payouts without its time"))?;
+        let mut moved: BTreeSet<String> = BTreeSet::new();
+        for chunk in expected.chunks(bulk::IN_MAX) {
+            let ids = bulk::padded(&chunk.iter().map(|payout| payout.id.as_str()).collect::<Vec<_>>());
+            let statement = AssertSqlSafe(format!(
+                "SELECT id FROM payouts WHERE updated_at = $1 AND id IN ({})",
+                bulk::placeholders(2, ids.len())
+            ));
+            let mut query = sqlx::query(statement);
+            query = match now {
+                bulk::Param::Int(now) => query.bind(now),
+                _ => return Err(corrupt("update_payouts: its first parameter is not a time")),
+            };
+            for id in ids {
+                query = query.bind(id);
+            }
+            for row in query.fetch_all(&mut **tx).await? {
+                moved.insert(row.try_get::<String, _>(0)?);
             }
         }
-        Ok(())
+        let stuck = expected.iter().find(|payout| !moved.contains(&payout.id)).or(expected.first());
+        Err(EngineError::Leased(stuck.map(|payout| payout.id.clone()).unwrap_or_default()))
     }
 
     /// Reads `ids` in one query (what is missing is left out).
@@ -497,19 +515,32 @@ impl Engine {
         let mut claimed = BTreeSet::new();
         for chunk in ids.chunks(bulk::IN_MAX) {
             let chunk = bulk::padded(chunk);
-            let statement = AssertSqlSafe(format!(
+            let statement = format!(
                 "UPDATE payouts SET lease_owner = $1, lease_until = $2 WHERE id IN ({}) \
                  AND state = 'accepted' AND risk IS NULL AND route IS NULL \
                  AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $3 \
-                 OR EXISTS (SELECT 1 FROM engines e WHERE e.owner = payouts.lease_owner AND e.alive_until < $3)) \
-                 RETURNING id",
+                 OR EXISTS (SELECT 1 FROM engines e WHERE e.owner = payouts.lease_owner AND e.alive_until < $3))",
                 bulk::placeholders(4, chunk.len())
-            ));
-            let mut query = sqlx::query(statement).bind(&self.settings.owner).bind(self.lease_until()).bind(now);
-            for id in chunk {
-                query = query.bind(id);
+            );
+            let lease_until = self.lease_until();
+            let bound = |returning: bool| {
+                let text = if returning { format!("{statement} RETURNING id") } else { statement.clone() };
+                let mut query = sqlx::query(AssertSqlSafe(text)).bind(&self.settings.owner).bind(lease_until).bind(now);
+                for id in &chunk {
+                    query = query.bind(*id);
+                }
+                query
+            };
+            // No row back per payout (each would be a hand-off from SQLite's worker thread): the
+            // count says whether every one was claimed, as it nearly always is.
+            let wanted: BTreeSet<&str> = chunk.iter().copied().collect();
+            if bound(false).execute(&mut **tx).await?.rows_affected() == wanted.len() as u64 {
+                claimed.extend(wanted.into_iter().map(str::to_string));
+                continue;
             }
-            for row in query.fetch_all(&mut **tx).await? {
+            // Some were not: the same statement again names those now ours (the claimed ones
+            // match it still; nothing else changed in between, inside this transaction).
+            for row in bound(true).fetch_all(&mut **tx).await? {
                 claimed.insert(row.try_get::<String, _>(0)?);
             }
         }

@@ -319,6 +319,21 @@ pub enum EngineError {
     Unavailable(String),
 }
 
+/// A request of an intake batch made ready before the writer is taken: `None` for one from a
+/// quote.
+type Prepared = Option<Plain>;
+
+/// A request without a quote, ready to write.
+struct Plain {
+    payout_id: String,
+    /// The request as stored (the account tokenised), as JSON.
+    json: String,
+    /// Its fingerprint for the idempotency record ([`PayoutRequest::fingerprint`]).
+    hash: String,
+    sealed: railyard_store::vault::Sealed,
+    submitted_by: Option<String>,
+}
+
 /// The answer to an accepted payout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Accepted {
@@ -779,24 +794,34 @@ impl Engine {
         &self,
         batch: &[(String, String, PayoutRequest)],
     ) -> Result<Vec<Result<Accepted, EngineError>>, EngineError> {
+        // What needs no database is worked out first: the one writer waits on nothing but SQL.
+        let mut answers: Vec<Option<Result<Accepted, EngineError>>> = (0..batch.len()).map(|_| None).collect();
+        let mut prepared: Vec<Option<Prepared>> = Vec::with_capacity(batch.len());
+        for (index, (tenant, _, request)) in batch.iter().enumerate() {
+            prepared.push(match self.prepare(tenant, request) {
+                Ok(prepared) => Some(prepared),
+                Err(error) => {
+                    answers[index] = Some(Err(error));
+                    None
+                }
+            });
+        }
         // Through the steps' connection (ahead of queued saga steps: PSPs are waiting for these
         // answers), then flushed with everything before it: one writer.
         let mut tx = self.store.begin_urgent().await?;
-        let mut answers: Vec<Option<Result<Accepted, EngineError>>> = (0..batch.len()).map(|_| None).collect();
         // Requests without a quote are written together, a run at a time; one with a quote reads
         // its quote and goes alone, after the run before it, so the batch keeps its order.
-        let mut run: Vec<usize> = Vec::with_capacity(batch.len());
-        for (index, (tenant, key, request)) in batch.iter().enumerate() {
-            if let Err(error) = self.validate(tenant, request) {
-                answers[index] = Some(Err(error));
-                continue;
-            }
-            if request.quote_id.is_none() {
-                run.push(index);
+        let mut run: Vec<(usize, &Plain)> = Vec::with_capacity(batch.len());
+        for (index, prepared) in prepared.iter().enumerate() {
+            // Refused already (answered above).
+            let Some(prepared) = prepared else { continue };
+            if let Some(plain) = prepared {
+                run.push((index, plain));
                 continue;
             }
             self.accept_run(&mut tx, batch, &run, &mut answers).await?;
             run.clear();
+            let (tenant, key, request) = &batch[index];
             let answer = self.accept_in(&mut tx, tenant, key, request).await;
             if let Err(EngineError::Database(error)) = answer {
                 // The transaction is unusable after a database error: nothing of the batch is kept.
@@ -817,46 +842,60 @@ impl Engine {
         Ok(answers)
     }
 
-    /// Accepts the requests `run` of `batch` (valid, none from a quote) in a few multi-row
-    /// statements, with the answers [`Engine::accept_in`] would give them one after another.
-    /// An error is the database's: the transaction is then unusable.
+    /// A request of a batch checked and made ready to write: `None` for one from a quote (which
+    /// reads its quote inside the transaction, [`Engine::accept_in`]).
+    fn prepare(&self, tenant: &str, request: &PayoutRequest) -> Result<Prepared, EngineError> {
+        self.validate(tenant, request)?;
+        if request.quote_id.is_some() {
+            return Ok(None);
+        }
+        let sealed = self
+            .vault
+            .seal_account(tenant, &request.beneficiary.account)
+            .map_err(|error| EngineError::Invalid(format!("beneficiary.account: {error}")))?;
+        let mut stored = request.clone();
+        stored.beneficiary.account = sealed.token.clone();
+        stored.account_masked = Some(sealed.masked.clone());
+        // The request as stored, and its fingerprint (PayoutRequest::fingerprint, hashed once).
+        let json = serde_json::to_string(&stored).map_err(corrupt)?;
+        let hash = hex::encode(Sha256::digest(json.as_bytes()));
+        Ok(Some(Plain {
+            payout_id: format!("pay_{}", uuid::Uuid::now_v7().simple()),
+            json,
+            hash,
+            sealed,
+            submitted_by: stored.submitted_by,
+        }))
+    }
+
+    /// Accepts the requests `run` of `batch` (valid, none from a quote, prepared) in a few
+    /// multi-row statements, with the answers [`Engine::accept_in`] would give them one after
+    /// another. An error is the database's: the transaction is then unusable.
     async fn accept_run(
         &self,
         tx: &mut StepTransaction,
         batch: &[(String, String, PayoutRequest)],
-        run: &[usize],
+        run: &[(usize, &Plain)],
         answers: &mut [Option<Result<Accepted, EngineError>>],
     ) -> Result<(), EngineError> {
         if run.is_empty() {
             return Ok(());
         }
-        // Per request: its index, the new payout's id, the request as stored (account tokenised).
-        let mut prepared: Vec<(usize, String, PayoutRequest)> = Vec::with_capacity(run.len());
-        let mut hashes = Vec::with_capacity(run.len());
-        for &index in run {
-            let (tenant, _, request) = &batch[index];
-            let mut stored = request.clone();
-            stored.beneficiary.account = self.vault.token(tenant, &request.beneficiary.account);
-            stored.account_masked = Some(railyard_store::vault::mask(&request.beneficiary.account));
-            hashes.push(stored.fingerprint());
-            prepared.push((index, format!("pay_{}", uuid::Uuid::now_v7().simple()), stored));
-        }
-        let claims: Vec<idempotency::ClaimRequest<'_>> = prepared
+        let claims: Vec<idempotency::ClaimRequest<'_>> = run
             .iter()
-            .zip(&hashes)
-            .map(|((index, payout_id, _), hash)| idempotency::ClaimRequest {
+            .map(|(index, plain)| idempotency::ClaimRequest {
                 tenant: &batch[*index].0,
                 key: &batch[*index].1,
-                request_hash: hash,
-                resource_id: payout_id,
+                request_hash: &plain.hash,
+                resource_id: &plain.payout_id,
             })
             .collect();
         let claims = idempotency::claim_many(tx, &claims).await?;
-        let mut fresh = Vec::with_capacity(prepared.len());
-        for ((index, payout_id, stored), claim) in prepared.into_iter().zip(claims) {
+        let mut fresh = Vec::with_capacity(run.len());
+        for (&(index, plain), claim) in run.iter().zip(claims) {
             answers[index] = Some(match claim {
                 Claim::New => {
-                    fresh.push((index, payout_id, stored));
+                    fresh.push((index, plain));
                     continue;
                 }
                 Claim::Replay(record) | Claim::InProgress(record) => {
@@ -865,30 +904,27 @@ impl Engine {
                 Claim::Conflict(record) => Err(EngineError::Conflict(record.resource_id)),
             });
         }
-        let accounts: Vec<(&str, &str, &str)> = fresh
-            .iter()
-            .map(|(index, payout_id, _)| {
-                let (tenant, _, request) = &batch[*index];
-                (tenant.as_str(), request.beneficiary.account.as_str(), payout_id.as_str())
-            })
-            .collect();
-        railyard_store::vault::tokenise_many(tx, &self.vault, &accounts).await.map_err(|error| match error {
+        let accounts: Vec<(&railyard_store::vault::Sealed, &str)> =
+            fresh.iter().map(|(_, plain)| (&plain.sealed, plain.payout_id.as_str())).collect();
+        railyard_store::vault::insert_sealed(tx, &accounts).await.map_err(|error| match error {
             railyard_store::vault::VaultError::Database(error) => EngineError::Database(error),
             other => corrupt(format!("beneficiary.account passed validation but: {other}")),
         })?;
         let now = self.clock.now_micros();
         // Per payout: id, tenant, idempotency key, request, submitted by.
-        let mut rows: Vec<(&str, &str, &str, String, Option<&str>)> = Vec::with_capacity(fresh.len());
-        for (index, payout_id, stored) in &fresh {
-            let (tenant, key, _) = &batch[*index];
-            rows.push((
-                payout_id,
-                tenant,
-                key,
-                serde_json::to_string(stored).map_err(corrupt)?,
-                stored.submitted_by.as_deref(),
-            ));
-        }
+        let rows: Vec<(&str, &str, &str, &str, Option<&str>)> = fresh
+            .iter()
+            .map(|(index, plain)| {
+                let (tenant, key, _) = &batch[*index];
+                (
+                    plain.payout_id.as_str(),
+                    tenant.as_str(),
+                    key.as_str(),
+                    plain.json.as_str(),
+                    plain.submitted_by.as_deref(),
+                )
+            })
+            .collect();
         bulk::execute(
             tx,
             "INSERT INTO payouts (id, tenant, idempotency_key, request, state, route, next_action_at, created_at, updated_at, submitted_by) \
@@ -898,13 +934,11 @@ impl Engine {
             &[now.into()],
         )
         .await?;
-        let events: Vec<group::EventRow> = fresh
-            .iter()
-            .map(|(_, payout_id, _)| (payout_id.clone(), State::Accepted, "accepted".to_string()))
-            .collect();
+        let events: Vec<group::EventRow> =
+            fresh.iter().map(|(_, plain)| (plain.payout_id.clone(), State::Accepted, "accepted".to_string())).collect();
         group::insert_events(tx, &events, now_micros()).await?;
-        for (index, payout_id, _) in fresh {
-            answers[index] = Some(Ok(Accepted { payout_id, replay: false }));
+        for (index, plain) in fresh {
+            answers[index] = Some(Ok(Accepted { payout_id: plain.payout_id.clone(), replay: false }));
         }
         Ok(())
     }
@@ -1286,24 +1320,28 @@ impl Engine {
         if rest <= 0 {
             return Ok(ids);
         }
-        let rows = sqlx::query(concat!(
-            "SELECT id FROM payouts WHERE state NOT IN ('completed', 'failed', 'cancelled', 'returned') AND next_action_at <= $1 \
+        // One row, the ids joined: the driver scans every few milliseconds and most of what it
+        // finds is already running here; a row each would cost a hand-off each from SQLite's
+        // worker thread (payout ids never hold a space).
+        let row = sqlx::query(concat!(
+            "SELECT string_agg(id, ' ' ORDER BY next_action_at) FROM (SELECT id, next_action_at FROM payouts \
+             WHERE state NOT IN ('completed', 'failed', 'cancelled', 'returned') AND next_action_at <= $1 \
              AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < $1",
             lease_holder_gone!("$1"),
-            ") ORDER BY next_action_at LIMIT $3"
+            ") ORDER BY next_action_at LIMIT $3) AS due"
         ))
         .bind(now)
         .bind(&self.settings.owner)
         .bind(limit)
-        .fetch_all(self.store.pool())
+        .fetch_one(self.store.pool())
         .await?;
-        for row in &rows {
-            let id: String = row.try_get(0)?;
+        let joined: Option<String> = row.try_get(0)?;
+        for id in joined.as_deref().unwrap_or_default().split(' ').filter(|id| !id.is_empty()) {
             if ids.len() as i64 >= limit {
                 break;
             }
-            if !ids.contains(&id) {
-                ids.push(id);
+            if !ids.iter().any(|taken| taken == id) {
+                ids.push(id.to_string());
             }
         }
         Ok(ids)

@@ -1015,6 +1015,35 @@ async fn trail(store: &Store, payout: &Payout) -> Vec<String> {
     trail
 }
 
+/// `count` payouts of demo-psp, USD to EUR, keyed `{prefix}-{index}`, 100.00 EUR and up.
+async fn accept_eur_payouts(engine: &Engine, prefix: &str, count: i64) -> Vec<String> {
+    let mut ids = Vec::new();
+    for index in 0..count {
+        let accepted = engine.accept("demo-psp", &format!("{prefix}-{index}"), &eur_payout(10_000 + index)).await;
+        ids.push(accepted.unwrap().payout_id);
+    }
+    ids
+}
+
+/// A hook that never crashes, only records where the engine went.
+fn recording_hook() -> (Arc<Mutex<Vec<CrashPoint>>>, railyard_saga::CrashHook) {
+    let seen: Arc<Mutex<Vec<CrashPoint>>> = Arc::default();
+    let record = seen.clone();
+    let hook: railyard_saga::CrashHook = Arc::new(move |at: CrashPoint| {
+        record.lock().unwrap().push(at);
+        false
+    });
+    (seen, hook)
+}
+
+/// Both of a group's steps committed (among the points `seen` by a [`recording_hook`]).
+fn assert_grouped(seen: &Mutex<Vec<CrashPoint>>, name: &str) {
+    let points = seen.lock().unwrap().clone();
+    for step in ["group_submit", "group_complete"] {
+        assert!(points.contains(&CrashPoint { step, phase: Phase::AfterCommit }), "{name}: {points:?}");
+    }
+}
+
 fn group_requests() -> Vec<PayoutRequest> {
     let mut requests = Vec::new();
     // USD → EUR through an FX provider and SEPA Instant, three beneficiaries, one twice.
@@ -1052,13 +1081,7 @@ fn group_requests() -> Vec<PayoutRequest> {
 async fn a_group_leaves_the_trail_single_runs_leave() {
     for db in common::databases().await {
         let world = World::new();
-        // A hook that never crashes, only records where the engine went.
-        let seen: Arc<Mutex<Vec<CrashPoint>>> = Arc::default();
-        let record = seen.clone();
-        let hook: railyard_saga::CrashHook = Arc::new(move |at: CrashPoint| {
-            record.lock().unwrap().push(at);
-            false
-        });
+        let (seen, hook) = recording_hook();
         let engine = world.engine(&db.store, "engine-a", Some(hook));
         engine.ensure_accounts().await.unwrap();
         for tenant in ["demo-psp", "northwind-remit"] {
@@ -1083,10 +1106,7 @@ async fn a_group_leaves_the_trail_single_runs_leave() {
         let results = engine.run_group(&ids).await;
         assert_eq!(results.len(), ids.len(), "{}: {results:?}", db.name);
         // The common ones went through the group's two commits, not one by one.
-        let points = seen.lock().unwrap().clone();
-        for step in ["group_submit", "group_complete"] {
-            assert!(points.contains(&CrashPoint { step, phase: Phase::AfterCommit }), "{}: {points:?}", db.name);
-        }
+        assert_grouped(&seen, db.name);
         assert!(results.iter().all(|(_, result)| result.is_ok()), "{}: {results:?}", db.name);
         for (index, (single, id)) in alone.iter().zip(&ids).enumerate() {
             let grouped = engine.payout(id).await.unwrap();
@@ -1189,16 +1209,7 @@ async fn rail_answers_other_than_executed_go_on_alone() {
         let sepa = world.sandbox("sepa-inst").sandbox();
         sepa.faults.force(Fault::Reject { code: "AC04".into() }).unwrap();
         sepa.faults.force(Fault::ReplyLost).unwrap();
-        let mut ids = Vec::new();
-        for index in 0..6 {
-            ids.push(
-                engine
-                    .accept("demo-psp", &format!("mixed-{index}"), &eur_payout(10_000 + index))
-                    .await
-                    .unwrap()
-                    .payout_id,
-            );
-        }
+        let ids = accept_eur_payouts(&engine, "mixed", 6).await;
         let results = engine.run_group(&ids).await;
         assert!(results.iter().all(|(_, result)| result.is_ok()), "{}: {results:?}", db.name);
         let mut states = Vec::new();
@@ -1218,6 +1229,45 @@ async fn rail_answers_other_than_executed_go_on_alone() {
             }
         }
         drain(&sepa);
+        let report = verify::verify(&db.store).await.unwrap();
+        assert!(report.ok(), "{}: {report:?}", db.name);
+    }
+}
+
+/// A group leases what it can: a payout another live engine holds is left to that engine
+/// (answered `Leased`, untouched), the others go through the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_leaves_a_payout_another_engine_holds() {
+    for db in common::databases().await {
+        let world = World::new();
+        let (seen, hook) = recording_hook();
+        let engine = world.engine(&db.store, "engine-a", Some(hook));
+        let other = world.engine(&db.store, "engine-b", None);
+        engine.ensure_accounts().await.unwrap();
+        engine.fund_psp("demo-psp", Money::from_minor(100_000_000, c("USD")), "wire-1").await.unwrap();
+        let ids = accept_eur_payouts(&engine, "held", 4).await;
+        // engine-b is alive and holds the third payout's lease.
+        other.heartbeat().await.unwrap();
+        sqlx::query("UPDATE payouts SET lease_owner = 'engine-b', lease_until = $1 WHERE id = $2")
+            .bind(i64::MAX / 2)
+            .bind(&ids[2])
+            .execute(db.store.pool())
+            .await
+            .unwrap();
+        let results = engine.run_group(&ids).await;
+        for (id, result) in &results {
+            if *id == ids[2] {
+                assert!(matches!(result, Err(EngineError::Leased(_))), "{}: {result:?}", db.name);
+            } else {
+                assert!(matches!(result, Ok(State::Completed)), "{}: {id} {result:?}", db.name);
+            }
+        }
+        assert_eq!(results.len(), ids.len(), "{}: {results:?}", db.name);
+        // The others went through the group's commits, not one by one.
+        assert_grouped(&seen, db.name);
+        let held = engine.payout(&ids[2]).await.unwrap();
+        assert_eq!(held.state, State::Accepted, "{}", db.name);
+        assert_eq!(world.executions("sepa-inst", &ids[2]), 0, "{}", db.name);
         let report = verify::verify(&db.store).await.unwrap();
         assert!(report.ok(), "{}: {report:?}", db.name);
     }

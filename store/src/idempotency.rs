@@ -43,6 +43,36 @@ fn record(row: &sqlx::any::AnyRow) -> Result<IdempotencyRecord, sqlx::Error> {
     })
 }
 
+/// The records of the keys of `requests`, read a tenant at a time.
+async fn records(
+    transaction: &mut AnyConnection,
+    requests: &[ClaimRequest<'_>],
+) -> Result<Vec<IdempotencyRecord>, sqlx::Error> {
+    let mut keys: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    for request in requests {
+        keys.entry(request.tenant).or_default().push(request.key);
+    }
+    let mut found = Vec::new();
+    for (tenant, keys) in keys {
+        for chunk in keys.chunks(crate::bulk::IN_MAX) {
+            let chunk = crate::bulk::padded(chunk);
+            let statement = sqlx::AssertSqlSafe(format!(
+                "SELECT tenant, key, request_hash, resource_id, response_status, response_body, created_at \
+                 FROM idempotency WHERE tenant = $1 AND key IN ({})",
+                crate::bulk::placeholders(2, chunk.len())
+            ));
+            let mut query = sqlx::query(statement).bind(tenant);
+            for key in chunk {
+                query = query.bind(key);
+            }
+            for row in query.fetch_all(&mut *transaction).await? {
+                found.push(record(&row)?);
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Claims `key` for `tenant`. Under concurrency exactly one caller gets [`Claim::New`]: the insert
 /// waits on the winner's row and then finds it.
 pub async fn claim(
@@ -111,44 +141,45 @@ pub async fn claim_many(
             .iter()
             .map(|request| (request.tenant, request.key, request.request_hash, request.resource_id))
             .collect();
-        let rows = crate::bulk::fetch_all(
+        // No row back per key (each would be a hand-off from SQLite's worker thread): the count
+        // says whether every key was new, as it nearly always is.
+        let count = crate::bulk::execute(
             transaction,
             "INSERT INTO idempotency (tenant, key, request_hash, resource_id, created_at) \
              SELECT v.column1, v.column2, v.column3, v.column4, $2 FROM ({rows}) AS v WHERE true \
-             ON CONFLICT (tenant, key) DO NOTHING RETURNING tenant, key",
+             ON CONFLICT (tenant, key) DO NOTHING",
             &["TEXT", "TEXT", "TEXT", "TEXT"],
             &values,
             &[created_at.into()],
         )
         .await?;
-        for row in rows {
-            inserted.insert((row.try_get(0)?, row.try_get(1)?));
-        }
-    }
-    // The records of keys used before, per tenant.
-    let mut existing: HashMap<(String, String), IdempotencyRecord> = HashMap::new();
-    let mut used: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
-    for request in unique.iter().filter(|request| !inserted.contains(&(request.tenant.into(), request.key.into()))) {
-        used.entry(request.tenant).or_default().push(request.key);
-    }
-    for (tenant, keys) in used {
-        for chunk in keys.chunks(crate::bulk::IN_MAX) {
-            let chunk = crate::bulk::padded(chunk);
-            let statement = sqlx::AssertSqlSafe(format!(
-                "SELECT tenant, key, request_hash, resource_id, response_status, response_body, created_at \
-                 FROM idempotency WHERE tenant = $1 AND key IN ({})",
-                crate::bulk::placeholders(2, chunk.len())
-            ));
-            let mut query = sqlx::query(statement).bind(tenant);
-            for key in chunk {
-                query = query.bind(key);
-            }
-            for row in query.fetch_all(&mut *transaction).await? {
-                let found = record(&row)?;
-                existing.insert((found.tenant.clone(), found.key.clone()), found);
+        if count == unique.len() as u64 {
+            inserted.extend(unique.iter().map(|request| (request.tenant.to_string(), request.key.to_string())));
+        } else {
+            // Some keys were used before: a key's record is this insert's when it names this
+            // request, written now.
+            for found in records(transaction, &unique).await? {
+                let ours = unique.iter().any(|request| {
+                    (request.tenant, request.key, request.request_hash, request.resource_id)
+                        == (&found.tenant, &found.key, &found.request_hash, &found.resource_id)
+                }) && found.created_at == created_at;
+                if ours {
+                    inserted.insert((found.tenant, found.key));
+                }
             }
         }
     }
+    // The records of keys used before.
+    let used: Vec<ClaimRequest<'_>> = unique
+        .iter()
+        .filter(|request| !inserted.contains(&(request.tenant.into(), request.key.into())))
+        .copied()
+        .collect();
+    let existing: HashMap<(String, String), IdempotencyRecord> = records(transaction, &used)
+        .await?
+        .into_iter()
+        .map(|found| ((found.tenant.clone(), found.key.clone()), found))
+        .collect();
     let mut claims = Vec::with_capacity(requests.len());
     for (index, request) in requests.iter().enumerate() {
         let owner = requests[first[&(request.tenant, request.key)]];

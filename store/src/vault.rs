@@ -283,40 +283,69 @@ pub async fn tokenise(
     Ok(Tokenised { token, masked, new: inserted.rows_affected() == 1 })
 }
 
-/// [`tokenise`] for many `(tenant, account, payout_id)` in a few multi-row statements, as if they
-/// were tokenised one after another in order: an account met twice keeps the first payout as the
-/// one that met it first. Nothing is written when any account is too long.
-pub async fn tokenise_many(
-    transaction: &mut AnyConnection,
-    keys: &VaultKeys,
-    accounts: &[(&str, &str, &str)],
-) -> Result<(), VaultError> {
-    if accounts.iter().any(|(_, account, _)| account.len() > ACCOUNT_BYTES_MAX) {
-        return Err(VaultError::TooLong);
-    }
-    // Per new token: token, tenant, nonce, ciphertext, masked, first payout.
-    let mut seen = std::collections::HashSet::with_capacity(accounts.len());
-    let mut rows = Vec::with_capacity(accounts.len());
-    for (tenant, account, payout_id) in accounts {
-        let token = keys.token(tenant, account);
-        if !seen.insert(token.clone()) {
-            continue;
+/// An account sealed for the vault: its token, ciphertext and mask, worked out before any
+/// transaction so that the one writer does not wait on the cipher (see [`insert_sealed`]).
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    pub token: String,
+    pub masked: String,
+    tenant: String,
+    key_id: String,
+    nonce: String,
+    ciphertext: String,
+}
+
+impl VaultKeys {
+    /// Seals `account` for `tenant` under the active key.
+    pub fn seal_account(&self, tenant: &str, account: &str) -> Result<Sealed, VaultError> {
+        if account.len() > ACCOUNT_BYTES_MAX {
+            return Err(VaultError::TooLong);
         }
-        let (nonce, ciphertext) = keys.seal(&token, account);
-        rows.push((token, *tenant, nonce, ciphertext, mask(account), *payout_id));
+        let token = self.token(tenant, account);
+        let (nonce, ciphertext) = self.seal(&token, account);
+        Ok(Sealed {
+            masked: mask(account),
+            token,
+            tenant: tenant.to_string(),
+            key_id: self.active.clone(),
+            nonce,
+            ciphertext,
+        })
     }
-    let created_at = now_micros();
+}
+
+/// [`tokenise`] for many sealed accounts, each with the payout that meets it, in a few multi-row
+/// statements, as if they were tokenised one after another in order: an account met twice keeps
+/// the first payout as the one that met it first; an account the vault holds already keeps its row.
+pub async fn insert_sealed(transaction: &mut AnyConnection, accounts: &[(&Sealed, &str)]) -> Result<(), VaultError> {
+    // Per new token: token, tenant, nonce, ciphertext, masked, first payout, key.
+    let mut seen = std::collections::HashSet::with_capacity(accounts.len());
+    let rows: Vec<(&str, &str, &str, &str, &str, &str, &str)> = accounts
+        .iter()
+        .filter(|(sealed, _)| seen.insert(sealed.token.as_str()))
+        .map(|(sealed, payout_id)| {
+            (
+                sealed.token.as_str(),
+                sealed.tenant.as_str(),
+                sealed.nonce.as_str(),
+                sealed.ciphertext.as_str(),
+                sealed.masked.as_str(),
+                *payout_id,
+                sealed.key_id.as_str(),
+            )
+        })
+        .collect();
     if rows.is_empty() {
         return Ok(());
     }
     crate::bulk::execute(
         transaction,
         "INSERT INTO vault (token, tenant, nonce, ciphertext, masked, first_payout, key_id, created_at) \
-         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, $2, $3 FROM ({rows}) AS v WHERE true \
-         ON CONFLICT (token) DO NOTHING",
-        &["TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT"],
+         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, $2 FROM ({rows}) AS v \
+         WHERE true ON CONFLICT (token) DO NOTHING",
+        &["TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT"],
         &rows,
-        &[(&keys.active).into(), created_at.into()],
+        &[now_micros().into()],
     )
     .await?;
     Ok(())
