@@ -100,9 +100,13 @@ pub struct StoredQuote {
 impl PayoutRequest {
     /// A stable hash of the request, for idempotency (same key, same payload → replay).
     pub fn fingerprint(&self) -> String {
-        let text = serde_json::to_string(self).unwrap_or_default();
-        hex::encode(Sha256::digest(text.as_bytes()))
+        fingerprint_of(&serde_json::to_string(self).unwrap_or_default())
     }
+}
+
+/// The fingerprint of a request from its JSON ([`PayoutRequest::fingerprint`]).
+fn fingerprint_of(json: &str) -> String {
+    hex::encode(Sha256::digest(json.as_bytes()))
 }
 
 /// One leg of the route a saga follows, as stored.
@@ -856,9 +860,9 @@ impl Engine {
         let mut stored = request.clone();
         stored.beneficiary.account = sealed.token.clone();
         stored.account_masked = Some(sealed.masked.clone());
-        // The request as stored, and its fingerprint (PayoutRequest::fingerprint, hashed once).
+        // The request as stored, and its fingerprint (serialised once for both).
         let json = serde_json::to_string(&stored).map_err(corrupt)?;
-        let hash = hex::encode(Sha256::digest(json.as_bytes()));
+        let hash = fingerprint_of(&json);
         Ok(Some(Plain {
             payout_id: format!("pay_{}", uuid::Uuid::now_v7().simple()),
             json,

@@ -260,27 +260,22 @@ pub async fn tokenise(
     account: &str,
     payout_id: &str,
 ) -> Result<Tokenised, VaultError> {
-    if account.len() > ACCOUNT_BYTES_MAX {
-        return Err(VaultError::TooLong);
-    }
-    let token = keys.token(tenant, account);
-    let masked = mask(account);
-    let (nonce, ciphertext) = keys.seal(&token, account);
+    let sealed = keys.seal_account(tenant, account)?;
     let inserted = sqlx::query(
         "INSERT INTO vault (token, tenant, key_id, nonce, ciphertext, masked, first_payout, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (token) DO NOTHING",
     )
-    .bind(&token)
+    .bind(&sealed.token)
     .bind(tenant)
-    .bind(&keys.active)
-    .bind(&nonce)
-    .bind(&ciphertext)
-    .bind(&masked)
+    .bind(&sealed.key_id)
+    .bind(&sealed.nonce)
+    .bind(&sealed.ciphertext)
+    .bind(&sealed.masked)
     .bind(payout_id)
     .bind(now_micros())
     .execute(&mut *transaction)
     .await?;
-    Ok(Tokenised { token, masked, new: inserted.rows_affected() == 1 })
+    Ok(Tokenised { token: sealed.token, masked: sealed.masked, new: inserted.rows_affected() == 1 })
 }
 
 /// An account sealed for the vault: its token, ciphertext and mask, worked out before any
