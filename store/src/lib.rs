@@ -159,8 +159,8 @@ const MIGRATIONS: &[Migration] = &[
 /// acknowledges). [`Store::begin_step`] is for the saga's steps: on SQLite with
 /// `synchronous=FULL` it uses one connection of its own running `synchronous=NORMAL`, so a step's
 /// commit is visible at once but not yet flushed; then
-/// [`Store::sync`] makes every step committed before it durable with one flushed commit, shared by
-/// every caller waiting at the same time. The engine calls it before anything outside the database
+/// [`Store::sync`] makes every step committed before it durable with one flush of the write-ahead
+/// log (see [`WalFile`]), shared by every caller waiting at the same time. The engine calls it before anything outside the database
 /// depends on a step (a rail call, a webhook, the end of a saga's pass), so the steps of many
 /// payouts share one flush instead of taking one each.
 #[derive(Clone)]
@@ -350,20 +350,76 @@ impl WriterQueue {
     }
 }
 
-/// [`Store::sync`]'s flushed commit on the steps' connection, which otherwise runs
+/// [`Store::sync`]'s fallback, a flushed commit on the steps' connection, which otherwise runs
 /// `synchronous=NORMAL`: flushing it makes every commit before it durable (WAL frames are
 /// appended in order, and a flush covers all of them).
 const FLUSHED_MARK: &str = "PRAGMA synchronous = FULL; BEGIN IMMEDIATE; \
      UPDATE durability_marks SET mark = mark + 1 WHERE id = 1; COMMIT; PRAGMA synchronous = NORMAL";
 
-/// Coalesces [`Store::sync`] calls: one flushed commit covers every call made before it started.
-#[derive(Default)]
+/// Coalesces [`Store::sync`] calls: one flush covers every call made before it started.
 struct Barrier {
     lock: tokio::sync::Mutex<()>,
     /// Calls so far (each call's ticket).
     requested: AtomicU64,
     /// Every ticket up to this one is durable.
     synced: AtomicU64,
+    /// The database's write-ahead log, flushed without the writer connection (see [`WalFile`]).
+    wal: Arc<WalFile>,
+}
+
+/// An SQLite database's write-ahead log, as [`Store::sync`] flushes it.
+///
+/// A commit at `synchronous=NORMAL` has written its frames into the WAL (the operating system's
+/// cache of it) before `COMMIT` returns; it only skips the `fsync`. Calling `fsync` on the same
+/// file afterwards, from any descriptor, makes those frames durable exactly as `synchronous=FULL`
+/// would have at the commit. Frames a checkpoint has meanwhile copied into the database file are
+/// durable there (a checkpoint flushes the database file before SQLite reuses the log), so the
+/// flush never needs the writer connection: saga steps and intake groups keep writing while it
+/// runs. Should the log file be replaced (every connection closed and the database reopened, or
+/// another process), the flush notices by its inode and opens the new one; should anything about
+/// the file fail, [`Store::sync`] falls back to a flushed commit on the writer connection.
+struct WalFile {
+    path: std::path::PathBuf,
+    /// The log as last opened, with its inode.
+    open: std::sync::Mutex<Option<(std::fs::File, u64)>>,
+}
+
+impl WalFile {
+    fn new(database: &std::path::Path) -> WalFile {
+        let mut path = database.as_os_str().to_owned();
+        path.push("-wal");
+        WalFile { path: path.into(), open: std::sync::Mutex::new(None) }
+    }
+
+    /// Flushes the log as it is now (blocking: call it off the runtime's threads).
+    fn flush(&self) -> std::io::Result<()> {
+        let mut open = self.open.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = inode(&std::fs::metadata(&self.path)?);
+        if open.as_ref().is_none_or(|(_, known)| *known != now) {
+            let file = std::fs::File::open(&self.path)?;
+            let opened = inode(&file.metadata()?);
+            // The log's directory entry is durable too: a log SQLite created since the last
+            // open would otherwise vanish with the frames in it.
+            if let Some(directory) = self.path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+                std::fs::File::open(directory)?.sync_all()?;
+            }
+            *open = Some((file, opened));
+        }
+        let (file, _) = open.as_ref().unwrap_or_else(|| unreachable!("opened above"));
+        file.sync_data()
+    }
+}
+
+#[cfg(unix)]
+fn inode(metadata: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(metadata)
+}
+
+/// Without inodes to tell one file from another, the log is opened again for every flush.
+#[cfg(not(unix))]
+fn inode(_: &std::fs::Metadata) -> u64 {
+    static OPENS: AtomicU64 = AtomicU64::new(0);
+    OPENS.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The database a connection (or a transaction on one) speaks.
@@ -460,11 +516,13 @@ impl Store {
 
     async fn connect(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
+        let mut database = None;
         let (dialect, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = rest.trim_start_matches("//");
             if path.is_empty() {
                 return Err(StoreError::Url(url.into()));
             }
+            database = Some(std::path::PathBuf::from(path.split('?').next().unwrap_or(path)));
             let url = if path == ":memory:" || path.contains('?') {
                 format!("sqlite://{path}")
             } else {
@@ -491,7 +549,16 @@ impl Store {
             let mut connection = AnyConnection::connect_with(&connect).await?;
             prepare(&mut connection, dialect, Durability::Normal, busy_ms).await?;
             let steps = Steps::Dedicated(Arc::new(tokio::sync::Mutex::new(Some(connection))));
-            (steps, Some(Arc::new(Barrier::default())))
+            // The log's path as the process sees it now, whatever its working directory later.
+            let database = database.ok_or_else(|| StoreError::Url(url.clone()))?;
+            let database = std::fs::canonicalize(&database).unwrap_or(database);
+            let barrier = Barrier {
+                lock: tokio::sync::Mutex::new(()),
+                requested: AtomicU64::new(0),
+                synced: AtomicU64::new(0),
+                wal: Arc::new(WalFile::new(&database)),
+            };
+            (steps, Some(Arc::new(barrier)))
         } else if dialect == Dialect::Postgres {
             // The steps' connections of their own: hundreds of sagas queueing on the journal head
             // must not take every connection a payout's GET or an intake group needs.
@@ -564,7 +631,8 @@ impl Store {
     }
 
     /// Makes every commit made before this call durable, through [`Store::begin_step`] or not.
-    /// Callers waiting together share one flushed commit. A no-op where every commit is flushed
+    /// Callers waiting together share one flush of the write-ahead log, which takes no connection
+    /// (see [`WalFile`]); a flushed commit on the writer connection should that fail. A no-op where every commit is flushed
     /// anyway (PostgreSQL) or never (`synchronous=NORMAL` by choice, an in-memory database).
     pub async fn sync(&self) -> Result<(), sqlx::Error> {
         let Some(barrier) = &self.barrier else { return Ok(()) };
@@ -576,8 +644,30 @@ impl Store {
         }
         // Every call up to here made its commits before taking its ticket: this flush covers it.
         let covering = barrier.requested.load(Ordering::SeqCst);
-        // On the steps' own connection, flushed for this one commit: a second writer connection
-        // would wait for the lock in SQLite's busy handler, asleep.
+        let wal = barrier.wal.clone();
+        let flushed = tokio::task::spawn_blocking(move || wal.flush()).await;
+        match flushed {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!("flushing {} failed, a flushed commit instead: {error}", barrier.wal.path.display());
+                self.flushed_commit().await?;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    "the flush of {} did not finish, a flushed commit instead: {error}",
+                    barrier.wal.path.display()
+                );
+                self.flushed_commit().await?;
+            }
+        }
+        barrier.synced.store(covering, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// One flushed commit on the steps' own connection ([`FLUSHED_MARK`]): every commit before it
+    /// is durable after it. A second writer connection would wait for the lock in SQLite's busy
+    /// handler, asleep.
+    async fn flushed_commit(&self) -> Result<(), sqlx::Error> {
         let mut writer = self.urgent_connection().await?;
         // One round trip to the connection's worker thread for all five statements.
         if let Err(error) = sqlx::raw_sql(FLUSHED_MARK).execute(&mut *writer).await {
@@ -590,7 +680,6 @@ impl Store {
             }
             return Err(error);
         }
-        barrier.synced.store(covering, Ordering::SeqCst);
         Ok(())
     }
 
@@ -715,4 +804,70 @@ fn statements(text: &str) -> Vec<String> {
         statements.push(current.trim().to_string());
     }
     statements
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let directory = std::env::temp_dir().join(format!("railyard-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        std::fs::create_dir_all(&directory).unwrap();
+        directory
+    }
+
+    #[test]
+    fn the_log_is_flushed_as_it_is_now_even_after_being_replaced() {
+        let directory = scratch("wal-file");
+        let database = directory.join("a.db");
+        let wal = WalFile::new(&database);
+        assert!(wal.flush().is_err(), "no log yet: nothing to flush, and the caller must hear it");
+        let log = directory.join("a.db-wal");
+        std::fs::write(&log, b"first").unwrap();
+        wal.flush().unwrap();
+        let first = wal.open.lock().unwrap().as_ref().map(|(_, inode)| *inode).unwrap();
+        // Replaced (a new file under the same name): the next flush opens the new one.
+        std::fs::remove_file(&log).unwrap();
+        std::fs::write(&log, b"second").unwrap();
+        wal.flush().unwrap();
+        let second = wal.open.lock().unwrap().as_ref().map(|(_, inode)| *inode).unwrap();
+        assert_eq!(second, inode(&std::fs::metadata(&log).unwrap()));
+        assert_ne!(first, second);
+        let _ = std::fs::remove_dir_all(&directory);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_log_that_cannot_be_flushed_falls_back_to_a_flushed_commit() {
+        let directory = scratch("wal-fallback");
+        let mut store = Store::open(&format!("sqlite:{}", directory.join("b.db").display()), &StoreOptions::default())
+            .await
+            .unwrap();
+        let marks = |store: &Store| {
+            let pool = store.pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>("SELECT mark FROM durability_marks WHERE id = 1")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        let tx = store.begin_step().await.unwrap();
+        tx.commit().await.unwrap();
+        store.sync().await.unwrap();
+        assert_eq!(marks(&store).await, 0, "the log itself was flushed: no commit needed");
+        // The log's path made unreachable: the flush fails, and a flushed commit stands in.
+        store.barrier = Some(Arc::new(Barrier {
+            lock: tokio::sync::Mutex::new(()),
+            requested: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
+            wal: Arc::new(WalFile::new(&directory.join("gone").join("b.db"))),
+        }));
+        let tx = store.begin_step().await.unwrap();
+        tx.commit().await.unwrap();
+        store.sync().await.unwrap();
+        assert_eq!(marks(&store).await, 1, "the fallback's flushed commit");
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&directory);
+    }
 }
