@@ -645,20 +645,14 @@ impl Store {
         // Every call up to here made its commits before taking its ticket: this flush covers it.
         let covering = barrier.requested.load(Ordering::SeqCst);
         let wal = barrier.wal.clone();
-        let flushed = tokio::task::spawn_blocking(move || wal.flush()).await;
-        match flushed {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::warn!("flushing {} failed, a flushed commit instead: {error}", barrier.wal.path.display());
-                self.flushed_commit().await?;
-            }
-            Err(error) => {
-                tracing::warn!(
-                    "the flush of {} did not finish, a flushed commit instead: {error}",
-                    barrier.wal.path.display()
-                );
-                self.flushed_commit().await?;
-            }
+        let failed = match tokio::task::spawn_blocking(move || wal.flush()).await {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(error) => Some(format!("the flush did not finish: {error}")),
+        };
+        if let Some(error) = failed {
+            tracing::warn!("flushing {} failed, a flushed commit instead: {error}", barrier.wal.path.display());
+            self.flushed_commit().await?;
         }
         barrier.synced.store(covering, Ordering::SeqCst);
         Ok(())
