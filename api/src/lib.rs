@@ -1087,10 +1087,26 @@ async fn move_liquidity(
         }
         Err(error) => return Err(store_error(error)),
     }
+    // An in-process sandbox network receives the bank transfer as well, or its own books would
+    // refuse payouts (AM04, 51) the ledger funds. A network that cannot follow (a sweep of funds
+    // it has paid out since it started) is reported; the booking stands, as the bank's would.
+    let sandbox = match state.sandboxes.iter().find(|(id, _)| *id == rail) {
+        None => Value::Null,
+        Some((_, sandbox)) => match sandbox.move_house_funds(amount, withdraw) {
+            Ok(holds) => json!({ "moved": true, "holds": holds }),
+            Err(reason) => {
+                tracing::warn!(rail = %rail, "the sandbox network did not follow the {}: {reason}", body.direction);
+                json!({ "moved": false, "reason": reason })
+            }
+        },
+    };
     let positions =
         railyard_treasury::liquidity::positions(state.engine.store(), &config).await.map_err(store_error)?;
     let position = positions.into_iter().find(|position| position.rail == rail && position.currency == currency);
-    Ok((StatusCode::CREATED, Json(json!({ "rail": rail, "direction": body.direction, "amount": amount, "reference": reference, "position": position })))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "rail": rail, "direction": body.direction, "amount": amount, "reference": reference, "position": position, "sandbox": sandbox })),
+    )
         .into_response())
 }
 

@@ -170,6 +170,22 @@ impl CbdcRail {
         self.ledger().balance(wallet)
     }
 
+    /// The house converted bank money into tokens (a top-up: the issuer mints `amount` into the
+    /// house's wallet) or, with `withdraw`, tokens back into bank money (a sweep: the issuer burns
+    /// them, refused beyond the wallet's balance). Returns the house wallet's new balance.
+    pub fn move_house_funds(&self, amount: Money, withdraw: bool) -> Result<Money, LedgerError> {
+        let currency = amount.currency();
+        let (issuer, house) = (issuer_wallet(currency), house_wallet(currency));
+        let operation = if withdraw {
+            Operation::Burn { issuer, from: house.clone(), amount }
+        } else {
+            Operation::Mint { issuer, to: house.clone(), amount }
+        };
+        let mut ledger = self.ledger();
+        ledger.apply(operation, Utc::now())?;
+        ledger.balance(&house).ok_or(LedgerError::NoWallet(house))
+    }
+
     pub fn verify(&self) -> Result<(), crate::ledger::TamperError> {
         self.ledger().verify()
     }

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::Args;
 use serde_json::{Value, json};
 
@@ -102,13 +103,20 @@ where
     let serve = Embedded::try_parse_from(["serve", "--db", &db, "--listen", "127.0.0.1:0", "--rate-limit", "1000000"])?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (listening, address) = tokio::sync::oneshot::channel();
-    let server = tokio::spawn(crate::serve_cmd::serve(
-        serve.serve,
-        async move {
-            let _ = stopped.await;
-        },
-        Some(listening),
-    ));
+    // The server runs on a runtime of its own, as it would in a process of its own: the client's
+    // tasks do not queue in its schedulers, only for the cores.
+    let (done, server) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("railyard-serve").build()?;
+    std::thread::Builder::new().name("railyard-serve".into()).spawn(move || {
+        let served = runtime.block_on(crate::serve_cmd::serve(
+            serve.serve,
+            async move {
+                let _ = stopped.await;
+            },
+            Some(listening),
+        ));
+        let _ = done.send(served);
+    })?;
     let address = match address.await {
         Ok(address) => address,
         Err(_) => {
@@ -124,7 +132,7 @@ where
     let stopped = server.await;
     let _ = std::fs::remove_dir_all(&directory);
     let report = report?;
-    stopped??;
+    stopped.map_err(|_| anyhow::anyhow!("Railyard in process ended without an answer"))??;
     Ok(report)
 }
 
@@ -187,6 +195,11 @@ pub async fn http_bench(payouts: usize, concurrency: usize) -> anyhow::Result<Va
     let _ = stop.send(());
     let baseline = baseline?;
     with_railyard(|target, db| async move {
+        // Both runs settle what they submit: the demo's prefunded liquidity carries a few
+        // thousand payouts, and a run whose payouts fail for want of it would measure accepts
+        // beside a server that no longer settles anything.
+        fund_rails(&target, DEMO_TREASURY_KEY, 2 * payouts).await?;
+        fund_psps(&db, 2 * payouts).await?;
         let full = simulate(plan(target.clone(), 2, None)).await?;
         let rate = full["throughput_per_s"].as_f64().unwrap_or(0.0) / 2.0;
         anyhow::ensure!(rate > 0.0, "nothing was accepted at full load: {full}");
@@ -194,7 +207,10 @@ pub async fn http_bench(payouts: usize, concurrency: usize) -> anyhow::Result<Va
         // backlog of payouts accepted faster than they settle, and accepts measured while that
         // backlog drains would be those of an overloaded server, whatever the rate.
         let drain_s = drained(&db, BACKLOG_DRAIN_MAX).await?;
+        let full_outcomes = outcomes(&db).await?;
         let half = simulate(plan(target, 3, Some(rate))).await?;
+        drained(&db, BACKLOG_DRAIN_MAX).await?;
+        let half_outcomes = outcomes(&db).await?;
         let per_s = |report: &Value| report["throughput_per_s"].as_f64().unwrap_or(0.0);
         let refused = |report: &Value| report["refused"].as_u64().unwrap_or(0);
         Ok(json!({
@@ -213,9 +229,104 @@ pub async fn http_bench(payouts: usize, concurrency: usize) -> anyhow::Result<Va
             "half_load_accept_p95_ms": half["accept_p95_ms"],
             "half_load_accept_p99_ms": half["accept_p99_ms"],
             "refused": refused(&full) + refused(&half),
+            // Payouts of each run by the state they came to rest in (the half-load run's counted
+            // once it has settled too): a bench whose payouts fail measures a server that does
+            // less than a real one.
+            "full_load_outcomes": full_outcomes,
+            "half_load_outcomes": half_outcomes
+                .iter()
+                .map(|(state, count)| (state.clone(), count - full_outcomes.get(state).copied().unwrap_or(0)))
+                .collect::<BTreeMap<String, i64>>(),
         }))
     })
     .await
+}
+
+/// The demo configuration's treasury key (`railyard serve` prints it).
+const DEMO_TREASURY_KEY: &str = "rk_demo_treasury";
+
+/// Tops up every prefunded position of the Railyard at `target` (`POST
+/// /v1/treasury/rails/{rail}/liquidity`, as a treasurer would) by enough for `payouts` payouts of
+/// the simulated mix: [`FUNDING_PER_PAYOUT`] major units each, several times the mix's mean.
+async fn fund_rails(target: &str, treasury_key: &str, payouts: usize) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let response = client
+        .get(format!("{target}/v1/treasury/liquidity"))
+        .header("Authorization", format!("Bearer {treasury_key}"))
+        .send()
+        .await?;
+    let status = response.status();
+    let body: Value = serde_json::from_slice(&response.bytes().await?).unwrap_or(Value::Null);
+    anyhow::ensure!(status.is_success(), "GET /v1/treasury/liquidity: HTTP {status}: {body}");
+    let amount = u64::try_from(payouts)?.checked_mul(FUNDING_PER_PAYOUT).context("funding overflows")?;
+    let positions = body["positions"].as_array().context("GET /v1/treasury/liquidity: no positions")?;
+    for (index, position) in positions.iter().enumerate() {
+        let (Some(rail), Some(currency)) = (position["rail"].as_str(), position["currency"].as_str()) else {
+            anyhow::bail!("GET /v1/treasury/liquidity: a position without rail or currency: {position}");
+        };
+        let response = client
+            .post(format!("{target}/v1/treasury/rails/{rail}/liquidity"))
+            .header("Authorization", format!("Bearer {treasury_key}"))
+            .header("Content-Type", "application/json")
+            .body(
+                json!({
+                    "amount": amount.to_string(),
+                    "currency": currency,
+                    "direction": "top_up",
+                    "reference": format!("bench-http-{}-{index}", std::process::id()),
+                })
+                .to_string(),
+            )
+            .send()
+            .await?;
+        let status = response.status();
+        anyhow::ensure!(
+            status.is_success(),
+            "topping up {rail} {currency}: HTTP {status}: {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Books, in the database at `db`, [`FUNDING_PER_PAYOUT`] major units per payout `bench http`
+/// will submit into every PSP balance there (each PSP sends several times what its share of the
+/// mix needs).
+async fn fund_psps(db: &str, payouts: usize) -> anyhow::Result<()> {
+    let store = railyard_store::Store::open_existing(db, &railyard_store::StoreOptions::default()).await?;
+    let accounts: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, currency FROM accounts WHERE kind = 'psp' ORDER BY id")
+            .fetch_all(store.pool())
+            .await?;
+    anyhow::ensure!(!accounts.is_empty(), "{db}: no PSP balance to fund");
+    let units = i64::try_from(u64::try_from(payouts)?.checked_mul(FUNDING_PER_PAYOUT).context("funding overflows")?)?;
+    for (account, code) in accounts {
+        let currency =
+            railyard_core::Currency::from_code(&code).map_err(|error| anyhow::anyhow!("{account}: {error}"))?;
+        let minor = 10_i64
+            .checked_pow(currency.exponent())
+            .and_then(|unit| unit.checked_mul(units))
+            .context("funding overflows")?;
+        let tenant = account
+            .strip_prefix("psp:")
+            .and_then(|rest| rest.strip_suffix(&format!(":{code}")))
+            .with_context(|| format!("{account}: not a PSP balance"))?;
+        let reference = format!("bench-http-{}-{code}", std::process::id());
+        railyard_saga::fund_psp(&store, tenant, railyard_core::Money::from_minor(minor, currency), &reference).await?;
+    }
+    Ok(())
+}
+
+/// Major units of every currency a rail is funded with per payout `bench http` will submit: the
+/// mix's amounts are log-normal around 200 with a mean near 330 (see [`Random::log_normal_minor`]).
+const FUNDING_PER_PAYOUT: u64 = 1_000;
+
+/// Payouts of the database at `db` per state.
+async fn outcomes(db: &str) -> anyhow::Result<BTreeMap<String, i64>> {
+    let store = railyard_store::Store::open_existing(db, &railyard_store::StoreOptions::default()).await?;
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, COUNT(*) FROM payouts GROUP BY state").fetch_all(store.pool()).await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// How long `bench http` waits for the full-load run's backlog to settle before it measures half

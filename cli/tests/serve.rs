@@ -857,20 +857,8 @@ async fn simulate_drives_serve() {
 /// payout settles, stdout is only the JSON report, and the temporary database is removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulate_runs_railyard_in_process() {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_railyard"))
-            .current_dir(root)
-            .args(["simulate", "--in-process", "--payouts", "40", "--duplicate-permille", "200", "--json"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-        panic!("stdout is not the JSON report ({error}): {}", String::from_utf8_lossy(&output.stdout))
-    });
+    let report =
+        json_report(&["simulate", "--in-process", "--payouts", "40", "--duplicate-permille", "200", "--json"]).await;
     assert_eq!(report["in_process"], true, "{report}");
     assert_eq!(report["accepted"], 40, "{report}");
     assert_eq!(report["completed"], 40, "{report}");
@@ -882,6 +870,39 @@ async fn simulate_runs_railyard_in_process() {
         .unwrap();
     assert!(!both.status.success());
     assert!(String::from_utf8_lossy(&both.stderr).contains("--target"), "{}", String::from_utf8_lossy(&both.stderr));
+}
+
+/// Runs the binary from the repository's root with `args` and reads its JSON report.
+async fn json_report(args: &[&str]) -> Value {
+    let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_railyard"))
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!("stdout is not the JSON report ({error}): {}", String::from_utf8_lossy(&output.stdout))
+    })
+}
+
+/// `railyard bench http` measures a server that settles what it accepts: both of its runs end
+/// with every payout at rest and none failed (the rails and the PSPs are funded for the run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_http_settles_every_payout_it_submits() {
+    let report = json_report(&["bench", "http", "--payouts", "150", "--concurrency", "8", "--json"]).await;
+    for run in ["full_load_outcomes", "half_load_outcomes"] {
+        let outcomes = report[run].as_object().unwrap_or_else(|| panic!("no {run} in {report}"));
+        let total: i64 = outcomes.values().map(|count| count.as_i64().unwrap()).sum();
+        assert_eq!(total, 150, "{run}: {report}");
+        assert_eq!(outcomes.get("failed"), None, "{run}: {report}");
+        assert!(outcomes["completed"].as_i64().unwrap() >= 145, "{run}: {report}");
+    }
+    assert!(report["half_load_accept_p99_ms"].as_f64().unwrap() > 0.0, "{report}");
 }
 
 /// A payout against a quote follows the quote's route; a payout that does not match the quote,
@@ -995,6 +1016,9 @@ async fn treasury_reads_and_moves_liquidity() {
             .await;
     assert_eq!(status, 201, "{booked}");
     assert_eq!(booked["position"]["available"]["amount"], "3125000.00", "{booked}");
+    // The in-process sandbox network received the transfer too: its settlement balance follows.
+    assert_eq!(booked["sandbox"]["moved"], true, "{booked}");
+    assert_eq!(booked["sandbox"]["holds"]["amount"], "3125000.00", "{booked}");
     let (status, again) =
         move_liquidity(r#"{"amount":"125000.00","currency":"USD","direction":"top_up","reference":"FED-20261124-1"}"#)
             .await;
@@ -1013,6 +1037,7 @@ async fn treasury_reads_and_moves_liquidity() {
     let (status, swept) =
         move_liquidity(r#"{"amount":"3025000.00","currency":"USD","direction":"sweep","reference":"sweep-2"}"#).await;
     assert_eq!(status, 201, "{swept}");
+    assert_eq!(swept["sandbox"]["holds"]["amount"], "100000.00", "{swept}");
     let mut alerts = Value::Null;
     for _ in 0..50 {
         let now = liquidity().await;

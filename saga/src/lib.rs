@@ -546,6 +546,25 @@ fn funding_account(currency: Currency) -> String {
     account_id("funding", "", currency)
 }
 
+/// Books money a PSP sent the house (its prefunding, once per `reference`) into its balance in
+/// `store`: what [`Engine::fund_psp`] does, for a process without an engine on the database (a
+/// bench preparing the store a server runs on).
+pub async fn fund_psp(store: &Store, tenant: &str, amount: Money, reference: &str) -> Result<(), EngineError> {
+    let mut tx = store.begin().await?;
+    let spec = TransferSpec {
+        id: format!("topup:{tenant}:{reference}"),
+        debit: funding_account(amount.currency()),
+        credit: psp_account(tenant, amount.currency()),
+        amount,
+        pending: false,
+        payout_id: None,
+        note: format!("top-up {reference}"),
+    };
+    ledger::transfer(&mut tx, &spec).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// The columns [`payout_from_row`] reads.
 pub(crate) const PAYOUT_COLUMNS: &str = "id, tenant, idempotency_key, request, state, attempt, leg, route, reservation, reason, \
      inquiries, next_action_at, created_at, submitted_by, risk, decided_by";
@@ -763,19 +782,7 @@ impl Engine {
 
     /// Credits a PSP's balance (a top-up received outside Railyard), once per `reference`.
     pub async fn fund_psp(&self, tenant: &str, amount: Money, reference: &str) -> Result<(), EngineError> {
-        let mut tx = self.store.begin().await?;
-        let spec = TransferSpec {
-            id: format!("topup:{tenant}:{reference}"),
-            debit: funding_account(amount.currency()),
-            credit: psp_account(tenant, amount.currency()),
-            amount,
-            pending: false,
-            payout_id: None,
-            note: format!("top-up {reference}"),
-        };
-        ledger::transfer(&mut tx, &spec).await?;
-        tx.commit().await?;
-        Ok(())
+        fund_psp(&self.store, tenant, amount, reference).await
     }
 
     /// Accepts a payout: the intent and the idempotency key are committed together before this

@@ -112,6 +112,9 @@ pub struct CardRail {
     config: CardRailConfig,
     pub sandbox: Arc<Sandbox>,
     vault: Mutex<Vault>,
+    /// The exposure caps as the house's collateral moved them since start (minor units per
+    /// debited currency; see [`CardRail::move_house_funds`]).
+    caps: Mutex<HashMap<Currency, i64>>,
     gate: tokio::sync::Mutex<()>,
 }
 
@@ -122,11 +125,43 @@ impl CardRail {
     pub fn new(config: CardRailConfig) -> Result<CardRail, String> {
         let sandbox = Sandbox::new(config.rail.clone(), config.faults.clone()).map_err(|error| error.to_string())?;
         Ok(CardRail {
-            config,
             sandbox: Arc::new(sandbox),
             vault: Mutex::new(Vault::default()),
+            caps: Mutex::new(config.exposure_cap.iter().map(|cap| (cap.currency(), cap.minor_units())).collect()),
+            config,
             gate: tokio::sync::Mutex::new(()),
         })
+    }
+
+    fn caps(&self) -> std::sync::MutexGuard<'_, HashMap<Currency, i64>> {
+        self.caps.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The most the house may have paid out and not yet settled in `currency`, if capped.
+    pub fn exposure_cap(&self, currency: Currency) -> Option<Money> {
+        self.caps().get(&currency).map(|cap| Money::from_minor(*cap, currency))
+    }
+
+    /// A transfer between the house's bank and its collateral at this network arrived: the
+    /// exposure cap in `amount`'s currency rises by it (a top-up) or, with `withdraw`, falls by it
+    /// (a sweep, refused below zero). A currency without a cap stays uncapped.
+    pub fn move_house_funds(&self, amount: Money, withdraw: bool) -> Result<Option<Money>, String> {
+        let currency = amount.currency();
+        if !self.config.currencies.contains(&currency) {
+            return Err(format!("{} does not debit {currency}", self.config.rail));
+        }
+        let mut caps = self.caps();
+        let Some(cap) = caps.get_mut(&currency) else { return Ok(None) };
+        let moved = if withdraw {
+            cap.checked_sub(amount.minor_units()).filter(|left| *left >= 0)
+        } else {
+            cap.checked_add(amount.minor_units())
+        };
+        let Some(moved) = moved else {
+            return Err(format!("the exposure cap of {} cannot move by {amount}", Money::from_minor(*cap, currency)));
+        };
+        *cap = moved;
+        Ok(Some(Money::from_minor(moved, currency)))
     }
 
     fn vault(&self) -> std::sync::MutexGuard<'_, Vault> {
@@ -289,8 +324,8 @@ impl CardRail {
         {
             return self.decline(&key, "61");
         }
-        if let Some(cap) = self.config.exposure_cap.iter().find(|cap| cap.currency() == source)
-            && self.exposure(source, now).saturating_add(request.amount.minor_units()) > cap.minor_units()
+        if let Some(cap) = self.caps().get(&source).copied()
+            && self.exposure(source, now).saturating_add(request.amount.minor_units()) > cap
         {
             return self.decline(&key, "51");
         }

@@ -96,6 +96,31 @@ impl InstantRail {
         Money::from_minor(self.books().balances.get(&currency).copied().unwrap_or(0), currency)
     }
 
+    /// A transfer between the house's bank and its settlement account at this network arrived:
+    /// `amount` credited (a top-up) or, with `withdraw`, debited (a sweep, refused beyond the
+    /// balance).
+    pub fn move_house_funds(&self, amount: Money, withdraw: bool) -> Result<Money, String> {
+        let currency = amount.currency();
+        if !self.config.currencies.contains(&currency) {
+            return Err(format!("{} does not settle {currency}", self.config.rail));
+        }
+        let mut books = self.books();
+        let balance = books.balances.entry(currency).or_insert(0);
+        let moved = if withdraw {
+            balance.checked_sub(amount.minor_units()).filter(|left| *left >= 0)
+        } else {
+            balance.checked_add(amount.minor_units())
+        };
+        let Some(moved) = moved else {
+            return Err(format!(
+                "the settlement balance of {} cannot move by {amount}",
+                Money::from_minor(*balance, currency)
+            ));
+        };
+        *balance = moved;
+        Ok(Money::from_minor(moved, currency))
+    }
+
     fn report(&self, original: &CreditTransfer, profile: Profile, state: TxState, reason: Option<&str>) -> String {
         let now = Utc::now();
         let report = StatusReport {

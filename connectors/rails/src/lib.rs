@@ -55,6 +55,20 @@ impl SandboxRail {
         }
     }
 
+    /// A movement between the house's bank and its funds at this sandbox network arrived (what a
+    /// treasury top-up or sweep books, `POST /v1/treasury/rails/{rail}/liquidity`): an instant
+    /// network's settlement balance, a card network's exposure cap, a CBDC platform's house
+    /// wallet. Returns what the network now holds for the house, where it keeps a figure.
+    pub fn move_house_funds(&self, amount: Money, withdraw: bool) -> Result<Option<Money>, String> {
+        match self {
+            SandboxRail::Instant(rail) => rail.move_house_funds(amount, withdraw).map(Some),
+            SandboxRail::Card(rail) => rail.move_house_funds(amount, withdraw),
+            SandboxRail::Cbdc(rail) => {
+                rail.move_house_funds(amount, withdraw).map(Some).map_err(|error| error.to_string())
+            }
+        }
+    }
+
     pub fn kind(&self) -> RailKind {
         match self {
             SandboxRail::Instant(_) => RailKind::Instant,

@@ -89,3 +89,61 @@ async fn a_configured_fault_plan_applies() {
     assert!(error.contains("sepa.json") && error.contains("5000"), "{error}");
     let _ = std::fs::remove_dir_all(&directory);
 }
+
+/// A treasury top-up or sweep reaches the sandbox network's own books: an instant network's
+/// settlement balance (a payout beyond it is refused AM04 until the top-up), a card network's
+/// exposure cap, a CBDC platform's house wallet; a sweep beyond what the network holds is refused
+/// and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn house_funds_moves_reach_every_kind_of_sandbox_network() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/demo.toml");
+    let config = railyard_config::load(std::path::Path::new(path)).unwrap();
+    let rails = railyard_rails::build(&config, &RateHistory::bundled_daily().latest()).unwrap();
+    let sandbox = |id: &str| rails.sandboxes.iter().find(|(rail, _)| rail == id).unwrap().1.clone();
+    let money = |minor: i64, code: &str| Money::from_minor(minor, railyard_core::Currency::from_code(code).unwrap());
+
+    // sepa-inst holds 2,500,000.00 EUR: sweep all but 50,000.00, then a 60,000.00 payout is short.
+    let sepa = sandbox("sepa-inst");
+    assert_eq!(sepa.move_house_funds(money(245_000_000, "EUR"), true).unwrap(), Some(money(5_000_000, "EUR")));
+    assert!(sepa.move_house_funds(money(5_000_001, "EUR"), true).is_err());
+    assert_eq!(sepa.move_house_funds(money(0, "EUR"), false).unwrap(), Some(money(5_000_000, "EUR")));
+    let connector = rails.registry.get("sepa-inst").unwrap();
+    let leg = |key: &str| Leg {
+        key: IdempotencyKey::new(key.to_string()).unwrap(),
+        amount: money(6_000_000, "EUR"),
+        payout_currency: money(0, "EUR").currency(),
+        beneficiary: Beneficiary {
+            name: "Demo Payee".into(),
+            account: "4411223344".into(),
+            country: Country::from_code("DE").unwrap(),
+        },
+        remittance: "top-up".into(),
+        instructed_at: Utc::now(),
+    };
+    match connector.submit(&leg("short-1")).await {
+        Outcome::Rejected(rejection) => assert!(format!("{rejection:?}").contains("AM04"), "{rejection:?}"),
+        other => panic!("a payout beyond the settlement balance: {other:?}"),
+    }
+    assert_eq!(sepa.move_house_funds(money(2_000_000, "EUR"), false).unwrap(), Some(money(7_000_000, "EUR")));
+    match connector.submit(&leg("funded-1")).await {
+        Outcome::Executed(execution) => assert_eq!(execution.send, money(6_000_000, "EUR")),
+        other => panic!("a payout after the top-up: {other:?}"),
+    }
+    // The payout drew on the topped-up balance (less whatever fee the network keeps on its side).
+    let left = sepa.move_house_funds(money(0, "EUR"), false).unwrap().unwrap();
+    assert!(left.minor_units() < 1_100_000, "{left}");
+
+    // visa-direct's USD exposure cap (1,000,000.00) rises and falls with the collateral.
+    let visa = sandbox("visa-direct");
+    assert_eq!(visa.move_house_funds(money(50_000, "USD"), false).unwrap(), Some(money(100_050_000, "USD")));
+    assert!(visa.move_house_funds(money(100_050_001, "USD"), true).is_err());
+    assert_eq!(visa.move_house_funds(money(50_000, "USD"), true).unwrap(), Some(money(100_000_000, "USD")));
+
+    // mbridge mints into and burns from the house's HKD wallet (20,000,000.00).
+    let mbridge = sandbox("mbridge");
+    assert_eq!(mbridge.move_house_funds(money(100, "HKD"), false).unwrap(), Some(money(2_000_000_100, "HKD")));
+    assert!(mbridge.move_house_funds(money(2_000_000_101, "HKD"), true).is_err());
+    assert_eq!(mbridge.move_house_funds(money(100, "HKD"), true).unwrap(), Some(money(2_000_000_000, "HKD")));
+    // A currency the network does not carry is refused.
+    assert!(sepa.move_house_funds(money(100, "USD"), false).is_err());
+}
