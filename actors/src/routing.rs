@@ -373,22 +373,14 @@ impl Actor for RoutingActor {
     }
 }
 
-/// Routers built for payouts that avoid some rails, kept per snapshot version: most payouts avoid
-/// the same rails (those of the other account kinds), so one build serves many.
-pub const EXCLUSION_CACHE_MAX: usize = 16;
-
-/// A snapshot version and the sorted rails a router avoids.
-type ExclusionKey = (u64, Vec<String>);
-
 /// The engine's view of routing: the latest published snapshot.
 pub struct SnapshotRouting {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
-    cache: std::sync::Mutex<VecDeque<(ExclusionKey, Arc<Router>)>>,
 }
 
 impl SnapshotRouting {
     pub fn new(snapshots: watch::Receiver<Arc<Snapshot>>) -> SnapshotRouting {
-        SnapshotRouting { snapshots, cache: std::sync::Mutex::default() }
+        SnapshotRouting { snapshots }
     }
 }
 
@@ -402,34 +394,8 @@ impl railyard_saga::RoutingSource for SnapshotRouting {
         !snapshot.killed.contains(rail) && snapshot.live.get(rail).and_then(|state| state.available) != Some(false)
     }
 
-    fn router(&self, excluded: &[String]) -> Result<Arc<Router>, String> {
-        let snapshot = self.snapshots.borrow().clone();
-        if excluded.is_empty() {
-            return Ok(snapshot.router.clone());
-        }
-        let mut key_rails: Vec<String> = excluded.to_vec();
-        key_rails.sort();
-        key_rails.dedup();
-        let key = (snapshot.version, key_rails);
-        if let Ok(cache) = self.cache.lock()
-            && let Some((_, router)) = cache.iter().find(|(cached, _)| *cached == key)
-        {
-            return Ok(router.clone());
-        }
-        // A payout avoiding rails: a private build on the live state.
-        let mut killed = snapshot.killed.clone();
-        killed.extend(key.1.iter().cloned());
-        let router =
-            build_snapshot(snapshot.config.clone(), snapshot.fx.clone(), &snapshot.live, &killed, snapshot.version)?
-                .router;
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.retain(|((version, _), _)| *version == snapshot.version);
-            if cache.len() >= EXCLUSION_CACHE_MAX {
-                cache.pop_front();
-            }
-            cache.push_back((key, router.clone()));
-        }
-        Ok(router)
+    fn router(&self) -> Result<Arc<Router>, String> {
+        Ok(self.snapshots.borrow().router.clone())
     }
 }
 

@@ -147,6 +147,7 @@ pub fn run(
             alternatives: 0,
             source_location: query.source.location.clone(),
             destination_location: query.destination.location.clone(),
+            avoid: Vec::new(),
         };
         let clock = Instant::now();
         let result = router.route(&request);

@@ -50,6 +50,9 @@ pub struct RouteRequest {
     pub alternatives: usize,
     pub source_location: String,
     pub destination_location: String,
+    /// Rails this request must not use, each with the reason an explanation gives for it (one
+    /// that cannot credit the beneficiary's kind of account, one that refused this payout before).
+    pub avoid: Vec<(String, String)>,
 }
 
 impl RouteRequest {
@@ -71,6 +74,7 @@ impl RouteRequest {
             alternatives: 0,
             source_location: LEDGER.to_string(),
             destination_location: BENEFICIARY.to_string(),
+            avoid: Vec::new(),
         }
     }
 }
@@ -272,7 +276,9 @@ impl Router {
         let mut ok = Vec::with_capacity(self.graph.operators().len());
         let mut why = Vec::with_capacity(self.graph.operators().len());
         for operator in self.graph.operators() {
-            let reason = if !operator.available {
+            let reason = if let Some((_, why)) = request.avoid.iter().find(|(rail, _)| *rail == operator.id) {
+                Some(why.clone())
+            } else if !operator.available {
                 Some("unavailable (outage or kill switch)".to_string())
             } else if let Availability::Closed { reason } = operator.hours.availability(request.at) {
                 Some(format!("closed: {reason}"))

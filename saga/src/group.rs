@@ -162,8 +162,20 @@ impl Engine {
     /// Runs the sagas `ids` as far as they go now, the common ones together (see the module
     /// documentation), the others alone. Returns, per saga, the state its pass ended in.
     pub async fn run_group(&self, ids: &[String]) -> GroupResults {
+        self.run_group_in_turn(ids, None).await
+    }
+
+    /// [`Engine::run_group`] holding `turn` until the group's submit transaction has committed
+    /// (or failed): a driver that forms the next group only with a turn in hand lets payouts
+    /// accepted meanwhile gather into it instead of each intake group becoming a submit group of
+    /// its own (see [`crate::driver::SUBMITS_FORMING_MAX`]).
+    pub async fn run_group_in_turn(
+        &self,
+        ids: &[String],
+        turn: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> GroupResults {
         let mut results: GroupResults = Vec::with_capacity(ids.len());
-        let SubmitSplit { submitted, failed, alone } = match self.group_submit(ids).await {
+        let SubmitSplit { submitted, failed, alone } = match self.group_submit(ids, turn).await {
             Ok(split) => split,
             Err(error @ EngineError::Crashed(_)) => {
                 return ids.iter().map(|id| (id.clone(), Err(clone_crash(&error)))).collect();
@@ -207,7 +219,11 @@ impl Engine {
 
     /// Steps 1 and 2: the payouts that reached `submitting` together, those failed for want of a
     /// route, and the ids that run alone.
-    async fn group_submit(&self, ids: &[String]) -> Result<SubmitSplit, EngineError> {
+    async fn group_submit(
+        &self,
+        ids: &[String],
+        turn: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<SubmitSplit, EngineError> {
         let mut alone: Vec<(String, Option<EngineError>)> = Vec::new();
         let mut planned = Vec::new();
         let found = self.payouts_by_id(ids).await?;
@@ -335,6 +351,8 @@ impl Engine {
         insert_events(&mut tx, &events, railyard_store::now_micros()).await?;
         self.crash("group_submit", Phase::BeforeCommit)?;
         tx.commit().await?;
+        // The next group may form now; this one's flush below does not need the writer.
+        drop(turn);
         self.tell_submitted(&submitted);
         for (row_events, payout) in &failed {
             let mut from = State::Accepted;

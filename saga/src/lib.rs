@@ -34,7 +34,7 @@ use railyard_config::TreasuryConfig;
 use railyard_connector::{Beneficiary, Execution, IdempotencyKey, Leg, Outcome, Registry, Rejection, Status};
 use railyard_core::{Currency, Decimal, Money, RoundingMode};
 use railyard_fx::FxBook;
-use railyard_routes::{LiveState, RailState, RouteRequest, Router};
+use railyard_routes::{LiveState, RouteRequest, Router};
 use railyard_store::idempotency::{self, Claim};
 use railyard_store::ledger::{self, AccountSpec, LedgerError, Normal, TransferSpec};
 use railyard_store::vault::VaultKeys;
@@ -430,8 +430,8 @@ impl Clock for ManualClock {
 /// Where the engine gets a routing snapshot: built from the configuration on demand, or the
 /// routing actor's latest live snapshot.
 pub trait RoutingSource: Send + Sync {
-    /// A router that avoids `excluded` rails (those that definitively rejected this payout).
-    fn router(&self, excluded: &[String]) -> Result<Arc<Router>, String>;
+    /// The router over every rail (a request names the rails it avoids: `RouteRequest::avoid`).
+    fn router(&self) -> Result<Arc<Router>, String>;
 
     /// Whether `rail` may take a new leg now (not down, not switched off). Asked right before a
     /// leg is sent, so a payout routed before an outage does not send into it.
@@ -461,23 +461,15 @@ impl StaticRouting {
 }
 
 impl RoutingSource for StaticRouting {
-    fn router(&self, excluded: &[String]) -> Result<Arc<Router>, String> {
-        if excluded.is_empty() {
-            if let Some(router) = self.full.get() {
-                return Ok(router.clone());
-            }
-            let router = Arc::new(
-                railyard_routes::build_router(&self.config, &self.fx, &LiveState::new())
-                    .map_err(|error| error.to_string())?,
-            );
-            return Ok(self.full.get_or_init(|| router).clone());
+    fn router(&self) -> Result<Arc<Router>, String> {
+        if let Some(router) = self.full.get() {
+            return Ok(router.clone());
         }
-        // Avoiding rails (a re-route after a reject): a private build, as rare as rejects.
-        let mut live = LiveState::new();
-        for rail in excluded {
-            live.insert(rail.clone(), RailState { available: Some(false), ..RailState::default() });
-        }
-        railyard_routes::build_router(&self.config, &self.fx, &live).map(Arc::new).map_err(|error| error.to_string())
+        let router = Arc::new(
+            railyard_routes::build_router(&self.config, &self.fx, &LiveState::new())
+                .map_err(|error| error.to_string())?,
+        );
+        Ok(self.full.get_or_init(|| router).clone())
     }
 
     fn daily_cap(&self, rail: &str, currency: Currency) -> Option<Money> {
@@ -1623,12 +1615,19 @@ impl Engine {
         excluded: &[String],
         country: Option<railyard_core::Country>,
     ) -> Result<StoredRoute, String> {
-        // Rails that cannot credit this beneficiary's kind of account are out of the search.
-        let mut avoided: Vec<String> = excluded.to_vec();
+        // Out of the search, each with the reason routing's explanation gives: rails that refused
+        // this payout before, and those that cannot credit this beneficiary's kind of account.
+        let mut avoid: Vec<(String, String)> =
+            excluded.iter().map(|rail| (rail.clone(), "refused this payout before".to_string())).collect();
         if let Some(kind) = request.rail_kind {
-            avoided.extend(self.config.rails.iter().filter(|rail| rail.kind != kind).map(|rail| rail.id.to_string()));
+            avoid.extend(self.config.rails.iter().filter(|rail| rail.kind != kind).map(|rail| {
+                (
+                    rail.id.to_string(),
+                    format!("a {} rail: cannot credit the beneficiary's {} account", rail.kind.name(), kind.name()),
+                )
+            }));
         }
-        let router = self.routing.router(&avoided)?;
+        let router = self.routing.router()?;
         let mode = match request.mode {
             AmountMode::Send => railyard_routes::Mode::Send,
             AmountMode::Deliver => railyard_routes::Mode::Deliver,
@@ -1636,6 +1635,7 @@ impl Engine {
         let mut route_request =
             RouteRequest::payout(request.source, request.destination, request.amount, mode, self.clock.now());
         route_request.country = country;
+        route_request.avoid = avoid;
         let set = router.route(&route_request).map_err(|error| error.to_string())?;
         let best = set.routes.into_iter().next().ok_or("no route")?;
         let ttl = self.config.fx_providers.iter().map(|provider| provider.quote_ttl_seconds).min().unwrap_or(30);

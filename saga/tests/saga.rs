@@ -1234,6 +1234,46 @@ async fn rail_answers_other_than_executed_go_on_alone() {
     }
 }
 
+/// A payout refused by its rail for a reason another rail might not have (insufficient funds at
+/// the network) re-routes; with nowhere left it fails, and routing's explanation says why each rail
+/// was out: the one that refused it before, those that cannot credit its kind of account. Neither
+/// is called an outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_route_says_why_each_rail_was_out() {
+    for db in common::databases().await {
+        // Every rail of the demo, card networks too.
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/demo.toml");
+        let mut config = railyard_config::load(std::path::Path::new(path)).unwrap();
+        for rail in &mut config.rails {
+            rail.timeout_ms = 300;
+        }
+        let world = World::with_config(Arc::new(config));
+        let engine = world.engine(&db.store, "engine-a", None);
+        engine.ensure_accounts().await.unwrap();
+        engine.fund_psp("demo-psp", Money::from_minor(10_000_000, c("EUR")), "wire-eur").await.unwrap();
+        world.sandbox("sepa-inst").sandbox().faults.force(Fault::Reject { code: "AM04".into() }).unwrap();
+        let request = PayoutRequest {
+            source: c("EUR"),
+            amount: Money::from_minor(10_000, c("EUR")),
+            rail_kind: Some(RailKind::Instant),
+            ..eur_payout(0)
+        };
+        let id = engine.accept("demo-psp", "refused-once", &request).await.unwrap().payout_id;
+        assert_eq!(drive_to_rest(&engine, &id).await, State::Failed, "{}", db.name);
+        let reason = engine.payout(&id).await.unwrap().reason.unwrap();
+        assert!(reason.contains("sepa-inst EUR@ledger → EUR@beneficiary: refused this payout before"), "{reason}");
+        assert!(
+            reason.lines().any(|line| line.trim_start().starts_with("visa-direct ")
+                && line.ends_with(": a card rail: cannot credit the beneficiary's instant account")),
+            "{reason}"
+        );
+        assert!(!reason.contains("outage"), "{}: {reason}", db.name);
+        assert_eq!(world.executions("sepa-inst", &id), 0, "{}", db.name);
+        let report = verify::verify(&db.store).await.unwrap();
+        assert!(report.ok(), "{}: {report:?}", db.name);
+    }
+}
+
 /// A group leases what it can: a payout another live engine holds is left to that engine
 /// (answered `Leased`, untouched), the others go through the group.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
