@@ -226,32 +226,38 @@ pub struct StepTransaction {
 }
 
 impl StepTransaction {
-    async fn begin(mut writer: Writer) -> Result<StepTransaction, sqlx::Error> {
+    async fn begin(writer: Writer) -> Result<StepTransaction, sqlx::Error> {
         let begin = match dialect_of(&writer) {
             Dialect::Sqlite => "BEGIN IMMEDIATE",
             Dialect::Postgres => "BEGIN",
         };
-        sqlx::raw_sql(begin).execute(&mut *writer).await?;
-        Ok(StepTransaction { writer: Some(writer) })
+        // The transaction owns the connection before `BEGIN` is sent: a caller cancelled while it
+        // runs (an aborted task, a dropped request) drops the transaction, which rolls back
+        // whatever `BEGIN` opened. Otherwise the connection would go to the next writer inside a
+        // transaction and every `BEGIN` after it fail ("cannot start a transaction within a
+        // transaction"): the store wedged until restart. A failed `BEGIN` is dropped the same way
+        // (the rollback then finds nothing open).
+        let mut transaction = StepTransaction { writer: Some(writer) };
+        sqlx::raw_sql(begin).execute(&mut *transaction).await?;
+        Ok(transaction)
     }
 
-    /// Commits; the connection goes to the next writer.
+    /// Commits; the connection goes to the next writer. The transaction keeps the connection until
+    /// `COMMIT` has answered: cancelled before, or failed, it is dropped and rolls back (after a
+    /// `COMMIT` that did run, the rollback finds nothing open).
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
-        let Some(mut writer) = self.writer.take() else { return Ok(()) };
-        match sqlx::raw_sql("COMMIT").execute(&mut *writer).await {
-            Ok(_) => Ok(()),
-            Err(error) => {
-                // Whatever the commit left open is rolled back before the connection is let go.
-                rollback(writer).await;
-                Err(error)
-            }
-        }
+        sqlx::raw_sql("COMMIT").execute(&mut *self).await?;
+        self.writer = None;
+        Ok(())
     }
 
     /// Rolls back now; the connection goes to the next writer.
     pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
-        if let Some(writer) = self.writer.take() {
-            rollback(writer).await;
+        if self.writer.is_some() {
+            // Cancelled meanwhile, the drop rolls back instead. A failed rollback (nothing was
+            // open, or the connection is gone) leaves nothing to undo.
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *self).await;
+            self.writer = None;
         }
         Ok(())
     }
@@ -662,6 +668,15 @@ impl Store {
     /// is durable after it. A second writer connection would wait for the lock in SQLite's busy
     /// handler, asleep.
     async fn flushed_commit(&self) -> Result<(), sqlx::Error> {
+        // On a task of its own: a caller cancelled half way must not leave the connection inside
+        // the mark's transaction (see `StepTransaction::begin`).
+        let store = self.clone();
+        tokio::spawn(async move { store.flushed_commit_now().await })
+            .await
+            .map_err(|error| sqlx::Error::Protocol(format!("the flushed commit's task ended: {error}")))?
+    }
+
+    async fn flushed_commit_now(&self) -> Result<(), sqlx::Error> {
         let mut writer = self.urgent_connection().await?;
         // One round trip to the connection's worker thread for all five statements.
         if let Err(error) = sqlx::raw_sql(FLUSHED_MARK).execute(&mut *writer).await {
@@ -828,6 +843,34 @@ mod tests {
         let second = wal.open.lock().unwrap().as_ref().map(|(_, inode)| *inode).unwrap();
         assert_eq!(second, inode(&std::fs::metadata(&log).unwrap()));
         assert_ne!(first, second);
+        let _ = std::fs::remove_dir_all(&directory);
+    }
+
+    /// A writer cancelled while its `BEGIN`, `COMMIT` or `ROLLBACK` is on the way (an aborted
+    /// task, a dropped request) leaves the connection out of any transaction: the next writer
+    /// begins. Before, a cancelled `BEGIN` left it open and every write after it failed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_cancelled_mid_statement_leaves_no_transaction_open() {
+        use futures_util::FutureExt;
+        let directory = scratch("cancelled");
+        let store = Store::open(&format!("sqlite:{}", directory.join("c.db").display()), &StoreOptions::default())
+            .await
+            .unwrap();
+        let bump = "UPDATE durability_marks SET mark = mark + 1 WHERE id = 1";
+        for round in 0..20 {
+            // Polled once and dropped: `BEGIN` went to the connection's worker and (nearly always)
+            // its answer had not come back.
+            let _ = store.begin_step().now_or_never();
+            let mut tx = store.begin_step().await.unwrap_or_else(|error| panic!("round {round}: {error}"));
+            sqlx::raw_sql(bump).execute(&mut *tx).await.unwrap();
+            let _ = tx.commit().now_or_never();
+            let mut tx = store.begin_urgent().await.unwrap_or_else(|error| panic!("round {round}: {error}"));
+            sqlx::raw_sql(bump).execute(&mut *tx).await.unwrap();
+            let _ = tx.rollback().now_or_never();
+        }
+        let tx = store.begin_step().await.unwrap();
+        tx.commit().await.unwrap();
+        store.close().await;
         let _ = std::fs::remove_dir_all(&directory);
     }
 
