@@ -279,13 +279,15 @@ async fn fund_rails(target: &str, treasury_key: &str, payouts: usize) -> anyhow:
             )
             .send()
             .await?;
-        let status = response.status();
-        anyhow::ensure!(
-            status.is_success(),
-            "topping up {rail} {currency}: HTTP {status}: {}",
-            response.text().await.unwrap_or_default()
-        );
+        succeeded(response, format_args!("topping up {rail} {currency}")).await?;
     }
+    Ok(())
+}
+
+/// `Ok` for a 2xx answer; otherwise an error naming `what`, the status and the body.
+async fn succeeded(response: reqwest::Response, what: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    let status = response.status();
+    anyhow::ensure!(status.is_success(), "{what}: HTTP {status}: {}", response.text().await.unwrap_or_default());
     Ok(())
 }
 
@@ -755,12 +757,7 @@ async fn apply_faults(
             .body(json!({ "plan": plan }).to_string())
             .send()
             .await?;
-        let status = response.status();
-        anyhow::ensure!(
-            status.is_success(),
-            "--faults on {rail}: HTTP {status}: {}",
-            response.text().await.unwrap_or_default()
-        );
+        succeeded(response, format_args!("--faults on {rail}")).await?;
     }
     Ok(rails)
 }
