@@ -188,6 +188,7 @@ pub async fn serve(
         engine.set_observer(monitor.observer(Some(actors.observer())));
         actors.set_probe_observer(monitor.probe_observer());
         engine.ensure_accounts().await?;
+        replay_liquidity_moves(&engine, &rails.sandboxes).await?;
         if demo || args.demo_balances {
             open_demo_balances(&engine, &config).await?;
         }
@@ -327,4 +328,31 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
+}
+
+/// Gives the sandbox networks this process runs the liquidity the treasury moved before this start
+/// (`POST /v1/treasury/rails/{rail}/liquidity` tells a running one; a restarted one begins from the
+/// configuration). A move the network cannot follow is logged; the ledger's booking stands.
+async fn replay_liquidity_moves(
+    engine: &Engine,
+    sandboxes: &[(String, railyard_rails::SandboxRail)],
+) -> anyhow::Result<()> {
+    if sandboxes.is_empty() {
+        return Ok(());
+    }
+    let moves = engine.liquidity_moves().await.context("reading the treasury's liquidity moves")?;
+    let mut replayed = 0;
+    for (rail, amount, withdraw) in moves {
+        let Some((_, sandbox)) = sandboxes.iter().find(|(id, _)| *id == rail) else { continue };
+        match sandbox.move_house_funds(amount, withdraw) {
+            Ok(_) => replayed += 1,
+            Err(reason) => {
+                tracing::warn!(rail = %rail, "the sandbox network did not follow a {} of {amount}: {reason}", if withdraw { "sweep" } else { "top-up" })
+            }
+        }
+    }
+    if replayed > 0 {
+        tracing::info!(moves = replayed, "liquidity moves replayed on the sandbox networks");
+    }
+    Ok(())
 }

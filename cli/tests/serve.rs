@@ -1086,6 +1086,23 @@ async fn treasury_reads_and_moves_liquidity() {
     assert_eq!(suggestion["receive"]["amount"], "200000.00", "{plan}");
     assert_eq!(suggestion["fx_cost"]["amount"], "0.00", "{plan}");
     drop(serve);
+
+    // Restarted on the same database, the in-process sandbox network starts from the
+    // configuration and is given the moves booked before: it holds 100,000.00 USD, not the
+    // configured 3,000,000.00, so one more dollar makes 100,001.00.
+    let serve = start(&db);
+    let response = client
+        .post(format!("http://{}/v1/treasury/rails/rtp-us/liquidity", serve.address))
+        .header("Authorization", "Bearer rk_demo_treasury")
+        .body(r#"{"amount":"1.00","currency":"USD","direction":"top_up","reference":"FED-20261125-1"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 201);
+    let booked: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(booked["position"]["available"]["amount"], "100001.00", "{booked}");
+    assert_eq!(booked["sandbox"]["holds"]["amount"], "100001.00", "{booked}");
+    drop(serve);
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }

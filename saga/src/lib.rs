@@ -772,6 +772,41 @@ impl Engine {
         Ok(())
     }
 
+    /// Every liquidity move [`Engine::move_rail_liquidity`] booked for a configured rail, oldest
+    /// first: (rail, amount, `withdraw`). A sandbox network that runs in this process starts from
+    /// the configuration; replaying these on it at start gives it the funds the treasury moved
+    /// before the restart, as a real network's books would still hold them.
+    pub async fn liquidity_moves(&self) -> Result<Vec<(String, Money, bool)>, EngineError> {
+        let mut nostros: BTreeMap<String, &str> = BTreeMap::new();
+        for rail in &self.config.rails {
+            for currency in &rail.currencies {
+                nostros.insert(nostro_account(rail.id.as_str(), *currency), rail.id.as_str());
+            }
+        }
+        let rows = sqlx::query(
+            "SELECT debit_account, credit_account, amount, currency FROM transfers \
+             WHERE id LIKE 'liquidity:%' AND kind = 'posted' ORDER BY sequence",
+        )
+        .fetch_all(self.store.pool())
+        .await?;
+        let mut moves = Vec::with_capacity(rows.len());
+        for row in rows {
+            let debit: String = row.try_get(0)?;
+            let credit: String = row.try_get(1)?;
+            let code: String = row.try_get(3)?;
+            let currency =
+                Currency::from_code(&code).map_err(|error| corrupt(format!("liquidity move in {code}: {error}")))?;
+            let amount = Money::from_minor(row.try_get(2)?, currency);
+            // A top-up debits the rail's nostro, a sweep credits it.
+            if let Some(rail) = nostros.get(&debit) {
+                moves.push((rail.to_string(), amount, false));
+            } else if let Some(rail) = nostros.get(&credit) {
+                moves.push((rail.to_string(), amount, true));
+            }
+        }
+        Ok(moves)
+    }
+
     /// Credits a PSP's balance (a top-up received outside Railyard), once per `reference`.
     pub async fn fund_psp(&self, tenant: &str, amount: Money, reference: &str) -> Result<(), EngineError> {
         fund_psp(&self.store, tenant, amount, reference).await
