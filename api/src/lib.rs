@@ -1087,18 +1087,22 @@ async fn move_liquidity(
         }
         Err(error) => return Err(store_error(error)),
     }
-    // An in-process sandbox network receives the bank transfer as well, or its own books would
-    // refuse payouts (AM04, 51) the ledger funds. A network that cannot follow (a sweep of funds
-    // it has paid out since it started) is reported; the booking stands, as the bank's would.
-    let sandbox = match state.sandboxes.iter().find(|(id, _)| *id == rail) {
+    // The sandbox network receives the bank transfer as well, in process or at its `endpoint`,
+    // or its own books would refuse payouts (AM04, 51) the ledger funds. A network that cannot
+    // follow (a sweep of funds it has paid out since it started, or one out of reach) is reported;
+    // the booking stands, as the bank's would.
+    let followed = match (state.sandboxes.iter().find(|(id, _)| *id == rail), &configured.endpoint) {
+        (Some((_, sandbox)), _) => Some(sandbox.move_house_funds(amount, withdraw)),
+        (None, Some(endpoint)) => Some(railyard_rails::move_remote_house_funds(endpoint, amount, withdraw).await),
+        (None, None) => None,
+    };
+    let sandbox = match followed {
         None => Value::Null,
-        Some((_, sandbox)) => match sandbox.move_house_funds(amount, withdraw) {
-            Ok(holds) => json!({ "moved": true, "holds": holds }),
-            Err(reason) => {
-                tracing::warn!(rail = %rail, "the sandbox network did not follow the {}: {reason}", body.direction);
-                json!({ "moved": false, "reason": reason })
-            }
-        },
+        Some(Ok(holds)) => json!({ "moved": true, "holds": holds }),
+        Some(Err(reason)) => {
+            tracing::warn!(rail = %rail, "the sandbox network did not follow the {}: {reason}", body.direction);
+            json!({ "moved": false, "reason": reason })
+        }
     };
     let positions =
         railyard_treasury::liquidity::positions(state.engine.store(), &config).await.map_err(store_error)?;

@@ -89,4 +89,33 @@ async fn conformance_against_a_sandbox_process() {
     assert!(!notification.lines.is_empty(), "the conformance run executed payments: {xml}");
     let bad = reqwest::get(format!("http://{address}/camt.054?date=yesterday")).await.unwrap();
     assert_eq!(bad.status().as_u16(), 400);
+
+    // A treasury top-up or sweep reaches the network in its process (what `POST
+    // /v1/treasury/rails/{rail}/liquidity` sends to a rail's `endpoint`): its settlement balance
+    // follows; a sweep beyond it is refused with the reason, and the balance stays.
+    let eur = Currency::from_code("EUR").unwrap();
+    let endpoint = format!("http://{address}");
+    let topped = railyard_rails::move_remote_house_funds(&endpoint, Money::from_minor(100_000, eur), false)
+        .await
+        .unwrap()
+        .expect("an instant network keeps a settlement balance");
+    let swept = railyard_rails::move_remote_house_funds(&endpoint, Money::from_minor(40_000, eur), true)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(swept.checked_add(Money::from_minor(40_000, eur)).unwrap(), topped);
+    let beyond = Money::from_minor(topped.minor_units() + 1, eur);
+    let refused = railyard_rails::move_remote_house_funds(&endpoint, beyond, true).await.unwrap_err();
+    assert!(refused.contains("409"), "{refused}");
+    let again =
+        railyard_rails::move_remote_house_funds(&endpoint, Money::from_minor(1, eur), false).await.unwrap().unwrap();
+    assert_eq!(again, swept.checked_add(Money::from_minor(1, eur)).unwrap(), "the refused sweep moved nothing");
+    let bad = reqwest::Client::new()
+        .post(format!("{endpoint}{}", railyard_rails::HOUSE_FUNDS_PATH))
+        .body(r#"{"amount":"1.00","currency":"EUR","direction":"sideways"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    assert!(bad.text().await.unwrap().contains("direction"));
 }

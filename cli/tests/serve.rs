@@ -24,6 +24,24 @@ fn start(db: &str) -> Serve {
     start_with(db, &[])
 }
 
+/// `railyard serve` on the demo configuration as `edit` changes it (which must change it), with
+/// its sanctions list found, from a fresh folder named after `name` that also holds the SQLite
+/// database. Returns the server and the folder (for the caller to remove).
+fn start_variant(name: &str, edit: impl FnOnce(&str) -> String) -> (Serve, std::path::PathBuf) {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let demo = std::fs::read_to_string(format!("{root}/config/demo.toml")).unwrap();
+    let config = edit(&demo);
+    assert_ne!(config, demo, "the variant changes nothing");
+    let config = config
+        .replace("sanctions_list = \"sanctions.csv\"", &format!("sanctions_list = \"{root}/config/sanctions.csv\""));
+    let directory = std::env::temp_dir().join(format!("{name}_{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let config_path = directory.join("treasury.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let db = format!("sqlite:{}", directory.join("railyard.db").display());
+    (start_with(&db, &["--config", config_path.to_str().unwrap()]), directory)
+}
+
 fn start_with(db: &str, extra: &[&str]) -> Serve {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let mut args = vec!["serve", "--db", db, "--listen", "127.0.0.1:0"];
@@ -411,22 +429,13 @@ async fn completion_webhook_is_delivered_and_signed() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     // The demo configuration with a webhook endpoint for demo-psp.
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let demo = std::fs::read_to_string(format!("{root}/config/demo.toml")).unwrap();
-    let config = demo
-        .replacen(
+    let (serve, directory) = start_variant("railyard_hooks", |demo| {
+        demo.replacen(
             "name = \"Demo Payments Ltd\"\n",
             &format!("name = \"Demo Payments Ltd\"\nwebhook_url = \"{hook}\"\n"),
             1,
         )
-        .replace("sanctions_list = \"sanctions.csv\"", &format!("sanctions_list = \"{root}/config/sanctions.csv\""));
-    assert_ne!(config, demo);
-    let directory = std::env::temp_dir().join(format!("railyard_hooks_{}", std::process::id()));
-    std::fs::create_dir_all(&directory).unwrap();
-    let config_path = directory.join("treasury.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let db = format!("sqlite:{}", directory.join("railyard.db").display());
-    let serve = start_with(&db, &["--config", config_path.to_str().unwrap()]);
+    });
     let client = reqwest::Client::new();
 
     // This configuration is not the demo: no demo balances, so the payout fails cleanly, which is a
@@ -479,6 +488,46 @@ async fn completion_webhook_is_delivered_and_signed() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(serve);
+    let _ = std::fs::remove_dir_all(&directory);
+}
+
+/// A rail served by a sandbox network in another process (`endpoint`): a treasury top-up booked
+/// over the API reaches that network too, and the answer says what it now holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_top_up_reaches_a_sandbox_network_in_another_process() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_railyard"))
+        .args(["sandbox", "instant", "--listen", "127.0.0.1:0", "--rail", "sepa-inst", "--config", "config/demo.toml"])
+        .current_dir(root)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let network = Serve { child, address: line.trim().rsplit("http://").next().unwrap().to_string() };
+    let (serve, directory) = start_variant("railyard_remote_funds", |demo| {
+        demo.replacen(
+            "id = \"sepa-inst\"\n",
+            &format!("id = \"sepa-inst\"\nendpoint = \"http://{}\"\n", network.address),
+            1,
+        )
+    });
+    let client = reqwest::Client::new();
+    let body = r#"{"amount":"100.00","currency":"EUR","direction":"top_up","reference":"TARGET2-1"}"#;
+    let (status, booked) = call(
+        &client,
+        "POST",
+        format!("http://{}/v1/treasury/rails/sepa-inst/liquidity", serve.address),
+        "rk_demo_treasury",
+        body,
+    )
+    .await;
+    assert_eq!(status, 201, "{booked}");
+    // The demo prefunds 2,500,000.00 EUR at sepa-inst; nothing has been paid out.
+    assert_eq!(booked["sandbox"]["moved"], true, "{booked}");
+    assert_eq!(booked["sandbox"]["holds"]["amount"], "2500100.00", "{booked}");
+    drop(serve);
+    drop(network);
     let _ = std::fs::remove_dir_all(&directory);
 }
 

@@ -14,7 +14,7 @@ use railyard_cbdc::rail::{CbdcRail, CbdcRailConfig};
 use railyard_config::{RailConfig, RailKind, TreasuryConfig};
 use railyard_connector::faults::FaultPlan;
 use railyard_connector::sandbox::Sandbox;
-use railyard_connector::transport::{RailService, Transport};
+use railyard_connector::transport::{Method, RailService, Reply, Transport};
 use railyard_connector::{Capabilities, Connector, Limit, Registry, RegistryError};
 use railyard_core::{Currency, Money, Rate};
 use railyard_fx::ReferenceRates;
@@ -39,7 +39,13 @@ pub enum SandboxRail {
 }
 
 impl SandboxRail {
+    /// The network as served in process or over HTTP: its own paths, and
+    /// [`HOUSE_FUNDS_PATH`] for the treasury's liquidity moves.
     pub fn service(&self) -> Arc<dyn RailService> {
+        Arc::new(WithHouseFunds(self.clone()))
+    }
+
+    fn network(&self) -> Arc<dyn RailService> {
         match self {
             SandboxRail::Instant(rail) => rail.clone(),
             SandboxRail::Card(rail) => rail.clone(),
@@ -76,6 +82,91 @@ impl SandboxRail {
             SandboxRail::Cbdc(_) => RailKind::Cbdc,
         }
     }
+}
+
+/// `POST` a [`HouseFunds`] here: a sandbox network in another process (a rail's `endpoint`) is
+/// told of a treasury top-up or sweep as an in-process one is ([`SandboxRail::move_house_funds`]).
+/// Answers 200 with `{"holds": ...}` (what the network now holds for the house, or null), 409 with
+/// the reason when the network cannot follow (a sweep beyond what it holds), 400 for a bad body.
+pub const HOUSE_FUNDS_PATH: &str = "/sandbox/house-funds";
+
+/// A movement between the house's bank and its funds at a sandbox network.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HouseFunds {
+    /// A positive decimal string in `currency`.
+    pub amount: String,
+    pub currency: String,
+    /// `top_up` or `sweep`.
+    pub direction: String,
+}
+
+impl HouseFunds {
+    pub fn new(amount: Money, withdraw: bool) -> HouseFunds {
+        HouseFunds {
+            amount: amount.amount_text(),
+            currency: amount.currency().code().to_string(),
+            direction: if withdraw { "sweep" } else { "top_up" }.to_string(),
+        }
+    }
+
+    /// The amount and whether it leaves the network (a sweep), or what is wrong with the body.
+    pub fn read(&self) -> Result<(Money, bool), String> {
+        let currency = Currency::from_code(&self.currency).map_err(|error| format!("currency: {error}"))?;
+        let amount = Money::parse(&self.amount, currency, railyard_core::Sign::Positive)
+            .map_err(|error| format!("amount: {error}"))?;
+        let withdraw = match self.direction.as_str() {
+            "top_up" => false,
+            "sweep" => true,
+            other => return Err(format!("direction: {other:?} is neither \"top_up\" nor \"sweep\"")),
+        };
+        Ok((amount, withdraw))
+    }
+}
+
+/// What the network holds for the house after a [`HOUSE_FUNDS_PATH`] move.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HouseFundsHeld {
+    pub holds: Option<Money>,
+}
+
+/// A sandbox network with [`HOUSE_FUNDS_PATH`] besides its own paths.
+struct WithHouseFunds(SandboxRail);
+
+#[async_trait::async_trait]
+impl RailService for WithHouseFunds {
+    async fn call(&self, method: Method, target: &str, body: Vec<u8>) -> Reply {
+        if method != Method::Post || target != HOUSE_FUNDS_PATH {
+            return self.0.network().call(method, target, body).await;
+        }
+        let moved = match serde_json::from_slice::<HouseFunds>(&body) {
+            Ok(funds) => funds.read(),
+            Err(error) => Err(format!("house funds: {error}")),
+        };
+        match moved {
+            Err(reason) => Reply::text(400, &reason),
+            Ok((amount, withdraw)) => match self.0.move_house_funds(amount, withdraw) {
+                Ok(holds) => Reply::json(200, &HouseFundsHeld { holds }),
+                Err(reason) => Reply::text(409, &reason),
+            },
+        }
+    }
+}
+
+/// Tells the sandbox network at `endpoint` of a treasury top-up or sweep ([`HOUSE_FUNDS_PATH`]):
+/// what it now holds for the house, or why it did not follow.
+pub async fn move_remote_house_funds(endpoint: &str, amount: Money, withdraw: bool) -> Result<Option<Money>, String> {
+    const TIMEOUT: Duration = Duration::from_secs(10);
+    let body = serde_json::to_vec(&HouseFunds::new(amount, withdraw)).map_err(|error| error.to_string())?;
+    let answer = Transport::http(endpoint)
+        .exchange(Method::Post, HOUSE_FUNDS_PATH, body, TIMEOUT)
+        .await
+        .map_err(|error| format!("{endpoint}: {error}"))?;
+    if answer.status != 200 {
+        return Err(format!("{endpoint}: {} {}", answer.status, String::from_utf8_lossy(&answer.body)));
+    }
+    let held: HouseFundsHeld = serde_json::from_slice(&answer.body).map_err(|error| format!("{endpoint}: {error}"))?;
+    Ok(held.holds)
 }
 
 #[derive(Debug, thiserror::Error)]
