@@ -43,11 +43,16 @@ fn start_variant(name: &str, edit: impl FnOnce(&str) -> String) -> (Serve, std::
 }
 
 fn start_with(db: &str, extra: &[&str]) -> Serve {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let mut args = vec!["serve", "--db", db, "--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
+    spawn(&args)
+}
+
+/// `railyard ARGS` from the repository's root, once it has printed the address it listens on.
+fn spawn(args: &[&str]) -> Serve {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let mut child = Command::new(env!("CARGO_BIN_EXE_railyard"))
-        .args(&args)
+        .args(args)
         .current_dir(root)
         .stdout(Stdio::piped())
         .spawn()
@@ -495,16 +500,16 @@ async fn completion_webhook_is_delivered_and_signed() {
 /// over the API reaches that network too, and the answer says what it now holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_top_up_reaches_a_sandbox_network_in_another_process() {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_railyard"))
-        .args(["sandbox", "instant", "--listen", "127.0.0.1:0", "--rail", "sepa-inst", "--config", "config/demo.toml"])
-        .current_dir(root)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let network = Serve { child, address: line.trim().rsplit("http://").next().unwrap().to_string() };
+    let network = spawn(&[
+        "sandbox",
+        "instant",
+        "--listen",
+        "127.0.0.1:0",
+        "--rail",
+        "sepa-inst",
+        "--config",
+        "config/demo.toml",
+    ]);
     let (serve, directory) = start_variant("railyard_remote_funds", |demo| {
         demo.replacen(
             "id = \"sepa-inst\"\n",
