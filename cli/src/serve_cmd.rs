@@ -330,9 +330,10 @@ async fn shutdown_signal() {
     }
 }
 
-/// Gives the sandbox networks this process runs the liquidity the treasury moved before this start
-/// (`POST /v1/treasury/rails/{rail}/liquidity` tells a running one; a restarted one begins from the
-/// configuration). A move the network cannot follow is logged; the ledger's booking stands.
+/// Gives the sandbox networks this process runs the net of the liquidity the treasury moved before
+/// this start (`POST /v1/treasury/rails/{rail}/liquidity` tells a running one; a restarted one
+/// begins from the configuration). A move the network cannot follow is logged; the ledger's
+/// booking stands.
 async fn replay_liquidity_moves(
     engine: &Engine,
     sandboxes: &[(String, railyard_rails::SandboxRail)],

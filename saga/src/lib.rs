@@ -772,10 +772,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Every liquidity move [`Engine::move_rail_liquidity`] booked for a configured rail, oldest
-    /// first: (rail, amount, `withdraw`). A sandbox network that runs in this process starts from
-    /// the configuration; replaying these on it at start gives it the funds the treasury moved
-    /// before the restart, as a real network's books would still hold them.
+    /// The net of every liquidity move [`Engine::move_rail_liquidity`] booked, per configured rail
+    /// and currency: (rail, amount, `withdraw`), one entry for each that moved at all. A sandbox
+    /// network that runs in this process starts from the configuration; moving this on it at start
+    /// gives it the funds the treasury moved before the restart, as a real network's books would
+    /// still hold them. (A net sweep is never more than the configured prefunding: the ledger
+    /// refused every sweep beyond what was available.) One row per account pair, whatever the
+    /// history; the moves are found by their id's range, which both databases read from the key.
     pub async fn liquidity_moves(&self) -> Result<Vec<(String, Money, bool)>, EngineError> {
         let mut nostros: BTreeMap<String, &str> = BTreeMap::new();
         for rail in &self.config.rails {
@@ -783,28 +786,38 @@ impl Engine {
                 nostros.insert(nostro_account(rail.id.as_str(), *currency), rail.id.as_str());
             }
         }
+        // `;` follows `:`: every id `liquidity:...` and nothing else.
         let rows = sqlx::query(
-            "SELECT debit_account, credit_account, amount, currency FROM transfers \
-             WHERE id LIKE 'liquidity:%' AND kind = 'posted' ORDER BY sequence",
+            "SELECT debit_account, credit_account, currency, CAST(SUM(amount) AS BIGINT) FROM transfers \
+             WHERE id >= 'liquidity:' AND id < 'liquidity;' AND kind = 'posted' \
+             GROUP BY debit_account, credit_account, currency",
         )
         .fetch_all(self.store.pool())
         .await?;
-        let mut moves = Vec::with_capacity(rows.len());
+        // Minor units in per (rail, currency): top-ups debit the rail's nostro, sweeps credit it.
+        let mut net: BTreeMap<(&str, Currency), i64> = BTreeMap::new();
         for row in rows {
             let debit: String = row.try_get(0)?;
             let credit: String = row.try_get(1)?;
-            let code: String = row.try_get(3)?;
+            let code: String = row.try_get(2)?;
             let currency =
                 Currency::from_code(&code).map_err(|error| corrupt(format!("liquidity move in {code}: {error}")))?;
-            let amount = Money::from_minor(row.try_get(2)?, currency);
-            // A top-up debits the rail's nostro, a sweep credits it.
-            if let Some(rail) = nostros.get(&debit) {
-                moves.push((rail.to_string(), amount, false));
-            } else if let Some(rail) = nostros.get(&credit) {
-                moves.push((rail.to_string(), amount, true));
-            }
+            let total: i64 = row.try_get(3)?;
+            let (rail, signed) = match (nostros.get(&debit), nostros.get(&credit)) {
+                (Some(rail), _) => (*rail, total),
+                (None, Some(rail)) => (*rail, total.checked_neg().ok_or_else(|| corrupt("liquidity total overflows"))?),
+                (None, None) => continue,
+            };
+            let entry = net.entry((rail, currency)).or_default();
+            *entry = entry.checked_add(signed).ok_or_else(|| corrupt("liquidity total overflows"))?;
         }
-        Ok(moves)
+        Ok(net
+            .into_iter()
+            .filter(|(_, minor)| *minor != 0)
+            .map(|((rail, currency), minor)| {
+                (rail.to_string(), Money::from_minor(minor.saturating_abs(), currency), minor < 0)
+            })
+            .collect())
     }
 
     /// Credits a PSP's balance (a top-up received outside Railyard), once per `reference`.

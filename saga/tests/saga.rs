@@ -1512,3 +1512,32 @@ async fn a_batch_of_accepts_answers_as_accepting_one_by_one() {
         assert_eq!(batched.1, one_by_one.1, "{}: stored rows", db.name);
     }
 }
+
+/// The treasury's liquidity moves come back as one net figure per rail and currency, on both
+/// databases: top-ups and sweeps of one rail netted (a net sweep says so), a rail whose moves
+/// cancel out left out, another rail kept apart.
+#[tokio::test]
+async fn liquidity_moves_net_per_rail_and_currency() {
+    for db in common::databases().await {
+        let world = World::new();
+        let engine = world.engine(&db.store, "setup", None);
+        engine.ensure_accounts().await.unwrap();
+        let eur = |minor| Money::from_minor(minor, c("EUR"));
+        let gbp = |minor| Money::from_minor(minor, c("GBP"));
+        engine.move_rail_liquidity("sepa-inst", eur(50_000), false, "t-1", "test").await.unwrap();
+        engine.move_rail_liquidity("sepa-inst", eur(20_000), true, "s-1", "test").await.unwrap();
+        engine.move_rail_liquidity("sepa-inst", eur(5_000), false, "t-2", "test").await.unwrap();
+        engine.move_rail_liquidity("fps-uk", gbp(100_000), true, "s-2", "test").await.unwrap();
+        let mut moves = engine.liquidity_moves().await.unwrap();
+        moves.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            moves,
+            [("fps-uk".to_string(), gbp(100_000), true), ("sepa-inst".to_string(), eur(35_000), false)],
+            "{}",
+            db.name
+        );
+        engine.move_rail_liquidity("sepa-inst", eur(35_000), true, "s-3", "test").await.unwrap();
+        let moves = engine.liquidity_moves().await.unwrap();
+        assert_eq!(moves, [("fps-uk".to_string(), gbp(100_000), true)], "{}: sepa-inst nets to nothing", db.name);
+    }
+}
