@@ -188,6 +188,9 @@ pub async fn serve(
         engine.set_observer(monitor.observer(Some(actors.observer())));
         actors.set_probe_observer(monitor.probe_observer());
         engine.ensure_accounts().await?;
+        // Before the first payout: a net rail's first window starts at the journal's head when it
+        // opens, so legs posted before it would belong to no window and never settle.
+        railyard_treasury::settlement::ensure_open(&store, &config).await?;
         replay_liquidity_moves(&engine, &rails.sandboxes).await?;
         if demo || args.demo_balances {
             open_demo_balances(&engine, &config).await?;

@@ -1400,6 +1400,10 @@ async fn treasury_windows_rebalance_and_reconcile_over_http() {
     let client = reqwest::Client::new();
     let base = format!("http://{}", serve.address);
     let treasury = "rk_demo_treasury";
+    // The window is open before the first payout can be accepted: legs posted before it opened
+    // would belong to no window (CI once saw the schedule open it after both payouts).
+    let (status, listed) = call(&client, "GET", format!("{base}/v1/treasury/windows?rail=rtp-us"), treasury, "").await;
+    assert_eq!((status, listed["windows"][0]["id"].as_str()), (200, Some("rtp-us:w1")), "{listed}");
     let mut ids = Vec::new();
     for (token, key, amount) in [("rk_demo_psp", "w-1", "1000.00"), ("rk_demo_psp_north", "w-2", "250.50")] {
         let body = serde_json::json!({
