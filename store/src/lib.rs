@@ -773,6 +773,13 @@ async fn prepare(
     busy_ms: u128,
 ) -> Result<(), sqlx::Error> {
     if dialect == Dialect::Postgres {
+        // Plan every execution with its own parameters. After five runs of a prepared statement
+        // PostgreSQL may keep a generic plan made with what it then knew of the tables: one made
+        // while `transfers` was nearly empty scanned the whole table for each of a group's
+        // lookups once it held hundreds of thousands of rows (1.4-1.8 s a statement, a run at a
+        // third of its throughput; see BENCHMARKS.md). Our statements carry lists of varying
+        // length, which a generic plan cannot size either; planning them costs far less.
+        sqlx::raw_sql("SET plan_cache_mode = force_custom_plan").execute(connection).await?;
         return Ok(());
     }
     let synchronous = match durability {

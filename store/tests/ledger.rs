@@ -328,3 +328,17 @@ async fn groups_go_in_whole_and_match_one_by_one() {
         );
     }
 }
+
+/// Every PostgreSQL connection the store hands out, read or step, plans each execution with its
+/// own parameters: a generic plan kept from when `transfers` was nearly empty scanned the whole
+/// table for every lookup of a group's transfers once it had grown (see BENCHMARKS.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_plan_every_execution() {
+    let Some(db) = common::postgres().await else { return };
+    let read: String = sqlx::query_scalar("SHOW plan_cache_mode").fetch_one(db.store.pool()).await.unwrap();
+    assert_eq!(read, "force_custom_plan");
+    let mut step = db.store.begin_step().await.unwrap();
+    let stepped: String = sqlx::query_scalar("SHOW plan_cache_mode").fetch_one(&mut *step).await.unwrap();
+    assert_eq!(stepped, "force_custom_plan");
+    step.commit().await.unwrap();
+}
