@@ -151,6 +151,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0013_rail_usage.sql"),
         postgres: include_str!("../migrations/postgres/0013_rail_usage.sql"),
     },
+    Migration {
+        version: 14,
+        sqlite: include_str!("../migrations/sqlite/0014_transfer_checks_in_the_ledger.sql"),
+        postgres: include_str!("../migrations/postgres/0014_transfer_checks_in_the_ledger.sql"),
+    },
 ];
 
 /// The store: a pool and the dialect it speaks.

@@ -214,6 +214,22 @@ async fn verify_finds_tampering() {
         let report = verify::verify(store).await.unwrap();
         assert_eq!(report.get("hash_chain_intact").unwrap().violations, 1, "{}: {report:?}", db.name);
         assert_eq!(report.get("totals_match_journal").unwrap().violations, 2, "{}", db.name);
+        // Someone points an entry at an account that does not exist (PostgreSQL lets the row in:
+        // the journal's accounts are the ledger's check, and verify's).
+        if db.name == "postgres" {
+            store
+                .pool()
+                .execute("UPDATE transfers SET credit_account = 'nostro:nowhere:USD' WHERE id = 't-3'")
+                .await
+                .unwrap();
+            let report = verify::verify(store).await.unwrap();
+            assert_eq!(report.get("currency_consistent").unwrap().violations, 1, "{report:?}");
+            store
+                .pool()
+                .execute("UPDATE transfers SET credit_account = 'nostro:rtp:USD' WHERE id = 't-3'")
+                .await
+                .unwrap();
+        }
         // Someone deletes an entry.
         store.pool().execute("DELETE FROM transfers WHERE id = 't-2'").await.unwrap();
         let report = verify::verify(store).await.unwrap();
@@ -278,6 +294,9 @@ async fn groups_go_in_whole_and_match_one_by_one() {
             vec![entry("fund-1", "funding:USD", "psp:acme:USD", usd(1), Posted)],
             // No such pending transfer.
             vec![entry("g5-post", "psp:acme:USD", "nostro:rtp:USD", usd(1), PostPending { pending_id: "nope".into() })],
+            // An account nobody opened: the ledger refuses it (PostgreSQL has no foreign key on
+            // the journal's accounts since migration 14; this is the check).
+            vec![entry("g6-hold", "psp:acme:USD", "nostro:nowhere:USD", usd(1), Pending)],
         ];
         let mut tx = store.begin().await.unwrap();
         let results = ledger::append_groups(&mut tx, &groups).await.unwrap();
@@ -291,6 +310,12 @@ async fn groups_go_in_whole_and_match_one_by_one() {
         assert_eq!(kinds[2], "ok", "{}: {kinds:?}", db.name);
         assert!(kinds[3].contains("already exists"), "{}: {kinds:?}", db.name);
         assert!(kinds[4].contains("does not exist"), "{}: {kinds:?}", db.name);
+        assert!(kinds[5].contains("nostro:nowhere:USD"), "{}: {kinds:?}", db.name);
+        let stray: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM transfers WHERE id = 'g6-hold'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(stray, 0, "{}", db.name);
 
         // Posting the first hold, and the same pending transfer twice in one call: once only.
         let post = |id: &str| {

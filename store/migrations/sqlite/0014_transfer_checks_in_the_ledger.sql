@@ -1,0 +1,2 @@
+-- Nothing on SQLite: its foreign keys on the journal stay (checked in process, a fraction of a
+-- transfer's insert; dropping them would rebuild the table). See the PostgreSQL migration.
