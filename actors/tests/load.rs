@@ -136,7 +136,7 @@ impl System {
         let report = railyard_store::verify::verify(self.engine.store()).await.unwrap();
         assert!(report.ok(), "{report:?}");
         self.runtime.stop().await;
-        for suffix in ["", "-wal", "-shm"] {
+        for suffix in ["", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
         }
     }

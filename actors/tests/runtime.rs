@@ -243,7 +243,7 @@ async fn a_spread_change_is_applied_recorded_and_restored() {
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("gone-rail"), "{warnings:?}");
     store.pool().close().await;
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
@@ -269,7 +269,7 @@ struct Ledgered {
 impl Ledgered {
     async fn start(config: TreasuryConfig, name: &str) -> Ledgered {
         let path = std::env::temp_dir().join(format!("railyard_{name}_{}.db", std::process::id()));
-        for suffix in ["", "-wal", "-shm"] {
+        for suffix in ["", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
         let db = format!("sqlite:{}", path.display());
@@ -301,7 +301,7 @@ impl Ledgered {
 
     async fn stop(self) {
         self.runtime.stop().await;
-        for suffix in ["", "-wal", "-shm"] {
+        for suffix in ["", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
         }
     }

@@ -533,8 +533,8 @@ async fn create_payout(State(state): State<ApiState>, headers: HeaderMap, body: 
     }
     let mut request = parse_payout(&body)?;
     request.submitted_by = Some(caller.key);
-    let accepted = match timed_accept(&state, &tenant, key, &request).await {
-        Ok(accepted) => accepted,
+    let (accepted, known) = match timed_accept(&state, &tenant, key, &request).await {
+        Ok(answer) => answer,
         Err(IntakeError::Overloaded) => {
             if let Some(monitor) = &state.monitor {
                 monitor.shed();
@@ -562,9 +562,7 @@ async fn create_payout(State(state): State<ApiState>, headers: HeaderMap, body: 
             return Err(problem);
         }
     };
-    let payout = state
-        .engine
-        .payout(&accepted.payout_id)
+    let payout = accepted_payout(&state, &accepted, known)
         .await
         .map_err(|error| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Store error", error.to_string()))?;
     let mut response = (StatusCode::ACCEPTED, Json(payout_json(&payout))).into_response();
@@ -1262,7 +1260,7 @@ async fn create_batch(State(state): State<ApiState>, headers: HeaderMap, body: B
                 json!({ "status": problem.status.as_u16(), "error": { "title": problem.title, "detail": problem.detail, "field": problem.field } })
             }
             Ok((key, request)) => match timed_accept(&state, &tenant, &key, &request).await {
-                Ok(accepted) => match state.engine.payout(&accepted.payout_id).await {
+                Ok((accepted, known)) => match accepted_payout(&state, &accepted, known).await {
                     Ok(payout) => json!({ "status": 202, "replay": accepted.replay, "payout": payout_json(&payout) }),
                     Err(error) => json!({ "status": 500, "error": { "detail": error.to_string() } }),
                 },
@@ -1798,13 +1796,25 @@ async fn timed_accept(
     tenant: &str,
     key: &str,
     request: &PayoutRequest,
-) -> Result<railyard_saga::Accepted, IntakeError> {
+) -> Result<(railyard_saga::Accepted, Option<Box<Payout>>), IntakeError> {
     let started = std::time::Instant::now();
-    let answer = state.intake.accept(tenant, key, request).await;
-    if let (Ok(accepted), Some(monitor)) = (&answer, &state.monitor)
+    let answer = state.intake.accept_with_payout(tenant, key, request).await;
+    if let (Ok((accepted, _)), Some(monitor)) = (&answer, &state.monitor)
         && !accepted.replay
     {
         monitor.accepted(started.elapsed());
     }
     answer
+}
+
+/// The payout an accept answered for: as the intake handed it back (accepted just now), or read.
+async fn accepted_payout(
+    state: &ApiState,
+    accepted: &railyard_saga::Accepted,
+    payout: Option<Box<Payout>>,
+) -> Result<Payout, EngineError> {
+    match payout {
+        Some(payout) => Ok(*payout),
+        None => state.engine.payout(&accepted.payout_id).await,
+    }
 }

@@ -95,6 +95,10 @@ pub enum BenchCommand {
         /// Requests in flight at once.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// The open loop's rate in payouts/s instead of half the closed loop's (to compare
+        /// builds at one rate); the `half_load_*` keys then report that rate.
+        #[arg(long)]
+        rate: Option<f64>,
         #[arg(long)]
         json: bool,
     },
@@ -209,10 +213,16 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        BenchCommand::Http { payouts, concurrency, json } => {
+        BenchCommand::Http { payouts, concurrency, rate, json } => {
             warn_if_debug(json);
+            if let Some(rate) = rate {
+                anyhow::ensure!(
+                    rate.is_finite() && rate > 0.0,
+                    "--rate: must be a positive number of payouts per second"
+                );
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let report = runtime.block_on(crate::simulate_cmd::http_bench(payouts, concurrency))?;
+            let report = runtime.block_on(crate::simulate_cmd::http_bench(payouts, concurrency, rate))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -170,8 +170,9 @@ async fn bare_server(stop: tokio::sync::oneshot::Receiver<()>) -> anyhow::Result
 
 /// `railyard bench http`: accepted payouts per second over loopback HTTP, closed loop with
 /// `concurrency` clients, against the bare server (baseline) driven the same way in the same run;
-/// then accept latency in an open loop at half the rate Railyard reached.
-pub async fn http_bench(payouts: usize, concurrency: usize) -> anyhow::Result<Value> {
+/// then accept latency in an open loop at half the rate Railyard reached (or at `open_rate`
+/// payouts/s when given, to compare builds at one rate).
+pub async fn http_bench(payouts: usize, concurrency: usize, open_rate: Option<f64>) -> anyhow::Result<Value> {
     let plan = |target: String, seed: u64, rate: Option<f64>| SimulateArgs {
         target,
         in_process: false,
@@ -201,7 +202,7 @@ pub async fn http_bench(payouts: usize, concurrency: usize) -> anyhow::Result<Va
         fund_rails(&target, DEMO_TREASURY_KEY, 2 * payouts).await?;
         fund_psps(&db, 2 * payouts).await?;
         let full = simulate(plan(target.clone(), 2, None)).await?;
-        let rate = full["throughput_per_s"].as_f64().unwrap_or(0.0) / 2.0;
+        let rate = open_rate.unwrap_or(full["throughput_per_s"].as_f64().unwrap_or(0.0) / 2.0);
         anyhow::ensure!(rate > 0.0, "nothing was accepted at full load: {full}");
         // Half load is measured on a server that keeps up with it: the full-load run leaves a
         // backlog of payouts accepted faster than they settle, and accepts measured while that

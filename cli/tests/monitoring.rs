@@ -42,7 +42,7 @@ fn serve(name: &str, tick_ms: u32) -> (Process, String, std::path::PathBuf) {
 }
 
 fn cleanup(path: &std::path::Path) {
-    for suffix in ["", "-wal", "-shm", ".keys"] {
+    for suffix in ["", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm", ".keys"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }

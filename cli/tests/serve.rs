@@ -187,7 +187,7 @@ async fn serve_end_to_end() {
     assert!(status.success(), "{status:?}");
     let verify = Command::new(env!("CARGO_BIN_EXE_railyard")).args(["verify", "--db", &db]).output().unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
@@ -401,7 +401,7 @@ async fn treasury_changes_apply_live() {
     let verify = Command::new(env!("CARGO_BIN_EXE_railyard")).args(["audit", "verify", "--db", &db]).output().unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
     drop(serve);
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
@@ -566,7 +566,7 @@ async fn rate_limits_are_per_key() {
         .unwrap();
     assert_eq!(other.status().as_u16(), 200);
     drop(serve);
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
@@ -621,7 +621,7 @@ async fn batches_and_listing() {
         call(&client, "GET", format!("http://{}/v1/payouts", serve.address), "rk_demo_psp_north", "").await.1;
     assert!(other["payouts"].as_array().unwrap().is_empty(), "{other}");
     drop(serve);
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
@@ -727,7 +727,7 @@ async fn a_payout_completes_on_each_rail_kind() {
         }
     }
     drop(serve);
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
@@ -850,7 +850,7 @@ async fn overload_is_shed_with_retry_after_and_memory_stays_flat() {
     }
     blocker.pool().close().await;
     drop(serve);
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
@@ -912,7 +912,7 @@ async fn simulate_drives_serve() {
         audit["entries"].as_array().unwrap().iter().filter(|entry| entry["action"] == "sandbox.faults").count();
     assert!(faults_entries >= 2 * 5, "{faults_entries} sandbox.faults entries: {audit}");
     drop(serve);
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
@@ -1020,7 +1020,7 @@ async fn a_payout_follows_its_quote() {
     assert_eq!(quoted, paid);
     assert_eq!(done["route"]["receive"], quote["receive"]);
     drop(serve);
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
@@ -1157,7 +1157,7 @@ async fn treasury_reads_and_moves_liquidity() {
     assert_eq!(booked["position"]["available"]["amount"], "100001.00", "{booked}");
     assert_eq!(booked["sandbox"]["holds"]["amount"], "100001.00", "{booked}");
     drop(serve);
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
@@ -1383,7 +1383,7 @@ async fn api_keys_are_created_and_revoked_with_an_audit_trail() {
     drop(serve);
     let output = Command::new(env!("CARGO_BIN_EXE_railyard")).args(["audit", "verify", "--db", &db]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
-    for suffix in ["", "-wal", "-shm", ".keys"] {
+    for suffix in ["", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm", ".keys"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
@@ -1559,7 +1559,7 @@ async fn treasury_windows_rebalance_and_reconcile_over_http() {
     assert!(find("reconcile.run")["change"].as_str().unwrap().starts_with("camt054-debit.xml (dry run):"), "{audit}");
     assert_eq!(entries.iter().filter(|entry| entry["action"] == "settlement.settle").count(), 1, "{audit}");
     drop(serve);
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }

@@ -50,7 +50,7 @@ async fn verify_reports_each_invariant_and_fails_on_tampering() {
     assert_eq!(report["ledger_balanced"]["violations"], 1, "{report}");
     assert_eq!(report["totals_match_journal"]["violations"], 1, "{report}");
     store.pool().close().await;
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }

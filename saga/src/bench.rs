@@ -53,7 +53,7 @@ async fn fresh(target: &str, name: &str) -> Result<(String, Option<String>), Str
         let directory = target.strip_prefix("sqlite:").unwrap_or(target);
         std::fs::create_dir_all(directory).map_err(|error| error.to_string())?;
         let path = std::path::Path::new(directory).join(format!("bench-{name}-{}.db", std::process::id()));
-        for suffix in ["", "-wal", "-shm"] {
+        for suffix in ["", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
         Ok((format!("sqlite:{}", path.display()), None))
@@ -70,7 +70,7 @@ async fn cleanup(target: &str, url: &str, schema: Option<String>) {
         }
         None => {
             let path = url.trim_start_matches("sqlite:");
-            for suffix in ["", "-wal", "-shm"] {
+            for suffix in ["", "-wal", "-shm", "-intake", "-intake-wal", "-intake-shm"] {
                 let _ = std::fs::remove_file(format!("{path}{suffix}"));
             }
         }
@@ -223,6 +223,11 @@ pub async fn run(
     }
     while let Some(result) = tasks.join_next().await {
         result.map_err(|error| failed(&error))??;
+    }
+    // Counted once every payout is in the database, as the other two (on SQLite the intake
+    // acknowledges from its journal and moves the payouts in right after).
+    if !intake.settled_within(std::time::Duration::from_secs(600)).await {
+        return Err("the intake did not move its payouts into the database within 600 s".into());
     }
     let group = payouts as f64 / started.elapsed().as_secs_f64();
     store.pool().close().await;
@@ -695,6 +700,9 @@ pub async fn prefill(
     }
     while let Some(result) = tasks.join_next().await {
         result.map_err(|error| failed(&error))??;
+    }
+    if !intake.settled_within(std::time::Duration::from_secs(600)).await {
+        return Err("the intake did not move its payouts into the database within 600 s".into());
     }
     let seconds = started.elapsed().as_secs_f64();
     drop(intake);

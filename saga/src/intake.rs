@@ -5,19 +5,38 @@
 //! ([`IntakeError::Overloaded`], which the API answers with 429 and Retry-After) instead of
 //! growing memory. One writer task takes whatever is queued, up to [`GROUP_MAX`], commits it in one
 //! transaction, and answers each request only after the commit returned.
+//!
+//! On an SQLite file whose commits are flushed (the default) that transaction is the intake
+//! journal's ([`railyard_store::journal`]), a file of its own with a writer of its own, so a PSP's
+//! 202 does not wait for the saga groups that hold the database's one writer. A mover task then
+//! brings each group into the database ([`Engine::move_intents`]: idempotency record, vault row,
+//! payout, first event) and hands the payouts to the saga driver; the intake forgets them from the
+//! journal in its next group. Its queue is bounded ([`MOVES_QUEUED_MAX`]): when the database falls
+//! behind, the intake waits, its own queue fills and new requests get 429. On PostgreSQL (many
+//! writers) and on other SQLite stores the group goes straight into the database.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use railyard_store::idempotency::{self, Claim};
+use railyard_store::journal::{Appended, Intent, Journal, NewIntent};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::driver::Driver;
-use crate::{Accepted, Engine, EngineError, PayoutRequest};
+use crate::{Accepted, Engine, EngineError, Payout, PayoutRequest, Plain, Run, State};
 
 /// Requests waiting for the writer. At ~1 KB each, 4 MB at most.
 pub const INTAKE_QUEUE_MAX: usize = 4_096;
 /// Most requests in one transaction: enough to amortise a flush, small enough that the first
 /// request of a group does not wait long for the last.
 pub const GROUP_MAX: usize = 256;
+/// Journal groups acknowledged and waiting for the mover: at most this many times [`GROUP_MAX`]
+/// payouts are acknowledged and not yet in the database.
+pub const MOVES_QUEUED_MAX: usize = 16;
+/// How long the mover waits before trying a group again after the database refused it.
+pub const MOVE_RETRY_AFTER: Duration = Duration::from_millis(200);
+/// How long the intake waits for a request before it forgets moved intents on its own.
+const IDLE_FORGET_AFTER: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
@@ -34,7 +53,9 @@ struct Request {
     tenant: String,
     key: String,
     payout: PayoutRequest,
-    reply: oneshot::Sender<Result<Accepted, EngineError>>,
+    /// The answer, with the payout as it now stands when it was accepted just now (so the
+    /// caller need not read it back).
+    reply: oneshot::Sender<(Answer, Option<Box<Payout>>)>,
 }
 
 /// The front door for payouts.
@@ -42,7 +63,17 @@ struct Request {
 pub struct Intake {
     sender: mpsc::Sender<Request>,
     driver: Arc<std::sync::OnceLock<Driver>>,
+    progress: Arc<Progress>,
 }
+
+/// Payouts acknowledged into the journal and moved into the database so far.
+#[derive(Default)]
+struct Progress {
+    journaled: std::sync::atomic::AtomicU64,
+    moved: std::sync::atomic::AtomicU64,
+}
+
+type Answer = Result<Accepted, EngineError>;
 
 impl Intake {
     /// Starts the writer task on the current runtime, with the default queue bound.
@@ -52,46 +83,60 @@ impl Intake {
 
     /// Starts the writer task with a queue of `queue_max` requests (at least one).
     pub fn start_with(engine: Arc<Engine>, queue_max: usize) -> Intake {
-        let (sender, mut receiver) = mpsc::channel::<Request>(queue_max.max(1));
+        let (sender, receiver) = mpsc::channel::<Request>(queue_max.max(1));
         let driver: Arc<std::sync::OnceLock<Driver>> = Arc::default();
         let kicks = driver.clone();
-        tokio::spawn(async move {
-            let mut group: Vec<Request> = Vec::with_capacity(GROUP_MAX);
-            while let Some(first) = receiver.recv().await {
-                group.push(first);
-                while group.len() < GROUP_MAX {
-                    match receiver.try_recv() {
-                        Ok(next) => group.push(next),
-                        Err(_) => break,
-                    }
-                }
-                let batch: Vec<(String, String, PayoutRequest)> = group
-                    .iter()
-                    .map(|request| (request.tenant.clone(), request.key.clone(), request.payout.clone()))
-                    .collect();
-                match engine.accept_batch(&batch).await {
-                    Ok(answers) => {
-                        if let Some(driver) = kicks.get() {
-                            for accepted in answers.iter().flatten().filter(|accepted| !accepted.replay) {
-                                driver.kick(&accepted.payout_id);
-                            }
+        let progress: Arc<Progress> = Arc::default();
+        let counted = progress.clone();
+        match engine.store().journal_path() {
+            Some(path) => {
+                tokio::spawn(async move {
+                    let journal = match Journal::open(&path, railyard_store::Durability::Full, engine.store()).await {
+                        Ok(journal) => journal,
+                        Err(error) => {
+                            let text = format!("the intake journal {} cannot be opened: {error}", path.display());
+                            tracing::error!("{text}");
+                            refuse_all(receiver, text).await;
+                            return;
                         }
-                        for (request, answer) in group.drain(..).zip(answers) {
-                            let _ = request.reply.send(answer);
-                        }
-                    }
-                    Err(error) => {
-                        let text = error.to_string();
-                        for request in group.drain(..) {
-                            // Nothing of the group is acknowledged; a retry under the same
-                            // Idempotency-Key is answered whether or not the group was kept.
-                            let _ = request.reply.send(Err(EngineError::Unavailable(text.clone())));
-                        }
-                    }
-                }
+                    };
+                    let _ = engine.journal.set(journal.clone());
+                    let moved: Arc<Mutex<Vec<String>>> = Arc::default();
+                    let (moves, queued) = mpsc::channel::<Vec<Intent>>(MOVES_QUEUED_MAX);
+                    tokio::spawn(mover(
+                        engine.clone(),
+                        journal.clone(),
+                        queued,
+                        moved.clone(),
+                        kicks.clone(),
+                        counted.clone(),
+                    ));
+                    // What a crash left acknowledged and unmoved goes first, in the order it came.
+                    recover(&journal, &moves, &counted).await;
+                    journaled(engine, journal, receiver, moves, moved, kicks, counted).await;
+                });
             }
-        });
-        Intake { sender, driver }
+            None => {
+                tokio::spawn(direct(engine, receiver, kicks));
+            }
+        }
+        Intake { sender, driver, progress }
+    }
+
+    /// Waits until every payout acknowledged so far is in the database (moved from the journal),
+    /// at most `within`; returns whether it is.
+    pub async fn settled_within(&self, within: Duration) -> bool {
+        use std::sync::atomic::Ordering;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.progress.moved.load(Ordering::SeqCst) >= self.progress.journaled.load(Ordering::SeqCst) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// Hands each newly accepted payout to `driver` as soon as its group is committed.
@@ -107,12 +152,414 @@ impl Intake {
 
     /// Accepts a payout durably: returns once its group is committed.
     pub async fn accept(&self, tenant: &str, key: &str, payout: &PayoutRequest) -> Result<Accepted, IntakeError> {
+        Ok(self.accept_with_payout(tenant, key, payout).await?.0)
+    }
+
+    /// [`Intake::accept`], with the payout as it stands when the intake knows it without a read
+    /// (a payout accepted just now into the journal); `None` otherwise (read it with
+    /// [`Engine::payout`]).
+    pub async fn accept_with_payout(
+        &self,
+        tenant: &str,
+        key: &str,
+        payout: &PayoutRequest,
+    ) -> Result<(Accepted, Option<Box<Payout>>), IntakeError> {
         let (reply, answer) = oneshot::channel();
         let request = Request { tenant: tenant.into(), key: key.into(), payout: payout.clone(), reply };
         self.sender.try_send(request).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => IntakeError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => IntakeError::Stopped,
         })?;
-        Ok(answer.await.map_err(|_| IntakeError::Stopped)??)
+        let (answer, payout) = answer.await.map_err(|_| IntakeError::Stopped)?;
+        Ok((answer?, payout))
+    }
+}
+
+/// Takes whatever is queued behind `first`, up to [`GROUP_MAX`].
+fn gather(first: Request, receiver: &mut mpsc::Receiver<Request>) -> Vec<Request> {
+    let mut group = Vec::with_capacity(GROUP_MAX);
+    group.push(first);
+    while group.len() < GROUP_MAX {
+        match receiver.try_recv() {
+            Ok(next) => group.push(next),
+            Err(_) => break,
+        }
+    }
+    group
+}
+
+/// Answers every request with `text` (the journal could not be opened: nothing can be accepted
+/// durably, and accepting into the database beside a journal it cannot read would lose order).
+async fn refuse_all(mut receiver: mpsc::Receiver<Request>, text: String) {
+    while let Some(request) = receiver.recv().await {
+        let _ = request.reply.send((Err(EngineError::Unavailable(text.clone())), None));
+    }
+}
+
+/// Accepts each group straight into the database (PostgreSQL; SQLite in memory or unflushed).
+async fn direct(engine: Arc<Engine>, mut receiver: mpsc::Receiver<Request>, kicks: Arc<std::sync::OnceLock<Driver>>) {
+    while let Some(first) = receiver.recv().await {
+        let mut group = gather(first, &mut receiver);
+        let batch: Vec<(String, String, PayoutRequest)> =
+            group.iter().map(|request| (request.tenant.clone(), request.key.clone(), request.payout.clone())).collect();
+        match engine.accept_batch(&batch).await {
+            Ok(answers) => {
+                if let Some(driver) = kicks.get() {
+                    for accepted in answers.iter().flatten().filter(|accepted| !accepted.replay) {
+                        driver.kick(&accepted.payout_id);
+                    }
+                }
+                for (request, answer) in group.drain(..).zip(answers) {
+                    let _ = request.reply.send((answer, None));
+                }
+            }
+            Err(error) => {
+                let text = error.to_string();
+                for request in group.drain(..) {
+                    // Nothing of the group is acknowledged; a retry under the same
+                    // Idempotency-Key is answered whether or not the group was kept.
+                    let _ = request.reply.send((Err(EngineError::Unavailable(text.clone())), None));
+                }
+            }
+        }
+    }
+}
+
+/// Queues for the mover every intent the journal holds (a crash left them acknowledged and not
+/// moved, or moved and not forgotten), oldest first.
+async fn recover(journal: &Journal, moves: &mpsc::Sender<Vec<Intent>>, progress: &Progress) {
+    let mut after = 0;
+    loop {
+        let page = match journal.pending(after).await {
+            Ok(page) => page,
+            Err(error) => {
+                tracing::error!("reading the intake journal failed, retrying: {error}");
+                tokio::time::sleep(MOVE_RETRY_AFTER).await;
+                continue;
+            }
+        };
+        let Some(last) = page.last() else { return };
+        after = last.seq;
+        tracing::info!(intents = page.len(), "moving acknowledged payouts from the intake journal");
+        progress.journaled.fetch_add(page.len() as u64, std::sync::atomic::Ordering::SeqCst);
+        if moves.send(page).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The writer of the journal: claims each group's keys, writes its intents, flushes, answers,
+/// and queues the new intents for the mover.
+async fn journaled(
+    engine: Arc<Engine>,
+    journal: Journal,
+    mut receiver: mpsc::Receiver<Request>,
+    moves: mpsc::Sender<Vec<Intent>>,
+    moved: Arc<Mutex<Vec<String>>>,
+    kicks: Arc<std::sync::OnceLock<Driver>>,
+    progress: Arc<Progress>,
+) {
+    let take_moved = || std::mem::take(&mut *moved.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+    let give_back = |ids: Vec<String>| moved.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).extend(ids);
+    loop {
+        let first = match tokio::time::timeout(IDLE_FORGET_AFTER, receiver.recv()).await {
+            Ok(Some(first)) => first,
+            Ok(None) => return,
+            Err(_) => {
+                // Quiet: forget what was moved meanwhile, so the journal stays short.
+                let ids = take_moved();
+                if let Err(error) = journal.forget(&ids).await {
+                    tracing::warn!("forgetting moved intents failed (kept for later): {error}");
+                    give_back(ids);
+                }
+                continue;
+            }
+        };
+        let group = gather(first, &mut receiver);
+        let mut answers: Vec<Option<Answer>> = (0..group.len()).map(|_| None).collect();
+        let mut payouts: Vec<Option<Box<Payout>>> = (0..group.len()).map(|_| None).collect();
+        let mut plains: Vec<(usize, Plain)> = Vec::with_capacity(group.len());
+        let mut quoted: Vec<usize> = Vec::new();
+        for (index, request) in group.iter().enumerate() {
+            match engine.prepare(&request.tenant, &request.payout) {
+                Ok(Some(plain)) => plains.push((index, plain)),
+                Ok(None) => quoted.push(index),
+                Err(error) => answers[index] = Some(Err(error)),
+            }
+        }
+        let ids = take_moved();
+        let intents = match engine.journal_group(&journal, &group, &plains, &ids, &mut answers, &mut payouts).await {
+            Ok(intents) => intents,
+            Err(error) => {
+                give_back(ids);
+                let text = error.to_string();
+                for (index, _) in &plains {
+                    // Nothing of the group is acknowledged; a retry under the same
+                    // Idempotency-Key is answered whether or not the group was kept.
+                    answers[*index] = Some(Err(EngineError::Unavailable(text.clone())));
+                }
+                Vec::new()
+            }
+        };
+        // A request against a quote reads and uses its quote in the database: it is accepted
+        // there, once the journal has been asked for its key (this task claims every key).
+        for index in quoted {
+            let request = &group[index];
+            let answer = engine.accept_quoted(&journal, &request.tenant, &request.key, &request.payout).await;
+            if let (Ok(accepted), Some(driver)) = (&answer, kicks.get())
+                && !accepted.replay
+            {
+                driver.kick(&accepted.payout_id);
+            }
+            answers[index] = Some(answer);
+        }
+        for ((request, answer), payout) in group.into_iter().zip(answers).zip(payouts) {
+            let answer = answer.unwrap_or_else(|| Err(crate::corrupt("a request of the group was not answered")));
+            let _ = request.reply.send((answer, payout));
+        }
+        if intents.is_empty() {
+            continue;
+        }
+        progress.journaled.fetch_add(intents.len() as u64, std::sync::atomic::Ordering::SeqCst);
+        if moves.send(intents).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Brings journal groups into the database, oldest first, several at a time when they queue;
+/// tells the driver and the intake which payouts are now in the database.
+async fn mover(
+    engine: Arc<Engine>,
+    journal: Journal,
+    mut queued: mpsc::Receiver<Vec<Intent>>,
+    moved: Arc<Mutex<Vec<String>>>,
+    kicks: Arc<std::sync::OnceLock<Driver>>,
+    progress: Arc<Progress>,
+) {
+    while let Some(mut batch) = queued.recv().await {
+        while batch.len() < GROUP_MAX {
+            match queued.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        let ids = loop {
+            match engine.move_intents(&batch).await {
+                Ok(ids) => break Some(ids),
+                // Every move crashes (tests only): what the engine acknowledged stays in the
+                // journal for the next start, as after a crash between the two commits.
+                Err(EngineError::Crashed(_)) => break None,
+                Err(error) => {
+                    tracing::warn!(
+                        intents = batch.len(),
+                        "moving acknowledged payouts into the database failed, retrying: {error}"
+                    );
+                    tokio::time::sleep(MOVE_RETRY_AFTER).await;
+                }
+            }
+        };
+        let Some(ids) = ids else { continue };
+        if let Some(driver) = kicks.get() {
+            for id in &ids {
+                driver.kick(id);
+            }
+        }
+        moved.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).extend(ids);
+        // Counted as the batch, not the ids: an intent left in the journal (logged above) must not
+        // keep `settled_within` waiting for ever.
+        progress.moved.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+    drop(journal);
+}
+
+impl Engine {
+    /// Claims the keys of `plains` (requests of `group`) and writes their intents to `journal`,
+    /// with `forget` (payouts moved since) forgotten in the same transaction; fills `answers`
+    /// and returns the new intents, for the mover. A key the database holds already is answered
+    /// from there (a replay or a conflict), as [`idempotency::claim_many`] would.
+    async fn journal_group(
+        &self,
+        journal: &Journal,
+        group: &[Request],
+        plains: &[(usize, Plain)],
+        forget: &[String],
+        answers: &mut [Option<Answer>],
+        payouts: &mut [Option<Box<Payout>>],
+    ) -> Result<Vec<Intent>, EngineError> {
+        let claims: Vec<idempotency::ClaimRequest<'_>> = plains
+            .iter()
+            .map(|(index, plain)| idempotency::ClaimRequest {
+                tenant: &group[*index].tenant,
+                key: &group[*index].key,
+                request_hash: &plain.hash,
+                resource_id: &plain.payout_id,
+            })
+            .collect();
+        let mut fresh: Vec<&(usize, Plain)> = Vec::with_capacity(plains.len());
+        if plains.is_empty() {
+            journal.forget(forget).await?;
+            return Ok(Vec::new());
+        }
+        let mut connection = self.store.pool().acquire().await?;
+        let known = idempotency::lookup_many(&mut connection, &claims).await?;
+        drop(connection);
+        for (item, known) in plains.iter().zip(known) {
+            match known {
+                None => fresh.push(item),
+                Some(claim) => answers[item.0] = Some(answer_of(claim)),
+            }
+        }
+        let new: Vec<NewIntent<'_>> = fresh
+            .iter()
+            .map(|(index, plain)| NewIntent {
+                tenant: &group[*index].tenant,
+                key: &group[*index].key,
+                request_hash: &plain.hash,
+                payout_id: &plain.payout_id,
+                request: &plain.json,
+                submitted_by: plain.submitted_by.as_deref(),
+                sealed: &plain.sealed,
+            })
+            .collect();
+        let accepted_at = self.clock.now_micros();
+        let appended = journal.append(forget, &new, accepted_at).await?;
+        let mut intents = Vec::with_capacity(fresh.len());
+        for ((index, plain), appended) in fresh.into_iter().zip(appended) {
+            answers[*index] = Some(match appended {
+                Appended::New => {
+                    let request = &group[*index];
+                    let mut stored = request.payout.clone();
+                    stored.beneficiary.account = plain.sealed.token.clone();
+                    stored.account_masked = Some(plain.sealed.masked.clone());
+                    stored.submitted_by = plain.submitted_by.clone();
+                    payouts[*index] = Some(Box::new(accepted_payout(
+                        &plain.payout_id,
+                        &request.tenant,
+                        &request.key,
+                        stored,
+                        accepted_at,
+                    )));
+                    intents.push(Intent {
+                        seq: 0,
+                        tenant: request.tenant.clone(),
+                        key: request.key.clone(),
+                        request_hash: plain.hash.clone(),
+                        payout_id: plain.payout_id.clone(),
+                        request: plain.json.clone(),
+                        submitted_by: plain.submitted_by.clone(),
+                        sealed: plain.sealed.clone(),
+                        accepted_at,
+                    });
+                    Ok(Accepted { payout_id: plain.payout_id.clone(), replay: false })
+                }
+                Appended::Existing { payout_id, same_request: true } => Ok(Accepted { payout_id, replay: true }),
+                Appended::Existing { payout_id, same_request: false } => Err(EngineError::Conflict(payout_id)),
+            });
+        }
+        for accepted in answers.iter().flatten().flatten() {
+            tracing::info!(payout_id = %accepted.payout_id, replay = accepted.replay, "accepted");
+        }
+        Ok(intents)
+    }
+
+    /// A request against a quote, beside a journal: its key answered from the journal if the
+    /// journal holds it, otherwise accepted into the database as [`Engine::accept`] does.
+    async fn accept_quoted(&self, journal: &Journal, tenant: &str, key: &str, request: &PayoutRequest) -> Answer {
+        self.validate(tenant, request)?;
+        if let Some(intent) = journal.by_key(tenant, key).await? {
+            let mut stored = request.clone();
+            stored.beneficiary.account = self.vault.token(tenant, &request.beneficiary.account);
+            stored.account_masked = Some(railyard_store::vault::mask(&request.beneficiary.account));
+            return if stored.fingerprint() == intent.request_hash {
+                Ok(Accepted { payout_id: intent.payout_id, replay: true })
+            } else {
+                Err(EngineError::Conflict(intent.payout_id))
+            };
+        }
+        self.accept(tenant, key, request).await
+    }
+
+    /// Moves acknowledged intents into the database in one transaction, made durable before it
+    /// returns: each one's idempotency record, vault row, payout and first event, as
+    /// [`Engine::accept_batch`] writes them, under the payout id and acceptance time the journal
+    /// gave. Returns the payouts the database now holds (moved now or before: moving again
+    /// finds the key claimed by the same payout). An intent whose key the database gives to
+    /// another payout is logged and left in the journal; it cannot happen while one intake
+    /// claims every key.
+    pub async fn move_intents(&self, intents: &[Intent]) -> Result<Vec<String>, EngineError> {
+        let plains: Vec<Plain> = intents
+            .iter()
+            .map(|intent| Plain {
+                payout_id: intent.payout_id.clone(),
+                json: intent.request.clone(),
+                hash: intent.request_hash.clone(),
+                sealed: intent.sealed.clone(),
+                submitted_by: intent.submitted_by.clone(),
+            })
+            .collect();
+        let run: Vec<Run<'_>> = intents
+            .iter()
+            .zip(&plains)
+            .enumerate()
+            .map(|(index, (intent, plain))| Run {
+                index,
+                tenant: &intent.tenant,
+                key: &intent.key,
+                plain,
+                accepted_at: Some(intent.accepted_at),
+            })
+            .collect();
+        let mut answers: Vec<Option<Answer>> = (0..intents.len()).map(|_| None).collect();
+        let mut tx = self.store.begin_urgent().await?;
+        self.accept_run(&mut tx, &run, &mut answers).await?;
+        self.crash("move_intents", crate::Phase::BeforeCommit)?;
+        tx.commit().await?;
+        self.store.sync().await?;
+        let mut moved = Vec::with_capacity(intents.len());
+        for (intent, answer) in intents.iter().zip(answers) {
+            match answer {
+                Some(Ok(accepted)) if accepted.payout_id == intent.payout_id => moved.push(accepted.payout_id),
+                other => tracing::error!(
+                    payout_id = %intent.payout_id,
+                    tenant = %intent.tenant,
+                    key = %intent.key,
+                    "an acknowledged payout's key is held by another payout in the database; left in the intake journal: {other:?}"
+                ),
+            }
+        }
+        Ok(moved)
+    }
+}
+
+/// A payout as accepting it leaves it, before any step: `request` as stored (the account
+/// tokenised).
+pub(crate) fn accepted_payout(id: &str, tenant: &str, key: &str, request: PayoutRequest, accepted_at: i64) -> Payout {
+    Payout {
+        id: id.into(),
+        tenant: tenant.into(),
+        idempotency_key: key.into(),
+        request,
+        state: State::Accepted,
+        attempt: 0,
+        leg: 0,
+        route: None,
+        reservation: None,
+        reason: None,
+        inquiries: 0,
+        next_action_at: accepted_at,
+        created_at: accepted_at,
+        risk: None,
+        decided_by: None,
+    }
+}
+
+fn answer_of(claim: Claim) -> Answer {
+    match claim {
+        Claim::New => Err(crate::corrupt("a key looked up was reported new")),
+        Claim::Replay(record) | Claim::InProgress(record) => {
+            Ok(Accepted { payout_id: record.resource_id, replay: true })
+        }
+        Claim::Conflict(record) => Err(EngineError::Conflict(record.resource_id)),
     }
 }

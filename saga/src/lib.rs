@@ -325,17 +325,31 @@ pub enum EngineError {
 
 /// A request of an intake batch made ready before the writer is taken: `None` for one from a
 /// quote.
-type Prepared = Option<Plain>;
+pub(crate) type Prepared = Option<Plain>;
+
+/// A payout row [`Engine::accept_run`] writes: id, tenant, idempotency key, request, submitted by,
+/// accepted at.
+type PayoutRow<'a> = (&'a str, &'a str, &'a str, &'a str, Option<&'a str>, i64);
+
+/// A request of a run of [`Engine::accept_run`]: where its answer goes, whose it is, and when
+/// it was acknowledged if before (an intent moved from the intake journal).
+struct Run<'a> {
+    index: usize,
+    tenant: &'a str,
+    key: &'a str,
+    plain: &'a Plain,
+    accepted_at: Option<i64>,
+}
 
 /// A request without a quote, ready to write.
-struct Plain {
-    payout_id: String,
+pub(crate) struct Plain {
+    pub(crate) payout_id: String,
     /// The request as stored (the account tokenised), as JSON.
-    json: String,
+    pub(crate) json: String,
     /// Its fingerprint for the idempotency record ([`PayoutRequest::fingerprint`]).
-    hash: String,
-    sealed: railyard_store::vault::Sealed,
-    submitted_by: Option<String>,
+    pub(crate) hash: String,
+    pub(crate) sealed: railyard_store::vault::Sealed,
+    pub(crate) submitted_by: Option<String>,
 }
 
 /// The answer to an accepted payout.
@@ -383,6 +397,9 @@ pub struct Engine {
     sanctions: Result<Arc<railyard_risk::SanctionsList>, String>,
     /// The risk counters' scopes whose day-old buckets a group removed in the current minute.
     pruned: std::sync::Mutex<group::Pruned>,
+    /// The intake journal, once the intake has opened it ([`intake`]): payouts acknowledged and
+    /// not yet moved into the database are read from it.
+    journal: std::sync::OnceLock<railyard_store::journal::Journal>,
 }
 
 /// Where the engine reads the time. Production uses [`SystemClock`]; the deterministic simulation
@@ -489,6 +506,9 @@ pub trait OutcomeObserver: Send + Sync {
 
 /// Entries [`Engine::history`] returns at most.
 pub const HISTORY_MAX: i64 = 200;
+/// How long a cancellation waits for a payout just acknowledged to move from the intake journal
+/// into the database before it answers "retry".
+pub const JOURNAL_MOVE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// One state a payout entered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -619,6 +639,7 @@ impl Engine {
             vault,
             sanctions,
             pruned: std::sync::Mutex::default(),
+            journal: std::sync::OnceLock::new(),
         }
     }
 
@@ -862,15 +883,16 @@ impl Engine {
         let mut tx = self.store.begin_urgent().await?;
         // Requests without a quote are written together, a run at a time; one with a quote reads
         // its quote and goes alone, after the run before it, so the batch keeps its order.
-        let mut run: Vec<(usize, &Plain)> = Vec::with_capacity(batch.len());
+        let mut run: Vec<Run<'_>> = Vec::with_capacity(batch.len());
         for (index, prepared) in prepared.iter().enumerate() {
             // Refused already (answered above).
             let Some(prepared) = prepared else { continue };
             if let Some(plain) = prepared {
-                run.push((index, plain));
+                let (tenant, key, _) = &batch[index];
+                run.push(Run { index, tenant, key, plain, accepted_at: None });
                 continue;
             }
-            self.accept_run(&mut tx, batch, &run, &mut answers).await?;
+            self.accept_run(&mut tx, &run, &mut answers).await?;
             run.clear();
             let (tenant, key, request) = &batch[index];
             let answer = self.accept_in(&mut tx, tenant, key, request).await;
@@ -880,7 +902,7 @@ impl Engine {
             }
             answers[index] = Some(answer);
         }
-        self.accept_run(&mut tx, batch, &run, &mut answers).await?;
+        self.accept_run(&mut tx, &run, &mut answers).await?;
         tx.commit().await?;
         self.store.sync().await?;
         let answers: Vec<Result<Accepted, EngineError>> = answers
@@ -895,7 +917,7 @@ impl Engine {
 
     /// A request of a batch checked and made ready to write: `None` for one from a quote (which
     /// reads its quote inside the transaction, [`Engine::accept_in`]).
-    fn prepare(&self, tenant: &str, request: &PayoutRequest) -> Result<Prepared, EngineError> {
+    pub(crate) fn prepare(&self, tenant: &str, request: &PayoutRequest) -> Result<Prepared, EngineError> {
         self.validate(tenant, request)?;
         if request.quote_id.is_some() {
             return Ok(None);
@@ -925,8 +947,7 @@ impl Engine {
     async fn accept_run(
         &self,
         tx: &mut StepTransaction,
-        batch: &[(String, String, PayoutRequest)],
-        run: &[(usize, &Plain)],
+        run: &[Run<'_>],
         answers: &mut [Option<Result<Accepted, EngineError>>],
     ) -> Result<(), EngineError> {
         if run.is_empty() {
@@ -934,19 +955,19 @@ impl Engine {
         }
         let claims: Vec<idempotency::ClaimRequest<'_>> = run
             .iter()
-            .map(|(index, plain)| idempotency::ClaimRequest {
-                tenant: &batch[*index].0,
-                key: &batch[*index].1,
-                request_hash: &plain.hash,
-                resource_id: &plain.payout_id,
+            .map(|item| idempotency::ClaimRequest {
+                tenant: item.tenant,
+                key: item.key,
+                request_hash: &item.plain.hash,
+                resource_id: &item.plain.payout_id,
             })
             .collect();
         let claims = idempotency::claim_many(tx, &claims).await?;
         let mut fresh = Vec::with_capacity(run.len());
-        for (&(index, plain), claim) in run.iter().zip(claims) {
-            answers[index] = Some(match claim {
+        for (item, claim) in run.iter().zip(claims) {
+            answers[item.index] = Some(match claim {
                 Claim::New => {
-                    fresh.push((index, plain));
+                    fresh.push(item);
                     continue;
                 }
                 Claim::Replay(record) | Claim::InProgress(record) => {
@@ -956,40 +977,39 @@ impl Engine {
             });
         }
         let accounts: Vec<(&railyard_store::vault::Sealed, &str)> =
-            fresh.iter().map(|(_, plain)| (&plain.sealed, plain.payout_id.as_str())).collect();
+            fresh.iter().map(|item| (&item.plain.sealed, item.plain.payout_id.as_str())).collect();
         railyard_store::vault::insert_sealed(tx, &accounts).await.map_err(|error| match error {
             railyard_store::vault::VaultError::Database(error) => EngineError::Database(error),
             other => corrupt(format!("beneficiary.account passed validation but: {other}")),
         })?;
         let now = self.clock.now_micros();
-        // Per payout: id, tenant, idempotency key, request, submitted by.
-        let rows: Vec<(&str, &str, &str, &str, Option<&str>)> = fresh
+        let rows: Vec<PayoutRow<'_>> = fresh
             .iter()
-            .map(|(index, plain)| {
-                let (tenant, key, _) = &batch[*index];
+            .map(|item| {
                 (
-                    plain.payout_id.as_str(),
-                    tenant.as_str(),
-                    key.as_str(),
-                    plain.json.as_str(),
-                    plain.submitted_by.as_deref(),
+                    item.plain.payout_id.as_str(),
+                    item.tenant,
+                    item.key,
+                    item.plain.json.as_str(),
+                    item.plain.submitted_by.as_deref(),
+                    item.accepted_at.unwrap_or(now),
                 )
             })
             .collect();
         bulk::execute(
             tx,
             "INSERT INTO payouts (id, tenant, idempotency_key, request, state, route, next_action_at, created_at, updated_at, submitted_by) \
-             SELECT v.column1, v.column2, v.column3, v.column4, 'accepted', NULL, $2, $2, $2, v.column5 FROM ({rows}) AS v",
-            &["TEXT", "TEXT", "TEXT", "TEXT", "TEXT"],
+             SELECT v.column1, v.column2, v.column3, v.column4, 'accepted', NULL, v.column6, v.column6, $2, v.column5 FROM ({rows}) AS v",
+            &["TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT"],
             &rows,
             &[now.into()],
         )
         .await?;
         let events: Vec<group::EventRow> =
-            fresh.iter().map(|(_, plain)| (plain.payout_id.clone(), State::Accepted, "accepted".to_string())).collect();
+            fresh.iter().map(|item| (item.plain.payout_id.clone(), State::Accepted, "accepted".to_string())).collect();
         group::insert_events(tx, &events, now_micros()).await?;
-        for (index, plain) in fresh {
-            answers[index] = Some(Ok(Accepted { payout_id: plain.payout_id.clone(), replay: false }));
+        for item in fresh {
+            answers[item.index] = Some(Ok(Accepted { payout_id: item.plain.payout_id.clone(), replay: false }));
         }
         Ok(())
     }
@@ -1174,6 +1194,10 @@ impl Engine {
     /// and it ends `cancelled`. Once a leg is with a rail the answer is [`EngineError::TooLate`].
     pub async fn cancel(&self, tenant: &str, id: &str) -> Result<Payout, EngineError> {
         let payout = self.payout(id).await?;
+        if payout.tenant == tenant {
+            // Its lease and reservation live in the database.
+            self.moved_from_journal(id).await?;
+        }
         if payout.tenant != tenant {
             return Err(EngineError::NotFound(id.into()));
         }
@@ -1223,9 +1247,41 @@ impl Engine {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE id = $1")))
             .bind(id)
             .fetch_optional(self.store.pool())
-            .await?
-            .ok_or_else(|| EngineError::NotFound(id.into()))?;
-        payout_from_row(&row)
+            .await?;
+        match row {
+            Some(row) => payout_from_row(&row),
+            None => self.journal_payout(id).await?.ok_or_else(|| EngineError::NotFound(id.into())),
+        }
+    }
+
+    /// A payout acknowledged and still in the intake journal: `accepted`, as the database will
+    /// hold it once moved.
+    async fn journal_payout(&self, id: &str) -> Result<Option<Payout>, EngineError> {
+        let Some(journal) = self.journal.get() else { return Ok(None) };
+        let Some(intent) = journal.by_payout(id).await? else { return Ok(None) };
+        let mut request: PayoutRequest = serde_json::from_str(&intent.request).map_err(corrupt)?;
+        request.submitted_by = intent.submitted_by;
+        Ok(Some(intake::accepted_payout(&intent.payout_id, &intent.tenant, &intent.key, request, intent.accepted_at)))
+    }
+
+    /// Waits until `id`, acknowledged from the intake journal, is in the database (the intake
+    /// moves it within milliseconds), at most [`JOURNAL_MOVE_WAIT_MAX`].
+    async fn moved_from_journal(&self, id: &str) -> Result<(), EngineError> {
+        let Some(journal) = self.journal.get() else { return Ok(()) };
+        let deadline = tokio::time::Instant::now() + JOURNAL_MOVE_WAIT_MAX;
+        loop {
+            let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM payouts WHERE id = $1")
+                .bind(id)
+                .fetch_optional(self.store.pool())
+                .await?;
+            if found.is_some() || journal.by_payout(id).await?.is_none() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EngineError::Unavailable(format!("payout {id} is still being accepted; retry shortly")));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// The payout's history: every state it entered, when, and why, oldest first (at most
@@ -1236,6 +1292,12 @@ impl Engine {
             .bind(HISTORY_MAX)
             .fetch_all(self.store.pool())
             .await?;
+        if rows.is_empty()
+            && let Some(payout) = self.journal_payout(id).await?
+        {
+            let at = DateTime::from_timestamp_micros(payout.created_at).ok_or_else(|| corrupt("event time"))?;
+            return Ok(vec![HistoryEntry { state: State::Accepted, at, detail: "accepted".into() }]);
+        }
         rows.iter()
             .map(|row| {
                 Ok(HistoryEntry {

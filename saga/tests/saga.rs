@@ -534,9 +534,10 @@ async fn group_commit_answers_each_request() {
     }
 }
 
-/// A stalled database: the intake's bounded queue fills and further requests are refused at once
-/// (the API's 503 with Retry-After) instead of queueing without bound; when the database frees up,
-/// everything that was queued is accepted.
+/// A stalled database: the intake journal keeps acknowledging until the bounded queue of groups
+/// waiting to move into the database is full, then the intake's bounded queue fills and further
+/// requests are refused at once (the API's 429 with Retry-After) instead of queueing without
+/// bound; when the database frees up, everything acknowledged reaches it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_intake_sheds_load_instead_of_growing() {
     let db = common::sqlite().await;
@@ -546,7 +547,11 @@ async fn a_full_intake_sheds_load_instead_of_growing() {
     // Another process holds SQLite's write lock.
     let blocker = Store::open(&db.url, &railyard_store::StoreOptions::default()).await.unwrap();
     let held = blocker.begin().await.unwrap();
-    let total = railyard_saga::intake::INTAKE_QUEUE_MAX + 2 * railyard_saga::intake::GROUP_MAX + 500;
+    // Most that can be acknowledged while the database is stalled: the queue, the groups waiting
+    // for the mover, the mover's own and the one waiting to join them.
+    let total = railyard_saga::intake::INTAKE_QUEUE_MAX
+        + (railyard_saga::intake::MOVES_QUEUED_MAX + 3) * railyard_saga::intake::GROUP_MAX
+        + 500;
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..total {
         let intake = intake.clone();
@@ -572,9 +577,108 @@ async fn a_full_intake_sheds_load_instead_of_growing() {
     }
     assert!(shed >= 500, "only {shed} of {total} refused");
     assert!(accepted >= railyard_saga::intake::INTAKE_QUEUE_MAX, "{accepted} accepted");
-    let count: i64 =
+    // Acknowledged means in the journal; the mover brings each into the database.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let count = loop {
+        let count: i64 =
+            sqlx::Row::get(&sqlx::query("SELECT COUNT(*) FROM payouts").fetch_one(db.store.pool()).await.unwrap(), 0);
+        if count as usize >= accepted || std::time::Instant::now() > deadline {
+            break count;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(count as usize, accepted, "every accepted request is in the database, no refused one is");
+}
+
+/// The intake journal: an engine that acknowledged payouts and died before moving them into the
+/// database (the crash hook stops its mover before its commit) leaves them in the journal; they
+/// read as `accepted` meanwhile, a retry under the same key replays the same payout, and the next
+/// start moves each one into the database exactly once, with the time it was acknowledged, and
+/// forgets it from the journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_payouts_survive_in_the_journal_and_move_on_the_next_start() {
+    let db = common::sqlite().await;
+    let world = World::new();
+    let crash: railyard_saga::CrashHook = Arc::new(|point: railyard_saga::CrashPoint| point.step == "move_intents");
+    let dying = Arc::new(world.engine(&db.store, "engine-a", Some(crash)));
+    let intake = railyard_saga::intake::Intake::start(dying.clone());
+    let mut ids = Vec::new();
+    for index in 0..20 {
+        let accepted =
+            intake.accept("demo-psp", &format!("journal-{index}"), &eur_payout(5_000 + index)).await.unwrap();
+        assert!(!accepted.replay);
+        ids.push(accepted.payout_id);
+    }
+    // Acknowledged, not in the database: read from the journal.
+    let in_database: i64 =
         sqlx::Row::get(&sqlx::query("SELECT COUNT(*) FROM payouts").fetch_one(db.store.pool()).await.unwrap(), 0);
-    assert_eq!(count as usize, accepted, "every accepted request is on disk, no refused one is");
+    assert_eq!(in_database, 0);
+    let payout = dying.payout(&ids[3]).await.unwrap();
+    assert_eq!((payout.state, payout.idempotency_key.as_str()), (State::Accepted, "journal-3"));
+    assert_eq!(payout.request.amount, eur_payout(5_003).amount);
+    let history = dying.history(&ids[3]).await.unwrap();
+    assert_eq!(history.iter().map(|entry| entry.state).collect::<Vec<_>>(), vec![State::Accepted]);
+    let replay = intake.accept("demo-psp", "journal-3", &eur_payout(5_003)).await.unwrap();
+    assert_eq!((replay.payout_id.as_str(), replay.replay), (ids[3].as_str(), true));
+    let conflict = intake.accept("demo-psp", "journal-3", &eur_payout(1)).await;
+    assert!(
+        matches!(conflict, Err(railyard_saga::intake::IntakeError::Engine(EngineError::Conflict(id))) if id == ids[3])
+    );
+
+    let mut acknowledged = Vec::new();
+    for id in &ids {
+        acknowledged.push(dying.payout(id).await.unwrap().created_at);
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    // The next start (a new engine on the same files) moves them before accepting anything.
+    let engine = Arc::new(world.engine(&db.store, "engine-b", None));
+    let restarted = railyard_saga::intake::Intake::start(engine.clone());
+    let again = restarted.accept("demo-psp", "journal-7", &eur_payout(5_007)).await.unwrap();
+    assert_eq!((again.payout_id.as_str(), again.replay), (ids[7].as_str(), true));
+    let fresh = restarted.accept("demo-psp", "journal-new", &eur_payout(6_000)).await.unwrap();
+    assert!(!fresh.replay);
+    let journal = railyard_store::journal::Journal::open(
+        &db.store.journal_path().expect("a flushed SQLite store has a journal"),
+        railyard_store::Durability::Full,
+        &db.store,
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let moved: i64 = sqlx::Row::get(
+            &sqlx::query("SELECT COUNT(*) FROM payouts WHERE idempotency_key LIKE 'journal-%'")
+                .fetch_one(db.store.pool())
+                .await
+                .unwrap(),
+            0,
+        );
+        // Forgotten once moved (the intake forgets after a quiet half second).
+        if moved == 21 && journal.count().await.unwrap() == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{moved} of 21 moved, {} in the journal",
+            journal.count().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for ((index, id), acknowledged_at) in ids.iter().enumerate().zip(&acknowledged) {
+        let payout = engine.payout(id).await.unwrap();
+        assert_eq!(payout.idempotency_key, format!("journal-{index}"));
+        assert_eq!(payout.created_at, *acknowledged_at, "created when acknowledged, not when moved");
+    }
+    let keys: i64 = sqlx::Row::get(
+        &sqlx::query("SELECT COUNT(*) FROM idempotency WHERE key LIKE 'journal-%'")
+            .fetch_one(db.store.pool())
+            .await
+            .unwrap(),
+        0,
+    );
+    assert_eq!(keys, 21, "one idempotency record per key, none twice");
+    assert!(verify::verify(&db.store).await.unwrap().ok());
 }
 
 /// An engine that announced itself alive and then died (kill -9: no clean stop) holds its sagas'

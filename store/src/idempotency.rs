@@ -73,6 +73,28 @@ async fn records(
     Ok(found)
 }
 
+/// What claiming each of `requests` would answer now, without claiming anything: `None` for a
+/// key never used (read-only; for the intake journal, which claims keys in a file of its own and
+/// must answer a key the database already holds as [`claim_many`] would).
+pub async fn lookup_many(
+    connection: &mut AnyConnection,
+    requests: &[ClaimRequest<'_>],
+) -> Result<Vec<Option<Claim>>, sqlx::Error> {
+    let found: std::collections::HashMap<(String, String), IdempotencyRecord> = records(connection, requests)
+        .await?
+        .into_iter()
+        .map(|record| ((record.tenant.clone(), record.key.clone()), record))
+        .collect();
+    Ok(requests
+        .iter()
+        .map(|request| {
+            found
+                .get(&(request.tenant.to_string(), request.key.to_string()))
+                .map(|record| classify(record.clone(), request.request_hash))
+        })
+        .collect())
+}
+
 /// Claims `key` for `tenant`. Under concurrency exactly one caller gets [`Claim::New`]: the insert
 /// waits on the winner's row and then finds it.
 pub async fn claim(

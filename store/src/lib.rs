@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod bulk;
+pub mod journal;
 pub mod keys;
 pub mod ledger;
 pub mod outbox;
@@ -306,6 +307,10 @@ impl Drop for StepTransaction {
     }
 }
 
+/// How long the intake journal's connections wait for its lock (held by another process's
+/// intake on the same files, or a checkpoint) before a write fails.
+pub(crate) const JOURNAL_BUSY_MS: u128 = 10_000;
+
 /// How often an SQLite store copies its WAL into the database file ([`Store::open`]).
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// WAL pages after which a commit checkpoints by itself, should the checkpointer fall behind or
@@ -390,6 +395,8 @@ struct Barrier {
 /// another process), the flush notices by its inode and opens the new one; should anything about
 /// the file fail, [`Store::sync`] falls back to a flushed commit on the writer connection.
 struct WalFile {
+    /// The database the log belongs to.
+    database: std::path::PathBuf,
     path: std::path::PathBuf,
     /// The log as last opened, with its inode.
     open: std::sync::Mutex<Option<(std::fs::File, u64)>>,
@@ -399,7 +406,7 @@ impl WalFile {
     fn new(database: &std::path::Path) -> WalFile {
         let mut path = database.as_os_str().to_owned();
         path.push("-wal");
-        WalFile { path: path.into(), open: std::sync::Mutex::new(None) }
+        WalFile { database: database.to_path_buf(), path: path.into(), open: std::sync::Mutex::new(None) }
     }
 
     /// Flushes the log as it is now (blocking: call it off the runtime's threads).
@@ -714,6 +721,24 @@ impl Store {
         self.dialect
     }
 
+    /// This database's identity: when its first migration was applied (microseconds), which a
+    /// database keeps for life and a new one at the same path does not share. The intake journal
+    /// is bound to it.
+    pub async fn identity(&self) -> Result<String, sqlx::Error> {
+        let created: i64 = sqlx::query_scalar("SELECT applied_at FROM schema_migrations ORDER BY version LIMIT 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(format!("created {created}"))
+    }
+
+    /// Where this store's intake journal lives ([`journal`]): beside an SQLite file whose commits
+    /// are flushed ([`Durability::Full`]); `None` for PostgreSQL, an in-memory database or
+    /// `synchronous=NORMAL` by choice, which accept into the database itself.
+    pub fn journal_path(&self) -> Option<std::path::PathBuf> {
+        let barrier = self.barrier.as_ref()?;
+        Some(journal::Journal::path_for(&barrier.wal.database))
+    }
+
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -771,7 +796,7 @@ impl Store {
 
 /// Settings every SQLite connection gets when opened: WAL, the synchronous level, foreign keys,
 /// how long to wait for the write lock, and the commit-time checkpoint only as a fallback.
-async fn prepare(
+pub(crate) async fn prepare(
     connection: &mut AnyConnection,
     dialect: Dialect,
     durability: Durability,

@@ -280,7 +280,7 @@ pub async fn tokenise(
 
 /// An account sealed for the vault: its token, ciphertext and mask, worked out before any
 /// transaction so that the one writer does not wait on the cipher (see [`insert_sealed`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Sealed {
     pub token: String,
     pub masked: String,

@@ -251,8 +251,10 @@ pub async fn verify(store: &Store) -> Result<Report, sqlx::Error> {
     }
     audit_chain.checked = u64::try_from(audit.entries).unwrap_or(0);
     audit_chain.violations = audit.problems as u64;
+    let journal = journal_consistent(store).await?;
     Ok(Report {
         invariants: vec![
+            journal,
             balanced,
             totals_match,
             overdraft,
@@ -266,4 +268,47 @@ pub async fn verify(store: &Store) -> Result<Report, sqlx::Error> {
             audit_chain,
         ],
     })
+}
+
+/// Every payout acknowledged into the intake journal (see [`crate::journal`]) either waits there
+/// to be moved or is in the database under its own key; never is its key another payout's.
+async fn journal_consistent(store: &Store) -> Result<Invariant, sqlx::Error> {
+    let mut invariant = Invariant::new(
+        "intake_journal_consistent",
+        "each payout acknowledged into the intake journal is in the database as itself, or waits to be moved",
+    );
+    let Some(path) = store.journal_path().filter(|path| path.exists()) else { return Ok(invariant) };
+    let journal = match crate::journal::Journal::open(&path, crate::Durability::Full, store).await {
+        Ok(journal) => journal,
+        Err(sqlx::Error::Protocol(refused)) => {
+            invariant.check(false, || refused);
+            return Ok(invariant);
+        }
+        Err(error) => return Err(error),
+    };
+    let mut after = 0;
+    loop {
+        let page = journal.pending(after).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for intent in &page {
+            let owner: Option<String> =
+                sqlx::query_scalar("SELECT resource_id FROM idempotency WHERE tenant = $1 AND key = $2")
+                    .bind(&intent.tenant)
+                    .bind(&intent.key)
+                    .fetch_optional(store.pool())
+                    .await?;
+            invariant.check(owner.as_ref().is_none_or(|owner| *owner == intent.payout_id), || {
+                format!(
+                    "payout {} ({} key {:?}) was acknowledged, but the database gives its key to {}",
+                    intent.payout_id,
+                    intent.tenant,
+                    intent.key,
+                    owner.clone().unwrap_or_default()
+                )
+            });
+        }
+    }
+    journal.close().await;
+    Ok(invariant)
 }
