@@ -214,6 +214,7 @@ pub async fn http_bench(payouts: usize, concurrency: usize, open_rate: Option<f6
         let half_outcomes = outcomes(&db).await?;
         let per_s = |report: &Value| report["throughput_per_s"].as_f64().unwrap_or(0.0);
         let refused = |report: &Value| report["refused"].as_u64().unwrap_or(0);
+        let accepting_s = payouts as f64 / per_s(&full).max(f64::MIN_POSITIVE);
         Ok(json!({
             "payouts": payouts,
             "concurrency": concurrency,
@@ -224,6 +225,10 @@ pub async fn http_bench(payouts: usize, concurrency: usize, open_rate: Option<f6
             "accept_p99_ms": full["accept_p99_ms"],
             "baseline_accept_p99_ms": baseline["accept_p99_ms"],
             "backlog_drain_s": (drain_s * 100.0).round() / 100.0,
+            // What the server keeps up with: the closed loop's payouts over the time to accept
+            // them and settle the backlog they left (a server that acknowledges from its journal
+            // faster than it settles accepts bursts above this).
+            "sustained_per_s": (payouts as f64 / (accepting_s + drain_s) * 10.0).round() / 10.0,
             "half_load_rate_per_s": (rate * 10.0).round() / 10.0,
             "half_load_accepted_per_s": per_s(&half),
             "half_load_accept_p50_ms": half["accept_p50_ms"],

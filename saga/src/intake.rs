@@ -53,6 +53,8 @@ struct Request {
     tenant: String,
     key: String,
     payout: PayoutRequest,
+    /// Prepared by the caller ([`Intake::accept_with_payout`] with a journal).
+    prepared: Option<crate::Prepared>,
     /// The answer, with the payout as it now stands when it was accepted just now (so the
     /// caller need not read it back).
     reply: oneshot::Sender<(Answer, Option<Box<Payout>>)>,
@@ -62,6 +64,9 @@ struct Request {
 #[derive(Clone)]
 pub struct Intake {
     sender: mpsc::Sender<Request>,
+    /// With a journal: the engine that prepares each request (validation, sealing, fingerprint)
+    /// on the caller's task, so the journal's writer does only the writing.
+    preparer: Option<Arc<Engine>>,
     driver: Arc<std::sync::OnceLock<Driver>>,
     progress: Arc<Progress>,
 }
@@ -88,6 +93,7 @@ impl Intake {
         let kicks = driver.clone();
         let progress: Arc<Progress> = Arc::default();
         let counted = progress.clone();
+        let preparer = engine.store().journal_path().map(|_| engine.clone());
         match engine.store().journal_path() {
             Some(path) => {
                 tokio::spawn(async move {
@@ -120,7 +126,7 @@ impl Intake {
                 tokio::spawn(direct(engine, receiver, kicks));
             }
         }
-        Intake { sender, driver, progress }
+        Intake { sender, driver, progress, preparer }
     }
 
     /// Waits until every payout acknowledged so far is in the database (moved from the journal),
@@ -164,8 +170,13 @@ impl Intake {
         key: &str,
         payout: &PayoutRequest,
     ) -> Result<(Accepted, Option<Box<Payout>>), IntakeError> {
+        let prepared = match &self.preparer {
+            // Refused before it takes a place in the queue.
+            Some(engine) => Some(engine.prepare(tenant, payout)?),
+            None => None,
+        };
         let (reply, answer) = oneshot::channel();
-        let request = Request { tenant: tenant.into(), key: key.into(), payout: payout.clone(), reply };
+        let request = Request { tenant: tenant.into(), key: key.into(), payout: payout.clone(), prepared, reply };
         self.sender.try_send(request).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => IntakeError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => IntakeError::Stopped,
@@ -275,13 +286,17 @@ async fn journaled(
                 continue;
             }
         };
-        let group = gather(first, &mut receiver);
+        let mut group = gather(first, &mut receiver);
         let mut answers: Vec<Option<Answer>> = (0..group.len()).map(|_| None).collect();
         let mut payouts: Vec<Option<Box<Payout>>> = (0..group.len()).map(|_| None).collect();
         let mut plains: Vec<(usize, Plain)> = Vec::with_capacity(group.len());
         let mut quoted: Vec<usize> = Vec::new();
-        for (index, request) in group.iter().enumerate() {
-            match engine.prepare(&request.tenant, &request.payout) {
+        for (index, request) in group.iter_mut().enumerate() {
+            let prepared = match request.prepared.take() {
+                Some(prepared) => Ok(prepared),
+                None => engine.prepare(&request.tenant, &request.payout),
+            };
+            match prepared {
                 Ok(Some(plain)) => plains.push((index, plain)),
                 Ok(None) => quoted.push(index),
                 Err(error) => answers[index] = Some(Err(error)),
@@ -401,9 +416,13 @@ impl Engine {
             journal.forget(forget).await?;
             return Ok(Vec::new());
         }
-        let mut connection = self.store.pool().acquire().await?;
-        let known = idempotency::lookup_many(&mut connection, &claims).await?;
-        drop(connection);
+        // The database's answer for these keys while the journal's lock is taken (two threads).
+        let lookup = async {
+            let mut connection = self.store.pool().acquire().await?;
+            idempotency::lookup_many(&mut connection, &claims).await
+        };
+        let (write, known) = tokio::join!(journal.begin(forget), lookup);
+        let (write, known) = (write?, known?);
         for (item, known) in plains.iter().zip(known) {
             match known {
                 None => fresh.push(item),
@@ -423,7 +442,7 @@ impl Engine {
             })
             .collect();
         let accepted_at = self.clock.now_micros();
-        let appended = journal.append(forget, &new, accepted_at).await?;
+        let appended = write.append(&new, accepted_at).await?;
         let mut intents = Vec::with_capacity(fresh.len());
         for ((index, plain), appended) in fresh.into_iter().zip(appended) {
             answers[*index] = Some(match appended {
