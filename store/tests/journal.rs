@@ -1,0 +1,104 @@
+//! The intake journal: claims within a batch and across batches, forgetting, reads, and the
+//! binding that keeps one database's acknowledged payouts out of another.
+
+mod common;
+
+use railyard_store::journal::{Appended, Journal, NewIntent};
+use railyard_store::vault::VaultKeys;
+use railyard_store::{Durability, Store, StoreOptions};
+
+fn intent<'a>(
+    key: &'a str,
+    hash: &'a str,
+    payout_id: &'a str,
+    sealed: &'a railyard_store::vault::Sealed,
+) -> NewIntent<'a> {
+    NewIntent {
+        tenant: "acme",
+        key,
+        request_hash: hash,
+        payout_id,
+        request: "{\"amount\":\"10.00\"}",
+        submitted_by: Some("rk_1"),
+        sealed,
+    }
+}
+
+#[tokio::test]
+async fn keys_are_claimed_once_and_forgotten_once_moved() {
+    let db = common::sqlite().await;
+    let path = db.store.journal_path().expect("a flushed SQLite store has a journal");
+    let journal = Journal::open(&path, Durability::Full, &db.store).await.unwrap();
+    let keys = VaultKeys::generate();
+    let sealed = keys.seal_account("acme", "DE89370400440532013000").unwrap();
+    // In one batch: a new key, the same key again (replay), the same key with another request.
+    let answers = journal
+        .append(
+            &[],
+            &[
+                intent("k1", "h1", "pay_1", &sealed),
+                intent("k1", "h1", "pay_2", &sealed),
+                intent("k1", "hx", "pay_3", &sealed),
+            ],
+            1_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        answers,
+        vec![
+            Appended::New,
+            Appended::Existing { payout_id: "pay_1".into(), same_request: true },
+            Appended::Existing { payout_id: "pay_1".into(), same_request: false },
+        ]
+    );
+    // In a later batch: the journal still holds k1; k2 is new.
+    let answers = journal
+        .append(&[], &[intent("k2", "h2", "pay_4", &sealed), intent("k1", "hx", "pay_5", &sealed)], 2_000)
+        .await
+        .unwrap();
+    assert_eq!(answers, vec![Appended::New, Appended::Existing { payout_id: "pay_1".into(), same_request: false }]);
+    let held = journal.by_payout("pay_4").await.unwrap().unwrap();
+    assert_eq!((held.key.as_str(), held.accepted_at, held.submitted_by.as_deref()), ("k2", 2_000, Some("rk_1")));
+    assert_eq!(held.sealed, sealed, "the sealed account comes back as it was written");
+    assert_eq!(journal.by_key("acme", "k1").await.unwrap().unwrap().payout_id, "pay_1");
+    let pending = journal.pending(0).await.unwrap();
+    assert_eq!(pending.iter().map(|intent| intent.payout_id.as_str()).collect::<Vec<_>>(), vec!["pay_1", "pay_4"]);
+    assert_eq!(journal.pending(pending[0].seq).await.unwrap().len(), 1);
+    // Forgotten with the next batch, or on its own.
+    journal.append(&["pay_1".to_string()], &[], 3_000).await.unwrap();
+    assert!(journal.by_payout("pay_1").await.unwrap().is_none());
+    journal.forget(&["pay_4".to_string()]).await.unwrap();
+    assert_eq!(journal.count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_journal_holding_another_databases_payouts_is_refused() {
+    let first = common::sqlite().await;
+    let path = first.store.journal_path().unwrap();
+    let journal = Journal::open(&path, Durability::Full, &first.store).await.unwrap();
+    let keys = VaultKeys::generate();
+    let sealed = keys.seal_account("acme", "DE89370400440532013000").unwrap();
+    journal.append(&[], &[intent("k1", "h1", "pay_1", &sealed)], 1_000).await.unwrap();
+    journal.close().await;
+
+    // Another database at another path, its journal file replaced by the first one's.
+    let second = common::sqlite().await;
+    std::fs::copy(&path, second.store.journal_path().unwrap()).unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::copy(
+            format!("{}{suffix}", path.display()),
+            format!("{}{suffix}", second.store.journal_path().unwrap().display()),
+        );
+    }
+    let refused = Journal::open(&second.store.journal_path().unwrap(), Durability::Full, &second.store).await;
+    let message = refused.err().expect("refused").to_string();
+    assert!(message.contains("another database"), "{message}");
+    let report = railyard_store::verify::verify(&second.store).await.unwrap();
+    assert_eq!(report.get("intake_journal_consistent").unwrap().violations, 1);
+
+    // Its own database opened again: accepted as before.
+    let reopened = Store::open(&first.url, &StoreOptions::default()).await.unwrap();
+    let journal = Journal::open(&path, Durability::Full, &reopened).await.unwrap();
+    assert_eq!(journal.count().await.unwrap(), 1);
+}
