@@ -302,11 +302,9 @@ async fn journaled(
                 Err(error) => answers[index] = Some(Err(error)),
             }
         }
-        let ids = take_moved();
-        let intents = match engine.journal_group(&journal, &group, &plains, &ids, &mut answers, &mut payouts).await {
+        let intents = match engine.journal_group(&journal, &group, &plains, &mut answers, &mut payouts).await {
             Ok(intents) => intents,
             Err(error) => {
-                give_back(ids);
                 let text = error.to_string();
                 for (index, _) in &plains {
                     // Nothing of the group is acknowledged; a retry under the same
@@ -331,6 +329,15 @@ async fn journaled(
         for ((request, answer), payout) in group.into_iter().zip(answers).zip(payouts) {
             let answer = answer.unwrap_or_else(|| Err(crate::corrupt("a request of the group was not answered")));
             let _ = request.reply.send((answer, payout));
+        }
+        // Forgetting waits until a group's worth was moved (or the intake is quiet): a statement
+        // of its own, after the answers, never in front of one.
+        if moved.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len() >= GROUP_MAX {
+            let ids = take_moved();
+            if let Err(error) = journal.forget(&ids).await {
+                tracing::warn!("forgetting moved intents failed (kept for later): {error}");
+                give_back(ids);
+            }
         }
         if intents.is_empty() {
             continue;
@@ -389,8 +396,8 @@ async fn mover(
 }
 
 impl Engine {
-    /// Claims the keys of `plains` (requests of `group`) and writes their intents to `journal`,
-    /// with `forget` (payouts moved since) forgotten in the same transaction; fills `answers`
+    /// Claims the keys of `plains` (requests of `group`) and writes their intents to `journal`
+    /// (one flushed statement); fills `answers`
     /// and returns the new intents, for the mover. A key the database holds already is answered
     /// from there (a replay or a conflict), as [`idempotency::claim_many`] would.
     async fn journal_group(
@@ -398,7 +405,6 @@ impl Engine {
         journal: &Journal,
         group: &[Request],
         plains: &[(usize, Plain)],
-        forget: &[String],
         answers: &mut [Option<Answer>],
         payouts: &mut [Option<Box<Payout>>],
     ) -> Result<Vec<Intent>, EngineError> {
@@ -413,16 +419,11 @@ impl Engine {
             .collect();
         let mut fresh: Vec<&(usize, Plain)> = Vec::with_capacity(plains.len());
         if plains.is_empty() {
-            journal.forget(forget).await?;
             return Ok(Vec::new());
         }
-        // The database's answer for these keys while the journal's lock is taken (two threads).
-        let lookup = async {
-            let mut connection = self.store.pool().acquire().await?;
-            idempotency::lookup_many(&mut connection, &claims).await
-        };
-        let (write, known) = tokio::join!(journal.begin(forget), lookup);
-        let (write, known) = (write?, known?);
+        let mut connection = self.store.pool().acquire().await?;
+        let known = idempotency::lookup_many(&mut connection, &claims).await?;
+        drop(connection);
         for (item, known) in plains.iter().zip(known) {
             match known {
                 None => fresh.push(item),
@@ -442,7 +443,7 @@ impl Engine {
             })
             .collect();
         let accepted_at = self.clock.now_micros();
-        let appended = write.append(&new, accepted_at).await?;
+        let appended = journal.append(&new, accepted_at).await?;
         let mut intents = Vec::with_capacity(fresh.len());
         for ((index, plain), appended) in fresh.into_iter().zip(appended) {
             answers[*index] = Some(match appended {

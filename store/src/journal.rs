@@ -182,36 +182,31 @@ impl Journal {
         &self.path
     }
 
-    /// In one transaction, flushed before it returns: forgets the intents of `moved` (payout ids
-    /// the database now holds durably), then writes each of `intents` whose key the journal does
-    /// not hold yet. A key repeated in the batch answers against its first use.
-    /// `accepted_at` (microseconds since the epoch) is the new intents' acceptance time.
-    pub async fn append(
-        &self,
-        moved: &[String],
-        intents: &[NewIntent<'_>],
-        accepted_at: i64,
-    ) -> Result<Vec<Appended>, sqlx::Error> {
-        self.begin(moved).await?.append(intents, accepted_at).await
+    /// Writes each of `intents` whose key the journal does not hold yet, flushed before it
+    /// returns: one statement, committed on its own (one lock, one flush, one hand-off to the
+    /// connection's thread) for a batch of up to [`crate::bulk::ROWS_MAX`], a transaction for
+    /// more. A key repeated in the batch answers against its first use. `accepted_at`
+    /// (microseconds since the epoch) is the new intents' acceptance time.
+    pub async fn append(&self, intents: &[NewIntent<'_>], accepted_at: i64) -> Result<Vec<Appended>, sqlx::Error> {
+        if intents.len() <= crate::bulk::ROWS_MAX {
+            let mut connection = self.pool.acquire().await?;
+            append_in(&mut connection, intents, accepted_at).await
+        } else {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let answers = append_in(&mut tx, intents, accepted_at).await?;
+            tx.commit().await?;
+            Ok(answers)
+        }
     }
 
-    /// The first half of [`Journal::append`]: takes the journal's write lock and forgets `moved`,
-    /// so that the caller can look keys up in the database meanwhile.
-    pub async fn begin(&self, moved: &[String]) -> Result<JournalWrite, sqlx::Error> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        forget_in(&mut tx, moved).await?;
-        Ok(JournalWrite(tx))
-    }
-
-    /// Forgets the intents of `moved` (payout ids the database holds durably), in a transaction
-    /// of its own.
+    /// Forgets the intents of `moved` (payout ids the database holds durably): one statement
+    /// each [`crate::bulk::ROWS_MAX`], each committed on its own (forgetting twice is harmless).
     pub async fn forget(&self, moved: &[String]) -> Result<(), sqlx::Error> {
         if moved.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        forget_in(&mut tx, moved).await?;
-        tx.commit().await
+        let mut connection = self.pool.acquire().await?;
+        forget_in(&mut connection, moved).await
     }
 
     /// The intent of `payout_id`, if the journal holds it.
@@ -256,80 +251,77 @@ impl Journal {
     }
 }
 
-/// The journal's write transaction ([`Journal::begin`]): rolled back if dropped uncommitted.
-pub struct JournalWrite(sqlx::Transaction<'static, sqlx::Any>);
+/// [`Journal::append`] on `connection`.
+async fn append_in(
+    connection: &mut sqlx::AnyConnection,
+    intents: &[NewIntent<'_>],
+    accepted_at: i64,
+) -> Result<Vec<Appended>, sqlx::Error> {
+    use std::collections::HashMap;
 
-impl JournalWrite {
-    /// The second half of [`Journal::append`]: writes the new intents and commits (flushed).
-    pub async fn append(mut self, intents: &[NewIntent<'_>], accepted_at: i64) -> Result<Vec<Appended>, sqlx::Error> {
-        use std::collections::HashMap;
-
-        // The first use of each key in the batch: the only one that can be new.
-        let mut first: HashMap<(&str, &str), usize> = HashMap::with_capacity(intents.len());
-        let mut rows = Vec::with_capacity(intents.len());
-        for (index, intent) in intents.iter().enumerate() {
-            if let std::collections::hash_map::Entry::Vacant(entry) = first.entry((intent.tenant, intent.key)) {
-                entry.insert(index);
-                let sealed =
-                    serde_json::to_string(intent.sealed).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
-                rows.push((
-                    intent.key,
-                    intent.tenant,
-                    intent.request_hash,
-                    intent.payout_id,
-                    intent.request,
-                    intent.submitted_by,
-                    sealed,
-                    accepted_at,
-                ));
-            }
+    // The first use of each key in the batch: the only one that can be new.
+    let mut first: HashMap<(&str, &str), usize> = HashMap::with_capacity(intents.len());
+    let mut rows = Vec::with_capacity(intents.len());
+    for (index, intent) in intents.iter().enumerate() {
+        if let std::collections::hash_map::Entry::Vacant(entry) = first.entry((intent.tenant, intent.key)) {
+            entry.insert(index);
+            let sealed = serde_json::to_string(intent.sealed).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+            rows.push((
+                intent.key,
+                intent.tenant,
+                intent.request_hash,
+                intent.payout_id,
+                intent.request,
+                intent.submitted_by,
+                sealed,
+                accepted_at,
+            ));
         }
-        let written = crate::bulk::execute(
-            &mut self.0,
-            "INSERT INTO intents (key, tenant, request_hash, payout_id, request, submitted_by, sealed, accepted_at) \
-             SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8 \
-             FROM ({rows}) AS v WHERE true ON CONFLICT (key, tenant) DO NOTHING",
-            &["TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT"],
-            &rows,
-            &[],
-        )
-        .await?;
-        // Every key new, as nearly always: nothing to read back. Otherwise the journal's
-        // (request hash, payout id) of each key, ours where the payout id is this batch's.
-        let mut held: HashMap<(String, String), (String, String)> = HashMap::new();
-        if written != rows.len() as u64 {
-            let keys: Vec<&str> = rows.iter().map(|row| row.0).collect();
-            for chunk in keys.chunks(crate::bulk::IN_MAX) {
-                let chunk = crate::bulk::padded(chunk);
-                let statement = AssertSqlSafe(format!(
-                    "SELECT tenant, key, request_hash, payout_id FROM intents WHERE key IN ({})",
-                    crate::bulk::placeholders(1, chunk.len())
-                ));
-                let mut query = sqlx::query(statement);
-                for key in chunk {
-                    query = query.bind(key);
-                }
-                for row in query.fetch_all(&mut *self.0).await? {
-                    held.insert((row.try_get(0)?, row.try_get(1)?), (row.try_get(2)?, row.try_get(3)?));
-                }
-            }
-        }
-        let mut answers = Vec::with_capacity(intents.len());
-        for (index, intent) in intents.iter().enumerate() {
-            let owner = &intents[first[&(intent.tenant, intent.key)]];
-            let (hash, payout_id) = match held.get(&(intent.tenant.to_string(), intent.key.to_string())) {
-                Some((hash, payout_id)) => (hash.as_str(), payout_id.as_str()),
-                None => (owner.request_hash, owner.payout_id),
-            };
-            answers.push(if payout_id == intent.payout_id && first[&(intent.tenant, intent.key)] == index {
-                Appended::New
-            } else {
-                Appended::Existing { payout_id: payout_id.to_string(), same_request: hash == intent.request_hash }
-            });
-        }
-        self.0.commit().await?;
-        Ok(answers)
     }
+    let written = crate::bulk::execute(
+        &mut *connection,
+        "INSERT INTO intents (key, tenant, request_hash, payout_id, request, submitted_by, sealed, accepted_at) \
+         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8 \
+         FROM ({rows}) AS v WHERE true ON CONFLICT (key, tenant) DO NOTHING",
+        &["TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT"],
+        &rows,
+        &[],
+    )
+    .await?;
+    // Every key new, as nearly always: nothing to read back. Otherwise the journal's
+    // (request hash, payout id) of each key, ours where the payout id is this batch's.
+    let mut held: HashMap<(String, String), (String, String)> = HashMap::new();
+    if written != rows.len() as u64 {
+        let keys: Vec<&str> = rows.iter().map(|row| row.0).collect();
+        for chunk in keys.chunks(crate::bulk::IN_MAX) {
+            let chunk = crate::bulk::padded(chunk);
+            let statement = AssertSqlSafe(format!(
+                "SELECT tenant, key, request_hash, payout_id FROM intents WHERE key IN ({})",
+                crate::bulk::placeholders(1, chunk.len())
+            ));
+            let mut query = sqlx::query(statement);
+            for key in chunk {
+                query = query.bind(key);
+            }
+            for row in query.fetch_all(&mut *connection).await? {
+                held.insert((row.try_get(0)?, row.try_get(1)?), (row.try_get(2)?, row.try_get(3)?));
+            }
+        }
+    }
+    let mut answers = Vec::with_capacity(intents.len());
+    for (index, intent) in intents.iter().enumerate() {
+        let owner = &intents[first[&(intent.tenant, intent.key)]];
+        let (hash, payout_id) = match held.get(&(intent.tenant.to_string(), intent.key.to_string())) {
+            Some((hash, payout_id)) => (hash.as_str(), payout_id.as_str()),
+            None => (owner.request_hash, owner.payout_id),
+        };
+        answers.push(if payout_id == intent.payout_id && first[&(intent.tenant, intent.key)] == index {
+            Appended::New
+        } else {
+            Appended::Existing { payout_id: payout_id.to_string(), same_request: hash == intent.request_hash }
+        });
+    }
+    Ok(answers)
 }
 
 async fn forget_in(connection: &mut sqlx::AnyConnection, moved: &[String]) -> Result<(), sqlx::Error> {
