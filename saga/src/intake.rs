@@ -302,9 +302,11 @@ async fn journaled(
                 Err(error) => answers[index] = Some(Err(error)),
             }
         }
+        let mut failed = false;
         let intents = match engine.journal_group(&journal, &group, &plains, &mut answers, &mut payouts).await {
             Ok(intents) => intents,
             Err(error) => {
+                failed = true;
                 let text = error.to_string();
                 for (index, _) in &plains {
                     // Nothing of the group is acknowledged; a retry under the same
@@ -329,6 +331,12 @@ async fn journaled(
         for ((request, answer), payout) in group.into_iter().zip(answers).zip(payouts) {
             let answer = answer.unwrap_or_else(|| Err(crate::corrupt("a request of the group was not answered")));
             let _ = request.reply.send((answer, payout));
+        }
+        if failed {
+            // The group's intents may have been written before the error (its insert commits on
+            // its own): whatever the journal holds goes to the mover again, so none waits for the
+            // next start (moving twice finds the first move).
+            recover(&journal, &moves, &progress).await;
         }
         // Forgetting waits until a group's worth was moved (or the intake is quiet): a statement
         // of its own, after the answers, never in front of one.
