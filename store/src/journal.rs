@@ -7,7 +7,7 @@
 //! journal is a second file with its own writer: an intake group claims its keys and writes its
 //! intents here, flushes (`synchronous=FULL`) and answers; the engine then moves the intents into
 //! the database (idempotency record, vault row, payout, first event) in its own transaction and
-//! tells the intake, which forgets them in its next group.
+//! tells the intake, which forgets them once it has answered (a group's worth at a time).
 //!
 //! Keys stay unique per tenant across both files because one task claims them all (the intake's
 //! writer): a key is looked up in the database first, then in the journal, and only then written.
