@@ -1187,6 +1187,39 @@ impl Engine {
         for row in rows {
             payouts.push(self.payout(&row.try_get::<String, _>(0)?).await?);
         }
+        // Payouts acknowledged from the intake journal and not moved yet are `accepted` here too,
+        // in their place by id.
+        if let Some(journal) = self.journal.get()
+            && state.is_none_or(|state| state == State::Accepted)
+        {
+            let waiting =
+                journal.of_tenant(tenant, cursor.unwrap_or(""), created_after.unwrap_or(i64::MIN), limit).await?;
+            let listed: std::collections::HashSet<String> = payouts.iter().map(|payout| payout.id.clone()).collect();
+            for intent in waiting {
+                if listed.contains(&intent.payout_id) {
+                    continue;
+                }
+                // Moved and not forgotten yet: the database's row is the payout (filtered above).
+                let moved: Option<i64> = sqlx::query_scalar("SELECT 1 FROM payouts WHERE id = $1")
+                    .bind(&intent.payout_id)
+                    .fetch_optional(self.store.pool())
+                    .await?;
+                if moved.is_some() {
+                    continue;
+                }
+                let mut request: PayoutRequest = serde_json::from_str(&intent.request).map_err(corrupt)?;
+                request.submitted_by = intent.submitted_by;
+                payouts.push(intake::accepted_payout(
+                    &intent.payout_id,
+                    &intent.tenant,
+                    &intent.key,
+                    request,
+                    intent.accepted_at,
+                ));
+            }
+            payouts.sort_by(|left, right| left.id.cmp(&right.id));
+            payouts.truncate(usize::try_from(limit).unwrap_or(0));
+        }
         Ok(payouts)
     }
 

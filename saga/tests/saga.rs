@@ -618,6 +618,13 @@ async fn acknowledged_payouts_survive_in_the_journal_and_move_on_the_next_start(
     assert_eq!(payout.request.amount, eur_payout(5_003).amount);
     let history = dying.history(&ids[3]).await.unwrap();
     assert_eq!(history.iter().map(|entry| entry.state).collect::<Vec<_>>(), vec![State::Accepted]);
+    // Listed in their place, by id, a page at a time.
+    let listed = dying.list("demo-psp", None, None, None, 100).await.unwrap();
+    assert_eq!(listed.iter().map(|payout| payout.id.clone()).collect::<Vec<_>>(), ids);
+    let page = dying.list("demo-psp", Some(State::Accepted), None, Some(&ids[4]), 3).await.unwrap();
+    assert_eq!(page.iter().map(|payout| payout.id.as_str()).collect::<Vec<_>>(), vec![&ids[5], &ids[6], &ids[7]]);
+    assert!(dying.list("demo-psp", Some(State::Routed), None, None, 100).await.unwrap().is_empty());
+    assert!(dying.list("demo-psp-live", None, None, None, 100).await.unwrap().is_empty());
     let replay = intake.accept("demo-psp", "journal-3", &eur_payout(5_003)).await.unwrap();
     assert_eq!((replay.payout_id.as_str(), replay.replay), (ids[3].as_str(), true));
     let conflict = intake.accept("demo-psp", "journal-3", &eur_payout(1)).await;

@@ -228,6 +228,30 @@ impl Journal {
         row.as_ref().map(intent).transpose()
     }
 
+    /// `tenant`'s intents with a payout id after `after` accepted after `created_after`
+    /// (microseconds), by payout id, at most `limit` (for a payout list).
+    pub async fn of_tenant(
+        &self,
+        tenant: &str,
+        after: &str,
+        created_after: i64,
+        limit: i64,
+    ) -> Result<Vec<Intent>, sqlx::Error> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM intents WHERE tenant = $1 AND payout_id > $2 AND accepted_at > $3 \
+             ORDER BY payout_id LIMIT $4"
+        )))
+        .bind(tenant)
+        .bind(after)
+        .bind(created_after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(intent)
+        .collect()
+    }
+
     /// The oldest intents after `after` (a `seq`), at most [`PENDING_PAGE_MAX`], in the order
     /// they were accepted.
     pub async fn pending(&self, after: i64) -> Result<Vec<Intent>, sqlx::Error> {
