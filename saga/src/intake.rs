@@ -252,8 +252,7 @@ async fn recover(journal: &Journal, moves: &mpsc::Sender<Vec<Intent>>, progress:
         let Some(last) = page.last() else { return };
         after = last.seq;
         tracing::info!(intents = page.len(), "moving acknowledged payouts from the intake journal");
-        progress.journaled.fetch_add(page.len() as u64, std::sync::atomic::Ordering::SeqCst);
-        if moves.send(page).await.is_err() {
+        if !queue_moves(moves, progress, page).await {
             return;
         }
     }
@@ -350,8 +349,7 @@ async fn journaled(
         if intents.is_empty() {
             continue;
         }
-        progress.journaled.fetch_add(intents.len() as u64, std::sync::atomic::Ordering::SeqCst);
-        if moves.send(intents).await.is_err() {
+        if !queue_moves(&moves, &progress, intents).await {
             return;
         }
     }
@@ -580,6 +578,19 @@ pub(crate) fn accepted_payout(id: &str, tenant: &str, key: &str, request: Payout
         risk: None,
         decided_by: None,
     }
+}
+
+/// The payout an intent still in the journal stands for: `accepted`.
+pub(crate) fn intent_payout(intent: Intent) -> Result<Payout, EngineError> {
+    let mut request: PayoutRequest = serde_json::from_str(&intent.request).map_err(crate::corrupt)?;
+    request.submitted_by = intent.submitted_by;
+    Ok(accepted_payout(&intent.payout_id, &intent.tenant, &intent.key, request, intent.accepted_at))
+}
+
+/// Counts `intents` as acknowledged and queues them for the mover; false once the mover is gone.
+async fn queue_moves(moves: &mpsc::Sender<Vec<Intent>>, progress: &Progress, intents: Vec<Intent>) -> bool {
+    progress.journaled.fetch_add(intents.len() as u64, std::sync::atomic::Ordering::SeqCst);
+    moves.send(intents).await.is_ok()
 }
 
 fn answer_of(claim: Claim) -> Answer {

@@ -1207,15 +1207,7 @@ impl Engine {
                 if moved.is_some() {
                     continue;
                 }
-                let mut request: PayoutRequest = serde_json::from_str(&intent.request).map_err(corrupt)?;
-                request.submitted_by = intent.submitted_by;
-                payouts.push(intake::accepted_payout(
-                    &intent.payout_id,
-                    &intent.tenant,
-                    &intent.key,
-                    request,
-                    intent.accepted_at,
-                ));
+                payouts.push(intake::intent_payout(intent)?);
             }
             payouts.sort_by(|left, right| left.id.cmp(&right.id));
             payouts.truncate(usize::try_from(limit).unwrap_or(0));
@@ -1292,9 +1284,7 @@ impl Engine {
     async fn journal_payout(&self, id: &str) -> Result<Option<Payout>, EngineError> {
         let Some(journal) = self.journal.get() else { return Ok(None) };
         let Some(intent) = journal.by_payout(id).await? else { return Ok(None) };
-        let mut request: PayoutRequest = serde_json::from_str(&intent.request).map_err(corrupt)?;
-        request.submitted_by = intent.submitted_by;
-        Ok(Some(intake::accepted_payout(&intent.payout_id, &intent.tenant, &intent.key, request, intent.accepted_at)))
+        Ok(Some(intake::intent_payout(intent)?))
     }
 
     /// Waits until `id`, acknowledged from the intake journal, is in the database (the intake
