@@ -1172,6 +1172,15 @@ impl Engine {
         cursor: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Payout>, EngineError> {
+        // Payouts acknowledged from the intake journal and not moved yet are `accepted` here too,
+        // in their place by id. The journal is read first: one forgotten since was moved before,
+        // so the database's read below finds it.
+        let waiting = match self.journal.get() {
+            Some(journal) if state.is_none_or(|state| state == State::Accepted) => {
+                journal.of_tenant(tenant, cursor.unwrap_or(""), created_after.unwrap_or(i64::MIN), limit).await?
+            }
+            _ => Vec::new(),
+        };
         let rows = sqlx::query(
             "SELECT id FROM payouts WHERE tenant = $1 AND ($2 = '' OR state = $2) AND created_at > $3 AND id > $4 \
              ORDER BY id LIMIT $5",
@@ -1187,27 +1196,28 @@ impl Engine {
         for row in rows {
             payouts.push(self.payout(&row.try_get::<String, _>(0)?).await?);
         }
-        // Payouts acknowledged from the intake journal and not moved yet are `accepted` here too,
-        // in their place by id.
-        if let Some(journal) = self.journal.get()
-            && state.is_none_or(|state| state == State::Accepted)
-        {
-            let waiting =
-                journal.of_tenant(tenant, cursor.unwrap_or(""), created_after.unwrap_or(i64::MIN), limit).await?;
+        if !waiting.is_empty() {
             let listed: std::collections::HashSet<String> = payouts.iter().map(|payout| payout.id.clone()).collect();
             for intent in waiting {
                 if listed.contains(&intent.payout_id) {
                     continue;
                 }
-                // Moved and not forgotten yet: the database's row is the payout (filtered above).
-                let moved: Option<i64> = sqlx::query_scalar("SELECT 1 FROM payouts WHERE id = $1")
-                    .bind(&intent.payout_id)
-                    .fetch_optional(self.store.pool())
-                    .await?;
-                if moved.is_some() {
-                    continue;
+                // Moved since the read above (or before, and not forgotten): the database's row is
+                // the payout, listed if it passes the same filter.
+                let moved =
+                    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE id = $1")))
+                        .bind(&intent.payout_id)
+                        .fetch_optional(self.store.pool())
+                        .await?;
+                match moved {
+                    Some(row) => {
+                        let payout = payout_from_row(&row)?;
+                        if state.is_none_or(|state| state == payout.state) {
+                            payouts.push(payout);
+                        }
+                    }
+                    None => payouts.push(intake::intent_payout(intent)?),
                 }
-                payouts.push(intake::intent_payout(intent)?);
             }
             payouts.sort_by(|left, right| left.id.cmp(&right.id));
             payouts.truncate(usize::try_from(limit).unwrap_or(0));
