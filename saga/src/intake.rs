@@ -414,31 +414,11 @@ impl Engine {
         answers: &mut [Option<Answer>],
         payouts: &mut [Option<Box<Payout>>],
     ) -> Result<Vec<Intent>, EngineError> {
-        let claims: Vec<idempotency::ClaimRequest<'_>> = plains
-            .iter()
-            .map(|(index, plain)| idempotency::ClaimRequest {
-                tenant: &group[*index].tenant,
-                key: &group[*index].key,
-                request_hash: &plain.hash,
-                resource_id: &plain.payout_id,
-            })
-            .collect();
-        let mut fresh: Vec<&(usize, Plain)> = Vec::with_capacity(plains.len());
         if plains.is_empty() {
             return Ok(Vec::new());
         }
-        let mut connection = self.store.pool().acquire().await?;
-        let known = idempotency::lookup_many(&mut connection, &claims).await?;
-        drop(connection);
-        for (item, known) in plains.iter().zip(known) {
-            match known {
-                None => fresh.push(item),
-                Some(claim) => answers[item.0] = Some(answer_of(claim)),
-            }
-        }
-        let new: Vec<NewIntent<'_>> = fresh
-            .iter()
-            .map(|(index, plain)| NewIntent {
+        fn new_intent<'a>(group: &'a [Request], (index, plain): &'a (usize, Plain)) -> NewIntent<'a> {
+            NewIntent {
                 tenant: &group[*index].tenant,
                 key: &group[*index].key,
                 request_hash: &plain.hash,
@@ -446,10 +426,41 @@ impl Engine {
                 request: &plain.json,
                 submitted_by: plain.submitted_by.as_deref(),
                 sealed: &plain.sealed,
-            })
-            .collect();
+            }
+        }
         let accepted_at = self.clock.now_micros();
-        let appended = journal.append(&new, accepted_at).await?;
+        // Nearly always every key is new: one statement checks the database's records and writes
+        // the batch. Otherwise the keys are looked up in the database first (those it holds are
+        // answered from there), then the rest claimed in the journal, which finds what the first
+        // statement wrote as this batch's own.
+        let all: Vec<NewIntent<'_>> = plains.iter().map(|item| new_intent(group, item)).collect();
+        let (fresh, appended) = match journal.append_if_new(&all, accepted_at).await? {
+            Some(appended) => (plains.iter().collect::<Vec<_>>(), appended),
+            None => {
+                let claims: Vec<idempotency::ClaimRequest<'_>> = plains
+                    .iter()
+                    .map(|(index, plain)| idempotency::ClaimRequest {
+                        tenant: &group[*index].tenant,
+                        key: &group[*index].key,
+                        request_hash: &plain.hash,
+                        resource_id: &plain.payout_id,
+                    })
+                    .collect();
+                let mut connection = self.store.pool().acquire().await?;
+                let known = idempotency::lookup_many(&mut connection, &claims).await?;
+                drop(connection);
+                let mut fresh: Vec<&(usize, Plain)> = Vec::with_capacity(plains.len());
+                for (item, known) in plains.iter().zip(known) {
+                    match known {
+                        None => fresh.push(item),
+                        Some(claim) => answers[item.0] = Some(answer_of(claim)),
+                    }
+                }
+                let new: Vec<NewIntent<'_>> = fresh.iter().map(|item| new_intent(group, item)).collect();
+                let appended = journal.append(&new, accepted_at).await?;
+                (fresh, appended)
+            }
+        };
         let mut intents = Vec::with_capacity(fresh.len());
         for ((index, plain), appended) in fresh.into_iter().zip(appended) {
             answers[*index] = Some(match appended {

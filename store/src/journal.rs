@@ -10,7 +10,10 @@
 //! tells the intake, which forgets them once it has answered (a group's worth at a time).
 //!
 //! Keys stay unique per tenant across both files because one task claims them all (the intake's
-//! writer): a key is looked up in the database first, then in the journal, and only then written.
+//! writer): a key is written only where neither the database's idempotency records nor the
+//! journal hold it. The database is attached to the journal's connections (read only by us), so
+//! a batch of new keys is checked and written by one statement ([`Journal::append_if_new`]);
+//! a batch with a key held somewhere is looked up in the database, then claimed in the journal.
 //! A moved intent is forgotten only after the database's commit is durable, so at every moment
 //! an acknowledged key is in one file or the other (or both, briefly, with the same payout id).
 //! Moving is idempotent: an intent already in the database claims its key as a replay of itself.
@@ -86,7 +89,22 @@ pub enum Appended {
 pub struct Journal {
     pool: AnyPool,
     path: PathBuf,
+    /// The database is attached to every connection as `db` (read only by us): a batch of new
+    /// keys is checked against its idempotency records in the statement that writes the batch
+    /// ([`Journal::append_if_new`]).
+    attached: bool,
 }
+
+/// Attaches the database to a journal connection, as `db`.
+const ATTACH: &str = "ATTACH DATABASE $1 AS db";
+
+/// [`Journal::append_if_new`]: the batch, unless a key is in the database's idempotency records
+/// or in the journal already.
+const APPEND_IF_NEW: &str = "INSERT INTO intents \
+     (key, tenant, request_hash, payout_id, request, submitted_by, sealed, accepted_at) \
+     SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8 \
+     FROM ({rows}) AS v WHERE NOT EXISTS (SELECT 1 FROM db.idempotency i \
+     WHERE i.tenant = v.column2 AND i.key = v.column1) ON CONFLICT (key, tenant) DO NOTHING";
 
 const COLUMNS: &str = "seq, tenant, key, request_hash, payout_id, request, submitted_by, sealed, accepted_at";
 
@@ -123,13 +141,21 @@ impl Journal {
         sqlx::any::install_default_drivers();
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let connect = AnyConnectOptions::from_str(&url)?;
+        let attach = store.database_file().map(|file| file.display().to_string());
+        let attached = attach.is_some();
         let pool = AnyPoolOptions::new()
             // One writer (the intake's task) and reads of a payout not moved yet.
             .max_connections(3)
             .test_before_acquire(false)
             .after_connect(move |connection, _| {
+                let attach = attach.clone();
                 Box::pin(async move {
-                    crate::prepare(connection, Dialect::Sqlite, durability, crate::JOURNAL_BUSY_MS).await
+                    crate::prepare(connection, Dialect::Sqlite, durability, crate::JOURNAL_BUSY_MS).await?;
+                    // After the pragmas, which would otherwise apply to the database too.
+                    if let Some(file) = attach {
+                        sqlx::query(ATTACH).bind(file).execute(connection).await?;
+                    }
+                    Ok(())
                 })
             })
             .connect_with(connect)
@@ -167,7 +193,8 @@ impl Journal {
                 if checkpointed.is_closed() {
                     break;
                 }
-                if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&checkpointed).await {
+                // The journal's log only: the database's has a checkpointer of its own.
+                if let Err(error) = sqlx::query("PRAGMA main.wal_checkpoint(PASSIVE)").execute(&checkpointed).await {
                     if checkpointed.is_closed() {
                         break;
                     }
@@ -175,7 +202,7 @@ impl Journal {
                 }
             }
         });
-        Ok(Journal { pool, path: path.to_path_buf() })
+        Ok(Journal { pool, path: path.to_path_buf(), attached })
     }
 
     pub fn path(&self) -> &Path {
@@ -197,6 +224,30 @@ impl Journal {
             tx.commit().await?;
             Ok(answers)
         }
+    }
+
+    /// [`Journal::append`] for a batch whose keys are expected to be new everywhere, as nearly
+    /// all are: one statement writes the batch unless a key is held already, in the database's
+    /// idempotency records or in the journal, so that claiming a key takes no read of the
+    /// database of its own (and no hand-off to another connection's thread). `None` when some
+    /// key was held (or the database is not attached): nothing is answered then, and the caller
+    /// claims the batch as before, looking in the database and then calling [`Journal::append`]
+    /// with the same `accepted_at`, which finds the intents this call wrote as its own.
+    pub async fn append_if_new(
+        &self,
+        intents: &[NewIntent<'_>],
+        accepted_at: i64,
+    ) -> Result<Option<Vec<Appended>>, sqlx::Error> {
+        if !self.attached || intents.is_empty() || intents.len() > crate::bulk::ROWS_MAX {
+            return Ok(None);
+        }
+        let batch = Batch::of(intents, accepted_at)?;
+        let mut connection = self.pool.acquire().await?;
+        let written = crate::bulk::execute(&mut connection, APPEND_IF_NEW, &INTENT_TYPES, &batch.rows, &[]).await?;
+        if written != batch.rows.len() as u64 {
+            return Ok(None);
+        }
+        Ok(Some(batch.answers(intents, &std::collections::HashMap::new())))
     }
 
     /// Forgets the intents of `moved` (payout ids the database holds durably): one statement
@@ -275,48 +326,89 @@ impl Journal {
     }
 }
 
+/// Column types of an intent row for [`crate::bulk::execute`].
+const INTENT_TYPES: [&str; 8] = ["TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT"];
+
+/// An intent as bound: key, tenant, request hash, payout id, request, submitted by, sealed, accepted at.
+type IntentRow<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, Option<&'a str>, String, i64);
+
+/// A batch of requests as rows: the first use of each key (the only one that can be new).
+struct Batch<'a> {
+    first: std::collections::HashMap<(&'a str, &'a str), usize>,
+    rows: Vec<IntentRow<'a>>,
+}
+
+impl<'a> Batch<'a> {
+    fn of(intents: &[NewIntent<'a>], accepted_at: i64) -> Result<Batch<'a>, sqlx::Error> {
+        let mut first = std::collections::HashMap::with_capacity(intents.len());
+        let mut rows = Vec::with_capacity(intents.len());
+        for (index, intent) in intents.iter().enumerate() {
+            if let std::collections::hash_map::Entry::Vacant(entry) = first.entry((intent.tenant, intent.key)) {
+                entry.insert(index);
+                let sealed =
+                    serde_json::to_string(intent.sealed).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+                rows.push((
+                    intent.key,
+                    intent.tenant,
+                    intent.request_hash,
+                    intent.payout_id,
+                    intent.request,
+                    intent.submitted_by,
+                    sealed,
+                    accepted_at,
+                ));
+            }
+        }
+        Ok(Batch { first, rows })
+    }
+
+    /// Each request's answer, given the (request hash, payout id) the journal holds for the keys
+    /// it held already (`held`; a key not in it was written by this batch, under its first use).
+    fn answers(
+        &self,
+        intents: &[NewIntent<'_>],
+        held: &std::collections::HashMap<(String, String), (String, String)>,
+    ) -> Vec<Appended> {
+        let mut answers = Vec::with_capacity(intents.len());
+        for (index, intent) in intents.iter().enumerate() {
+            let first = self.first[&(intent.tenant, intent.key)];
+            let owner = &intents[first];
+            let (hash, payout_id) = match held.get(&(intent.tenant.to_string(), intent.key.to_string())) {
+                Some((hash, payout_id)) => (hash.as_str(), payout_id.as_str()),
+                None => (owner.request_hash, owner.payout_id),
+            };
+            answers.push(if payout_id == intent.payout_id && first == index {
+                Appended::New
+            } else {
+                Appended::Existing { payout_id: payout_id.to_string(), same_request: hash == intent.request_hash }
+            });
+        }
+        answers
+    }
+}
+
 /// [`Journal::append`] on `connection`.
 async fn append_in(
     connection: &mut sqlx::AnyConnection,
     intents: &[NewIntent<'_>],
     accepted_at: i64,
 ) -> Result<Vec<Appended>, sqlx::Error> {
-    use std::collections::HashMap;
-
-    // The first use of each key in the batch: the only one that can be new.
-    let mut first: HashMap<(&str, &str), usize> = HashMap::with_capacity(intents.len());
-    let mut rows = Vec::with_capacity(intents.len());
-    for (index, intent) in intents.iter().enumerate() {
-        if let std::collections::hash_map::Entry::Vacant(entry) = first.entry((intent.tenant, intent.key)) {
-            entry.insert(index);
-            let sealed = serde_json::to_string(intent.sealed).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
-            rows.push((
-                intent.key,
-                intent.tenant,
-                intent.request_hash,
-                intent.payout_id,
-                intent.request,
-                intent.submitted_by,
-                sealed,
-                accepted_at,
-            ));
-        }
-    }
+    let batch = Batch::of(intents, accepted_at)?;
     let written = crate::bulk::execute(
         &mut *connection,
         "INSERT INTO intents (key, tenant, request_hash, payout_id, request, submitted_by, sealed, accepted_at) \
          SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, v.column8 \
          FROM ({rows}) AS v WHERE true ON CONFLICT (key, tenant) DO NOTHING",
-        &["TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT"],
-        &rows,
+        &INTENT_TYPES,
+        &batch.rows,
         &[],
     )
     .await?;
     // Every key new, as nearly always: nothing to read back. Otherwise the journal's
     // (request hash, payout id) of each key, ours where the payout id is this batch's.
-    let mut held: HashMap<(String, String), (String, String)> = HashMap::new();
-    if written != rows.len() as u64 {
-        let keys: Vec<&str> = rows.iter().map(|row| row.0).collect();
+    let mut held = std::collections::HashMap::new();
+    if written != batch.rows.len() as u64 {
+        let keys: Vec<&str> = batch.rows.iter().map(|row| row.0).collect();
         for chunk in keys.chunks(crate::bulk::IN_MAX) {
             let chunk = crate::bulk::padded(chunk);
             let statement = AssertSqlSafe(format!(
@@ -332,20 +424,7 @@ async fn append_in(
             }
         }
     }
-    let mut answers = Vec::with_capacity(intents.len());
-    for (index, intent) in intents.iter().enumerate() {
-        let owner = &intents[first[&(intent.tenant, intent.key)]];
-        let (hash, payout_id) = match held.get(&(intent.tenant.to_string(), intent.key.to_string())) {
-            Some((hash, payout_id)) => (hash.as_str(), payout_id.as_str()),
-            None => (owner.request_hash, owner.payout_id),
-        };
-        answers.push(if payout_id == intent.payout_id && first[&(intent.tenant, intent.key)] == index {
-            Appended::New
-        } else {
-            Appended::Existing { payout_id: payout_id.to_string(), same_request: hash == intent.request_hash }
-        });
-    }
-    Ok(answers)
+    Ok(batch.answers(intents, &held))
 }
 
 async fn forget_in(connection: &mut sqlx::AnyConnection, moved: &[String]) -> Result<(), sqlx::Error> {

@@ -735,8 +735,12 @@ impl Store {
     /// are flushed ([`Durability::Full`]); `None` for PostgreSQL, an in-memory database or
     /// `synchronous=NORMAL` by choice, which accept into the database itself.
     pub fn journal_path(&self) -> Option<std::path::PathBuf> {
-        let barrier = self.barrier.as_ref()?;
-        Some(journal::Journal::path_for(&barrier.wal.database))
+        Some(journal::Journal::path_for(self.database_file()?))
+    }
+
+    /// The SQLite database file, where [`Store::journal_path`] is `Some`.
+    pub fn database_file(&self) -> Option<&std::path::Path> {
+        Some(&self.barrier.as_ref()?.wal.database)
     }
 
     pub fn pool(&self) -> &AnyPool {

@@ -24,13 +24,19 @@ fn intent<'a>(
     }
 }
 
-#[tokio::test]
-async fn keys_are_claimed_once_and_forgotten_once_moved() {
+/// A journal beside a fresh flushed SQLite database (kept alive by the first value), and an
+/// account sealed for its intents.
+async fn journal_beside_a_database() -> (common::TestDb, Journal, railyard_store::vault::Sealed) {
     let db = common::sqlite().await;
     let path = db.store.journal_path().expect("a flushed SQLite store has a journal");
     let journal = Journal::open(&path, Durability::Full, &db.store).await.unwrap();
-    let keys = VaultKeys::generate();
-    let sealed = keys.seal_account("acme", "DE89370400440532013000").unwrap();
+    let sealed = VaultKeys::generate().seal_account("acme", "DE89370400440532013000").unwrap();
+    (db, journal, sealed)
+}
+
+#[tokio::test]
+async fn keys_are_claimed_once_and_forgotten_once_moved() {
+    let (_db, journal, sealed) = journal_beside_a_database().await;
     // In one batch: a new key, the same key again (replay), the same key with another request.
     let answers = journal
         .append(
@@ -69,6 +75,43 @@ async fn keys_are_claimed_once_and_forgotten_once_moved() {
     assert!(journal.by_payout("pay_1").await.unwrap().is_none());
     journal.forget(&["pay_4".to_string()]).await.unwrap();
     assert_eq!(journal.count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_batch_of_new_keys_is_written_in_one_statement_and_any_held_key_sends_it_the_long_way() {
+    let (db, journal, sealed) = journal_beside_a_database().await;
+    // All new (a key repeated in the batch answers against its first use).
+    let answers = journal
+        .append_if_new(&[intent("n1", "h1", "pay_1", &sealed), intent("n1", "h1", "pay_2", &sealed)], 1_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        answers,
+        Some(vec![Appended::New, Appended::Existing { payout_id: "pay_1".into(), same_request: true }])
+    );
+    assert_eq!(journal.by_key("acme", "n1").await.unwrap().unwrap().accepted_at, 1_000);
+    // A key the journal holds: nothing answered, the new keys beside it written all the same;
+    // the long way then finds them as the batch's own.
+    let batch = [intent("n2", "h2", "pay_3", &sealed), intent("n1", "hx", "pay_4", &sealed)];
+    assert_eq!(journal.append_if_new(&batch, 2_000).await.unwrap(), None);
+    assert_eq!(
+        journal.append(&batch, 2_000).await.unwrap(),
+        vec![Appended::New, Appended::Existing { payout_id: "pay_1".into(), same_request: false }]
+    );
+    // A key the database holds (moved and forgotten here): not written to the journal again.
+    let mut connection = db.store.pool().acquire().await.unwrap();
+    let claim = railyard_store::idempotency::claim(&mut connection, "acme", "d1", "h5", "pay_5").await.unwrap();
+    assert_eq!(claim, railyard_store::idempotency::Claim::New);
+    drop(connection);
+    let batch = [intent("d1", "h5", "pay_6", &sealed), intent("n3", "h7", "pay_7", &sealed)];
+    assert_eq!(journal.append_if_new(&batch, 3_000).await.unwrap(), None);
+    assert!(journal.by_key("acme", "d1").await.unwrap().is_none(), "a key the database holds stays out");
+    assert_eq!(journal.by_key("acme", "n3").await.unwrap().unwrap().payout_id, "pay_7");
+    assert_eq!(journal.count().await.unwrap(), 3);
+    // Another tenant's use of the same key is no conflict.
+    let mut other = intent("d1", "h8", "pay_8", &sealed);
+    other.tenant = "globex";
+    assert_eq!(journal.append_if_new(&[other], 4_000).await.unwrap(), Some(vec![Appended::New]));
 }
 
 #[tokio::test]
