@@ -219,14 +219,14 @@ impl Runtime {
         Arc::new(RailObserver { handles: self.rails.clone() })
     }
 
-    /// Starts the saga coordinator, linked to the root, with a driver that scans for due sagas
-    /// every `scan_every`. Returns the driver too, for the intake to kick new payouts into.
+    /// Starts the saga coordinator, linked to the root, with a driver that runs up to
+    /// `options.concurrent_max` sagas at once and scans for due sagas every `options.scan_every`.
+    /// Returns the driver too, for the intake to kick new payouts into.
     pub async fn start_coordinator(
         &self,
         engine: Arc<Engine>,
-        scan_every: Duration,
+        options: DriverOptions,
     ) -> Result<(ActorRef<CoordinatorMsg>, Driver), String> {
-        let options = DriverOptions { scan_every, ..DriverOptions::default() };
         let driver = Driver::start(engine, options);
         let (coordinator, _) = Actor::spawn_linked(None, SagaCoordinator, driver.clone(), self.root.get_cell())
             .await

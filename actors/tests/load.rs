@@ -55,10 +55,16 @@ struct System {
     rails: railyard_rails::Rails,
     engine: Arc<Engine>,
     intake: Intake,
+    driver: railyard_saga::driver::Driver,
     path: std::path::PathBuf,
 }
 
 async fn system(name: &str) -> System {
+    system_with(name, railyard_saga::driver::SAGAS_RUNNING_MAX).await
+}
+
+/// A system whose driver runs up to `sagas_running` sagas at once.
+async fn system_with(name: &str, sagas_running: usize) -> System {
     let config = Arc::new(config());
     let rates = RateHistory::bundled_daily().latest();
     let fx = Arc::new(FxBook::build(&config.fx_providers, rates.clone()).unwrap());
@@ -81,9 +87,14 @@ async fn system(name: &str) -> System {
     engine.ensure_accounts().await.unwrap();
     engine.fund_psp("demo-psp", Money::from_minor(1_000_000_000, c("EUR")), "wire").await.unwrap();
     let engine = Arc::new(engine);
-    let (_, driver) = runtime.start_coordinator(engine.clone(), Duration::from_millis(10)).await.unwrap();
-    let intake = Intake::start(engine.clone()).with_driver(driver);
-    System { runtime, rails, engine, intake, path }
+    let options = railyard_saga::driver::DriverOptions {
+        concurrent_max: sagas_running,
+        scan_every: Duration::from_millis(10),
+        ..railyard_saga::driver::DriverOptions::default()
+    };
+    let (_, driver) = runtime.start_coordinator(engine.clone(), options).await.unwrap();
+    let intake = Intake::start(engine.clone()).with_driver(driver.clone());
+    System { runtime, rails, engine, intake, driver, path }
 }
 
 impl System {
@@ -194,5 +205,47 @@ async fn a_crashed_rail_actor_under_load_loses_and_duplicates_nothing() {
     let supervisor = system.runtime.supervisors[&RailKind::Instant].clone();
     let restarts = ractor::call!(supervisor, |reply| RailSupervisorMsg::Restarts { reply }).unwrap();
     assert_eq!(restarts["sepa-inst"], 1);
+    system.finish().await;
+}
+
+/// `railyard serve --sagas-running N`: with every leg waiting at the rail, a burst of payouts
+/// piles up against the bound and the driver never has more than N sagas in flight, yet every
+/// payout settles, each executed once (the rest wait on disk and are kicked or scanned in turn).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_driver_runs_no_more_sagas_at_once_than_it_may() {
+    const SAGAS_RUNNING: usize = 3;
+    let system = system_with("bounded", SAGAS_RUNNING).await;
+    let plan = railyard_connector::faults::FaultPlan {
+        latency: railyard_connector::faults::LatencyPlan { base_ms: 30, ..Default::default() },
+        ..Default::default()
+    };
+    system.sepa().faults.set_plan(plan).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let driver = system.driver.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut most = 0;
+            while !done.load(Ordering::Acquire) {
+                most = most.max(driver.running());
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            most
+        })
+    };
+    let mut ids = Vec::new();
+    for index in 0..24 {
+        let accepted = system.intake.accept("demo-psp", &format!("bounded-{index}"), &payout(index)).await.unwrap();
+        ids.push(accepted.payout_id);
+    }
+    system.settle(&ids).await;
+    done.store(true, Ordering::Release);
+    let most = sampler.await.unwrap();
+    assert!(most <= SAGAS_RUNNING, "{most} sagas ran at once, more than {SAGAS_RUNNING}");
+    assert!(most > 1, "the burst never ran more than {most} saga at once: the bound was not reached");
+    for id in &ids {
+        assert_eq!(system.engine.payout(id).await.unwrap().state, State::Completed, "{id}");
+        assert_eq!(system.executions_of(id), 1, "{id}");
+    }
     system.finish().await;
 }

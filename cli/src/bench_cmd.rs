@@ -64,6 +64,9 @@ pub enum BenchCommand {
         /// Concurrent clients, each submitting a payout and waiting for it to come to rest.
         #[arg(long, default_value_t = 512)]
         concurrency: usize,
+        /// Sagas running at once, as `railyard serve --sagas-running` (1 to 4096).
+        #[arg(long, default_value_t = railyard_saga::driver::SAGAS_RUNNING_MAX, value_parser = crate::serve_cmd::parse_sagas_running)]
+        sagas_running: usize,
         #[arg(long, default_value = "config/demo.toml")]
         config: PathBuf,
         #[arg(long)]
@@ -99,6 +102,9 @@ pub enum BenchCommand {
         /// builds at one rate); the `half_load_*` keys then report that rate.
         #[arg(long)]
         rate: Option<f64>,
+        /// Sagas the server runs at once, as `railyard serve --sagas-running` (1 to 4096).
+        #[arg(long, default_value_t = railyard_saga::driver::SAGAS_RUNNING_MAX, value_parser = crate::serve_cmd::parse_sagas_running)]
+        sagas_running: usize,
         #[arg(long)]
         json: bool,
     },
@@ -213,7 +219,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        BenchCommand::Http { payouts, concurrency, rate, json } => {
+        BenchCommand::Http { payouts, concurrency, rate, sagas_running, json } => {
             warn_if_debug(json);
             if let Some(rate) = rate {
                 anyhow::ensure!(
@@ -222,7 +228,8 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
                 );
             }
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let report = runtime.block_on(crate::simulate_cmd::http_bench(payouts, concurrency, rate))?;
+            let report =
+                runtime.block_on(crate::simulate_cmd::http_bench(payouts, concurrency, rate, sagas_running))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -376,7 +383,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        BenchCommand::E2e { store, db, payouts, concurrency, config, json } => {
+        BenchCommand::E2e { store, db, payouts, concurrency, sagas_running, config, json } => {
             use railyard_saga::bench::E2eStore;
             let kind = match store.as_str() {
                 "sqlite" => E2eStore::Sqlite,
@@ -414,17 +421,17 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
                     std::sync::Arc::new(config),
                     std::sync::Arc::new(fx),
                     rails.registry,
-                    payouts,
-                    concurrency,
+                    railyard_saga::bench::E2eLoad { payouts, concurrency, sagas_running },
                 ))
                 .map_err(|error| anyhow::anyhow!(error))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 println!(
-                    "{} payouts, {} concurrent clients, {}: {} completed, {} failed, {} not terminal",
+                    "{} payouts, {} concurrent clients, {} sagas at once, {}: {} completed, {} failed, {} not terminal",
                     report.payouts,
                     report.concurrency,
+                    report.sagas_running,
                     report.store,
                     report.completed,
                     report.failed,

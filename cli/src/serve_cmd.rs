@@ -50,6 +50,19 @@ pub struct ServeArgs {
     /// How often the monitor samples (metrics, dashboard updates, anomaly detection), milliseconds.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(50..=60_000))]
     monitor_tick_ms: u64,
+    /// Sagas running at once (1 to 4096). More settles a burst of payouts faster; fewer keeps the
+    /// API's accept latency lower while a backlog settles on the same cores (BENCHMARKS.md).
+    #[arg(long, default_value_t = railyard_saga::driver::SAGAS_RUNNING_MAX, value_parser = parse_sagas_running)]
+    sagas_running: usize,
+}
+
+pub(crate) fn parse_sagas_running(text: &str) -> Result<usize, String> {
+    let ceiling = railyard_saga::driver::SAGAS_RUNNING_CEILING;
+    match text.parse::<usize>() {
+        Ok(count) if (1..=ceiling).contains(&count) => Ok(count),
+        Ok(count) => Err(format!("{count} is not in 1..={ceiling}")),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
 }
 
 fn parse_factor(text: &str) -> Result<railyard_core::Decimal, String> {
@@ -201,7 +214,14 @@ pub async fn serve(
             .await
             .map_err(|error| anyhow::anyhow!(error))?;
         let (coordinator, driver) = actors
-            .start_coordinator(engine.clone(), Duration::from_millis(20))
+            .start_coordinator(
+                engine.clone(),
+                railyard_saga::driver::DriverOptions {
+                    concurrent_max: args.sagas_running,
+                    scan_every: Duration::from_millis(20),
+                    ..railyard_saga::driver::DriverOptions::default()
+                },
+            )
             .await
             .map_err(|error| anyhow::anyhow!(error))?;
         let intake = railyard_saga::intake::Intake::start_with(engine.clone(), args.intake_queue).with_driver(driver);

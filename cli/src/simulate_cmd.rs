@@ -73,7 +73,7 @@ pub struct SimulateArgs {
 /// `--in-process`: starts `railyard serve` on a fresh SQLite database inside this process, drives
 /// it, stops it.
 async fn in_process(args: SimulateArgs) -> anyhow::Result<Value> {
-    let mut report = with_railyard(|target, _db| {
+    let mut report = with_railyard(&[], |target, _db| {
         let mut args = args;
         args.target = target;
         simulate(args)
@@ -85,8 +85,8 @@ async fn in_process(args: SimulateArgs) -> anyhow::Result<Value> {
 
 /// Runs `railyard serve` (demo configuration, in-process sandbox rails, a fresh SQLite database in
 /// a temporary directory, removed afterwards) inside this process while `drive` runs against its
-/// address (and the database's URL).
-async fn with_railyard<F, Fut>(drive: F) -> anyhow::Result<Value>
+/// address (and the database's URL). `flags` are more of `railyard serve`'s flags.
+async fn with_railyard<F, Fut>(flags: &[String], drive: F) -> anyhow::Result<Value>
 where
     F: FnOnce(String, String) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Value>>,
@@ -100,7 +100,11 @@ where
     let directory = std::env::temp_dir().join(format!("railyard-simulate-{}", std::process::id()));
     std::fs::create_dir_all(&directory)?;
     let db = format!("sqlite:{}", directory.join("railyard.db").display());
-    let serve = Embedded::try_parse_from(["serve", "--db", &db, "--listen", "127.0.0.1:0", "--rate-limit", "1000000"])?;
+    let serve = Embedded::try_parse_from(
+        ["serve", "--db", &db, "--listen", "127.0.0.1:0", "--rate-limit", "1000000"]
+            .into_iter()
+            .chain(flags.iter().map(String::as_str)),
+    )?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (listening, address) = tokio::sync::oneshot::channel();
     // The server runs on a runtime of its own, as it would in a process of its own: the client's
@@ -172,7 +176,13 @@ async fn bare_server(stop: tokio::sync::oneshot::Receiver<()>) -> anyhow::Result
 /// `concurrency` clients, against the bare server (baseline) driven the same way in the same run;
 /// then accept latency in an open loop at half the rate Railyard reached (or at `open_rate`
 /// payouts/s when given, to compare builds at one rate).
-pub async fn http_bench(payouts: usize, concurrency: usize, open_rate: Option<f64>) -> anyhow::Result<Value> {
+/// `railyard bench http`; the server runs up to `sagas_running` sagas at once.
+pub async fn http_bench(
+    payouts: usize,
+    concurrency: usize,
+    open_rate: Option<f64>,
+    sagas_running: usize,
+) -> anyhow::Result<Value> {
     let plan = |target: String, seed: u64, rate: Option<f64>| SimulateArgs {
         target,
         in_process: false,
@@ -195,7 +205,7 @@ pub async fn http_bench(payouts: usize, concurrency: usize, open_rate: Option<f6
     let baseline = simulate(plan(format!("http://{bare}"), 1, None)).await;
     let _ = stop.send(());
     let baseline = baseline?;
-    with_railyard(|target, db| async move {
+    with_railyard(&["--sagas-running".into(), sagas_running.to_string()], |target, db| async move {
         // Both runs settle what they submit: the demo's prefunded liquidity carries a few
         // thousand payouts, and a run whose payouts fail for want of it would measure accepts
         // beside a server that no longer settles anything.
@@ -218,6 +228,7 @@ pub async fn http_bench(payouts: usize, concurrency: usize, open_rate: Option<f6
         Ok(json!({
             "payouts": payouts,
             "concurrency": concurrency,
+            "sagas_running": sagas_running,
             "accepted_per_s": per_s(&full),
             "baseline_per_s": per_s(&baseline),
             "ratio": ((per_s(&full) / per_s(&baseline).max(f64::MIN_POSITIVE)) * 100.0).round() / 100.0,

@@ -936,6 +936,41 @@ async fn simulate_runs_railyard_in_process() {
     assert!(String::from_utf8_lossy(&both.stderr).contains("--target"), "{}", String::from_utf8_lossy(&both.stderr));
 }
 
+/// `--sagas-running` out of its range is a usage error naming the flag and the range, and the
+/// server does not start; `bench e2e` takes the same bound and reports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sagas_running_is_bounded_and_reported() {
+    for bad in ["0", "4097", "many"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_railyard"))
+            .args(["serve", "--db", "sqlite::memory:", "--sagas-running", bad])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "--sagas-running {bad}: {stderr}");
+        assert!(stderr.contains("--sagas-running"), "{stderr}");
+        assert!(stderr.contains("1..=4096") || stderr.contains("whole number"), "{stderr}");
+    }
+    let directory = std::env::temp_dir().join(format!("railyard_e2e_bounded_{}", std::process::id()));
+    let directory = directory.display().to_string();
+    let report = json_report(&[
+        "bench",
+        "e2e",
+        "--db",
+        &directory,
+        "--payouts",
+        "40",
+        "--concurrency",
+        "8",
+        "--sagas-running",
+        "2",
+        "--json",
+    ])
+    .await;
+    assert_eq!(report["sagas_running"], 2, "{report}");
+    assert_eq!(report["completed"], 40, "{report}");
+    let _ = std::fs::remove_dir_all(&directory);
+}
+
 /// Runs the binary from the repository's root with `args` and reads its JSON report.
 async fn json_report(args: &[&str]) -> Value {
     let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
@@ -958,7 +993,10 @@ async fn json_report(args: &[&str]) -> Value {
 /// with every payout at rest and none failed (the rails and the PSPs are funded for the run).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_http_settles_every_payout_it_submits() {
-    let report = json_report(&["bench", "http", "--payouts", "150", "--concurrency", "8", "--json"]).await;
+    let report =
+        json_report(&["bench", "http", "--payouts", "150", "--concurrency", "8", "--sagas-running", "16", "--json"])
+            .await;
+    assert_eq!(report["sagas_running"], 16, "{report}");
     for run in ["full_load_outcomes", "half_load_outcomes"] {
         let outcomes = report[run].as_object().unwrap_or_else(|| panic!("no {run} in {report}"));
         let total: i64 = outcomes.values().map(|count| count.as_i64().unwrap()).sum();

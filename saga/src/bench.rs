@@ -271,11 +271,22 @@ impl E2eStore {
     }
 }
 
+/// What `railyard bench e2e` offers the engine: `payouts` from `concurrency` clients, each
+/// submitting one and waiting for it to come to rest, with up to `sagas_running` sagas at once.
+#[derive(Debug, Clone, Copy)]
+pub struct E2eLoad {
+    pub payouts: usize,
+    pub concurrency: usize,
+    pub sagas_running: usize,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct E2eReport {
     pub store: String,
     pub payouts: usize,
     pub concurrency: usize,
+    /// Sagas the driver ran at once at most.
+    pub sagas_running: usize,
     /// Payouts accepted and driven to a terminal state per second, end to end.
     pub payouts_per_s: f64,
     /// The same rows, written by plain batched inserts into a fresh database in the same run.
@@ -509,8 +520,9 @@ async fn write_rows(store: &Store, rows: &[(String, Vec<Cell>)]) -> Result<(), S
     Ok(())
 }
 
-/// `railyard bench e2e`: `payouts` payouts from `concurrency` clients, each accepted through the
-/// group-commit intake and driven by the saga driver `railyard serve` uses, over the in-process
+/// `railyard bench e2e`: `load.payouts` payouts from `load.concurrency` clients, each accepted
+/// through the group-commit intake and driven by the saga driver `railyard serve` uses (up to
+/// `load.sagas_running` at once), over the in-process
 /// sandbox rails in `registry` (no injected latency), on a fresh database; then the raw bound.
 /// `target` is a directory (SQLite) or a PostgreSQL URL.
 pub async fn e2e(
@@ -519,9 +531,9 @@ pub async fn e2e(
     config: Arc<TreasuryConfig>,
     fx: Arc<FxBook>,
     registry: Registry,
-    payouts: usize,
-    concurrency: usize,
+    load: E2eLoad,
 ) -> Result<E2eReport, String> {
+    let E2eLoad { payouts, concurrency, sagas_running } = load;
     let failed = |error: &dyn std::fmt::Display| error.to_string();
     let tenant = config.tenants.first().map(|tenant| tenant.id.to_string()).ok_or("the configuration has no tenant")?;
     let concurrency = concurrency.clamp(1, payouts.max(1));
@@ -569,7 +581,10 @@ pub async fn e2e(
     }
     let before = row_counts(&store).await?;
 
-    let driver = crate::driver::Driver::start(engine.clone(), crate::driver::DriverOptions::default());
+    let driver = crate::driver::Driver::start(
+        engine.clone(),
+        crate::driver::DriverOptions { concurrent_max: sagas_running, ..crate::driver::DriverOptions::default() },
+    );
     let intake = Intake::start_with(engine.clone(), crate::intake::INTAKE_QUEUE_MAX).with_driver(driver.clone());
     let started = Instant::now();
     let cpu_started = process_cpu_seconds();
@@ -629,6 +644,7 @@ pub async fn e2e(
         store: store_kind.name().into(),
         payouts,
         concurrency,
+        sagas_running,
         payouts_per_s: round(payouts_per_s),
         raw_bound_per_s: round(raw_bound_per_s),
         ratio: round(payouts_per_s / raw_bound_per_s),
