@@ -50,8 +50,9 @@ pub struct ServeArgs {
     /// How often the monitor samples (metrics, dashboard updates, anomaly detection), milliseconds.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(50..=60_000))]
     monitor_tick_ms: u64,
-    /// Sagas running at once (1 to 4096). More settles a burst of payouts faster; fewer keeps the
-    /// API's accept latency lower while a backlog settles on the same cores (BENCHMARKS.md).
+    /// Sagas running at once (1 to 4096). On PostgreSQL more settles a large burst faster (on
+    /// SQLite the one writer sets the pace); fewer keeps the API's accept latency lower while a
+    /// backlog settles on the same cores (BENCHMARKS.md).
     #[arg(long, default_value_t = railyard_saga::driver::SAGAS_RUNNING_MAX, value_parser = parse_sagas_running)]
     sagas_running: usize,
 }
