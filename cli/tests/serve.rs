@@ -968,6 +968,8 @@ async fn sagas_running_is_bounded_and_reported() {
     .await;
     assert_eq!(report["sagas_running"], 2, "{report}");
     assert_eq!(report["completed"], 40, "{report}");
+    // Eight clients for two slots: payouts wait for their kicks, and none is started twice.
+    assert_eq!(report["saga_passes"], 40, "{report}");
     let _ = std::fs::remove_dir_all(&directory);
 }
 

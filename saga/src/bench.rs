@@ -308,6 +308,9 @@ pub struct E2eReport {
     /// the run, in microseconds: steadier than wall time on a shared machine, since time stolen
     /// by other tenants is not counted. Null where `/proc/self/stat` cannot be read.
     pub cpu_us_per_payout: Option<f64>,
+    /// Saga passes the driver started ([`crate::driver::Driver::started`]); one a payout when
+    /// nothing rests on the way (each pass runs a saga as far as it goes).
+    pub saga_passes: u64,
 }
 
 /// This process's CPU time so far (user and system, all threads), from `/proc/self/stat` (Linux),
@@ -614,6 +617,7 @@ pub async fn e2e(
     let seconds = started.elapsed().as_secs_f64();
     let cpu_seconds = process_cpu_seconds().zip(cpu_started).map(|(now, then)| now - then);
     driver.stop().await;
+    let saga_passes = driver.started();
     let after = row_counts(&store).await?;
     let added: Vec<i64> = after.iter().zip(&before).map(|(after, before)| after - before).collect();
 
@@ -657,6 +661,7 @@ pub async fn e2e(
         rows_per_payout: round(rows_inserted as f64 / payouts.max(1) as f64),
         seconds: round(seconds),
         cpu_us_per_payout: cpu_seconds.map(|cpu| round(cpu * 1e6 / payouts.max(1) as f64)),
+        saga_passes,
     })
 }
 

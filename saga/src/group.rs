@@ -114,11 +114,12 @@ enum Planned {
     Unroutable(Unroutable),
 }
 
-/// What `group_submit` leaves: payouts now `submitting`, payouts it failed (no route), and those
-/// that run alone (with `Some(error)` for those another engine holds).
+/// What `group_submit` leaves: payouts now `submitting`; payouts at rest, with their state (those
+/// it failed for want of a route, and those it found at rest already); and those that run alone
+/// (with `Some(error)` for those another engine holds).
 struct SubmitSplit {
     submitted: Vec<Submitted>,
-    failed: Vec<String>,
+    resting: Vec<(String, State)>,
     alone: Vec<(String, Option<EngineError>)>,
 }
 
@@ -175,7 +176,7 @@ impl Engine {
         turn: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> GroupResults {
         let mut results: GroupResults = Vec::with_capacity(ids.len());
-        let SubmitSplit { submitted, failed, alone } = match self.group_submit(ids, turn).await {
+        let SubmitSplit { submitted, resting, alone } = match self.group_submit(ids, turn).await {
             Ok(split) => split,
             Err(error @ EngineError::Crashed(_)) => {
                 return ids.iter().map(|id| (id.clone(), Err(clone_crash(&error)))).collect();
@@ -185,12 +186,12 @@ impl Engine {
                 tracing::warn!("a group of {} sagas failed, running them one by one: {error}", ids.len());
                 SubmitSplit {
                     submitted: Vec::new(),
-                    failed: Vec::new(),
+                    resting: Vec::new(),
                     alone: ids.iter().map(|id| (id.clone(), None)).collect(),
                 }
             }
         };
-        results.extend(failed.into_iter().map(|id| (id, Ok(State::Failed))));
+        results.extend(resting.into_iter().map(|(id, state)| (id, Ok(state))));
         let (grouped, crashed) = self.group_rails(submitted).await;
         results.extend(grouped);
         if let Some(error) = crashed {
@@ -225,6 +226,7 @@ impl Engine {
         turn: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Result<SubmitSplit, EngineError> {
         let mut alone: Vec<(String, Option<EngineError>)> = Vec::new();
+        let mut resting = Vec::new();
         let mut planned = Vec::new();
         let found = self.payouts_by_id(ids).await?;
         for id in ids {
@@ -232,14 +234,23 @@ impl Engine {
                 alone.push((id.clone(), None));
                 continue;
             };
+            // Done before this pass (a second start of a saga that ran meanwhile): nothing to
+            // do, and no claim and read on the writer to find that out alone.
+            if payout.state.terminal() {
+                resting.push((id.clone(), payout.state));
+                continue;
+            }
             match self.plan(payout.clone()) {
                 Some(plan) => planned.push(plan),
                 None => alone.push((id.clone(), None)),
             }
         }
-        let split = |submitted, failed, alone| SubmitSplit { submitted, failed, alone };
+        let split = |submitted, failed: Vec<(String, State)>, alone, mut resting: Vec<(String, State)>| {
+            resting.extend(failed);
+            SubmitSplit { submitted, resting, alone }
+        };
         if planned.is_empty() {
-            return Ok(split(Vec::new(), Vec::new(), alone));
+            return Ok(split(Vec::new(), Vec::new(), alone, resting));
         }
         let now = self.clock.now();
         let now_micros = now.timestamp_micros();
@@ -331,7 +342,7 @@ impl Engine {
         if members.is_empty() && unroutable.is_empty() {
             // Only leases were taken: keep them for the sagas that now run alone.
             tx.commit().await?;
-            return Ok(split(Vec::new(), Vec::new(), alone));
+            return Ok(split(Vec::new(), Vec::new(), alone, resting));
         }
         let counted: Vec<&Payout> = members
             .iter()
@@ -368,8 +379,8 @@ impl Engine {
             .into_iter()
             .map(|(member, payout)| Submitted { payout, route: member.route, rail: member.rail })
             .collect();
-        let failed = failed.into_iter().map(|(_, payout)| payout.id).collect();
-        Ok(split(submitted, failed, alone))
+        let failed = failed.into_iter().map(|(_, payout)| (payout.id, State::Failed)).collect();
+        Ok(split(submitted, failed, alone, resting))
     }
 
     /// Fails payouts routing found nothing for: the single path's assessment (risk recorded,

@@ -372,6 +372,11 @@ async fn mover(
                 Err(_) => break,
             }
         }
+        // From here the scan leaves the batch's payouts to their kicks (see Driver::expect_kicks).
+        let driver = kicks.get();
+        if let Some(driver) = driver {
+            driver.expect_kicks(batch.iter().map(|intent| intent.payout_id.as_str()));
+        }
         let ids = loop {
             match engine.move_intents(&batch).await {
                 Ok(ids) => break Some(ids),
@@ -387,8 +392,12 @@ async fn mover(
                 }
             }
         };
+        if let Some(driver) = driver {
+            let moved: std::collections::HashSet<&str> = ids.iter().flatten().map(String::as_str).collect();
+            driver.forget_kicks(batch.iter().map(|intent| intent.payout_id.as_str()).filter(|id| !moved.contains(id)));
+        }
         let Some(ids) = ids else { continue };
-        if let Some(driver) = kicks.get() {
+        if let Some(driver) = driver {
             for id in &ids {
                 driver.kick(id);
             }
