@@ -63,6 +63,10 @@ struct Shared {
     queued: Mutex<HashSet<String>>,
     /// Saga passes started ([`Driver::started`]).
     started: std::sync::atomic::AtomicU64,
+    /// Passes that ended while the scan's query ran (`None` between scans). The query may have
+    /// read such a payout before its pass committed: due, and not running by the time the answer
+    /// came, it would be started again to find it at rest (~50 of 20,000 payouts in a run).
+    ended_in_scan: Mutex<Option<HashSet<String>>>,
     slots: Arc<Semaphore>,
     /// Slots of their own for sagas taken over from a dead engine, so they need not wait for the
     /// backlog to free ordinary slots (bounded: a dead engine ran at most this many).
@@ -85,6 +89,14 @@ impl Shared {
         self.queued().remove(id);
     }
 
+    /// The passes of `ids` are over.
+    fn ended<'a>(&self, ids: impl IntoIterator<Item = &'a String>) {
+        let mut ended = self.ended_in_scan.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(ended) = ended.as_mut() {
+            ended.extend(ids.into_iter().cloned());
+        }
+    }
+
     fn count_started(&self, sagas: usize) {
         self.started.fetch_add(sagas as u64, std::sync::atomic::Ordering::Relaxed);
     }
@@ -104,6 +116,7 @@ impl Shared {
                 // One saga's trouble must not starve the others: log it; the scan retries it.
                 Err(error) => tracing::error!(payout_id = %id, "saga pass failed: {error}"),
             }
+            shared.ended([&id]);
             shared.lock().remove(&id);
             drop(slot);
         });
@@ -133,6 +146,7 @@ impl Shared {
                     Err(error) => tracing::error!(payout_id = %id, "saga pass failed: {error}"),
                 }
             }
+            shared.ended(&ids);
             let mut running = shared.lock();
             for id in &ids {
                 running.remove(id);
@@ -172,7 +186,11 @@ impl Shared {
         // order, and with thousands queued (a burst past KICKS_MAX) a scan that read past them all
         // every period cost more than it found.
         let running = self.lock().len();
-        let ids = match self.engine.due_ids(i64::try_from(free + running).unwrap_or(i64::MAX)).await {
+        *self.ended_in_scan.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(HashSet::new());
+        let found = self.engine.due_ids(i64::try_from(free + running).unwrap_or(i64::MAX)).await;
+        let ended =
+            self.ended_in_scan.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take().unwrap_or_default();
+        let ids = match found {
             Ok(ids) => ids,
             Err(error) => {
                 tracing::warn!("looking for due sagas failed: {error}");
@@ -182,7 +200,9 @@ impl Shared {
         let mut group = Vec::new();
         let mut slots = Vec::new();
         for id in ids {
-            if self.lock().contains(&id) || self.queued().contains(&id) {
+            // A pass that ended meanwhile may have been read before it committed: a saga it left
+            // due is found by the next scan.
+            if self.lock().contains(&id) || self.queued().contains(&id) || ended.contains(&id) {
                 continue;
             }
             let Ok(slot) = self.slots.clone().try_acquire_owned() else { break };
@@ -221,6 +241,7 @@ impl Driver {
             running: Mutex::new(HashSet::new()),
             queued: Mutex::new(HashSet::new()),
             started: std::sync::atomic::AtomicU64::new(0),
+            ended_in_scan: Mutex::new(None),
             slots: Arc::new(Semaphore::new(options.concurrent_max.max(1))),
             takeover_slots: Arc::new(Semaphore::new(options.concurrent_max.max(1))),
             submit_turns: Arc::new(Semaphore::new(SUBMITS_FORMING_MAX)),
