@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::{Engine, EngineError};
 
 /// Sagas running at once in one engine, by default (`railyard serve --sagas-running`). More lets
-/// two groups of 256 be at different steps when that many payouts wait (on PostgreSQL ~+19 % end
+/// two groups of 256 be at different steps when that many payouts wait (on PostgreSQL ~+26 % end
 /// to end at 512 with 512 clients; on SQLite no gain) and costs accept latency when the API and
 /// settlement share the cores (the 202's p50 and p99 rose at 512). See BENCHMARKS.md.
 pub const SAGAS_RUNNING_MAX: usize = 256;
