@@ -311,52 +311,58 @@ impl Engine {
                 )
             })
             .collect();
-        let taken = usage::take_many(&mut tx, &takes, today).await?;
-        let over_cap: BTreeSet<(String, railyard_core::Currency)> = takes
-            .iter()
-            .zip(taken)
-            .filter(|(_, taken)| !taken)
-            .map(|((rail, total, _), _)| (rail.to_string(), total.currency()))
-            .collect();
-        let (approved, capped): (Vec<Member>, Vec<Member>) = approved.into_iter().partition(|member| {
-            let leg = &member.route.legs[member.rail];
-            !over_cap.contains(&(leg.operator.clone(), leg.send.currency()))
-        });
-        alone.extend(capped.into_iter().map(|member| (member.payout.id.clone(), None)));
-        // Money: the PSP's reservation and the rail leg's liquidity, whole or not at all.
         let groups: Vec<Vec<GroupEntry>> = approved.iter().map(|member| self.submit_entries(member)).collect();
-        let booked = ledger::append_groups(&mut tx, &groups).await?;
-        let mut members = Vec::with_capacity(approved.len());
-        for (member, result) in approved.into_iter().zip(booked) {
-            match result {
-                Ok(()) => members.push(member),
-                // Short of balance or liquidity: alone, it fails or re-routes as it always does;
-                // its share of the rail's cap goes back.
-                Err(_) => {
-                    let leg = &member.route.legs[member.rail];
-                    usage::give_back(&mut tx, &leg.operator, leg.send, today).await?;
-                    alone.push((member.payout.id.clone(), None));
-                }
+        // On PostgreSQL the journal head's row lock, which the rail caps and the ledger take and
+        // every ledger writer waits for, is held from its taking to the commit: the members' rows
+        // (payouts and events) are written first, as if each one books, and the caps and the
+        // ledger come last (the risk counters stay after them: moving them too did not pay). Should
+        // one not book (over a cap, short of balance: rare), the transaction goes back to before
+        // those rows and takes the order below, which decides who books before writing.
+        let mut booked_early = None;
+        if self.store.dialect() == railyard_store::Dialect::Postgres && !approved.is_empty() {
+            sqlx::query("SAVEPOINT members").execute(&mut *tx).await?;
+            let written = self.write_submitting(&mut tx, &approved, now_micros).await?;
+            let events: Vec<EventRow> = written.iter().flat_map(|(events, _)| events.iter().cloned()).collect();
+            insert_events(&mut tx, &events, railyard_store::now_micros()).await?;
+            let taken = usage::take_many(&mut tx, &takes, today).await?;
+            let booked = taken.iter().all(|taken| *taken)
+                && ledger::append_groups(&mut tx, &groups).await?.iter().all(Result::is_ok);
+            if booked {
+                sqlx::query("RELEASE SAVEPOINT members").execute(&mut *tx).await?;
+                booked_early = Some(written);
+            } else {
+                sqlx::query("ROLLBACK TO SAVEPOINT members").execute(&mut *tx).await?;
             }
         }
-        if members.is_empty() && unroutable.is_empty() {
-            // Only leases were taken: keep them for the sagas that now run alone.
-            tx.commit().await?;
-            return Ok(split(Vec::new(), Vec::new(), alone, resting));
-        }
+        let (members, written) = match booked_early {
+            Some(written) => (approved, Some(written)),
+            None => {
+                let members = self.book_members(&mut tx, approved, &takes, &groups, today, &mut alone).await?;
+                if members.is_empty() && unroutable.is_empty() {
+                    // Nothing moved (the caps of those that run alone were given back).
+                    tx.commit().await?;
+                    return Ok(split(Vec::new(), Vec::new(), alone, resting));
+                }
+                (members, None)
+            }
+        };
         let counted: Vec<&Payout> = members
             .iter()
             .map(|member| &member.payout)
             .chain(unroutable.iter().map(|failing| &failing.payout))
             .collect();
         self.write_counters(&mut tx, &counted, now_micros).await?;
-        let written = self.write_submitting(&mut tx, &members, now_micros).await?;
         let mut events: Vec<EventRow> = Vec::new();
-        let mut submitted = Vec::with_capacity(members.len());
-        for (member, (row_events, payout)) in members.into_iter().zip(written) {
-            events.extend(row_events);
-            submitted.push((member, payout));
-        }
+        let written = match written {
+            Some(written) => written,
+            None => {
+                let written = self.write_submitting(&mut tx, &members, now_micros).await?;
+                events.extend(written.iter().flat_map(|(row_events, _)| row_events.iter().cloned()));
+                written
+            }
+        };
+        let submitted: Vec<(Member, Payout)> =
+            members.into_iter().zip(written).map(|(member, (_, payout))| (member, payout)).collect();
         let failed = self.write_unroutable(&mut tx, &unroutable, now_micros).await?;
         events.extend(failed.iter().flat_map(|(row_events, _)| row_events.iter().cloned()));
         insert_events(&mut tx, &events, railyard_store::now_micros()).await?;
@@ -381,6 +387,52 @@ impl Engine {
             .collect();
         let failed = failed.into_iter().map(|(_, payout)| (payout.id, State::Failed)).collect();
         Ok(split(submitted, failed, alone, resting))
+    }
+
+    /// Takes the rail caps of `approved` and books their money, whole or not at all each, in the
+    /// order that decides before anything is written: a member over a rail's cap, or whose
+    /// reservation the ledger refuses (short of balance or liquidity; its share of the cap goes
+    /// back), is put in `alone`, where it fails or re-routes as it always does. Returns the
+    /// members that booked.
+    async fn book_members(
+        &self,
+        tx: &mut StepTransaction,
+        approved: Vec<Member>,
+        takes: &[(&str, railyard_core::Money, Option<railyard_core::Money>)],
+        groups: &[Vec<GroupEntry>],
+        today: i64,
+        alone: &mut Vec<(String, Option<EngineError>)>,
+    ) -> Result<Vec<Member>, EngineError> {
+        let taken = usage::take_many(tx, takes, today).await?;
+        let over_cap: BTreeSet<(String, railyard_core::Currency)> = takes
+            .iter()
+            .zip(taken)
+            .filter(|(_, taken)| !taken)
+            .map(|((rail, total, _), _)| (rail.to_string(), total.currency()))
+            .collect();
+        let mut within = Vec::with_capacity(approved.len());
+        let mut within_groups = Vec::with_capacity(approved.len());
+        for (member, group) in approved.into_iter().zip(groups) {
+            let leg = &member.route.legs[member.rail];
+            if over_cap.contains(&(leg.operator.clone(), leg.send.currency())) {
+                alone.push((member.payout.id.clone(), None));
+            } else {
+                within.push(member);
+                within_groups.push(group.clone());
+            }
+        }
+        let booked = ledger::append_groups(tx, &within_groups).await?;
+        let mut members = Vec::with_capacity(within.len());
+        for (member, result) in within.into_iter().zip(booked) {
+            if result.is_ok() {
+                members.push(member);
+                continue;
+            }
+            let leg = &member.route.legs[member.rail];
+            usage::give_back(tx, &leg.operator, leg.send, today).await?;
+            alone.push((member.payout.id.clone(), None));
+        }
+        Ok(members)
     }
 
     /// Fails payouts routing found nothing for: the single path's assessment (risk recorded,
@@ -1017,11 +1069,6 @@ impl Engine {
         let written_at = railyard_store::now_micros();
         let outbox = outbox_rows(&webhooks);
         let mut tx = self.store.begin_step().await?;
-        let booked = ledger::append_groups(&mut tx, &groups).await?;
-        if let Some(Err(error)) = booked.into_iter().find(Result::is_err) {
-            // A completion the ledger refuses is not the common case: leave it all to the single path.
-            return Err(error.into());
-        }
         // Each completed payout's row: state, legs passed, the route with its execution; a row no
         // longer ours (state or lease moved) fails the completion as `Leased`.
         self.update_payouts(
@@ -1034,6 +1081,14 @@ impl Engine {
         .await?;
         insert_events(&mut tx, &events, written_at).await?;
         insert_outbox(&mut tx, &outbox, written_at).await?;
+        // The ledger last: on PostgreSQL the journal head's row lock, which every ledger writer
+        // waits for, is held only from here to the commit.
+        let booked = ledger::append_groups(&mut tx, &groups).await?;
+        if let Some(Err(error)) = booked.into_iter().find(Result::is_err) {
+            // A completion the ledger refuses is not the common case: leave it all to the single
+            // path (this transaction is rolled back).
+            return Err(error.into());
+        }
         self.crash("group_complete", Phase::BeforeCommit)?;
         tx.commit().await?;
         for (member, route, executed_detail, completed_detail) in &finished {
