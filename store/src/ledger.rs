@@ -649,8 +649,8 @@ impl Totals {
 ///
 /// The same rows as [`transfer`] and [`post_pending`] one after another (sequence numbers in
 /// order, hashes chained), in five statements whatever the count (on PostgreSQL a sixth locks the
-/// head first): one read of the transfers the entries name (pending ones to post, ids taken), one
-/// of the accounts with the journal's head, one insert of every transfer, one update of every
+/// head after the first): one read of the transfers the entries name (pending ones to post, ids
+/// taken), one of the accounts with the journal's head, one insert of every transfer, one update of every
 /// account, one of the head. The
 /// database's constraints still hold the line: if one fires anyway, the statement fails and the
 /// caller must abandon the transaction.
@@ -659,9 +659,6 @@ pub async fn append_groups(
     groups: &[Vec<GroupEntry>],
 ) -> Result<Vec<Result<(), LedgerError>>, LedgerError> {
     use std::collections::{BTreeMap, BTreeSet};
-    // Ledger writers lock the head before any account (see `lock_journal`); after it the totals
-    // read below cannot change under this transaction on PostgreSQL either.
-    lock_journal(transaction).await?;
     let entries = || groups.iter().flatten();
     let pending_ids: BTreeSet<&str> = entries()
         .filter_map(|entry| match &entry.kind {
@@ -705,8 +702,15 @@ pub async fn append_groups(
             taken.insert(id);
         }
     }
-    // Every account the groups touch, with its totals now, and the journal's head (locked first on
-    // PostgreSQL, see `lock_journal`; SQLite's one write lock is held).
+    // Ledger writers lock the head before any account (see `lock_journal`); after it the totals
+    // read below cannot change under this transaction on PostgreSQL either. The transfers read
+    // above need no lock: a pending transfer does not change once written, and should another
+    // transaction resolve one, or take an id, between that read and this append (two engines on
+    // one payout's step, which leases exclude), the unique indexes refuse the insert below.
+    // Every writer waits for the head, so it is held for as few statements as can be.
+    lock_journal(transaction).await?;
+    // Every account the groups touch, with its totals now, and the journal's head (locked above on
+    // PostgreSQL; SQLite's one write lock is held).
     let account_ids: Vec<(&str,)> = entries()
         .flat_map(|entry| [entry.debit.as_str(), entry.credit.as_str()])
         .collect::<BTreeSet<_>>()
