@@ -337,7 +337,7 @@ impl Engine {
         let (members, written) = match booked_early {
             Some(written) => (approved, Some(written)),
             None => {
-                let members = self.book_members(&mut tx, approved, &takes, &groups, today, &mut alone).await?;
+                let members = self.book_members(&mut tx, approved, &takes, groups, today, &mut alone).await?;
                 if members.is_empty() && unroutable.is_empty() {
                     // Nothing moved (the caps of those that run alone were given back).
                     tx.commit().await?;
@@ -399,7 +399,7 @@ impl Engine {
         tx: &mut StepTransaction,
         approved: Vec<Member>,
         takes: &[(&str, railyard_core::Money, Option<railyard_core::Money>)],
-        groups: &[Vec<GroupEntry>],
+        groups: Vec<Vec<GroupEntry>>,
         today: i64,
         alone: &mut Vec<(String, Option<EngineError>)>,
     ) -> Result<Vec<Member>, EngineError> {
@@ -418,7 +418,7 @@ impl Engine {
                 alone.push((member.payout.id.clone(), None));
             } else {
                 within.push(member);
-                within_groups.push(group.clone());
+                within_groups.push(group);
             }
         }
         let booked = ledger::append_groups(tx, &within_groups).await?;
