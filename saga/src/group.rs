@@ -13,6 +13,8 @@
 //!    next; reserve each PSP amount and each rail leg's liquidity with [`ledger::append_groups`];
 //!    write every payout's new state, its events and the counters. Each payout ends `submitting`
 //!    with its intent durable (the store is synced) before any rail is called, exactly as alone.
+//!    On PostgreSQL the rows are written first and the ledger last, under a savepoint; should a
+//!    member not book, the transaction goes back to it ("group_submit_rebook") and books first.
 //! 3. The rail calls, concurrently, each with its own idempotency key.
 //! 4. One transaction ("group_complete") for the legs that executed, taken as they come back:
 //!    post the leg and the reservation, book the conversions, queue the webhook, complete.
@@ -332,6 +334,9 @@ impl Engine {
                 booked_early = Some(written);
             } else {
                 sqlx::query("ROLLBACK TO SAVEPOINT members").execute(&mut *tx).await?;
+                // A crash point of its own: the tests see which order a group took, and that a
+                // crash after the rows were undone leaves nothing behind.
+                self.crash("group_submit_rebook", Phase::BeforeCommit)?;
             }
         }
         let (members, written) = match booked_early {

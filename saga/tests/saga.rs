@@ -19,7 +19,7 @@ use railyard_saga::authorise::{Approver, DecideError, Verdict};
 use railyard_saga::{
     AmountMode, CrashPoint, Engine, EngineError, EngineSettings, Originator, Payout, PayoutRequest, Phase, State,
 };
-use railyard_store::{Store, verify};
+use railyard_store::{Dialect, Store, verify};
 use sqlx::Executor;
 
 fn c(code: &str) -> Currency {
@@ -1155,6 +1155,12 @@ fn assert_grouped(seen: &Mutex<Vec<CrashPoint>>, name: &str) {
     }
 }
 
+/// The group went back to book first after writing its rows (PostgreSQL's order, when a member
+/// did not book), among the points `seen` by a [`recording_hook`].
+fn rebooked(seen: &Mutex<Vec<CrashPoint>>) -> bool {
+    seen.lock().unwrap().contains(&CrashPoint { step: "group_submit_rebook", phase: Phase::BeforeCommit })
+}
+
 fn group_requests() -> Vec<PayoutRequest> {
     let mut requests = Vec::new();
     // USD → EUR through an FX provider and SEPA Instant, three beneficiaries, one twice.
@@ -1216,8 +1222,11 @@ async fn a_group_leaves_the_trail_single_runs_leave() {
         seen.lock().unwrap().clear();
         let results = engine.run_group(&ids).await;
         assert_eq!(results.len(), ids.len(), "{}: {results:?}", db.name);
-        // The common ones went through the group's two commits, not one by one.
+        // The common ones went through the group's two commits, not one by one. On PostgreSQL
+        // the group wrote its rows first and, the member short of balance not booking, went back
+        // and booked first; SQLite books first always.
         assert_grouped(&seen, db.name);
+        assert_eq!(rebooked(&seen), db.store.dialect() == Dialect::Postgres, "{}", db.name);
         assert!(results.iter().all(|(_, result)| result.is_ok()), "{}: {results:?}", db.name);
         for (index, (single, id)) in alone.iter().zip(&ids).enumerate() {
             let grouped = engine.payout(id).await.unwrap();
@@ -1301,6 +1310,66 @@ async fn a_group_crashed_anywhere_is_finished_by_a_restart() {
                 assert_eq!(state, State::Completed, "{}: {step} {phase:?}: {id}", db.name);
                 assert_eq!(world.executions("sepa-inst", id), 1, "{}: {step} {phase:?}: {id}", db.name);
             }
+        }
+        let report = verify::verify(&db.store).await.unwrap();
+        assert!(report.ok(), "{}: {report:?}", db.name);
+    }
+}
+
+/// On PostgreSQL a group writes its members' rows before it books their money; when one does not
+/// book (here it asks for more than its PSP holds) the transaction goes back to before those rows
+/// and books first. A crash just after going back leaves nothing of the attempt: no payout moved,
+/// no event written, and a restart finishes every payout, the short one failed for want of
+/// balance, the others completed and executed once. SQLite books first always and never goes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_crashed_after_going_back_to_book_first_is_finished_by_a_restart() {
+    let point = CrashPoint { step: "group_submit_rebook", phase: Phase::BeforeCommit };
+    for db in common::databases().await {
+        let world = World::new();
+        let setup = world.engine(&db.store, "setup", None);
+        setup.ensure_accounts().await.unwrap();
+        setup.fund_psp("demo-psp", Money::from_minor(1_000_000, c("USD")), "wire-1").await.unwrap();
+        let fired = Arc::new(AtomicBool::new(false));
+        let hook_fired = fired.clone();
+        let hook: railyard_saga::CrashHook =
+            Arc::new(move |at: CrashPoint| at == point && !hook_fired.swap(true, Ordering::SeqCst));
+        let crashing = world.engine(&db.store, "engine-crash", Some(hook));
+        let amounts = [10_000, 20_000, 2_000_000, 30_000];
+        let mut ids = Vec::new();
+        for (index, minor) in amounts.iter().enumerate() {
+            let request = eur_payout(*minor);
+            ids.push(crashing.accept("demo-psp", &format!("rebook-{index}"), &request).await.unwrap().payout_id);
+        }
+        let mut before = Vec::new();
+        for id in &ids {
+            before.push(format!("{:?}", crashing.history(id).await.unwrap()));
+        }
+        let results = crashing.run_group(&ids).await;
+        let postgres = db.store.dialect() == Dialect::Postgres;
+        assert_eq!(fired.load(Ordering::SeqCst), postgres, "{}: {results:?}", db.name);
+        if postgres {
+            assert!(
+                results.iter().all(|(_, result)| matches!(result, Err(EngineError::Crashed(_)))),
+                "{}: {results:?}",
+                db.name
+            );
+            for (id, before) in ids.iter().zip(&before) {
+                assert_eq!(crashing.payout(id).await.unwrap().state, State::Accepted, "{}: {id}", db.name);
+                assert_eq!(&format!("{:?}", crashing.history(id).await.unwrap()), before, "{}: {id}", db.name);
+                assert_eq!(world.executions("sepa-inst", id), 0, "{}: {id}", db.name);
+            }
+        }
+        // Restart: the crashed engine's leases expire, a new engine finishes the payouts.
+        sqlx::query("UPDATE payouts SET lease_until = 0 WHERE lease_owner = 'engine-crash'")
+            .execute(db.store.pool())
+            .await
+            .unwrap();
+        let restarted = world.engine(&db.store, "engine-restarted", None);
+        for (id, minor) in ids.iter().zip(amounts) {
+            let state = drive_to_rest(&restarted, id).await;
+            let (expected, executions) = if minor == 2_000_000 { (State::Failed, 0) } else { (State::Completed, 1) };
+            assert_eq!(state, expected, "{}: {id} ({minor})", db.name);
+            assert_eq!(world.executions("sepa-inst", id), executions, "{}: {id}", db.name);
         }
         let report = verify::verify(&db.store).await.unwrap();
         assert!(report.ok(), "{}: {report:?}", db.name);
@@ -1437,7 +1506,8 @@ async fn a_rails_daily_cap_holds_when_legs_are_reserved() {
         limits.maximum = eur(80_000);
         limits.daily_cap = Some(eur(100_000));
         let world = World::with_config(Arc::new(config));
-        let engine = world.engine(&db.store, "engine-cap", None);
+        let (seen, hook) = recording_hook();
+        let engine = world.engine(&db.store, "engine-cap", Some(hook));
         engine.ensure_accounts().await.unwrap();
         engine.fund_psp("demo-psp", eur(10_000_000), "wire-eur").await.unwrap();
         let request = |minor: i64| PayoutRequest {
@@ -1458,14 +1528,16 @@ async fn a_rails_daily_cap_holds_when_legs_are_reserved() {
         assert_eq!(drive_to_rest(&engine, &rejected).await, State::Failed, "{}", db.name);
         assert_eq!(used().await, eur(0), "{}", db.name);
 
-        // Three of 300.00 in one group: 900.00 of the 1,000.00.
+        // Three of 300.00 in one group: 900.00 of the 1,000.00, booked in the group's first order.
         let mut ids = Vec::new();
         for index in 0..3 {
             ids.push(engine.accept("demo-psp", &format!("cap-a{index}"), &request(30_000)).await.unwrap().payout_id);
         }
+        seen.lock().unwrap().clear();
         let results = engine.run_group(&ids).await;
         assert!(results.iter().all(|(_, state)| matches!(state, Ok(State::Completed))), "{}: {results:?}", db.name);
         assert_eq!(used().await, eur(90_000), "{}", db.name);
+        assert!(!rebooked(&seen), "{}", db.name);
 
         // Two of 100.00: together they would pass the cap, so they run alone; the first fits
         // exactly, the second is never sent.
@@ -1473,7 +1545,10 @@ async fn a_rails_daily_cap_holds_when_legs_are_reserved() {
         for index in 0..2 {
             ids.push(engine.accept("demo-psp", &format!("cap-b{index}"), &request(10_000)).await.unwrap().payout_id);
         }
+        seen.lock().unwrap().clear();
         let results = engine.run_group(&ids).await;
+        // On PostgreSQL the group wrote its rows, found the cap passed and went back to decide first.
+        assert_eq!(rebooked(&seen), db.store.dialect() == Dialect::Postgres, "{}", db.name);
         let mut states: Vec<State> = results.iter().map(|(_, state)| *state.as_ref().unwrap()).collect();
         states.sort_by_key(|state| state.as_str());
         assert_eq!(states, [State::Completed, State::Failed], "{}: {results:?}", db.name);
