@@ -11,7 +11,7 @@
 //! 202 does not wait for the saga groups that hold the database's one writer. A mover task then
 //! brings each group into the database ([`Engine::move_intents`]: idempotency record, vault row,
 //! payout, first event) and hands the payouts to the saga driver; the intake forgets them from the
-//! journal in its next group. Its queue is bounded ([`MOVES_QUEUED_MAX`]): when the database falls
+//! journal in its next group. Its queue is bounded ([`MOVES_QUEUED_PAYOUTS_MAX`]): when the database falls
 //! behind, the intake waits, its own queue fills and new requests get 429. On PostgreSQL (many
 //! writers) and on other SQLite stores the group goes straight into the database.
 
@@ -30,9 +30,12 @@ pub const INTAKE_QUEUE_MAX: usize = 4_096;
 /// Most requests in one transaction: enough to amortise a flush, small enough that the first
 /// request of a group does not wait long for the last.
 pub const GROUP_MAX: usize = 256;
-/// Journal groups acknowledged and waiting for the mover: at most this many times [`GROUP_MAX`]
-/// payouts are acknowledged and not yet in the database.
-pub const MOVES_QUEUED_MAX: usize = 16;
+/// Payouts acknowledged in the journal and not yet moved into the database (queued for the mover
+/// or in its hands): at most this many, ~4 MB. Counted in payouts, not groups: under load the
+/// intake's groups are of a few payouts each (it answers as fast as the journal flushes), and a
+/// bound of 16 groups left a few dozen payouts between a mover waiting for the database's writer
+/// and a PSP waiting for its 202 (the intake stalled up to 40 ms; see BENCHMARKS.md).
+pub const MOVES_QUEUED_PAYOUTS_MAX: usize = 4_096;
 /// How long the mover waits before trying a group again after the database refused it.
 pub const MOVE_RETRY_AFTER: Duration = Duration::from_millis(200);
 /// How long the intake waits for a request before it forgets moved intents on its own.
@@ -108,7 +111,11 @@ impl Intake {
                     };
                     let _ = engine.journal.set(journal.clone());
                     let moved: Arc<Mutex<Vec<String>>> = Arc::default();
-                    let (moves, queued) = mpsc::channel::<Vec<Intent>>(MOVES_QUEUED_MAX);
+                    // Each queued group holds at least one payout's permit, so the channel
+                    // never fills before the permits run out.
+                    let (sender, queued) = mpsc::channel::<Move>(MOVES_QUEUED_PAYOUTS_MAX);
+                    let moves =
+                        Moves { sender, permits: Arc::new(tokio::sync::Semaphore::new(MOVES_QUEUED_PAYOUTS_MAX)) };
                     tokio::spawn(mover(
                         engine.clone(),
                         journal.clone(),
@@ -238,7 +245,7 @@ async fn direct(engine: Arc<Engine>, mut receiver: mpsc::Receiver<Request>, kick
 
 /// Queues for the mover every intent the journal holds (a crash left them acknowledged and not
 /// moved, or moved and not forgotten), oldest first.
-async fn recover(journal: &Journal, moves: &mpsc::Sender<Vec<Intent>>, progress: &Progress) {
+async fn recover(journal: &Journal, moves: &Moves, progress: &Progress) {
     let mut after = 0;
     loop {
         let page = match journal.pending(after).await {
@@ -264,7 +271,7 @@ async fn journaled(
     engine: Arc<Engine>,
     journal: Journal,
     mut receiver: mpsc::Receiver<Request>,
-    moves: mpsc::Sender<Vec<Intent>>,
+    moves: Moves,
     moved: Arc<Mutex<Vec<String>>>,
     kicks: Arc<std::sync::OnceLock<Driver>>,
     progress: Arc<Progress>,
@@ -360,15 +367,20 @@ async fn journaled(
 async fn mover(
     engine: Arc<Engine>,
     journal: Journal,
-    mut queued: mpsc::Receiver<Vec<Intent>>,
+    mut queued: mpsc::Receiver<Move>,
     moved: Arc<Mutex<Vec<String>>>,
     kicks: Arc<std::sync::OnceLock<Driver>>,
     progress: Arc<Progress>,
 ) {
-    while let Some(mut batch) = queued.recv().await {
+    while let Some(Move { intents: mut batch, permit }) = queued.recv().await {
+        // Given back once the batch is in the database (or left to the next start).
+        let mut permits = vec![permit];
         while batch.len() < GROUP_MAX {
             match queued.try_recv() {
-                Ok(more) => batch.extend(more),
+                Ok(more) => {
+                    batch.extend(more.intents);
+                    permits.push(more.permit);
+                }
                 Err(_) => break,
             }
         }
@@ -396,6 +408,7 @@ async fn mover(
             let moved: std::collections::HashSet<&str> = ids.iter().flatten().map(String::as_str).collect();
             driver.forget_kicks(batch.iter().map(|intent| intent.payout_id.as_str()).filter(|id| !moved.contains(id)));
         }
+        drop(permits);
         let Some(ids) = ids else { continue };
         if let Some(driver) = driver {
             for id in &ids {
@@ -608,9 +621,25 @@ pub(crate) fn intent_payout(intent: Intent) -> Result<Payout, EngineError> {
 }
 
 /// Counts `intents` as acknowledged and queues them for the mover; false once the mover is gone.
-async fn queue_moves(moves: &mpsc::Sender<Vec<Intent>>, progress: &Progress, intents: Vec<Intent>) -> bool {
+async fn queue_moves(moves: &Moves, progress: &Progress, intents: Vec<Intent>) -> bool {
     progress.journaled.fetch_add(intents.len() as u64, std::sync::atomic::Ordering::SeqCst);
-    moves.send(intents).await.is_ok()
+    // A page or group is at most a few hundred intents; more than the bound could never be queued.
+    let wanted = u32::try_from(intents.len().clamp(1, MOVES_QUEUED_PAYOUTS_MAX)).unwrap_or(u32::MAX);
+    let Ok(permit) = moves.permits.clone().acquire_many_owned(wanted).await else { return false };
+    moves.sender.send(Move { intents, permit }).await.is_ok()
+}
+
+/// Intents on their way to the mover, with their places under [`MOVES_QUEUED_PAYOUTS_MAX`].
+struct Move {
+    intents: Vec<Intent>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// The mover's queue: a place per payout, taken before a group is queued.
+#[derive(Clone)]
+struct Moves {
+    sender: mpsc::Sender<Move>,
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 fn answer_of(claim: Claim) -> Answer {

@@ -540,17 +540,12 @@ async fn group_commit_answers_each_request() {
 /// bound; when the database frees up, everything acknowledged reaches it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_intake_sheds_load_instead_of_growing() {
-    let db = common::sqlite().await;
-    let world = World::new();
-    let engine = Arc::new(world.engine(&db.store, "engine-a", None));
-    let intake = railyard_saga::intake::Intake::start(engine.clone());
-    // Another process holds SQLite's write lock.
-    let blocker = Store::open(&db.url, &railyard_store::StoreOptions::default()).await.unwrap();
-    let held = blocker.begin().await.unwrap();
-    // Most that can be acknowledged while the database is stalled: the queue, the groups waiting
-    // for the mover, the mover's own and the one waiting to join them.
+    let (db, _world, intake, held) = an_intake_on_a_stalled_database().await;
+    // Most that can be answered while the database is stalled: the queue, the payouts waiting
+    // for the mover or in its hands, and the intake's group waiting to join them.
     let total = railyard_saga::intake::INTAKE_QUEUE_MAX
-        + (railyard_saga::intake::MOVES_QUEUED_MAX + 3) * railyard_saga::intake::GROUP_MAX
+        + railyard_saga::intake::MOVES_QUEUED_PAYOUTS_MAX
+        + 2 * railyard_saga::intake::GROUP_MAX
         + 500;
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..total {
@@ -578,16 +573,59 @@ async fn a_full_intake_sheds_load_instead_of_growing() {
     assert!(shed >= 500, "only {shed} of {total} refused");
     assert!(accepted >= railyard_saga::intake::INTAKE_QUEUE_MAX, "{accepted} accepted");
     // Acknowledged means in the journal; the mover brings each into the database.
+    let count = payouts_once_moved(&db.store, accepted).await;
+    assert_eq!(count, accepted, "every accepted request is in the database, no refused one is");
+}
+
+/// An intake on a fresh SQLite database whose write lock another connection holds (until the
+/// returned transaction ends).
+async fn an_intake_on_a_stalled_database()
+-> (common::TestDb, World, railyard_saga::intake::Intake, sqlx::Transaction<'static, sqlx::Any>) {
+    let db = common::sqlite().await;
+    let world = World::new();
+    let engine = Arc::new(world.engine(&db.store, "engine-a", None));
+    let intake = railyard_saga::intake::Intake::start(engine);
+    let blocker = Store::open(&db.url, &railyard_store::StoreOptions::default()).await.unwrap();
+    let held = blocker.begin().await.unwrap();
+    (db, world, intake, held)
+}
+
+/// The payouts in the database once there are `expected` (or a minute has passed).
+async fn payouts_once_moved(store: &Store, expected: usize) -> usize {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let count = loop {
+    loop {
         let count: i64 =
-            sqlx::Row::get(&sqlx::query("SELECT COUNT(*) FROM payouts").fetch_one(db.store.pool()).await.unwrap(), 0);
-        if count as usize >= accepted || std::time::Instant::now() > deadline {
-            break count;
+            sqlx::Row::get(&sqlx::query("SELECT COUNT(*) FROM payouts").fetch_one(store.pool()).await.unwrap(), 0);
+        if count as usize >= expected || std::time::Instant::now() > deadline {
+            return count as usize;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(count as usize, accepted, "every accepted request is in the database, no refused one is");
+    }
+}
+
+/// The mover's queue is bounded in payouts, not in groups: payouts arriving one at a time (each its
+/// own group, as under a steady load) are acknowledged while the database is stalled, up to the
+/// bound, instead of stalling the intake after a handful of groups; all reach the database once it
+/// frees up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn payouts_arriving_one_by_one_are_acknowledged_while_the_database_is_stalled() {
+    let (db, _world, intake, held) = an_intake_on_a_stalled_database().await;
+    // Ten times the old bound of 16 groups; far under the bound of payouts.
+    let count = 160;
+    assert!(count < railyard_saga::intake::MOVES_QUEUED_PAYOUTS_MAX);
+    let started = std::time::Instant::now();
+    for index in 0..count {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            intake.accept("demo-psp", &format!("one-by-one-{index}"), &eur_payout(1_000 + index as i64)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("accept {index} waited for the stalled database"));
+        assert!(answer.is_ok(), "{index}: {answer:?}");
+    }
+    let took = started.elapsed();
+    held.rollback().await.unwrap();
+    assert_eq!(payouts_once_moved(&db.store, count).await, count, "acknowledged in {took:?}");
 }
 
 /// The intake journal: an engine that acknowledged payouts and died before moving them into the
