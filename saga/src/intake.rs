@@ -11,9 +11,9 @@
 //! 202 does not wait for the saga groups that hold the database's one writer. A mover task then
 //! brings each group into the database ([`Engine::move_intents`]: idempotency record, vault row,
 //! payout, first event) and hands the payouts to the saga driver; the intake forgets them from the
-//! journal in its next group. Its queue is bounded ([`MOVES_QUEUED_PAYOUTS_MAX`]): when the database falls
-//! behind, the intake waits, its own queue fills and new requests get 429. On PostgreSQL (many
-//! writers) and on other SQLite stores the group goes straight into the database.
+//! journal in its next group. Its queue is bounded in payouts ([`MOVES_QUEUED_PAYOUTS_MAX`]): when
+//! the database falls behind, the intake waits, its own queue fills and new requests get 429. On
+//! PostgreSQL (many writers) and on other SQLite stores the group goes straight into the database.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
