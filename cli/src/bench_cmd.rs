@@ -249,6 +249,12 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
                     report["half_load_accept_p95_ms"],
                     report["half_load_accept_p99_ms"]
                 );
+                println!(
+                    "half load, as the server timed it: {} accepts, {} within 10 ms, p99 at most {} ms",
+                    report["half_load_server_accepts"],
+                    report["half_load_server_accept_within_10ms"],
+                    report["half_load_server_accept_p99_ms_at_most"]
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -1022,6 +1022,10 @@ async fn bench_http_settles_every_payout_it_submits() {
         assert!(outcomes["completed"].as_i64().unwrap() >= 145, "{run}: {report}");
     }
     assert!(report["half_load_accept_p99_ms"].as_f64().unwrap() > 0.0, "{report}");
+    // The server timed the half-load run's accepts too: every one of them, and no others.
+    assert_eq!(report["half_load_server_accepts"], 150, "{report}");
+    let within = report["half_load_server_accept_within_10ms"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&within), "{report}");
 }
 
 /// A payout against a quote follows the quote's route; a payout that does not match the quote,
