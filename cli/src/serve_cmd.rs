@@ -225,7 +225,10 @@ pub async fn serve(
             )
             .await
             .map_err(|error| anyhow::anyhow!(error))?;
-        let intake = railyard_saga::intake::Intake::start_with(engine.clone(), args.intake_queue).with_driver(driver);
+        let committed = monitor.clone();
+        let intake = railyard_saga::intake::Intake::start_with(engine.clone(), args.intake_queue)
+            .with_driver(driver)
+            .with_commit_observer(Arc::new(move |elapsed| committed.intake_committed(elapsed)));
         let deliverer = tokio::spawn(railyard_api::webhooks::run(store.clone(), config.clone()));
         let liquidity_watch = tokio::spawn(railyard_treasury::liquidity::watch(
             store.clone(),

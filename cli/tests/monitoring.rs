@@ -204,6 +204,7 @@ async fn metrics_parse_and_a_latency_spike_steers_routing_away_and_back() {
     for wanted in [
         "railyard_payouts_total",
         "railyard_accept_latency_seconds_bucket",
+        "railyard_intake_commit_seconds_bucket",
         "railyard_completion_latency_seconds_bucket",
         "railyard_rail_leg_latency_seconds_count",
         "railyard_rail_available",

@@ -78,6 +78,7 @@ impl Default for Settings {
 
 enum Event {
     Accepted(Duration),
+    IntakeCommit(Duration),
     Shed,
     Leg { rail: String, success: bool, elapsed: Duration },
     Probe { rail: String, available: bool, elapsed: Duration },
@@ -103,6 +104,11 @@ impl Monitor {
     /// A payout was accepted (durable) after `elapsed`.
     pub fn accepted(&self, elapsed: Duration) {
         self.send(Event::Accepted(elapsed));
+    }
+
+    /// The intake committed a group of payouts durably in `elapsed` (its flush included).
+    pub fn intake_committed(&self, elapsed: Duration) {
+        self.send(Event::IntakeCommit(elapsed));
     }
 
     /// A request was shed (429/503) for lack of room.
@@ -363,6 +369,9 @@ impl Aggregate {
                 *self.totals.entry("accepted").or_default() += 1;
                 push_bounded(&mut self.current.accept_ms, millis(elapsed));
                 metrics::histogram!("railyard_accept_latency_seconds").record(elapsed.as_secs_f64());
+            }
+            Event::IntakeCommit(elapsed) => {
+                metrics::histogram!("railyard_intake_commit_seconds").record(elapsed.as_secs_f64());
             }
             Event::Shed => {
                 self.shed += 1;

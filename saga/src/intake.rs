@@ -74,11 +74,26 @@ pub struct Intake {
     progress: Arc<Progress>,
 }
 
-/// Payouts acknowledged into the journal and moved into the database so far.
+/// Told how long each group's durable commit took: the journal's flushed append, or the
+/// database's commit where there is no journal. What an accept waits for beside its place in the
+/// queue; the server's monitor keeps it as a histogram, so an operator sees a slow disk as such.
+pub type CommitObserver = Arc<dyn Fn(Duration) + Send + Sync>;
+
+/// Payouts acknowledged into the journal and moved into the database so far, and who is told of
+/// each group's commit.
 #[derive(Default)]
 struct Progress {
     journaled: std::sync::atomic::AtomicU64,
     moved: std::sync::atomic::AtomicU64,
+    commits: std::sync::OnceLock<CommitObserver>,
+}
+
+impl Progress {
+    fn committed(&self, elapsed: Duration) {
+        if let Some(observer) = self.commits.get() {
+            observer(elapsed);
+        }
+    }
 }
 
 type Answer = Result<Accepted, EngineError>;
@@ -130,7 +145,7 @@ impl Intake {
                 });
             }
             None => {
-                tokio::spawn(direct(engine, receiver, kicks));
+                tokio::spawn(direct(engine, receiver, kicks, counted));
             }
         }
         Intake { sender, driver, progress, preparer }
@@ -155,6 +170,12 @@ impl Intake {
     /// Hands each newly accepted payout to `driver` as soon as its group is committed.
     pub fn with_driver(self, driver: Driver) -> Intake {
         let _ = self.driver.set(driver);
+        self
+    }
+
+    /// Tells `observer` how long each group's durable commit takes from now on.
+    pub fn with_commit_observer(self, observer: CommitObserver) -> Intake {
+        let _ = self.progress.commits.set(observer);
         self
     }
 
@@ -215,13 +236,20 @@ async fn refuse_all(mut receiver: mpsc::Receiver<Request>, text: String) {
 }
 
 /// Accepts each group straight into the database (PostgreSQL; SQLite in memory or unflushed).
-async fn direct(engine: Arc<Engine>, mut receiver: mpsc::Receiver<Request>, kicks: Arc<std::sync::OnceLock<Driver>>) {
+async fn direct(
+    engine: Arc<Engine>,
+    mut receiver: mpsc::Receiver<Request>,
+    kicks: Arc<std::sync::OnceLock<Driver>>,
+    progress: Arc<Progress>,
+) {
     while let Some(first) = receiver.recv().await {
         let mut group = gather(first, &mut receiver);
         let batch: Vec<(String, String, PayoutRequest)> =
             group.iter().map(|request| (request.tenant.clone(), request.key.clone(), request.payout.clone())).collect();
+        let started = std::time::Instant::now();
         match engine.accept_batch(&batch).await {
             Ok(answers) => {
+                progress.committed(started.elapsed());
                 if let Some(driver) = kicks.get() {
                     for accepted in answers.iter().flatten().filter(|accepted| !accepted.replay) {
                         driver.kick(&accepted.payout_id);
@@ -309,8 +337,14 @@ async fn journaled(
             }
         }
         let mut failed = false;
+        let started = std::time::Instant::now();
         let intents = match engine.journal_group(&journal, &group, &plains, &mut answers, &mut payouts).await {
-            Ok(intents) => intents,
+            Ok(intents) => {
+                if !plains.is_empty() {
+                    progress.committed(started.elapsed());
+                }
+                intents
+            }
             Err(error) => {
                 failed = true;
                 let text = error.to_string();

@@ -494,13 +494,17 @@ async fn expired_quotes_are_requoted_within_tolerance_or_fail_cleanly() {
     }
 }
 
-/// Group commit: concurrent accepts share transactions; each gets its own answer, replays included.
+/// Group commit: concurrent accepts share transactions; each gets its own answer, replays included,
+/// and each group's commit is reported (the monitor's intake commit histogram).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn group_commit_answers_each_request() {
     for db in common::databases().await {
         let world = World::new();
         let engine = Arc::new(world.engine(&db.store, "engine-a", None));
-        let intake = railyard_saga::intake::Intake::start(engine.clone());
+        let commits = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reported = commits.clone();
+        let intake = railyard_saga::intake::Intake::start(engine.clone())
+            .with_commit_observer(Arc::new(move |elapsed| reported.lock().unwrap().push(elapsed)));
         let mut tasks = tokio::task::JoinSet::new();
         for index in 0..200 {
             let intake = intake.clone();
@@ -519,6 +523,10 @@ async fn group_commit_answers_each_request() {
             ids.insert(accepted.payout_id);
         }
         assert_eq!((ids.len(), replays), (100, 100), "{}", db.name);
+        // At least one group committed, none more than there were requests, each in reason.
+        let commits = commits.lock().unwrap().clone();
+        assert!((1..=200).contains(&commits.len()), "{}: {} commits", db.name, commits.len());
+        assert!(commits.iter().all(|elapsed| *elapsed < Duration::from_secs(30)), "{}: {commits:?}", db.name);
         let wrong = intake.accept("demo-psp", "group-1", &eur_payout(1)).await;
         assert!(
             matches!(wrong, Err(railyard_saga::intake::IntakeError::Engine(EngineError::Conflict(_)))),
