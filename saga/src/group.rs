@@ -60,15 +60,22 @@ struct PayoutsUpdate {
     from: State,
     set: &'static str,
     types: &'static [&'static str],
+    /// The rows were claimed in this transaction by [`Engine::claim_many`]. On PostgreSQL that
+    /// claim only locks them (the lease's conditions checked, no lease written), so this statement
+    /// does not ask for the lease again: it writes it (`set` names the owner, the parameter after
+    /// `types`' row values and the statement's others).
+    claimed_here: bool,
 }
 
 /// A member's intent, reserved and assessed (rows: id, leg, route, reservation, risk; `$2` now,
-/// `$3` the lease's end): the single path's `accepted` → `submitting`.
+/// `$3` the lease's end, `$4` its owner): the single path's `accepted` → `submitting`.
 const ACCEPTED_TO_SUBMITTING: PayoutsUpdate = PayoutsUpdate {
     from: State::Accepted,
     set: "state = 'submitting', leg = v.column2, route = v.column3, reservation = v.column4, risk = v.column5, \
-          reason = NULL, inquiries = 0, next_action_at = $2, in_doubt_since = NULL, lease_until = $3, updated_at = $2",
+          reason = NULL, inquiries = 0, next_action_at = $2, in_doubt_since = NULL, lease_owner = $4, \
+          lease_until = $3, updated_at = $2",
     types: &["TEXT", "BIGINT", "TEXT", "TEXT", "TEXT"],
+    claimed_here: true,
 };
 
 /// A payout no route exists for (rows: id, reason, risk; `$2` now), its lease let go.
@@ -77,6 +84,7 @@ const UNROUTABLE_TO_FAILED: PayoutsUpdate = PayoutsUpdate {
     set: "state = 'failed', reason = v.column2, risk = v.column3, inquiries = 0, next_action_at = $2, \
           in_doubt_since = NULL, lease_owner = NULL, lease_until = 0, updated_at = $2",
     types: &["TEXT", "TEXT", "TEXT"],
+    claimed_here: true,
 };
 
 /// A payout whose one rail leg executed (rows: id, legs passed, route with the execution; `$2`
@@ -86,6 +94,7 @@ const SUBMITTING_TO_COMPLETED: PayoutsUpdate = PayoutsUpdate {
     set: "state = 'completed', leg = v.column2, route = v.column3, reason = NULL, inquiries = 0, \
           next_action_at = $2, in_doubt_since = NULL, lease_owner = NULL, lease_until = 0, updated_at = $2",
     types: &["TEXT", "BIGINT", "TEXT"],
+    claimed_here: false,
 };
 
 /// One payout of a group, from routing on.
@@ -502,13 +511,19 @@ impl Engine {
         expected: impl Iterator<Item = &'p Payout>,
     ) -> Result<(), EngineError> {
         let dialect = self.store.dialect();
+        let owner = params.len() + 2;
+        // Rows this transaction locked with their lease's conditions checked are ours until it
+        // ends; elsewhere the lease written earlier says so.
+        let lease = if update.claimed_here && dialect == railyard_store::Dialect::Postgres {
+            format!("${owner}::TEXT IS NOT NULL")
+        } else {
+            format!("{} = ${owner}", bulk::unindexed(dialect, "payouts.lease_owner"))
+        };
         let template = format!(
-            "UPDATE payouts SET {} FROM ({{rows}}) AS v WHERE payouts.id = v.column1 AND {} = '{}' AND {} = ${}",
+            "UPDATE payouts SET {} FROM ({{rows}}) AS v WHERE payouts.id = v.column1 AND {} = '{}' AND {lease}",
             update.set,
             bulk::unindexed(dialect, "payouts.state"),
             update.from.as_str(),
-            bulk::unindexed(dialect, "payouts.lease_owner"),
-            params.len() + 2,
         );
         let mut bound = params.to_vec();
         bound.push(bulk::Param::Text(&self.settings.owner));
@@ -596,17 +611,47 @@ impl Engine {
     }
 
     /// Takes the leases of the payouts `ids` that are still where they were read, in one statement.
+    ///
+    /// On PostgreSQL the statement only locks the rows whose lease is free (`FOR UPDATE`, which
+    /// waits for and re-checks a row another transaction is changing, as an `UPDATE` would): the
+    /// group's move to `submitting` or `failed` in the same transaction writes the lease
+    /// ([`PayoutsUpdate::claimed_here`]). A payout row is ~1.5 KB; an `UPDATE` here wrote a whole
+    /// new version of it to the table and its WAL only for the next statement to write another. A
+    /// claimed payout the group leaves to run alone holds no lease when the transaction ends and
+    /// is claimed again, as every payout alone is.
     async fn claim_many(&self, tx: &mut StepTransaction, ids: &[&str]) -> Result<BTreeSet<String>, EngineError> {
         let now = self.clock.now_micros();
         let mut claimed = BTreeSet::new();
+        let postgres = self.store.dialect() == railyard_store::Dialect::Postgres;
         for chunk in ids.chunks(bulk::IN_MAX) {
             let chunk = bulk::padded(chunk);
+            // Still at the start, and its lease free or ours (`$1` the owner, `$now` the time).
+            let free = |now: &str| {
+                format!(
+                    "state = 'accepted' AND risk IS NULL AND route IS NULL \
+                     AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < {now} \
+                     OR EXISTS (SELECT 1 FROM engines e WHERE e.owner = payouts.lease_owner AND e.alive_until < {now}))"
+                )
+            };
+            if postgres {
+                let statement = format!(
+                    "SELECT id FROM payouts WHERE id IN ({}) AND {} FOR UPDATE",
+                    bulk::placeholders(3, chunk.len()),
+                    free("$2")
+                );
+                let mut query = sqlx::query(AssertSqlSafe(statement)).bind(&self.settings.owner).bind(now);
+                for id in &chunk {
+                    query = query.bind(*id);
+                }
+                for row in query.fetch_all(&mut **tx).await? {
+                    claimed.insert(row.try_get::<String, _>(0)?);
+                }
+                continue;
+            }
             let statement = format!(
-                "UPDATE payouts SET lease_owner = $1, lease_until = $2 WHERE id IN ({}) \
-                 AND state = 'accepted' AND risk IS NULL AND route IS NULL \
-                 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $3 \
-                 OR EXISTS (SELECT 1 FROM engines e WHERE e.owner = payouts.lease_owner AND e.alive_until < $3))",
-                bulk::placeholders(4, chunk.len())
+                "UPDATE payouts SET lease_owner = $1, lease_until = $2 WHERE id IN ({}) AND {}",
+                bulk::placeholders(4, chunk.len()),
+                free("$3")
             );
             let lease_until = self.lease_until();
             let bound = |returning: bool| {
