@@ -110,6 +110,29 @@ async fn kill_dash_nine_soak_postgres() {
     soak(&database.url, &directory).await;
 }
 
+/// The demo configuration with room on SEPA Instant for any soak: its 2.5 million EUR of prefunded
+/// liquidity is spent by an uncapped release run in ~125,000 payouts (and its 20 million EUR daily
+/// cap in ~1,000,000), after which every payout fails for want of a route and the soak no longer
+/// reaches the rail.
+fn roomy_sepa(config: &str) -> String {
+    let liquidity = "prefunded = \"2500000.00\"\nlow_water = \"250000.00\"\nhigh_water = \"6000000.00\"\n";
+    let rail = config.find("id = \"sepa-inst\"").expect("the demo has SEPA Instant");
+    let block = &config[rail..];
+    let block = &block[..block[1..].find("\nid = ").map_or(block.len(), |end| end + 1)];
+    let cap = block.find("daily_cap = \"20000000.00\"").map(|at| rail + at);
+    assert!(
+        config.contains(liquidity) && cap.is_some(),
+        "the demo's SEPA Instant liquidity or daily cap changed: update the soak"
+    );
+    let (before, after) = config.split_at(cap.unwrap_or_default());
+    let roomy = format!("{before}{}", after.replacen("20000000.00", "100000000000.00", 1));
+    roomy.replacen(
+        liquidity,
+        "prefunded = \"500000000.00\"\nlow_water = \"250000.00\"\nhigh_water = \"600000000.00\"\n",
+        1,
+    )
+}
+
 async fn soak(db: &str, directory: &std::path::Path) {
     let Size { kills, interval_ms, payouts } = size();
     // The rail, in its own process, losing some replies so that Unknown outcomes happen too.
@@ -133,7 +156,7 @@ async fn soak(db: &str, directory: &std::path::Path) {
         &format!("id = \"sepa-inst\"\nendpoint = \"http://{rail_address}\"\n"),
         1,
     );
-    let config = config
+    let config = roomy_sepa(&config)
         .replace("timeout_ms = 10000", "timeout_ms = 1000")
         .replace("sanctions_list = \"sanctions.csv\"", &format!("sanctions_list = \"{root}/config/sanctions.csv\""));
     let config_path = directory.join("treasury.toml");
