@@ -111,9 +111,9 @@ async fn kill_dash_nine_soak_postgres() {
 }
 
 /// The demo configuration with room on SEPA Instant for any soak: its 2.5 million EUR of prefunded
-/// liquidity is spent by an uncapped release run in ~125,000 payouts (and its 20 million EUR daily
-/// cap in ~1,000,000), after which every payout fails for want of a route and the soak no longer
-/// reaches the rail.
+/// liquidity (ours, and the sandbox rail's settlement balance) is spent by an uncapped release run
+/// in ~125,000 payouts (and its 20 million EUR daily cap in ~1,000,000), after which every payout
+/// fails (no route, or AM04 from the rail) and the soak no longer tests a payout that executes.
 fn roomy_sepa(config: &str) -> String {
     let liquidity = "prefunded = \"2500000.00\"\nlow_water = \"250000.00\"\nhigh_water = \"6000000.00\"\n";
     let rail = config.find("id = \"sepa-inst\"").expect("the demo has SEPA Instant");
@@ -139,26 +139,29 @@ async fn soak(db: &str, directory: &std::path::Path) {
     let faults = directory.join("faults.json");
     std::fs::write(&faults, r#"{"seed": 11, "reply_lost_permille": 30, "latency": {"base_ms": 2, "jitter_ms": 8}}"#)
         .unwrap();
+    // Both processes read the demo configuration with room on SEPA Instant: the rail's settlement
+    // balance (AM04 when short) as much as our prefunded account.
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let demo = std::fs::read_to_string(format!("{root}/config/demo.toml")).unwrap();
+    let roomy = roomy_sepa(&demo)
+        .replace("sanctions_list = \"sanctions.csv\"", &format!("sanctions_list = \"{root}/config/sanctions.csv\""));
+    let rail_config = directory.join("rail.toml");
+    std::fs::write(&rail_config, &roomy).unwrap();
     let (_rail, rail_address) = spawn(&[
         "sandbox",
         "instant",
         "--listen",
         "127.0.0.1:0",
+        "--config",
+        rail_config.to_str().unwrap(),
         "--rail",
         "sepa-inst",
         "--faults",
         faults.to_str().unwrap(),
     ]);
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let demo = std::fs::read_to_string(format!("{root}/config/demo.toml")).unwrap();
-    let config = demo.replacen(
-        "id = \"sepa-inst\"\n",
-        &format!("id = \"sepa-inst\"\nendpoint = \"http://{rail_address}\"\n"),
-        1,
-    );
-    let config = roomy_sepa(&config)
-        .replace("timeout_ms = 10000", "timeout_ms = 1000")
-        .replace("sanctions_list = \"sanctions.csv\"", &format!("sanctions_list = \"{root}/config/sanctions.csv\""));
+    let config = roomy
+        .replacen("id = \"sepa-inst\"\n", &format!("id = \"sepa-inst\"\nendpoint = \"http://{rail_address}\"\n"), 1)
+        .replace("timeout_ms = 10000", "timeout_ms = 1000");
     let config_path = directory.join("treasury.toml");
     std::fs::write(&config_path, &config).unwrap();
     let serve_args = [
@@ -329,6 +332,15 @@ async fn soak(db: &str, directory: &std::path::Path) {
             assert_eq!(per_payout.get(id).copied().unwrap_or(0), 1, "{id} completed without a rail execution");
         }
     }
+    // Nothing here has a reason to fail (the PSP and the rail have room, the rail rejects nothing,
+    // a lost reply is asked about): a failed payout is a fault of ours, or a soak that has stopped
+    // testing what it should.
+    let failed: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT id, reason FROM payouts WHERE state = 'failed' ORDER BY id LIMIT 5")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert!(failed.is_empty(), "payouts failed, for example: {failed:?}");
     store.pool().close().await;
     let verify = Command::new(env!("CARGO_BIN_EXE_railyard")).args(["verify", "--db", db]).output().unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
