@@ -750,6 +750,7 @@ async fn overload_is_shed_with_retry_after_and_memory_stays_flat() {
     // Another process takes the write lock and keeps it.
     let blocker = railyard_store::Store::open(&db, &railyard_store::StoreOptions::default()).await.unwrap();
     let held = blocker.begin().await.unwrap();
+    let stalled_at = Instant::now();
 
     // 64 clients send in a loop; a request that gets into the queue waits for the database, so at
     // most 16 clients are stuck and the rest keep offering load.
@@ -819,6 +820,7 @@ async fn overload_is_shed_with_retry_after_and_memory_stays_flat() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let loaded = resident_kib(pid);
+    let stalled = stalled_at.elapsed();
     held.rollback().await.unwrap();
     let mut answers = Vec::new();
     while let Some(result) = warm.join_next().await {
@@ -831,7 +833,8 @@ async fn overload_is_shed_with_retry_after_and_memory_stays_flat() {
     // Past the bounds nothing more is taken in: the load is shed but for the requests the
     // warm-up left stuck in the queue.
     let shed_under_load = under_load.iter().filter(|(status, _)| *status == 429).count();
-    assert!(shed_under_load >= 12_000 - 64, "only {shed_under_load} of 12,000 shed past the bounds");
+    let under_load_count = |code: u16| under_load.iter().filter(|(status, _)| *status == code).count();
+    let (accepted_under_load, timed_out_under_load) = (under_load_count(202), under_load_count(503));
     answers.extend(under_load);
     // A group waiting on the lock past SQLite's busy timeout is answered 503 (nothing stored).
     let shed = answers.iter().filter(|(status, _)| *status == 429).count();
@@ -839,7 +842,26 @@ async fn overload_is_shed_with_retry_after_and_memory_stays_flat() {
     let accepted: Vec<String> =
         answers.iter().filter(|(status, _)| *status == 202).filter_map(|(_, id)| id.clone()).collect();
     assert_eq!(answers.len(), total);
-    assert!(timed_out <= 16, "{timed_out} answered 503");
+    // The stall normally ends (~6 s here) before SQLite's busy timeout: then at most the queue's
+    // 16 waited past it, and all but the requests stuck in the queue were shed. On a machine so
+    // loaded that the stall outlasts the busy timeout, each group that times out (503) frees the
+    // queue for more; what must hold then is what holds always, checked below: nothing accepted
+    // past the bounds, every acceptance stored, memory flat.
+    let busy_timeout = railyard_store::StoreOptions::default().busy_timeout;
+    if stalled < busy_timeout {
+        assert!(
+            shed_under_load >= 12_000 - 64,
+            "only {shed_under_load} of 12,000 shed past the bounds ({accepted_under_load} accepted, \
+             {timed_out_under_load} answered 503; the database held for {stalled:?})"
+        );
+        assert!(timed_out <= 16, "{timed_out} answered 503 (the database held for {stalled:?})");
+    } else {
+        eprintln!(
+            "the database was held {stalled:?}, past SQLite's busy timeout ({busy_timeout:?}): under load \
+             {shed_under_load} shed, {accepted_under_load} accepted, {timed_out_under_load} answered 503; \
+             the counts bounded by one queue are not checked"
+        );
+    }
     assert_eq!(
         shed + timed_out + accepted.len(),
         total,
