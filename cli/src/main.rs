@@ -19,8 +19,8 @@ mod treasury_cmd;
 mod verify_cmd;
 
 /// jemalloc, not glibc's malloc: measured in release builds, alternated against the same commit
-/// (BENCHMARKS.md, "jemalloc as the allocator"), it takes ~20 % less CPU a payout end to end and
-/// +10-15 % payouts/s on both stores: glibc's arena locks and `malloc_consolidate` were a quarter of
+/// (BENCHMARKS.md, "jemalloc as the allocator"), it takes 15-25 % less CPU a payout end to end and
+/// +6-18 % payouts/s on both stores: glibc's arena locks and `malloc_consolidate` were a quarter of
 /// Railyard's samples on PostgreSQL. Resident memory per payout in flight rises from ~60 to ~75 bytes.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
