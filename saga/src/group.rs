@@ -1242,27 +1242,43 @@ fn submit_events(payout: &Payout, route: &StoredRoute, rail: usize, assessment: 
     events
 }
 
-/// The events, in multi-row inserts; a payout's events get consecutive microseconds so that
-/// reading them by time keeps their order.
+/// The events, in multi-row inserts, a payout's consecutive events packed into one row (its last
+/// state and detail, the ones before in `earlier`: see [`crate::payout_events`]). A payout's
+/// events get consecutive microseconds, a packed row as many as it holds, so that reading them by
+/// time keeps their order.
 pub(crate) async fn insert_events(
     tx: &mut StepTransaction,
     events: &[EventRow],
     now_micros: i64,
 ) -> Result<(), sqlx::Error> {
+    // Per packed row: its events, a run of one payout's consecutive events.
+    let mut runs: Vec<&[EventRow]> = Vec::new();
+    let mut start = 0;
+    for index in 1..=events.len() {
+        if index == events.len() || events[index].0 != events[start].0 {
+            runs.push(&events[start..index]);
+            start = index;
+        }
+    }
     let mut offsets: HashMap<&str, i64> = HashMap::new();
-    let rows: Vec<(&str, i64, &'static str, &str)> = events
-        .iter()
-        .map(|(id, state, detail)| {
-            let offset = offsets.entry(id.as_str()).or_insert(0);
-            let at = now_micros + *offset;
-            *offset += 1;
-            (id.as_str(), at, state.as_str(), detail.as_str())
-        })
-        .collect();
+    let mut rows: Vec<(&str, i64, &'static str, &str, Option<String>)> = Vec::with_capacity(runs.len());
+    for run in runs {
+        let Some(((id, state, detail), earlier)) = run.split_last() else { continue };
+        let offset = offsets.entry(id.as_str()).or_insert(0);
+        // The row's time is its first state's; its last state's is `at` + the states before it.
+        let at = now_micros + *offset;
+        *offset += i64::try_from(run.len()).unwrap_or(i64::MAX);
+        let earlier = (!earlier.is_empty()).then(|| {
+            let pairs: Vec<(&str, &str)> =
+                earlier.iter().map(|(_, state, detail)| (state.as_str(), detail.as_str())).collect();
+            serde_json::to_string(&pairs).unwrap_or_else(|_| unreachable!("strings serialise"))
+        });
+        rows.push((id.as_str(), at, state.as_str(), detail.as_str(), earlier));
+    }
     bulk::execute(
         tx,
-        "INSERT INTO saga_events (payout_id, at, state, detail) {rows}",
-        &["TEXT", "BIGINT", "TEXT", "TEXT"],
+        "INSERT INTO saga_events (payout_id, at, state, detail, earlier) {rows}",
+        &["TEXT", "BIGINT", "TEXT", "TEXT", "TEXT"],
         &rows,
         &[],
     )

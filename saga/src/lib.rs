@@ -518,6 +518,42 @@ pub struct HistoryEntry {
     pub detail: String,
 }
 
+/// A payout's stored events, oldest first, at most [`HISTORY_MAX`]: every state it entered, when,
+/// and why. A row may hold several states: a grouped step packs the states it passes into one row,
+/// its last state and detail, the ones before it in `earlier` (migration 0015); they are expanded
+/// here, each at the row's time plus its place in the row, as they were written.
+pub async fn payout_events(store: &Store, id: &str) -> Result<Vec<HistoryEntry>, EngineError> {
+    let rows =
+        sqlx::query("SELECT state, at, detail, earlier FROM saga_events WHERE payout_id = $1 ORDER BY at LIMIT $2")
+            .bind(id)
+            .bind(HISTORY_MAX)
+            .fetch_all(store.pool())
+            .await?;
+    let limit = usize::try_from(HISTORY_MAX).unwrap_or(usize::MAX);
+    let mut entries = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let at: i64 = row.try_get(1)?;
+        let earlier: Vec<(String, String)> = match row.try_get::<Option<String>, _>(3)? {
+            Some(packed) => {
+                serde_json::from_str(&packed).map_err(|error| corrupt(format!("packed events: {error}")))?
+            }
+            None => Vec::new(),
+        };
+        let last = (row.try_get::<String, _>(0)?, row.try_get::<String, _>(2)?);
+        for (place, (state, detail)) in (0_i64..).zip(earlier.into_iter().chain([last])) {
+            let at =
+                at.checked_add(place).and_then(DateTime::from_timestamp_micros).ok_or_else(|| corrupt("event time"))?;
+            let state = State::parse(&state).ok_or_else(|| corrupt("unknown state"))?;
+            entries.push(HistoryEntry { state, at, detail });
+        }
+        if entries.len() >= limit {
+            break;
+        }
+    }
+    entries.truncate(limit);
+    Ok(entries)
+}
+
 /// A committed state change of one payout.
 pub struct PayoutMoved<'a> {
     pub payout: &'a Payout,
@@ -1319,27 +1355,16 @@ impl Engine {
 
     /// The payout's history: every state it entered, when, and why, oldest first (at most
     /// [`HISTORY_MAX`] entries: a saga has a bounded number of steps, but inquiries add some).
+    /// A payout acknowledged but not yet moved from the intake journal has one entry, `accepted`.
     pub async fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, EngineError> {
-        let rows = sqlx::query("SELECT state, at, detail FROM saga_events WHERE payout_id = $1 ORDER BY at LIMIT $2")
-            .bind(id)
-            .bind(HISTORY_MAX)
-            .fetch_all(self.store.pool())
-            .await?;
-        if rows.is_empty()
+        let entries = payout_events(&self.store, id).await?;
+        if entries.is_empty()
             && let Some(payout) = self.journal_payout(id).await?
         {
             let at = DateTime::from_timestamp_micros(payout.created_at).ok_or_else(|| corrupt("event time"))?;
             return Ok(vec![HistoryEntry { state: State::Accepted, at, detail: "accepted".into() }]);
         }
-        rows.iter()
-            .map(|row| {
-                Ok(HistoryEntry {
-                    state: State::parse(&row.try_get::<String, _>(0)?).ok_or_else(|| corrupt("unknown state"))?,
-                    at: DateTime::from_timestamp_micros(row.try_get(1)?).ok_or_else(|| corrupt("event time"))?,
-                    detail: row.try_get(2)?,
-                })
-            })
-            .collect()
+        Ok(entries)
     }
 
     pub(crate) fn lease_until(&self) -> i64 {

@@ -157,6 +157,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0014_transfer_checks_in_the_ledger.sql"),
         postgres: include_str!("../migrations/postgres/0014_transfer_checks_in_the_ledger.sql"),
     },
+    Migration {
+        version: 15,
+        sqlite: include_str!("../migrations/sqlite/0015_packed_events.sql"),
+        postgres: include_str!("../migrations/postgres/0015_packed_events.sql"),
+    },
 ];
 
 /// The store: a pool and the dialect it speaks.

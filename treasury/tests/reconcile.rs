@@ -178,11 +178,7 @@ async fn scheduled_reconciliation(world: &World, store: &Store, engine: &Arc<Eng
 }
 
 async fn history(store: &Store, id: &str) -> Vec<String> {
-    sqlx::query_scalar("SELECT detail FROM saga_events WHERE payout_id = $1 ORDER BY at")
-        .bind(id)
-        .fetch_all(store.pool())
-        .await
-        .unwrap()
+    railyard_saga::payout_events(store, id).await.unwrap().into_iter().map(|event| event.detail).collect()
 }
 
 #[test]
