@@ -667,21 +667,29 @@ pub async fn append_groups(
         })
         .collect();
     // In one read: the pending transfers to post, which of them something resolved already, and
-    // which of the new ids are taken.
+    // which of the new ids are taken. Each id looked up says whether it names a pending transfer
+    // to post (1): only those are probed as `pending_id`, the new ids by `id` alone; a step
+    // without posts (a reservation) reads by `id` only.
     let ids: BTreeSet<&str> = entries().map(|entry| entry.id.as_str()).collect();
-    let looked_up: Vec<(&str,)> = ids.union(&pending_ids).map(|id| (*id,)).collect();
+    let looked_up: Vec<(&str, i64)> =
+        ids.union(&pending_ids).map(|id| (*id, i64::from(pending_ids.contains(id)))).collect();
     let mut pending: BTreeMap<String, (String, String, Money)> = BTreeMap::new();
     let mut resolved: BTreeSet<String> = BTreeSet::new();
     let mut taken: BTreeSet<String> = BTreeSet::new();
     let dialect = crate::dialect_of(transaction);
+    let resolving = if pending_ids.is_empty() {
+        String::new()
+    } else {
+        format!(" OR pending_id {}", bulk::in_rows(dialect, "(SELECT column1 FROM v WHERE column2 = 1) AS p"))
+    };
     let found = bulk::fetch_all(
         transaction,
         &format!(
             "WITH v AS ({{rows}}) SELECT id, debit_account, credit_account, amount, currency, kind, pending_id \
-             FROM transfers WHERE id {in_v} OR pending_id {in_v}",
+             FROM transfers WHERE id {in_v}{resolving}",
             in_v = bulk::in_rows(dialect, "v")
         ),
-        &["TEXT"],
+        &["TEXT", "BIGINT"],
         &looked_up,
         &[],
     )
