@@ -162,6 +162,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0015_packed_events.sql"),
         postgres: include_str!("../migrations/postgres/0015_packed_events.sql"),
     },
+    Migration {
+        version: 16,
+        sqlite: include_str!("../migrations/sqlite/0016_unused_transfer_index.sql"),
+        postgres: include_str!("../migrations/postgres/0016_unused_transfer_index.sql"),
+    },
 ];
 
 /// The store: a pool and the dialect it speaks.
