@@ -1121,6 +1121,10 @@ async fn trail(store: &Store, payout: &Payout) -> Vec<String> {
     .await
     .unwrap();
     for row in transfers {
+        // A payout's transfers are found by the prefix of their ids (migration 16 dropped the
+        // index on `payout_id`): every one must carry it.
+        let id: String = sqlx::Row::get(&row, 0);
+        assert!(id.starts_with(&format!("{}:", payout.id)), "transfer {id} of payout {}", payout.id);
         let text: Vec<String> = (0..7)
             .map(|column| {
                 sqlx::Row::try_get::<String, _>(&row, column)
