@@ -83,6 +83,10 @@ pub async fn verify(store: &Store) -> Result<Report, sqlx::Error> {
     let mut currency = Invariant::new("currency_consistent", "a transfer's currency is both accounts' currency");
     let mut sequence = Invariant::new("sequence_contiguous", "journal sequence numbers run 1, 2, 3 ... with no gap");
     let mut chain = Invariant::new("hash_chain_intact", "each entry's hash covers it and the previous entry's hash");
+    // No index on `payout_id` (migration 16): a payout's transfers are found as the range of ids
+    // that start with its id.
+    let mut carries_payout =
+        Invariant::new("transfer_ids_carry_payout", "a payout's transfer ids start with the payout's id and a colon");
 
     let accounts = crate::ledger::balances(store.pool()).await.map_err(|error| match error {
         crate::ledger::LedgerError::Database(error) => error,
@@ -140,6 +144,11 @@ pub async fn verify(store: &Store) -> Result<Report, sqlx::Error> {
             format!("entry {number} ({id}) does not chain: its hash or its link to entry {} is wrong", number - 1)
         });
         previous_hash = hash;
+        if let Some(payout) = &payout_id {
+            carries_payout.check(id.strip_prefix(payout.as_str()).is_some_and(|rest| rest.starts_with(':')), || {
+                format!("transfer {id} of payout {payout} does not start with the payout's id")
+            });
+        }
         currency.check(
             account_currency.get(debit.as_str()) == Some(&code.as_str())
                 && account_currency.get(credit.as_str()) == Some(&code.as_str()),
@@ -263,6 +272,7 @@ pub async fn verify(store: &Store) -> Result<Report, sqlx::Error> {
             currency,
             sequence,
             chain,
+            carries_payout,
             in_doubt,
             settled,
             audit_chain,

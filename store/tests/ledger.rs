@@ -230,6 +230,11 @@ async fn verify_finds_tampering() {
                 .await
                 .unwrap();
         }
+        // Someone files an entry under a payout its id does not name.
+        store.pool().execute("UPDATE transfers SET payout_id = 'pay_other' WHERE id = 't-3'").await.unwrap();
+        let report = verify::verify(store).await.unwrap();
+        assert_eq!(report.get("transfer_ids_carry_payout").unwrap().violations, 1, "{}: {report:?}", db.name);
+        store.pool().execute("UPDATE transfers SET payout_id = NULL WHERE id = 't-3'").await.unwrap();
         // Someone deletes an entry.
         store.pool().execute("DELETE FROM transfers WHERE id = 't-2'").await.unwrap();
         let report = verify::verify(store).await.unwrap();
@@ -262,7 +267,8 @@ fn entry(id: &str, debit: &str, credit: &str, amount: Money, kind: ledger::Group
         credit: credit.into(),
         amount,
         kind,
-        payout_id: Some(format!("pay-{id}")),
+        // A payout's transfer ids start with its id and a colon (`verify` checks it).
+        payout_id: id.split_once(':').map(|(payout, _)| payout.to_string()),
         note: "group".into(),
     }
 }
