@@ -105,6 +105,10 @@ pub enum BenchCommand {
         /// Sagas the server runs at once, as `railyard serve --sagas-running` (1 to 4096).
         #[arg(long, default_value_t = railyard_saga::driver::SAGAS_RUNNING_MAX, value_parser = crate::serve_cmd::parse_sagas_running)]
         sagas_running: usize,
+        /// The nice value of the server's settling threads, as `railyard serve --settle-nice`
+        /// (0 to 19; 0 runs settling at the API's priority).
+        #[arg(long, default_value_t = crate::serve_cmd::SETTLE_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
+        settle_nice: i32,
         #[arg(long)]
         json: bool,
     },
@@ -219,7 +223,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        BenchCommand::Http { payouts, concurrency, rate, sagas_running, json } => {
+        BenchCommand::Http { payouts, concurrency, rate, sagas_running, settle_nice, json } => {
             warn_if_debug(json);
             if let Some(rate) = rate {
                 anyhow::ensure!(
@@ -228,8 +232,13 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
                 );
             }
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            let report =
-                runtime.block_on(crate::simulate_cmd::http_bench(payouts, concurrency, rate, sagas_running))?;
+            let report = runtime.block_on(crate::simulate_cmd::http_bench(
+                payouts,
+                concurrency,
+                rate,
+                sagas_running,
+                settle_nice,
+            ))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

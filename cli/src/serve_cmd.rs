@@ -55,7 +55,48 @@ pub struct ServeArgs {
     /// backlog settles on the same cores (BENCHMARKS.md).
     #[arg(long, default_value_t = railyard_saga::driver::SAGAS_RUNNING_MAX, value_parser = parse_sagas_running)]
     sagas_running: usize,
+    /// The nice value of the threads that settle payouts (the sagas, the rails, the database's
+    /// writes), 0 to 19; the API's threads keep the process's. Above 0 an accept does not wait
+    /// for a core behind a backlog's settling; 0 treats both alike.
+    #[arg(long, default_value_t = SETTLE_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
+    settle_nice: i32,
 }
+
+/// `--settle-nice` by default: settling gets about a tenth of a core's share beside a busy API
+/// (the kernel's weights: 110 against 1024) and all of what the API leaves idle.
+pub const SETTLE_NICE: i32 = 10;
+
+/// The runtime that settles payouts, apart from the one that answers the API: its threads run at
+/// the calling thread's nice value plus `nice` (at most 19). Linux keeps the nice value per thread
+/// and threads inherit it from the one that starts them, such as the database driver's connection
+/// threads; each thread is set to the one value, not raised by `nice` again, as a blocking thread
+/// started from a settling thread would be.
+fn settle_runtime(nice: i32) -> anyhow::Result<tokio::runtime::Runtime> {
+    let target = if nice > 0 {
+        let base = rustix::process::getpriority_process(None).context("getpriority")?;
+        Some(base.saturating_add(nice).min(NICE_MAX))
+    } else {
+        None
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("railyard-settle")
+        .on_thread_start(move || {
+            // `None`: the calling thread. Raising one's own nice value needs no privilege; a
+            // failure leaves the thread at the API's priority, which only costs latency.
+            if let Some(target) = target
+                && let Err(error) = rustix::process::setpriority_process(None, target)
+            {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| tracing::warn!("settling threads keep the API's priority: setpriority: {error}"));
+            }
+        })
+        .build()?;
+    Ok(runtime)
+}
+
+/// The lowest priority a nice value gives.
+const NICE_MAX: i32 = 19;
 
 pub(crate) fn parse_sagas_running(text: &str) -> Result<usize, String> {
     let ceiling = railyard_saga::driver::SAGAS_RUNNING_CEILING;
@@ -154,12 +195,21 @@ pub async fn serve(
     let config = Arc::new(load_config(&config_path)?);
     let rates = reference_rates(&config, None)?;
     let fx = Arc::new(railyard_fx::FxBook::build(&config.fx_providers, rates.clone())?);
-    {
+    let settle = settle_runtime(args.settle_nice)?;
+    let settling = settle.handle().clone();
+    let served = async move {
         let options = StoreOptions {
             durability: if args.sqlite_normal_sync { Durability::Normal } else { Durability::Full },
             ..StoreOptions::default()
         };
-        let store = Store::open(&args.db, &options).await.with_context(|| format!("--db {}", args.db))?;
+        // Opened on the settling runtime: the database driver's connection threads start there
+        // and keep its priority, and so do the store's own tasks (the checkpointer).
+        let url = args.db.clone();
+        let store = settling
+            .spawn(async move { Store::open(&url, &options).await })
+            .await
+            .context("opening the store")?
+            .with_context(|| format!("--db {}", args.db))?;
         // Treasury changes made over the API are kept in the store: lay them over the file.
         let (config, fx, killed) = restore_settings(&store, config, fx, &rates).await?;
         let rails = railyard_rails::build(&config, &rates)?;
@@ -220,27 +270,32 @@ pub async fn serve(
                 railyard_saga::driver::DriverOptions {
                     concurrent_max: args.sagas_running,
                     scan_every: Duration::from_millis(20),
+                    runtime: Some(settling.clone()),
                     ..railyard_saga::driver::DriverOptions::default()
                 },
             )
             .await
             .map_err(|error| anyhow::anyhow!(error))?;
         let committed = monitor.clone();
-        let intake = railyard_saga::intake::Intake::start_with(engine.clone(), args.intake_queue)
+        let intake = railyard_saga::intake::Intake::start_settling_on(
+            engine.clone(),
+            args.intake_queue,
+            Some(settling.clone()),
+        )
             .with_driver(driver)
             .with_commit_observer(Arc::new(move |elapsed| committed.intake_committed(elapsed)));
-        let deliverer = tokio::spawn(railyard_api::webhooks::run(store.clone(), config.clone()));
-        let liquidity_watch = tokio::spawn(railyard_treasury::liquidity::watch(
+        let deliverer = settling.spawn(railyard_api::webhooks::run(store.clone(), config.clone()));
+        let liquidity_watch = settling.spawn(railyard_treasury::liquidity::watch(
             store.clone(),
             config.clone(),
             railyard_treasury::liquidity::LIQUIDITY_CHECK_EVERY,
         ));
-        let settlement_schedule = tokio::spawn(railyard_treasury::settlement::run(
+        let settlement_schedule = settling.spawn(railyard_treasury::settlement::run(
             store.clone(),
             config.clone(),
             railyard_treasury::settlement::SETTLEMENT_CHECK_EVERY,
         ));
-        let reconciler = tokio::spawn(railyard_treasury::schedule::run(
+        let reconciler = settling.spawn(railyard_treasury::schedule::run(
             store.clone(),
             engine.clone(),
             railyard_treasury::schedule::feeds(&config, &rails),
@@ -313,6 +368,10 @@ pub async fn serve(
         }
         anyhow::Ok(())
     }
+    .await;
+    // Inside an async context a runtime may not block on its own shutdown.
+    settle.shutdown_background();
+    served
 }
 
 async fn open_demo_balances(engine: &Engine, config: &railyard_config::TreasuryConfig) -> anyhow::Result<()> {

@@ -176,12 +176,14 @@ async fn bare_server(stop: tokio::sync::oneshot::Receiver<()>) -> anyhow::Result
 /// `concurrency` clients, against the bare server (baseline) driven the same way in the same run;
 /// then accept latency in an open loop at half the rate Railyard reached (or at `open_rate`
 /// payouts/s when given, to compare builds at one rate).
-/// `railyard bench http`; the server runs up to `sagas_running` sagas at once.
+/// `railyard bench http`; the server runs up to `sagas_running` sagas at once, its settling threads
+/// at nice `settle_nice`.
 pub async fn http_bench(
     payouts: usize,
     concurrency: usize,
     open_rate: Option<f64>,
     sagas_running: usize,
+    settle_nice: i32,
 ) -> anyhow::Result<Value> {
     let plan = |target: String, seed: u64, rate: Option<f64>| SimulateArgs {
         target,
@@ -205,7 +207,8 @@ pub async fn http_bench(
     let baseline = simulate(plan(format!("http://{bare}"), 1, None)).await;
     let _ = stop.send(());
     let baseline = baseline?;
-    with_railyard(&["--sagas-running".into(), sagas_running.to_string()], |target, db| async move {
+    let flags = ["--sagas-running".into(), sagas_running.to_string(), "--settle-nice".into(), settle_nice.to_string()];
+    with_railyard(&flags, |target, db| async move {
         // Both runs settle what they submit: the demo's prefunded liquidity carries a few
         // thousand payouts, and a run whose payouts fail for want of it would measure accepts
         // beside a server that no longer settles anything.
@@ -231,6 +234,7 @@ pub async fn http_bench(
             "payouts": payouts,
             "concurrency": concurrency,
             "sagas_running": sagas_running,
+            "settle_nice": settle_nice,
             "accepted_per_s": per_s(&full),
             "baseline_per_s": per_s(&baseline),
             "ratio": ((per_s(&full) / per_s(&baseline).max(f64::MIN_POSITIVE)) * 100.0).round() / 100.0,

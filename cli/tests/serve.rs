@@ -1010,6 +1010,78 @@ async fn sagas_running_is_bounded_and_reported() {
     let _ = std::fs::remove_dir_all(&directory);
 }
 
+/// Each thread of process `pid`: its name (as the kernel keeps it, 15 bytes at most) and its
+/// nice value.
+#[cfg(target_os = "linux")]
+fn threads_and_nice(pid: u32) -> Vec<(String, i32)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else { continue };
+        // "tid (name) state ppid ...": the name may hold spaces and parentheses; the fields after
+        // the last ')' start at the third, and the nice value is the nineteenth.
+        let (head, tail) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_string();
+        let nice: i32 = tail.split_whitespace().nth(16).unwrap().parse().unwrap();
+        threads.push((name, nice));
+    }
+    threads
+}
+
+/// `railyard serve` settles at a lower priority than it answers: the settling runtime's threads
+/// and the database driver's threads they started run at the process's nice value plus
+/// `--settle-nice`, the API's threads (and the intake journal's) at the process's own.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settling_runs_at_a_lower_priority_than_the_api() {
+    let output = Command::new(env!("CARGO_BIN_EXE_railyard"))
+        .args(["serve", "--db", "sqlite::memory:", "--settle-nice", "20"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--settle-nice") && stderr.contains("0..=19"), "{stderr}");
+
+    for settle_nice in [7, 0] {
+        let directory = std::env::temp_dir().join(format!("railyard_nice_{settle_nice}_{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let db = format!("sqlite:{}", directory.join("railyard.db").display());
+        let serve = start_with(&db, &["--settle-nice", &settle_nice.to_string()]);
+        // A payout settles, so every part of the settling path has run.
+        let client = reqwest::Client::new();
+        let (status, body, _) = post(&client, &serve, "nice-1", "rk_demo_psp", BODY).await;
+        assert_eq!(status, 202, "{body}");
+        let id = body["id"].as_str().unwrap().to_string();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, payout) = get(&client, &serve, &id, "rk_demo_psp").await;
+            if payout["status"] == "completed" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the payout did not complete: {payout}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let threads = threads_and_nice(serve.child.id());
+        let base = threads.iter().find(|(name, _)| name == "railyard").map(|(_, nice)| *nice).unwrap();
+        let lowered = (base + settle_nice).min(19);
+        let named = |prefix: &str| -> Vec<i32> {
+            threads.iter().filter(|(name, _)| name.starts_with(prefix)).map(|(_, nice)| *nice).collect()
+        };
+        let settling = named("railyard-settle");
+        assert!(!settling.is_empty(), "no settling threads: {threads:?}");
+        assert!(settling.iter().all(|nice| *nice == lowered), "settling threads: {threads:?}");
+        // tokio names its threads "tokio-runtime-worker" or "tokio-rt-worker" (by version).
+        let api = named("tokio-r");
+        assert!(!api.is_empty() && api.iter().all(|nice| *nice == base), "the API's threads: {threads:?}");
+        // The store's connections were opened by settling threads, the intake journal's by the
+        // API's: with a lower priority the driver's threads are at both.
+        let driver = named("sqlx-sqlite-wor");
+        assert!(driver.contains(&lowered), "no driver thread settles at {lowered}: {threads:?}");
+        assert!(driver.contains(&base), "no driver thread answers at {base}: {threads:?}");
+        drop(serve);
+        let _ = std::fs::remove_dir_all(&directory);
+    }
+}
+
 /// Runs the binary from the repository's root with `args` and reads its JSON report.
 async fn json_report(args: &[&str]) -> Value {
     let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();

@@ -42,16 +42,27 @@ pub struct DriverOptions {
     /// Run the sagas that arrive together as groups ([`Engine::run_group`]: the common steps of
     /// many payouts in one transaction) instead of one task each.
     pub grouped: bool,
+    /// Where the sagas run: the runtime that settles, apart from the one that answers the API
+    /// (`railyard serve` gives its settling threads a lower priority, so an accept is not queued
+    /// behind a backlog's settling for the cores). `None`: the runtime that starts the driver.
+    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Default for DriverOptions {
     fn default() -> DriverOptions {
-        DriverOptions { concurrent_max: SAGAS_RUNNING_MAX, scan_every: Duration::from_millis(20), grouped: true }
+        DriverOptions {
+            concurrent_max: SAGAS_RUNNING_MAX,
+            scan_every: Duration::from_millis(20),
+            grouped: true,
+            runtime: None,
+        }
     }
 }
 
 struct Shared {
     engine: Arc<Engine>,
+    /// Where the sagas, the scan and the heartbeat run ([`DriverOptions::runtime`]).
+    runtime: tokio::runtime::Handle,
     grouped: bool,
     running: Mutex<HashSet<String>>,
     /// Payouts whose kick waits in the queue (at most [`KICKS_MAX`]). The scan leaves them to
@@ -108,7 +119,7 @@ impl Shared {
         }
         self.count_started(1);
         let shared = self.clone();
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             match shared.engine.run(&id).await {
                 Ok(_) | Err(EngineError::Leased(_)) => {}
                 // The engine stops as a crash would (tests only).
@@ -139,7 +150,7 @@ impl Shared {
         }
         self.count_started(ids.len());
         let shared = self.clone();
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             for (id, result) in shared.engine.run_group_in_turn(&ids, turn).await {
                 match result {
                     Ok(_) | Err(EngineError::Leased(_)) | Err(EngineError::Crashed(_)) => {}
@@ -231,12 +242,14 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// Starts the driver on the current runtime.
+    /// Starts the driver on [`DriverOptions::runtime`] (by default the current runtime).
     pub fn start(engine: Arc<Engine>, options: DriverOptions) -> Driver {
         let (kicks, mut kicked) = mpsc::channel::<String>(KICKS_MAX);
         let (stop, mut stopped) = watch::channel(false);
+        let runtime = options.runtime.clone().unwrap_or_else(tokio::runtime::Handle::current);
         let shared = Arc::new(Shared {
             engine,
+            runtime: runtime.clone(),
             grouped: options.grouped,
             running: Mutex::new(HashSet::new()),
             queued: Mutex::new(HashSet::new()),
@@ -252,7 +265,7 @@ impl Driver {
         // With each beat, sagas a dead engine left mid-flight start on the takeover slots.
         let beating = shared.clone();
         let mut heartbeat_stopped = driver.stop.subscribe();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let mut beat = tokio::time::interval(crate::ENGINE_HEARTBEAT_EVERY / 2);
             beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut announced_at: Option<tokio::time::Instant> = None;
@@ -271,7 +284,7 @@ impl Driver {
                 }
             }
         });
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let mut scan = tokio::time::interval(options.scan_every);
             scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {

@@ -106,6 +106,19 @@ impl Intake {
 
     /// Starts the writer task with a queue of `queue_max` requests (at least one).
     pub fn start_with(engine: Arc<Engine>, queue_max: usize) -> Intake {
+        Intake::start_settling_on(engine, queue_max, None)
+    }
+
+    /// [`Intake::start_with`], moving what the journal acknowledged into the database on
+    /// `settling` (by default the current runtime): the move is settling's work, and `railyard
+    /// serve` runs it below the API's priority with the rest of it. The writer task, which
+    /// answers the API, stays on the current runtime.
+    pub fn start_settling_on(
+        engine: Arc<Engine>,
+        queue_max: usize,
+        settling: Option<tokio::runtime::Handle>,
+    ) -> Intake {
+        let settling = settling.unwrap_or_else(tokio::runtime::Handle::current);
         let (sender, receiver) = mpsc::channel::<Request>(queue_max.max(1));
         let driver: Arc<std::sync::OnceLock<Driver>> = Arc::default();
         let kicks = driver.clone();
@@ -131,7 +144,7 @@ impl Intake {
                     let (sender, queued) = mpsc::channel::<Move>(MOVES_QUEUED_PAYOUTS_MAX);
                     let moves =
                         Moves { sender, permits: Arc::new(tokio::sync::Semaphore::new(MOVES_QUEUED_PAYOUTS_MAX)) };
-                    tokio::spawn(mover(
+                    settling.spawn(mover(
                         engine.clone(),
                         journal.clone(),
                         queued,
