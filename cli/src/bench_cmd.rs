@@ -109,6 +109,10 @@ pub enum BenchCommand {
         /// (0 to 19; 0 runs settling at the API's priority).
         #[arg(long, default_value_t = crate::serve_cmd::SETTLE_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
         settle_nice: i32,
+        /// Where the server's intake journal lives, as `railyard serve --intake-journal` (a file
+        /// that must not exist yet; removed afterwards). Default: beside the fresh database.
+        #[arg(long, value_name = "PATH")]
+        intake_journal: Option<std::path::PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -223,12 +227,19 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        BenchCommand::Http { payouts, concurrency, rate, sagas_running, settle_nice, json } => {
+        BenchCommand::Http { payouts, concurrency, rate, sagas_running, settle_nice, intake_journal, json } => {
             warn_if_debug(json);
             if let Some(rate) = rate {
                 anyhow::ensure!(
                     rate.is_finite() && rate > 0.0,
                     "--rate: must be a positive number of payouts per second"
+                );
+            }
+            if let Some(path) = &intake_journal {
+                anyhow::ensure!(
+                    !path.exists(),
+                    "--intake-journal: {} exists; name a file that does not",
+                    path.display()
                 );
             }
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -238,7 +249,14 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
                 rate,
                 sagas_running,
                 settle_nice,
-            ))?;
+                intake_journal.as_deref(),
+            ));
+            if let Some(path) = &intake_journal {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+            }
+            let report = report?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -27,6 +27,12 @@ pub struct ServeArgs {
     /// Address for the HTTP API.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
+    /// SQLite only: where the intake journal lives, which every accept is flushed to before its
+    /// 202 (default: beside the database, `PATH-intake`). A disk of its own keeps the accepts'
+    /// flushes from queueing behind the database's. The database remembers the place; naming
+    /// another is refused while the old journal still holds payouts not yet moved.
+    #[arg(long, value_name = "PATH")]
+    intake_journal: Option<PathBuf>,
     /// SQLite only: synchronous=NORMAL instead of FULL (faster; a power loss may lose the last
     /// commits, a process crash does not).
     #[arg(long)]
@@ -200,6 +206,7 @@ pub async fn serve(
     let served = async move {
         let options = StoreOptions {
             durability: if args.sqlite_normal_sync { Durability::Normal } else { Durability::Full },
+            journal: args.intake_journal.clone(),
             ..StoreOptions::default()
         };
         // Opened on the settling runtime: the database driver's connection threads start there

@@ -177,13 +177,14 @@ async fn bare_server(stop: tokio::sync::oneshot::Receiver<()>) -> anyhow::Result
 /// then accept latency in an open loop at half the rate Railyard reached (or at `open_rate`
 /// payouts/s when given, to compare builds at one rate).
 /// `railyard bench http`; the server runs up to `sagas_running` sagas at once, its settling threads
-/// at nice `settle_nice`.
+/// at nice `settle_nice`, its intake journal at `intake_journal` (beside its database if none).
 pub async fn http_bench(
     payouts: usize,
     concurrency: usize,
     open_rate: Option<f64>,
     sagas_running: usize,
     settle_nice: i32,
+    intake_journal: Option<&std::path::Path>,
 ) -> anyhow::Result<Value> {
     let plan = |target: String, seed: u64, rate: Option<f64>| SimulateArgs {
         target,
@@ -207,7 +208,11 @@ pub async fn http_bench(
     let baseline = simulate(plan(format!("http://{bare}"), 1, None)).await;
     let _ = stop.send(());
     let baseline = baseline?;
-    let flags = ["--sagas-running".into(), sagas_running.to_string(), "--settle-nice".into(), settle_nice.to_string()];
+    let mut flags =
+        vec!["--sagas-running".into(), sagas_running.to_string(), "--settle-nice".into(), settle_nice.to_string()];
+    if let Some(path) = intake_journal {
+        flags.extend(["--intake-journal".into(), path.display().to_string()]);
+    }
     with_railyard(&flags, |target, db| async move {
         // Both runs settle what they submit: the demo's prefunded liquidity carries a few
         // thousand payouts, and a run whose payouts fail for want of it would measure accepts
@@ -235,6 +240,7 @@ pub async fn http_bench(
             "concurrency": concurrency,
             "sagas_running": sagas_running,
             "settle_nice": settle_nice,
+            "intake_journal": intake_journal.map(|path| path.display().to_string()),
             "accepted_per_s": per_s(&full),
             "baseline_per_s": per_s(&baseline),
             "ratio": ((per_s(&full) / per_s(&baseline).max(f64::MIN_POSITIVE)) * 100.0).round() / 100.0,

@@ -1010,6 +1010,31 @@ async fn sagas_running_is_bounded_and_reported() {
     let _ = std::fs::remove_dir_all(&directory);
 }
 
+/// `--intake-journal PATH`: the accepts' journal lives there, not beside the database, and a
+/// restart without the flag finds it there (the database remembers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_intake_journal_lives_where_it_is_told() {
+    let directory = std::env::temp_dir().join(format!("railyard_journal_place_{}", std::process::id()));
+    std::fs::create_dir_all(directory.join("fast")).unwrap();
+    let db = format!("sqlite:{}", directory.join("railyard.db").display());
+    let journal = directory.join("fast").join("accepts");
+    let client = reqwest::Client::new();
+    {
+        let serve = start_with(&db, &["--intake-journal", journal.to_str().unwrap()]);
+        let (status, body, _) = post(&client, &serve, "placed-1", "rk_demo_psp", BODY).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    assert!(journal.exists(), "no journal at {}", journal.display());
+    assert!(!directory.join("railyard.db-intake").exists(), "a journal beside the database too");
+    let serve = start(&db);
+    let (status, body, replayed) = post(&client, &serve, "placed-1", "rk_demo_psp", BODY).await;
+    assert_eq!(status, 202, "{body}");
+    assert!(replayed, "the key's first accept was not found after the restart: {body}");
+    assert!(!directory.join("railyard.db-intake").exists(), "the restart opened a journal beside the database");
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&directory);
+}
+
 /// Each thread of process `pid`: its name (as the kernel keeps it, 15 bytes at most) and its
 /// nice value.
 #[cfg(target_os = "linux")]

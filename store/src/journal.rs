@@ -209,6 +209,27 @@ impl Journal {
         &self.path
     }
 
+    /// How many acknowledged payouts the journal file at `path` holds, not yet moved into its
+    /// database (0 when there is no file), read without opening it as the intake does.
+    pub async fn held(path: &Path) -> Result<i64, sqlx::Error> {
+        if !path.exists() {
+            return Ok(0);
+        }
+        sqlx::any::install_default_drivers();
+        let url = format!("sqlite://{}?mode=rw", path.display());
+        let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await?;
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'intents'")
+                .fetch_optional(&mut connection)
+                .await?;
+        let held = match exists {
+            Some(_) => sqlx::query_scalar("SELECT COUNT(*) FROM intents").fetch_one(&mut connection).await?,
+            None => 0,
+        };
+        let _ = sqlx::Connection::close(connection).await;
+        Ok(held)
+    }
+
     /// Writes each of `intents` whose key the journal does not hold yet, flushed before it
     /// returns: one statement, committed on its own (one lock, one flush, one hand-off to the
     /// connection's thread) for a batch of up to [`crate::bulk::ROWS_MAX`], a transaction for

@@ -59,11 +59,19 @@ pub struct StoreOptions {
     pub connections_max: u32,
     /// How long a SQLite writer waits for the write lock before giving up.
     pub busy_timeout: Duration,
+    /// Where the intake journal lives (a flushed SQLite file only; [`Store::journal_path`]).
+    /// `None`: where the database last had it, beside the file at first.
+    pub journal: Option<std::path::PathBuf>,
 }
 
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
-        StoreOptions { durability: Durability::Full, connections_max: 8, busy_timeout: Duration::from_secs(10) }
+        StoreOptions {
+            durability: Durability::Full,
+            connections_max: 8,
+            busy_timeout: Duration::from_secs(10),
+            journal: None,
+        }
     }
 }
 
@@ -77,7 +85,12 @@ pub enum StoreError {
     NotRailyard(String),
     #[error("migration {version}: {reason}")]
     Migration { version: i64, reason: String },
+    #[error("intake journal: {0}")]
+    Journal(String),
 }
+
+/// The migration that records where the intake journal lives (`intake_journal`).
+const JOURNAL_PLACE_MIGRATION: i64 = 17;
 
 /// A migration: its version and its statements, per database.
 struct Migration {
@@ -167,6 +180,11 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0016_unused_transfer_index.sql"),
         postgres: include_str!("../migrations/postgres/0016_unused_transfer_index.sql"),
     },
+    Migration {
+        version: 17,
+        sqlite: include_str!("../migrations/sqlite/0017_intake_journal_place.sql"),
+        postgres: include_str!("../migrations/postgres/0017_intake_journal_place.sql"),
+    },
 ];
 
 /// The store: a pool and the dialect it speaks.
@@ -189,6 +207,8 @@ pub struct Store {
     queue: Option<Arc<WriterQueue>>,
     /// Keeps the SQLite checkpointer running while any clone of the store lives.
     alive: Option<Arc<()>>,
+    /// Where the intake journal lives when the database says it is not beside the file.
+    journal: Option<std::path::PathBuf>,
 }
 
 /// Where saga steps write.
@@ -484,6 +504,7 @@ impl Store {
         let mut store = Store::connect(url, options).await?;
         store.migrate().await?;
         audit::adopt_legacy(&store).await?;
+        store.place_journal(options.journal.as_deref()).await?;
         if store.dialect == Dialect::Sqlite && !url.contains(":memory:") {
             store.alive = Some(store.spawn_checkpointer());
         }
@@ -527,17 +548,23 @@ impl Store {
         {
             return Err(StoreError::NotRailyard(format!("{path} does not exist")));
         }
-        let store = Store::connect(url, options).await?;
+        let mut store = Store::connect(url, options).await?;
         let versions = sqlx::query("SELECT version FROM schema_migrations")
             .fetch_all(&store.pool)
             .await
             .map_err(|_| StoreError::NotRailyard("it has no schema_migrations table".into()))?;
         let newest = MIGRATIONS.iter().map(|migration| migration.version).max().unwrap_or(0);
+        let mut applied = 0;
         for row in versions {
             let version: i64 = row.try_get(0)?;
+            applied = applied.max(version);
             if version > newest {
                 return Err(StoreError::NotRailyard(format!("migration {version} is newer than this build")));
             }
+        }
+        // Where its intake journal lives, as the database says (read only: `wanted` is none).
+        if applied >= JOURNAL_PLACE_MIGRATION {
+            store.place_journal(None).await?;
         }
         Ok(store)
     }
@@ -595,7 +622,7 @@ impl Store {
             (Steps::Pool(pool.clone()), None)
         };
         let queue = barrier.as_ref().map(|_| Arc::new(WriterQueue::default()));
-        Ok(Store { pool, steps, dialect, barrier, queue, alive: None })
+        Ok(Store { pool, steps, dialect, barrier, queue, alive: None, journal: None })
     }
 
     async fn pool_with(
@@ -741,11 +768,64 @@ impl Store {
         Ok(format!("created {created}"))
     }
 
-    /// Where this store's intake journal lives ([`journal`]): beside an SQLite file whose commits
-    /// are flushed ([`Durability::Full`]); `None` for PostgreSQL, an in-memory database or
-    /// `synchronous=NORMAL` by choice, which accept into the database itself.
+    /// Where this store's intake journal lives ([`journal`]), for an SQLite file whose commits
+    /// are flushed ([`Durability::Full`]): where the database says (`railyard serve
+    /// --intake-journal`), beside the file otherwise; `None` for PostgreSQL, an in-memory database
+    /// or `synchronous=NORMAL` by choice, which accept into the database itself.
     pub fn journal_path(&self) -> Option<std::path::PathBuf> {
-        Some(journal::Journal::path_for(self.database_file()?))
+        let database = self.database_file()?;
+        Some(self.journal.clone().unwrap_or_else(|| journal::Journal::path_for(database)))
+    }
+
+    /// Reads where the database keeps its intake journal and, when `wanted` names another place,
+    /// moves it there: refused while the journal at the old place still holds acknowledged
+    /// payouts not yet moved into the database (they would wait there unseen), allowed once it
+    /// is empty or gone. Does nothing without a journal ([`Store::journal_path`] is `None`).
+    async fn place_journal(&mut self, wanted: Option<&std::path::Path>) -> Result<(), StoreError> {
+        let Some(database) = self.database_file().map(std::path::Path::to_path_buf) else {
+            if let Some(wanted) = wanted {
+                return Err(StoreError::Journal(format!(
+                    "{} was given, but this database accepts without a journal (only a flushed SQLite file has one)",
+                    wanted.display()
+                )));
+            }
+            return Ok(());
+        };
+        let recorded: Option<String> =
+            sqlx::query_scalar("SELECT path FROM intake_journal WHERE id = 1").fetch_optional(&self.pool).await?;
+        let current = recorded.map(std::path::PathBuf::from).unwrap_or_else(|| journal::Journal::path_for(&database));
+        let Some(wanted) = wanted else {
+            self.journal = Some(current);
+            return Ok(());
+        };
+        let absolute = |path: &std::path::Path| {
+            std::path::absolute(path).map_err(|error| StoreError::Journal(format!("{}: {error}", path.display())))
+        };
+        let wanted = absolute(wanted)?;
+        if wanted == absolute(&current)? {
+            self.journal = Some(current);
+            return Ok(());
+        }
+        if wanted == absolute(&database)? {
+            return Err(StoreError::Journal(format!("{} is the database itself", wanted.display())));
+        }
+        let held = journal::Journal::held(&current).await?;
+        if held > 0 {
+            return Err(StoreError::Journal(format!(
+                "the journal at {} holds {held} acknowledged payouts not yet moved into the database; start once \
+                 with it (--intake-journal {}) so they are moved, then name the new place",
+                current.display(),
+                current.display()
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO intake_journal (id, path) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET path = excluded.path",
+        )
+        .bind(wanted.display().to_string())
+        .execute(&self.pool)
+        .await?;
+        self.journal = Some(wanted);
+        Ok(())
     }
 
     /// The SQLite database file, where [`Store::journal_path`] is `Some`.

@@ -144,3 +144,52 @@ async fn a_journal_holding_another_databases_payouts_is_refused() {
     let journal = Journal::open(&path, Durability::Full, &reopened).await.unwrap();
     assert_eq!(journal.count().await.unwrap(), 1);
 }
+
+/// `--intake-journal`: the database remembers where its journal is; moving it is refused while
+/// the old one still holds acknowledged payouts not yet moved, and allowed once it is empty.
+#[tokio::test]
+async fn the_journal_moves_only_when_empty_and_the_database_remembers_where() {
+    let db = common::sqlite().await;
+    let beside = db.store.journal_path().unwrap();
+    let elsewhere = std::env::temp_dir().join(format!("railyard_journal_elsewhere_{}", std::process::id()));
+    let _ = std::fs::remove_file(&elsewhere);
+    let journal = Journal::open(&beside, Durability::Full, &db.store).await.unwrap();
+    let sealed = VaultKeys::generate().seal_account("acme", "DE89370400440532013000").unwrap();
+    journal.append(&[intent("k1", "h1", "pay_1", &sealed)], 1_000).await.unwrap();
+    journal.close().await;
+    db.store.pool().close().await;
+
+    let moved = StoreOptions { journal: Some(elsewhere.clone()), ..StoreOptions::default() };
+    let refused = Store::open(&db.url, &moved).await.err().expect("refused while it holds a payout").to_string();
+    assert!(
+        refused.contains("holds 1 acknowledged payouts") && refused.contains(&beside.display().to_string()),
+        "{refused}"
+    );
+    // Refused means unchanged: without the option the journal is still the one beside the file.
+    let store = Store::open(&db.url, &StoreOptions::default()).await.unwrap();
+    assert_eq!(store.journal_path().unwrap(), beside);
+
+    // Once what it held is moved (forgotten), the journal goes elsewhere, and the database says
+    // so to every later open, with or without the option, and to `verify`'s read-only open.
+    let journal = Journal::open(&beside, Durability::Full, &store).await.unwrap();
+    journal.forget(&["pay_1".to_string()]).await.unwrap();
+    assert_eq!(journal.count().await.unwrap(), 0);
+    journal.close().await;
+    store.pool().close().await;
+    let store = Store::open(&db.url, &moved).await.unwrap();
+    assert_eq!(store.journal_path().unwrap(), elsewhere);
+    store.pool().close().await;
+    let store = Store::open(&db.url, &StoreOptions::default()).await.unwrap();
+    assert_eq!(store.journal_path().unwrap(), elsewhere);
+    let existing = Store::open_existing(&db.url, &StoreOptions::default()).await.unwrap();
+    assert_eq!(existing.journal_path().unwrap(), elsewhere);
+
+    // The database itself is no place for its journal; a database without a journal takes none.
+    let onto_itself = StoreOptions { journal: Some(db.file().unwrap().to_path_buf()), ..StoreOptions::default() };
+    let refused = Store::open(&db.url, &onto_itself).await.err().expect("refused").to_string();
+    assert!(refused.contains("the database itself"), "{refused}");
+    let normal = StoreOptions { durability: Durability::Normal, ..moved.clone() };
+    let refused = Store::open(&db.url, &normal).await.err().expect("refused").to_string();
+    assert!(refused.contains("without a journal"), "{refused}");
+    let _ = std::fs::remove_file(&elsewhere);
+}
