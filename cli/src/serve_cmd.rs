@@ -61,16 +61,21 @@ pub struct ServeArgs {
     /// backlog settles on the same cores (BENCHMARKS.md).
     #[arg(long, default_value_t = railyard_saga::driver::SAGAS_RUNNING_MAX, value_parser = parse_sagas_running)]
     sagas_running: usize,
-    /// The nice value of the threads that settle payouts (the sagas, the rails, the database's
-    /// writes), 0 to 19; the API's threads keep the process's. Above 0 an accept does not wait
-    /// for a core behind a backlog's settling; 0 treats both alike.
+    /// The nice value added to the threads that settle payouts (the sagas, the rails, the
+    /// database's writes), 0 to 19; the API's threads keep the process's. Above 0 an accept does
+    /// not wait for a core behind a backlog's settling, but under sustained overload settling
+    /// gets only what the API leaves, and a rail leg can outlast its timeout (an instant payment
+    /// is then recalled). 0, the default, treats both alike.
     #[arg(long, default_value_t = SETTLE_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
     settle_nice: i32,
 }
 
-/// `--settle-nice` by default: settling gets about a tenth of a core's share beside a busy API
-/// (the kernel's weights: 110 against 1024) and all of what the API leaves idle.
-pub const SETTLE_NICE: i32 = 10;
+/// `--settle-nice` by default: settling at the API's priority. At 10 it would get about a tenth of
+/// a core's share beside a busy API (the kernel's weights: 110 against 1024) and all of what the
+/// API leaves idle: the half-burst accept tail falls by a third to a half (BENCHMARKS.md), but a
+/// kill -9 soak on PostgreSQL, its client saturating both cores, saw an instant leg time out and be
+/// recalled, so lowering settling is the operator's choice, not the default.
+pub const SETTLE_NICE: i32 = 0;
 
 /// The runtime that settles payouts, apart from the one that answers the API: its threads run at
 /// the calling thread's nice value plus `nice` (at most 19). Linux keeps the nice value per thread

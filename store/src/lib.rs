@@ -207,7 +207,8 @@ pub struct Store {
     queue: Option<Arc<WriterQueue>>,
     /// Keeps the SQLite checkpointer running while any clone of the store lives.
     alive: Option<Arc<()>>,
-    /// Where the intake journal lives when the database says it is not beside the file.
+    /// Where the intake journal lives, as the database said when opened (`Store::place_journal`);
+    /// `None` until read (then beside the file).
     journal: Option<std::path::PathBuf>,
 }
 
