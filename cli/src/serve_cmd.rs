@@ -65,7 +65,7 @@ pub struct ServeArgs {
     /// database's writes), 0 to 19; the API's threads keep the process's. Above 0 an accept does
     /// not wait for a core behind a backlog's settling, but under sustained overload settling
     /// gets only what the API leaves, and a rail leg can outlast its timeout (an instant payment
-    /// is then recalled). 0, the default, treats both alike.
+    /// is then recalled). 0, the default, runs everything on one runtime.
     #[arg(long, default_value_t = SETTLE_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
     settle_nice: i32,
 }
@@ -77,27 +77,22 @@ pub struct ServeArgs {
 /// recalled, so lowering settling is the operator's choice, not the default.
 pub const SETTLE_NICE: i32 = 0;
 
-/// The runtime that settles payouts, apart from the one that answers the API: its threads run at
+/// The runtime that settles payouts (`--settle-nice` above 0), apart from the one that answers the
+/// API: its threads run at
 /// the calling thread's nice value plus `nice` (at most 19). Linux keeps the nice value per thread
 /// and threads inherit it from the one that starts them, such as the database driver's connection
 /// threads; each thread is set to the one value, not raised by `nice` again, as a blocking thread
 /// started from a settling thread would be.
 fn settle_runtime(nice: i32) -> anyhow::Result<tokio::runtime::Runtime> {
-    let target = if nice > 0 {
-        let base = rustix::process::getpriority_process(None).context("getpriority")?;
-        Some(base.saturating_add(nice).min(NICE_MAX))
-    } else {
-        None
-    };
+    let base = rustix::process::getpriority_process(None).context("getpriority")?;
+    let target = base.saturating_add(nice).min(NICE_MAX);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("railyard-settle")
         .on_thread_start(move || {
             // `None`: the calling thread. Raising one's own nice value needs no privilege; a
             // failure leaves the thread at the API's priority, which only costs latency.
-            if let Some(target) = target
-                && let Err(error) = rustix::process::setpriority_process(None, target)
-            {
+            if let Err(error) = rustix::process::setpriority_process(None, target) {
                 static WARNED: std::sync::Once = std::sync::Once::new();
                 WARNED.call_once(|| tracing::warn!("settling threads keep the API's priority: setpriority: {error}"));
             }
@@ -206,8 +201,9 @@ pub async fn serve(
     let config = Arc::new(load_config(&config_path)?);
     let rates = reference_rates(&config, None)?;
     let fx = Arc::new(railyard_fx::FxBook::build(&config.fx_providers, rates.clone())?);
-    let settle = settle_runtime(args.settle_nice)?;
-    let settling = settle.handle().clone();
+    // At 0 (the default) everything runs on the one runtime, as it always has.
+    let settle = if args.settle_nice > 0 { Some(settle_runtime(args.settle_nice)?) } else { None };
+    let settling = settle.as_ref().map_or_else(tokio::runtime::Handle::current, |runtime| runtime.handle().clone());
     let served = async move {
         let options = StoreOptions {
             durability: if args.sqlite_normal_sync { Durability::Normal } else { Durability::Full },
@@ -382,7 +378,9 @@ pub async fn serve(
     }
     .await;
     // Inside an async context a runtime may not block on its own shutdown.
-    settle.shutdown_background();
+    if let Some(settle) = settle {
+        settle.shutdown_background();
+    }
     served
 }
 

@@ -1052,9 +1052,10 @@ fn threads_and_nice(pid: u32) -> Vec<(String, i32)> {
     threads
 }
 
-/// `railyard serve` settles at a lower priority than it answers: the settling runtime's threads
-/// and the database driver's threads they started run at the process's nice value plus
-/// `--settle-nice`, the API's threads (and the intake journal's) at the process's own.
+/// `railyard serve --settle-nice N` settles at a lower priority than it answers: the settling
+/// runtime's threads and the database driver's threads they started run at the process's nice
+/// value plus N, the API's threads (and the intake journal's) at the process's own; at 0 there is
+/// one runtime, every thread at the process's value.
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settling_runs_at_a_lower_priority_than_the_api() {
@@ -1092,6 +1093,14 @@ async fn settling_runs_at_a_lower_priority_than_the_api() {
             threads.iter().filter(|(name, _)| name.starts_with(prefix)).map(|(_, nice)| *nice).collect()
         };
         let settling = named("railyard-settle");
+        if settle_nice == 0 {
+            // One runtime for everything, as before the option.
+            assert!(settling.is_empty(), "a settling runtime at 0: {threads:?}");
+            assert!(threads.iter().all(|(_, nice)| *nice == base), "{threads:?}");
+            drop(serve);
+            let _ = std::fs::remove_dir_all(&directory);
+            continue;
+        }
         assert!(!settling.is_empty(), "no settling threads: {threads:?}");
         assert!(settling.iter().all(|nice| *nice == lowered), "settling threads: {threads:?}");
         // tokio names its threads "tokio-runtime-worker" or "tokio-rt-worker" (by version).
