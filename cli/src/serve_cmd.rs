@@ -65,21 +65,22 @@ pub struct ServeArgs {
     /// database's writes), 0 to 19; the API's threads keep the process's. Above 0 an accept does
     /// not wait for a core behind a backlog's settling, but under sustained overload settling
     /// gets only what the API leaves, and a rail leg can outlast its timeout (an instant payment
-    /// is then recalled). 0, the default, runs everything on one runtime.
+    /// is then recalled; seen in the PostgreSQL kill -9 soak, BENCHMARKS.md). Measured on SQLite.
+    /// 0, the default, runs everything on one runtime.
     #[arg(long, default_value_t = SETTLE_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
     settle_nice: i32,
 }
 
-/// `--settle-nice` by default: settling at the API's priority. At 10 it would get about a tenth of
-/// a core's share beside a busy API (the kernel's weights: 110 against 1024) and all of what the
-/// API leaves idle: the half-burst accept tail falls by a third to a half (BENCHMARKS.md), but a
-/// kill -9 soak on PostgreSQL, its client saturating both cores, saw an instant leg time out and be
-/// recalled, so lowering settling is the operator's choice, not the default.
+/// `--settle-nice` by default: one runtime, settling at the API's priority. At 10 settling gets
+/// about a tenth of a core's share beside a busy API (the kernel's weights: 110 against 1024) and
+/// all of what the API leaves idle: the half-burst accept tail on SQLite falls by a third to a
+/// half (BENCHMARKS.md). But with the two runtimes the CI-sized kill -9 soaks, run together,
+/// recalled instant legs that outlasted their timeout on PostgreSQL, at nice 10 and at 0 alike,
+/// for a reason not yet found: the split is an operator's choice, not the default.
 pub const SETTLE_NICE: i32 = 0;
 
 /// The runtime that settles payouts (`--settle-nice` above 0), apart from the one that answers the
-/// API: its threads run at
-/// the calling thread's nice value plus `nice` (at most 19). Linux keeps the nice value per thread
+/// API: its threads run at the calling thread's nice value plus `nice` (at most 19). Linux keeps the nice value per thread
 /// and threads inherit it from the one that starts them, such as the database driver's connection
 /// threads; each thread is set to the one value, not raised by `nice` again, as a blocking thread
 /// started from a settling thread would be.
