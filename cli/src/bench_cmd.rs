@@ -106,7 +106,7 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = railyard_saga::driver::SAGAS_RUNNING_MAX, value_parser = crate::serve_cmd::parse_sagas_running)]
         sagas_running: usize,
         /// The nice value added to the server's settling threads, as `railyard serve
-        /// --settle-nice` (0 to 19; 0, the default, runs settling at the API's priority).
+        /// --settle-nice` (0 to 19, default 10; 0 runs settling at the API's priority).
         #[arg(long, default_value_t = crate::serve_cmd::SETTLE_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
         settle_nice: i32,
         /// Where the server's intake journal lives, as `railyard serve --intake-journal` (a file

@@ -63,21 +63,20 @@ pub struct ServeArgs {
     sagas_running: usize,
     /// The nice value added to the threads that settle payouts (the sagas, the rails, the
     /// database's writes), 0 to 19; the API's threads keep the process's. Above 0 an accept does
-    /// not wait for a core behind a backlog's settling, but under sustained overload settling
-    /// gets only what the API leaves, and a rail leg can outlast its timeout (an instant payment
-    /// is then recalled; seen in the PostgreSQL kill -9 soak, BENCHMARKS.md). Measured on SQLite.
-    /// 0, the default, runs everything on one runtime.
+    /// not wait for a core behind a backlog's settling; settling still gets every core the API
+    /// leaves idle. 0 runs everything on one runtime at one priority.
     #[arg(long, default_value_t = SETTLE_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
     settle_nice: i32,
 }
 
-/// `--settle-nice` by default: one runtime, settling at the API's priority. At 10 settling gets
-/// about a tenth of a core's share beside a busy API (the kernel's weights: 110 against 1024) and
-/// all of what the API leaves idle: the half-burst accept tail on SQLite falls by a third to a
-/// half (BENCHMARKS.md). But with the two runtimes the CI-sized kill -9 soaks, run together,
-/// recalled instant legs that outlasted their timeout on PostgreSQL, at nice 10 and at 0 alike,
-/// for a reason not yet found: the split is an operator's choice, not the default.
-pub const SETTLE_NICE: i32 = 0;
+/// `--settle-nice` by default. At 10 settling gets about a tenth of a core's share beside a busy
+/// API (the kernel's weights: 110 against 1024) and all of what the API leaves idle: the
+/// half-burst accept tail on SQLite falls by a third to a half, and what the server keeps up with
+/// does not move (BENCHMARKS.md, "Settling below the API"). Under a kill -9 soak's overload this
+/// once recalled instant legs whose pacs.008 a burst of calls had kept from going out within its
+/// timeout; calls to a rail over HTTP now wait for a turn before their timeout starts
+/// (`railyard_connector::transport::HTTP_CALLS_IN_FLIGHT_MAX`).
+pub const SETTLE_NICE: i32 = 10;
 
 /// The runtime that settles payouts (`--settle-nice` above 0), apart from the one that answers the
 /// API: its threads run at the calling thread's nice value plus `nice` (at most 19). Linux keeps the nice value per thread
@@ -202,7 +201,7 @@ pub async fn serve(
     let config = Arc::new(load_config(&config_path)?);
     let rates = reference_rates(&config, None)?;
     let fx = Arc::new(railyard_fx::FxBook::build(&config.fx_providers, rates.clone())?);
-    // At 0 (the default) everything runs on the one runtime, as it always has.
+    // At 0 everything runs on the one runtime.
     let settle = if args.settle_nice > 0 { Some(settle_runtime(args.settle_nice)?) } else { None };
     let settling = settle.as_ref().map_or_else(tokio::runtime::Handle::current, |runtime| runtime.handle().clone());
     let served = async move {

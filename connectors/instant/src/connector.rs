@@ -160,7 +160,6 @@ impl Connector for InstantConnector {
             Ok(quote) => quote,
             Err(refusal) => return Outcome::Rejected(refusal),
         };
-        let started = Instant::now();
         let timeout = self.settings.capabilities.timeout;
         let recall_budget = timeout / RECALL_SHARE_DIVISOR;
         let xml = iso20022::emit_credit_transfer(self.profile(leg), &self.transfer(leg, &quote));
@@ -187,8 +186,9 @@ impl Connector for InstantConnector {
                 // The rail's answer did not come in time: recall (camt.056, DS24) so the payment
                 // either is cancelled for good or is reported settled. No answer to the recall
                 // leaves the outcome unknown, for status inquiry and reconciliation.
-                let remaining = timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
-                match self.recall(leg, &quote, remaining).await {
+                // The recall has the share kept for it: the time the pacs.008 waited for its turn
+                // on the transport was not spent on the network.
+                match self.recall(leg, &quote, recall_budget).await {
                     Some(status) => outcome_of(status, UnknownCause::Timeout, String::new()),
                     None => Outcome::Unknown(Unknown::new(
                         UnknownCause::Timeout,

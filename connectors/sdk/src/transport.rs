@@ -24,6 +24,16 @@ pub const BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// any connector timeout, so the client always times out first.
 pub const LOST_REPLY_HOLD: Duration = Duration::from_secs(120);
 
+/// Calls on the wire to one rail over HTTP at once, per [`Transport`]; further calls wait their
+/// turn before they are sent. As many as the connections kept open for reuse, so a burst (a
+/// restart resuming hundreds of sagas, a group of legs) reuses warm connections instead of
+/// opening hundreds. The wait for a turn is not part of a call's timeout: a call not yet sent
+/// cannot have reached the rail, so waiting is safe, while a timeout that ran out in the queue
+/// would send the connector to recall (camt.056) a payment that may be about to go out, and the
+/// recall could reach the rail first. (In process there is no connection to share and the
+/// number of sagas running bounds the calls.)
+pub const HTTP_CALLS_IN_FLIGHT_MAX: usize = 64;
+
 /// A reply from a rail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -100,7 +110,7 @@ pub struct Answer {
 #[derive(Clone)]
 pub enum Transport {
     InProcess(Arc<dyn RailService>),
-    Http { base: String, client: reqwest::Client },
+    Http { base: String, client: reqwest::Client, turns: Arc<tokio::sync::Semaphore> },
 }
 
 impl Transport {
@@ -112,11 +122,14 @@ impl Transport {
     pub fn http(address: &str) -> Transport {
         let base = if address.starts_with("http://") { address.to_string() } else { format!("http://{address}") };
         // Connection pooling keeps loopback exchanges cheap; the per-request timeout is set on each call.
-        let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap_or_default();
-        Transport::Http { base: base.trim_end_matches('/').to_string(), client }
+        let client =
+            reqwest::Client::builder().pool_max_idle_per_host(HTTP_CALLS_IN_FLIGHT_MAX).build().unwrap_or_default();
+        let turns = Arc::new(tokio::sync::Semaphore::new(HTTP_CALLS_IN_FLIGHT_MAX));
+        Transport::Http { base: base.trim_end_matches('/').to_string(), client, turns }
     }
 
-    /// Sends one message and waits at most `timeout` for the reply.
+    /// Sends one message and waits at most `timeout` for the reply. Over HTTP the call first
+    /// waits for its turn ([`HTTP_CALLS_IN_FLIGHT_MAX`]), outside `timeout`.
     pub async fn exchange(
         &self,
         method: Method,
@@ -141,7 +154,10 @@ impl Transport {
                 };
                 tokio::time::timeout(timeout, call).await.map_err(|_| TransportError::Timeout(timeout))?
             }
-            Transport::Http { base, client } => {
+            Transport::Http { base, client, turns } => {
+                // Never closed, so this only waits; the timeout starts once the call has its turn.
+                let _turn =
+                    turns.acquire().await.map_err(|_| TransportError::Unreachable("the transport is closed".into()))?;
                 let url = format!("{base}{target}");
                 let request = match method {
                     Method::Get => client.get(&url),
@@ -348,4 +364,60 @@ pub async fn probe_json_health(transport: &Transport, path: &str, timeout: Durat
         Err(error) => (false, error.to_string()),
     };
     crate::Health { available, latency_ms, detail, checked_at: chrono::Utc::now() }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A rail that takes `hold` to answer and counts the calls it is working on at once.
+    struct Slow {
+        hold: Duration,
+        now: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl RailService for Slow {
+        async fn call(&self, _method: Method, _target: &str, _body: Vec<u8>) -> Reply {
+            let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(self.hold).await;
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            Reply::text(200, "ok")
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_over_http_waits_its_turn_outside_the_timeout() {
+        let hold = Duration::from_millis(200);
+        let rail = Arc::new(Slow { hold, now: AtomicUsize::new(0), most: AtomicUsize::new(0) });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(rail.clone(), listener, std::future::pending()));
+        let transport = Arc::new(Transport::http(&address.to_string()));
+        // Four turns' worth of calls, each with a timeout that one turn fits in and four do not:
+        // were the wait for a turn counted, the last calls would time out.
+        let turns = 4;
+        let timeout = Duration::from_millis(500);
+        assert!(hold * turns > timeout);
+        let calls: Vec<_> = (0..turns as usize * HTTP_CALLS_IN_FLIGHT_MAX)
+            .map(|_| {
+                let transport = transport.clone();
+                tokio::spawn(async move { transport.exchange(Method::Post, "/pay", b"{}".to_vec(), timeout).await })
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        for call in calls {
+            let answer = call.await.unwrap().expect("a call that waited for its turn is answered, not timed out");
+            assert_eq!(answer.status, 200);
+        }
+        let most = rail.most.load(Ordering::SeqCst);
+        assert!(most <= HTTP_CALLS_IN_FLIGHT_MAX, "{most} calls reached the rail at once");
+        assert!(most >= HTTP_CALLS_IN_FLIGHT_MAX / 2, "the calls did not overlap: {most} at most");
+        assert!(started.elapsed() >= hold * turns, "{:?}", started.elapsed());
+        server.abort();
+    }
 }
