@@ -186,7 +186,7 @@ impl Journal {
         // forgets what it moved, so the file stays small.
         let checkpointed = pool.clone();
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(crate::CHECKPOINT_EVERY);
+            let mut every = tokio::time::interval(crate::JOURNAL_CHECKPOINT_EVERY);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;

@@ -29,7 +29,8 @@ async fn the_wal_reaches_the_database_file_without_a_commit_checkpointing() {
     let started = Instant::now();
     while file_size() < 6 * 1024 * 1024 {
         assert!(
-            started.elapsed() < CHECKPOINT_EVERY * 20,
+            // Many checkpoints' time, and room for a loaded machine's disk.
+            started.elapsed() < (CHECKPOINT_EVERY * 20).max(Duration::from_secs(10)),
             "the database file holds {} bytes {:?} after the writes: the WAL was not checkpointed",
             file_size(),
             started.elapsed()
