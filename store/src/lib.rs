@@ -345,7 +345,7 @@ pub(crate) const JOURNAL_BUSY_MS: u128 = 10_000;
 /// How often an SQLite store copies its WAL into the database file ([`Store::open`]). Each copy
 /// ends with a flush of the database file, and on a disk the intake journal shares, a journal flush
 /// a PSP's 202 waits for queues behind it: the smaller the copy, the shorter that wait. At 1,500
-/// accepts/s the client's accept p99 was 16-19 ms at 250 ms, 11-12 ms at 100 ms, 9-10 ms at 50 ms
+/// accepts/s the client's accept p99 was 12-17 ms at 250 ms, 11-12 ms at 100 ms, 9-10 ms at 50 ms
 /// and 321 ms at 1 s, with no measurable cost to throughput (BENCHMARKS.md, "Smaller checkpoints").
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 /// How often the intake journal copies its own WAL into its file (see [`journal`]): a few rows
