@@ -248,7 +248,7 @@ impl Connector for BookTransferConnector {
 
     async fn health(&self) -> Health {
         let started = Instant::now();
-        let answer = self.transport.exchange(Method::Get, "/ping", Vec::new(), self.capabilities.timeout).await;
+        let answer = self.transport.probe("/ping", self.capabilities.timeout).await;
         let available = matches!(&answer, Ok(answer) if answer.status == 200);
         Health {
             available,

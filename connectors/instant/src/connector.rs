@@ -254,8 +254,7 @@ impl Connector for InstantConnector {
 
     async fn health(&self) -> Health {
         let started = Instant::now();
-        let answer =
-            self.transport.exchange(Method::Get, "/admi.004", Vec::new(), self.settings.capabilities.timeout).await;
+        let answer = self.transport.probe("/admi.004", self.settings.capabilities.timeout).await;
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let (available, detail) = match answer {
             Ok(answer) if answer.status == 200 => match iso20022::parse(&answer.body) {

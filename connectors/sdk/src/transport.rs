@@ -33,6 +33,11 @@ pub const LOST_REPLY_HOLD: Duration = Duration::from_secs(120);
 /// recall could reach the rail first. (In process there is no connection to share and the
 /// number of sagas running bounds the calls.)
 pub const HTTP_CALLS_IN_FLIGHT_MAX: usize = 64;
+/// Health probes on the wire to one rail over HTTP at once, per [`Transport`], in a lane of their
+/// own beside the calls' turns: a rail busy with a burst (every turn taken) is still probed at
+/// once, and the probe's latency is the rail's, not our queue's. A rail actor probes one at a
+/// time, so one is enough; a second waits for the first, which its timeout bounds.
+pub const HTTP_PROBES_IN_FLIGHT_MAX: usize = 1;
 
 /// A reply from a rail.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +115,21 @@ pub struct Answer {
 #[derive(Clone)]
 pub enum Transport {
     InProcess(Arc<dyn RailService>),
-    Http { base: String, client: reqwest::Client, turns: Arc<tokio::sync::Semaphore> },
+    Http {
+        base: String,
+        client: reqwest::Client,
+        /// [`HTTP_CALLS_IN_FLIGHT_MAX`] turns for calls.
+        turns: Arc<tokio::sync::Semaphore>,
+        /// [`HTTP_PROBES_IN_FLIGHT_MAX`] turns for health probes.
+        probe_turns: Arc<tokio::sync::Semaphore>,
+    },
+}
+
+/// Which turns an exchange over HTTP waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Call,
+    Probe,
 }
 
 impl Transport {
@@ -122,16 +141,39 @@ impl Transport {
     pub fn http(address: &str) -> Transport {
         let base = if address.starts_with("http://") { address.to_string() } else { format!("http://{address}") };
         // Connection pooling keeps loopback exchanges cheap; the per-request timeout is set on each call.
-        let client =
-            reqwest::Client::builder().pool_max_idle_per_host(HTTP_CALLS_IN_FLIGHT_MAX).build().unwrap_or_default();
-        let turns = Arc::new(tokio::sync::Semaphore::new(HTTP_CALLS_IN_FLIGHT_MAX));
-        Transport::Http { base: base.trim_end_matches('/').to_string(), client, turns }
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(HTTP_CALLS_IN_FLIGHT_MAX + HTTP_PROBES_IN_FLIGHT_MAX)
+            .build()
+            .unwrap_or_default();
+        Transport::Http {
+            base: base.trim_end_matches('/').to_string(),
+            client,
+            turns: Arc::new(tokio::sync::Semaphore::new(HTTP_CALLS_IN_FLIGHT_MAX)),
+            probe_turns: Arc::new(tokio::sync::Semaphore::new(HTTP_PROBES_IN_FLIGHT_MAX)),
+        }
     }
 
     /// Sends one message and waits at most `timeout` for the reply. Over HTTP the call first
     /// waits for its turn ([`HTTP_CALLS_IN_FLIGHT_MAX`]), outside `timeout`.
     pub async fn exchange(
         &self,
+        method: Method,
+        target: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Answer, TransportError> {
+        self.exchange_in(Lane::Call, method, target, body, timeout).await
+    }
+
+    /// A health probe: a read of `target` in the probes' lane ([`HTTP_PROBES_IN_FLIGHT_MAX`]), so
+    /// it never queues behind calls that took every turn.
+    pub async fn probe(&self, target: &str, timeout: Duration) -> Result<Answer, TransportError> {
+        self.exchange_in(Lane::Probe, Method::Get, target, Vec::new(), timeout).await
+    }
+
+    async fn exchange_in(
+        &self,
+        lane: Lane,
         method: Method,
         target: &str,
         body: Vec<u8>,
@@ -154,7 +196,11 @@ impl Transport {
                 };
                 tokio::time::timeout(timeout, call).await.map_err(|_| TransportError::Timeout(timeout))?
             }
-            Transport::Http { base, client, turns } => {
+            Transport::Http { base, client, turns, probe_turns } => {
+                let turns = match lane {
+                    Lane::Call => turns,
+                    Lane::Probe => probe_turns,
+                };
                 // Never closed, so this only waits; the timeout starts once the call has its turn.
                 let _turn =
                     turns.acquire().await.map_err(|_| TransportError::Unreachable("the transport is closed".into()))?;
@@ -347,7 +393,7 @@ pub fn inquiry_status(result: Result<Answer, TransportError>, read: impl Fn(&[u8
 /// Probes a JSON health endpoint answering `{"available": bool, ...}`.
 pub async fn probe_json_health(transport: &Transport, path: &str, timeout: Duration) -> crate::Health {
     let started = std::time::Instant::now();
-    let answer = transport.exchange(Method::Get, path, Vec::new(), timeout).await;
+    let answer = transport.probe(path, timeout).await;
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let (available, detail) = match answer {
         Ok(answer) if answer.status == 200 => {
@@ -372,7 +418,8 @@ mod tests {
 
     use super::*;
 
-    /// A rail that takes `hold` to answer and counts the calls it is working on at once.
+    /// A rail that takes `hold` to answer a call (a health probe at once) and counts the calls it
+    /// is working on at once.
     struct Slow {
         hold: Duration,
         now: AtomicUsize,
@@ -381,7 +428,10 @@ mod tests {
 
     #[async_trait]
     impl RailService for Slow {
-        async fn call(&self, _method: Method, _target: &str, _body: Vec<u8>) -> Reply {
+        async fn call(&self, _method: Method, target: &str, _body: Vec<u8>) -> Reply {
+            if target == "/health" {
+                return Reply::json(200, &serde_json::json!({ "available": true }));
+            }
             let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
             self.most.fetch_max(now, Ordering::SeqCst);
             tokio::time::sleep(self.hold).await;
@@ -390,14 +440,21 @@ mod tests {
         }
     }
 
+    impl Slow {
+        /// Serves a `Slow` rail on loopback; the transport to it and the server task.
+        async fn serve(hold: Duration) -> (Arc<Slow>, Arc<Transport>, tokio::task::JoinHandle<std::io::Result<()>>) {
+            let rail = Arc::new(Slow { hold, now: AtomicUsize::new(0), most: AtomicUsize::new(0) });
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            let server = tokio::spawn(serve(rail.clone(), listener, std::future::pending()));
+            (rail, Arc::new(Transport::http(&address.to_string())), server)
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_burst_over_http_waits_its_turn_outside_the_timeout() {
         let hold = Duration::from_millis(200);
-        let rail = Arc::new(Slow { hold, now: AtomicUsize::new(0), most: AtomicUsize::new(0) });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve(rail.clone(), listener, std::future::pending()));
-        let transport = Arc::new(Transport::http(&address.to_string()));
+        let (rail, transport, server) = Slow::serve(hold).await;
         // Four turns' worth of calls, each with a timeout that one turn fits in and four do not:
         // were the wait for a turn counted, the last calls would time out.
         let turns = 4;
@@ -418,6 +475,36 @@ mod tests {
         assert!(most <= HTTP_CALLS_IN_FLIGHT_MAX, "{most} calls reached the rail at once");
         assert!(most >= HTTP_CALLS_IN_FLIGHT_MAX / 2, "the calls did not overlap: {most} at most");
         assert!(started.elapsed() >= hold * turns, "{:?}", started.elapsed());
+        server.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_probe_does_not_queue_behind_calls_that_took_every_turn() {
+        let hold = Duration::from_secs(3);
+        let (rail, transport, server) = Slow::serve(hold).await;
+        // Every turn taken, and as many calls again waiting for one.
+        let calls: Vec<_> = (0..2 * HTTP_CALLS_IN_FLIGHT_MAX)
+            .map(|_| {
+                let transport = transport.clone();
+                tokio::spawn(async move {
+                    transport.exchange(Method::Post, "/pay", b"{}".to_vec(), Duration::from_secs(10)).await
+                })
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while rail.now.load(Ordering::SeqCst) < HTTP_CALLS_IN_FLIGHT_MAX {
+            assert!(std::time::Instant::now() < deadline, "the calls never took every turn");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A call now waits a whole `hold` for a turn; a probe answers within its own timeout.
+        let started = std::time::Instant::now();
+        let health = probe_json_health(&transport, "/health", Duration::from_millis(500)).await;
+        assert!(health.available, "{}", health.detail);
+        assert!(started.elapsed() < hold / 2, "the probe waited {:?}", started.elapsed());
+        assert_eq!(rail.now.load(Ordering::SeqCst), HTTP_CALLS_IN_FLIGHT_MAX, "the calls still hold every turn");
+        for call in calls {
+            call.abort();
+        }
         server.abort();
     }
 }
