@@ -277,6 +277,10 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
                     report["half_load_accept_p99_ms"]
                 );
                 println!(
+                    "half load, the client's own lateness against its schedule: p50 {} ms   p99 {} ms",
+                    report["half_load_schedule_lag_p50_ms"], report["half_load_schedule_lag_p99_ms"]
+                );
+                println!(
                     "half load, as the server timed it: {} accepts, {} within 10 ms, p99 at most {} ms",
                     report["half_load_server_accepts"],
                     report["half_load_server_accept_within_10ms"],

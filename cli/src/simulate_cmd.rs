@@ -257,6 +257,10 @@ pub async fn http_bench(
             "half_load_accept_p50_ms": half["accept_p50_ms"],
             "half_load_accept_p95_ms": half["accept_p95_ms"],
             "half_load_accept_p99_ms": half["accept_p99_ms"],
+            // How late the client released its submissions against their schedule: part of
+            // the latencies above, and the client's, not the server's.
+            "half_load_schedule_lag_p50_ms": half["schedule_lag_p50_ms"],
+            "half_load_schedule_lag_p99_ms": half["schedule_lag_p99_ms"],
             // The same accepts as the server timed them (its `railyard_accept_latency_seconds`
             // histogram, from the request's arrival at the intake to its durable answer): what
             // an operator's monitoring shows, without the client sharing the two cores.
@@ -607,12 +611,17 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<Value> {
         Some(rate) => anyhow::bail!("--rate {rate}: a positive number of payouts per second"),
         None => None,
     };
+    // Open loop: how late each submission left this loop against its time (the timer's
+    // millisecond and this process's share of the cores), a part of every accept latency counted
+    // from that time which is the client's, not the server's.
+    let mut schedule_lags = Vec::new();
     for (index, (key, body, duplicate, api_key, corridor)) in plan.into_iter().enumerate() {
         // Open loop: each submission has its time, and its latency counts from it.
         let scheduled = match interval {
             Some(interval) => {
                 let at = started + interval.saturating_mul(u32::try_from(index).unwrap_or(u32::MAX));
                 tokio::time::sleep_until(at.into()).await;
+                schedule_lags.push(Instant::now().saturating_duration_since(at));
                 Some(at)
             }
             None => None,
@@ -725,6 +734,7 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<Value> {
     }
     accept_latencies.sort();
     completion_latencies.sort();
+    schedule_lags.sort();
     let accepted_count = accept_latencies.len() - replays;
     let seconds = accept_elapsed.as_secs_f64().max(0.001);
     Ok(json!({
@@ -739,6 +749,9 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<Value> {
         "accept_p50_ms": percentile(&accept_latencies, 500),
         "accept_p95_ms": percentile(&accept_latencies, 950),
         "accept_p99_ms": percentile(&accept_latencies, 990),
+        // With --rate only: how late the client released submissions against their schedule.
+        "schedule_lag_p50_ms": (!schedule_lags.is_empty()).then(|| percentile(&schedule_lags, 500)),
+        "schedule_lag_p99_ms": (!schedule_lags.is_empty()).then(|| percentile(&schedule_lags, 990)),
         "completion_p50_ms": percentile(&completion_latencies, 500),
         "completion_p95_ms": percentile(&completion_latencies, 950),
         "completion_p99_ms": percentile(&completion_latencies, 990),

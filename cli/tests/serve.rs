@@ -1150,6 +1150,9 @@ async fn bench_http_settles_every_payout_it_submits() {
         assert!(outcomes["completed"].as_i64().unwrap() >= 145, "{run}: {report}");
     }
     assert!(report["half_load_accept_p99_ms"].as_f64().unwrap() > 0.0, "{report}");
+    // The client's lateness is part of what it counts, so never more than it.
+    let lag = report["half_load_schedule_lag_p99_ms"].as_f64().unwrap_or_else(|| panic!("no lag in {report}"));
+    assert!((0.0..=report["half_load_accept_p99_ms"].as_f64().unwrap()).contains(&lag), "{report}");
     // The server timed the half-load run's accepts too: every one of them, and no others.
     assert_eq!(report["half_load_server_accepts"], 150, "{report}");
     let within = report["half_load_server_accept_within_10ms"].as_f64().unwrap();
