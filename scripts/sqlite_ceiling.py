@@ -14,7 +14,12 @@ one prepared statement (Python's sqlite3 module: SQLite's C library with a thin 
 Only the rows a payout leaves behind are written, not the updates its saga makes on the way, so
 both are upper bounds for a saga's write path with this schema.
 
-    python3 scripts/sqlite_ceiling.py path/to/railyard.db [--json]
+    python3 scripts/sqlite_ceiling.py path/to/railyard.db [--json] [--narrow-transfers]
+
+--narrow-transfers measures a schema that does not exist yet, to size a change before making it:
+the journal's rows without the columns a row repeats from elsewhere (`previous_hash`, the hash of
+the row before; `payout_id`, the prefix of the transfer's id) and with the hash as 32 bytes
+instead of 64 hex characters.
 """
 
 import json
@@ -50,6 +55,40 @@ def fresh(path, synchronous, statements):
     return connection
 
 
+NARROWED_AWAY = ("previous_hash", "payout_id")
+
+
+def narrow_transfers(connection, statements, rows):
+    """The transfers table's CREATE statement and rows, narrowed (see --narrow-transfers); its
+    constraints and other columns as they are."""
+    names = [row[1] for row in connection.execute("PRAGMA table_info(transfers)")]
+    keep = [index for index, name in enumerate(names) if name not in NARROWED_AWAY]
+    hash_at = names.index("hash")
+
+    def narrowed_create(statement):
+        lines = []
+        for line in statement.split("\n"):
+            words = line.split()
+            if words and words[0] in NARROWED_AWAY:
+                continue
+            if words and words[0] == "hash":
+                line = line.replace("TEXT", "BLOB")
+            lines.append(line)
+        return "\n".join(lines)
+
+    statements = [
+        narrowed_create(statement) if statement.startswith("CREATE TABLE transfers") else statement
+        for statement in statements
+        if not any(f"({name})" in statement for name in NARROWED_AWAY)
+    ]
+    narrowed = [
+        tuple(bytes.fromhex(row[index]) if index == hash_at else row[index] for index in keep)
+        for row in rows["transfers"][1]
+    ]
+    rows["transfers"] = (len(keep), narrowed)
+    return statements
+
+
 def insert_sql(table, columns):
     return f"INSERT INTO {table} VALUES ({', '.join('?' * columns)})"
 
@@ -57,8 +96,9 @@ def insert_sql(table, columns):
 def main():
     args = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
     as_json = "--json" in sys.argv[1:]
+    narrow = "--narrow-transfers" in sys.argv[1:]
     if len(args) != 1 or not os.path.exists(args[0]):
-        sys.exit("usage: sqlite_ceiling.py path/to/railyard.db [--json]")
+        sys.exit("usage: sqlite_ceiling.py path/to/railyard.db [--json] [--narrow-transfers]")
     scratch = tempfile.mkdtemp(prefix="railyard-ceiling-")
     snapshot = sqlite3.connect(os.path.join(scratch, "snapshot.db"))
     live = sqlite3.connect(f"file:{args[0]}?mode=ro", uri=True)
@@ -80,6 +120,8 @@ def main():
     for table in tables:
         columns = len(snapshot.execute(f"PRAGMA table_info({table})").fetchall())
         rows[table] = (columns, snapshot.execute(f"SELECT * FROM {table}").fetchall())
+    if narrow:
+        statements = narrow_transfers(snapshot, statements, rows)
     total_rows = sum(len(table_rows) for _, table_rows in rows.values())
 
     # 1. As payouts arrive: each transaction holds the next 1,024 rows of every table in turn.
@@ -137,6 +179,7 @@ def main():
 
     off_us = sum(table["us_per_payout"] for table in per_table)
     report = {
+        "narrow_transfers": narrow,
         "payouts": payouts,
         "rows": total_rows,
         "rows_per_payout": round(total_rows / payouts, 1),
