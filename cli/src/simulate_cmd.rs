@@ -538,6 +538,12 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             report["completion_p95_ms"],
             report["completion_p99_ms"]
         );
+        if !report["schedule_lag_p99_ms"].is_null() {
+            println!(
+                "open loop: submissions left late against their schedule by p50 {} ms, p99 {} ms",
+                report["schedule_lag_p50_ms"], report["schedule_lag_p99_ms"]
+            );
+        }
         println!(
             "completed {}, failed {}, in_doubt {}, still moving {}",
             report["completed"], report["failed"], report["in_doubt"], report["unsettled"]
