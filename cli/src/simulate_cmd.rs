@@ -617,19 +617,16 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<Value> {
         Some(rate) => anyhow::bail!("--rate {rate}: a positive number of payouts per second"),
         None => None,
     };
-    // Open loop: each submission has its time, and its latency counts from it. A thread of its
-    // own keeps the time: tokio's timer rounds every sleep up to the next millisecond, which
-    // made the median submission a whole millisecond late (BENCHMARKS.md, "The client's own
-    // lateness"); the thread's sleep is the kernel's, tens of microseconds.
-    let mut pacer = interval.map(|interval| pace(started, interval, args.payouts));
-    // How late each submission left this loop against its time (this process's share of the
-    // cores, the hand-off from the pacer), a part of every accept latency counted from that
-    // time which is the client's, not the server's.
+    // Open loop: how late each submission left this loop against its time (the timer's
+    // millisecond and this process's share of the cores), a part of every accept latency counted
+    // from that time which is the client's, not the server's.
     let mut schedule_lags = Vec::new();
-    for (key, body, duplicate, api_key, corridor) in plan {
-        let scheduled = match &mut pacer {
-            Some(pacer) => {
-                let at = pacer.recv().await.context("the open loop's pacer stopped")?;
+    for (index, (key, body, duplicate, api_key, corridor)) in plan.into_iter().enumerate() {
+        // Open loop: each submission has its time, and its latency counts from it.
+        let scheduled = match interval {
+            Some(interval) => {
+                let at = started + interval.saturating_mul(u32::try_from(index).unwrap_or(u32::MAX));
+                tokio::time::sleep_until(at.into()).await;
                 schedule_lags.push(Instant::now().saturating_duration_since(at));
                 Some(at)
             }
@@ -773,28 +770,6 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<Value> {
         "faults": args.faults.as_ref().map(|path| path.display().to_string()),
         "failures_by_reason": reasons,
     }))
-}
-
-/// Submissions the open loop's pacer may have released ahead of the loop that sends them; once
-/// that many wait, the pacer waits too, and the later ones count as late.
-const PACED_AHEAD_MAX: usize = 1024;
-
-/// The open loop's clock: a thread that releases `count` submission times, `interval` apart from
-/// `started`, each when it comes.
-fn pace(started: Instant, interval: Duration, count: usize) -> tokio::sync::mpsc::Receiver<Instant> {
-    let (release, released) = tokio::sync::mpsc::channel(PACED_AHEAD_MAX);
-    let spawned = std::thread::Builder::new().name("simulate-pacer".into()).spawn(move || {
-        for index in 0..count {
-            let at = started + interval.saturating_mul(u32::try_from(index).unwrap_or(u32::MAX));
-            std::thread::sleep(at.saturating_duration_since(Instant::now()));
-            if release.blocking_send(at).is_err() {
-                return; // The run ended early.
-            }
-        }
-    });
-    // Without the thread the receiver ends at once, and the run stops with an error that says so.
-    drop(spawned);
-    released
 }
 
 /// One submission's final answer, after any retries of shed attempts.
