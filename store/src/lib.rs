@@ -203,7 +203,7 @@ pub struct Store {
     steps: Steps,
     dialect: Dialect,
     barrier: Option<Arc<Barrier>>,
-    /// Who gets the steps' one connection next (SQLite with deferred flushes only).
+    /// Who gets the steps' one connection next (a file-backed SQLite database only).
     queue: Option<Arc<WriterQueue>>,
     /// Keeps the SQLite checkpointer running while any clone of the store lives.
     alive: Option<Arc<()>>,
@@ -215,16 +215,16 @@ pub struct Store {
 /// Where saga steps write.
 #[derive(Clone)]
 enum Steps {
-    /// SQLite with deferred flushes: one connection of its own, kept out of any pool. sqlx tests
+    /// A file-backed SQLite database: one connection of its own, kept out of any pool. sqlx tests
     /// a pooled connection with a round trip to its worker thread every time it is given back (a
     /// thread wake-up, costly on a VM), and every step, flush and intake group would pay it on the
     /// one writer's path. `None` once the store is closed.
     Dedicated(Arc<tokio::sync::Mutex<Option<AnyConnection>>>),
-    /// A pool: PostgreSQL's steps (many writers), SQLite without deferred flushes.
+    /// A pool: PostgreSQL's steps (many writers), an in-memory SQLite database.
     Pool(AnyPool),
 }
 
-/// The connection a saga step writes on, held until dropped: on SQLite with deferred flushes the
+/// The connection a saga step writes on, held until dropped: on a file-backed SQLite database the
 /// one writer connection (in the order [`WriterQueue`] gives), otherwise one from the steps' pool.
 pub struct Writer(WriterConnection);
 
@@ -602,34 +602,39 @@ impl Store {
         let durability = options.durability;
         let pool = Store::pool_with(&connect, options, dialect, durability, busy_ms).await?;
         let memory = url.contains(":memory:");
-        // Deferred flushes only on SQLite where commits are flushed to begin with, never for an
-        // in-memory database (another pool would be another database). PostgreSQL already shares
-        // one WAL flush among concurrent commits, so its steps commit durably as they go.
-        let deferred = !memory && dialect == Dialect::Sqlite && durability == Durability::Full;
-        let (steps, barrier) = if deferred {
-            // SQLite has one writer: steps queue for one connection in process instead of
-            // sleeping in SQLite's busy handler on several.
+        // A file-backed SQLite database has one writer: its steps queue for one connection of
+        // their own in process instead of sleeping in SQLite's busy handler on several (never for
+        // an in-memory database: another connection would be another database). Flushes are
+        // deferred where commits are flushed to begin with; at `synchronous=NORMAL` by choice no
+        // commit is flushed, and there is nothing to defer.
+        let (steps, barrier, queue) = if !memory && dialect == Dialect::Sqlite {
             let mut connection = AnyConnection::connect_with(&connect).await?;
             prepare(&mut connection, dialect, Durability::Normal, busy_ms).await?;
             let steps = Steps::Dedicated(Arc::new(tokio::sync::Mutex::new(Some(connection))));
-            // The log's path as the process sees it now, whatever its working directory later.
-            let database = database.ok_or_else(|| StoreError::Url(url.clone()))?;
-            let database = std::fs::canonicalize(&database).unwrap_or(database);
-            let barrier = Barrier {
-                lock: tokio::sync::Mutex::new(()),
-                requested: AtomicU64::new(0),
-                synced: AtomicU64::new(0),
-                wal: Arc::new(WalFile::new(&database)),
+            let barrier = match durability {
+                Durability::Full => {
+                    // The log's path as the process sees it now, whatever its working directory later.
+                    let database = database.ok_or_else(|| StoreError::Url(url.clone()))?;
+                    let database = std::fs::canonicalize(&database).unwrap_or(database);
+                    Some(Arc::new(Barrier {
+                        lock: tokio::sync::Mutex::new(()),
+                        requested: AtomicU64::new(0),
+                        synced: AtomicU64::new(0),
+                        wal: Arc::new(WalFile::new(&database)),
+                    }))
+                }
+                Durability::Normal => None,
             };
-            (steps, Some(Arc::new(barrier)))
+            (steps, barrier, Some(Arc::new(WriterQueue::default())))
         } else if dialect == Dialect::Postgres {
             // The steps' connections of their own: hundreds of sagas queueing on the journal head
-            // must not take every connection a payout's GET or an intake group needs.
-            (Steps::Pool(Store::pool_with(&connect, options, dialect, durability, busy_ms).await?), None)
+            // must not take every connection a payout's GET or an intake group needs. PostgreSQL
+            // already shares one WAL flush among concurrent commits, so its steps commit durably
+            // as they go.
+            (Steps::Pool(Store::pool_with(&connect, options, dialect, durability, busy_ms).await?), None, None)
         } else {
-            (Steps::Pool(pool.clone()), None)
+            (Steps::Pool(pool.clone()), None, None)
         };
-        let queue = barrier.as_ref().map(|_| Arc::new(WriterQueue::default()));
         Ok(Store { pool, steps, dialect, barrier, queue, alive: None, journal: None })
     }
 

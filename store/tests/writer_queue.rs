@@ -1,21 +1,32 @@
-//! SQLite with deferred step flushes: saga steps and urgent writers (intake groups, flushes) share
-//! one connection; urgent ones must not queue behind every step.
+//! A file-backed SQLite database: saga steps and urgent writers (intake groups, flushes) share one
+//! connection, whether commits are flushed (with deferred step flushes) or not
+//! (`synchronous=NORMAL` by choice); urgent ones must not queue behind every step.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod common;
 
-use railyard_store::{Store, StoreOptions};
+use railyard_store::{Durability, Store, StoreOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn urgent_writers_go_ahead_of_queued_saga_steps() {
-    let directory = std::env::temp_dir().join(format!("railyard-writer-queue-{}", std::process::id()));
+    urgent_writers_go_ahead(Durability::Full).await;
+}
+
+/// At `synchronous=NORMAL` the steps queue for the one connection too (in SQLite's busy handler
+/// on pooled connections before, where the order was the handler's back-off, not ours).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urgent_writers_go_ahead_of_queued_saga_steps_without_flushed_commits() {
+    urgent_writers_go_ahead(Durability::Normal).await;
+}
+
+async fn urgent_writers_go_ahead(durability: Durability) {
+    let directory = std::env::temp_dir().join(format!("railyard-writer-queue-{durability:?}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&directory);
     std::fs::create_dir_all(&directory).unwrap();
-    let store = Store::open(&format!("sqlite:{}", directory.join("queue.db").display()), &StoreOptions::default())
-        .await
-        .unwrap();
+    let options = StoreOptions { durability, ..StoreOptions::default() };
+    let store = Store::open(&format!("sqlite:{}", directory.join("queue.db").display()), &options).await.unwrap();
     // A step holds the one connection; five more queue behind it.
     let holder = store.begin_step().await.unwrap();
     let order: Arc<Mutex<Vec<&'static str>>> = Arc::default();
@@ -38,8 +49,9 @@ async fn urgent_writers_go_ahead_of_queued_saga_steps() {
         });
     }
     {
-        // A flush takes no connection at all (it flushes the write-ahead log itself): it is done
-        // while the holder still holds the connection, before any of them.
+        // A flush takes no connection at all (it flushes the write-ahead log itself, or there is
+        // nothing to flush): it is done while the holder still holds the connection, before any
+        // of them.
         let (store, order) = (store.clone(), order.clone());
         tasks.spawn(async move {
             store.sync().await.unwrap();
@@ -92,5 +104,35 @@ async fn a_dropped_step_transaction_rolls_back_before_the_next_writer() {
             .await
             .unwrap();
         assert_eq!(kept, 1, "{}", db.name);
+    }
+}
+
+/// A step waits for the one connection as long as the step before it holds it, whatever SQLite's
+/// busy timeout: at `synchronous=NORMAL` too, a step queued behind a long one is not refused with
+/// "database is locked" (each step on a pooled connection of its own gave up after the timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_behind_a_long_one_waits_past_the_busy_timeout() {
+    for durability in [Durability::Full, Durability::Normal] {
+        let directory =
+            std::env::temp_dir().join(format!("railyard-writer-wait-{durability:?}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        std::fs::create_dir_all(&directory).unwrap();
+        let options = StoreOptions { durability, busy_timeout: Duration::from_millis(50), ..StoreOptions::default() };
+        let store = Store::open(&format!("sqlite:{}", directory.join("wait.db").display()), &options).await.unwrap();
+        let holder = store.begin_step().await.unwrap();
+        let waiting = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut tx = store.begin_step().await?;
+                sqlx::query("UPDATE durability_marks SET mark = mark + 1 WHERE id = 1").execute(&mut *tx).await?;
+                tx.commit().await
+            })
+        };
+        // Four busy timeouts.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        holder.commit().await.unwrap();
+        waiting.await.unwrap().unwrap_or_else(|error| panic!("{durability:?}: the queued step failed: {error}"));
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&directory);
     }
 }
