@@ -686,19 +686,21 @@ pub async fn append_groups(
     } else {
         format!(" OR pending_id {}", bulk::in_rows(dialect, "(SELECT column1 FROM v WHERE column2 = 1) AS p"))
     };
-    // The transfers found come back as one JSON array a statement, not a row each: a completion
-    // reads two rows a payout, and each row returned costs a hand-off from SQLite's worker thread
-    // and a conversion through the `Any` driver. Inside the one writer's hold that was ~12 µs a
-    // row, against ~3 µs as JSON (BENCHMARKS.md, "The ledger's read as one value").
+    // On SQLite the transfers found come back as one JSON array a statement, not a row each: a
+    // completion reads two rows a payout, and each row returned costs a hand-off from SQLite's
+    // worker thread and a conversion through the `Any` driver. Inside the one writer's hold that
+    // was ~12 µs a row, against ~3 µs as JSON. PostgreSQL sends rows cheaply and its CPU is the
+    // scarce one there: building the JSON made its runs slower (BENCHMARKS.md, "The ledger's read
+    // as one value").
     let columns = "id, debit_account, credit_account, amount, currency, kind, pending_id";
-    let aggregate = match dialect {
+    let selected = match dialect {
         crate::Dialect::Sqlite => format!("json_group_array(json_array({columns}))"),
-        crate::Dialect::Postgres => format!("COALESCE(json_agg(json_build_array({columns})), '[]')::text"),
+        crate::Dialect::Postgres => columns.to_string(),
     };
     let found = bulk::fetch_all(
         transaction,
         &format!(
-            "WITH v AS ({{rows}}) SELECT {aggregate} FROM transfers WHERE id {in_v}{resolving}",
+            "WITH v AS ({{rows}}) SELECT {selected} FROM transfers WHERE id {in_v}{resolving}",
             in_v = bulk::in_rows(dialect, "v")
         ),
         &["TEXT", "BIGINT"],
@@ -706,22 +708,38 @@ pub async fn append_groups(
         &[],
     )
     .await?;
+    let mut transfers: Vec<FoundTransfer> = Vec::new();
     for row in found {
-        let list: String = row.try_get(0)?;
-        let transfers: Vec<FoundTransfer> = serde_json::from_str(&list)
-            .map_err(|error| LedgerError::Corrupt(format!("the transfers read back: {error}")))?;
-        for (id, debit, credit, amount, code, kind, resolves) in transfers {
-            if kind == "pending" && pending_ids.contains(id.as_str()) {
-                pending.insert(id.clone(), (debit, credit, Money::from_minor(amount, currency(&code)?)));
+        match dialect {
+            crate::Dialect::Sqlite => {
+                let list: String = row.try_get(0)?;
+                transfers.extend(
+                    serde_json::from_str::<Vec<FoundTransfer>>(&list)
+                        .map_err(|error| LedgerError::Corrupt(format!("the transfers read back: {error}")))?,
+                );
             }
-            if let Some(resolves) = resolves
-                && pending_ids.contains(resolves.as_str())
-            {
-                resolved.insert(resolves);
-            }
-            if ids.contains(id.as_str()) {
-                taken.insert(id);
-            }
+            crate::Dialect::Postgres => transfers.push((
+                row.try_get(0)?,
+                row.try_get(1)?,
+                row.try_get(2)?,
+                row.try_get(3)?,
+                row.try_get(4)?,
+                row.try_get(5)?,
+                row.try_get(6)?,
+            )),
+        }
+    }
+    for (id, debit, credit, amount, code, kind, resolves) in transfers {
+        if kind == "pending" && pending_ids.contains(id.as_str()) {
+            pending.insert(id.clone(), (debit, credit, Money::from_minor(amount, currency(&code)?)));
+        }
+        if let Some(resolves) = resolves
+            && pending_ids.contains(resolves.as_str())
+        {
+            resolved.insert(resolves);
+        }
+        if ids.contains(id.as_str()) {
+            taken.insert(id);
         }
     }
     // Ledger writers lock the head before any account (see `lock_journal`); after it the totals
