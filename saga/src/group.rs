@@ -60,8 +60,8 @@ struct PayoutsUpdate {
     from: State,
     set: &'static str,
     types: &'static [&'static str],
-    /// The rows were claimed in this transaction by [`Engine::claim_many`]. On PostgreSQL that
-    /// claim only locks them (the lease's conditions checked, no lease written), so this statement
+    /// The rows were claimed in this transaction by [`Engine::claim_many`]. That claim only reads
+    /// (and on PostgreSQL locks) them, the lease's conditions checked, no lease written, so this statement
     /// does not ask for the lease again: it writes it (`set` names the owner, the parameter after
     /// `types`' row values and the statement's others).
     claimed_here: bool,
@@ -512,10 +512,12 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let dialect = self.store.dialect();
         let owner = params.len() + 2;
-        // Rows this transaction locked with their lease's conditions checked are ours until it
-        // ends; elsewhere the lease written earlier says so.
+        // Rows this transaction claimed, their lease's conditions checked under its lock, are ours
+        // until it ends; elsewhere the lease written earlier says so.
         let lease = if update.claimed_here && dialect == railyard_store::Dialect::Postgres {
             format!("${owner}::TEXT IS NOT NULL")
+        } else if update.claimed_here {
+            format!("${owner} IS NOT NULL")
         } else {
             format!("{} = ${owner}", bulk::unindexed(dialect, "payouts.lease_owner"))
         };
@@ -612,9 +614,10 @@ impl Engine {
 
     /// Takes the leases of the payouts `ids` that are still where they were read, in one statement.
     ///
-    /// On PostgreSQL the statement only locks the rows whose lease is free (`FOR UPDATE`, which
-    /// waits for and re-checks a row another transaction is changing, as an `UPDATE` would): the
-    /// group's move to `submitting` or `failed` in the same transaction writes the lease
+    /// The statement only reads the rows whose lease is free (on PostgreSQL it locks them: `FOR
+    /// UPDATE` waits for and re-checks a row another transaction is changing, as an `UPDATE`
+    /// would; SQLite's transaction holds the one write lock already): the group's move to
+    /// `submitting` or `failed` in the same transaction writes the lease
     /// ([`PayoutsUpdate::claimed_here`]). A payout row is ~1.5 KB; an `UPDATE` here wrote a whole
     /// new version of it to the table and its WAL only for the next statement to write another. A
     /// claimed payout the group leaves to run alone holds no lease when the transaction ends and
@@ -625,54 +628,30 @@ impl Engine {
         let postgres = self.store.dialect() == railyard_store::Dialect::Postgres;
         for chunk in ids.chunks(bulk::IN_MAX) {
             let chunk = bulk::padded(chunk);
-            // Still at the start, and its lease free or ours (`$1` the owner, `$now` the time).
-            let free = |now: &str| {
-                format!(
-                    "state = 'accepted' AND risk IS NULL AND route IS NULL \
-                     AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < {now} \
-                     OR EXISTS (SELECT 1 FROM engines e WHERE e.owner = payouts.lease_owner AND e.alive_until < {now}))"
-                )
+            // Still at the start, and its lease free or ours (`$1` the owner, `$2` the time).
+            let free = "state = 'accepted' AND risk IS NULL AND route IS NULL \
+                 AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $2 \
+                 OR EXISTS (SELECT 1 FROM engines e WHERE e.owner = payouts.lease_owner AND e.alive_until < $2))";
+            let ids = bulk::placeholders(3, chunk.len());
+            // SQLite has no row locks, and needs none: its transaction holds the database's one
+            // write lock from `BEGIN IMMEDIATE`, so no other writer can move these rows before the
+            // commit. The ids come back as one row (a row each would be a hand-off each from
+            // SQLite's worker thread); payout ids hold no space.
+            let statement = if postgres {
+                format!("SELECT id FROM payouts WHERE id IN ({ids}) AND {free} FOR UPDATE")
+            } else {
+                format!("SELECT group_concat(id, ' ') FROM payouts WHERE id IN ({ids}) AND {free}")
             };
-            if postgres {
-                let statement = format!(
-                    "SELECT id FROM payouts WHERE id IN ({}) AND {} FOR UPDATE",
-                    bulk::placeholders(3, chunk.len()),
-                    free("$2")
-                );
-                let mut query = sqlx::query(AssertSqlSafe(statement)).bind(&self.settings.owner).bind(now);
-                for id in &chunk {
-                    query = query.bind(*id);
-                }
-                for row in query.fetch_all(&mut **tx).await? {
+            let mut query = sqlx::query(AssertSqlSafe(statement)).bind(&self.settings.owner).bind(now);
+            for id in &chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&mut **tx).await? {
+                if postgres {
                     claimed.insert(row.try_get::<String, _>(0)?);
+                } else if let Some(ids) = row.try_get::<Option<String>, _>(0)? {
+                    claimed.extend(ids.split(' ').map(str::to_string));
                 }
-                continue;
-            }
-            let statement = format!(
-                "UPDATE payouts SET lease_owner = $1, lease_until = $2 WHERE id IN ({}) AND {}",
-                bulk::placeholders(4, chunk.len()),
-                free("$3")
-            );
-            let lease_until = self.lease_until();
-            let bound = |returning: bool| {
-                let text = if returning { format!("{statement} RETURNING id") } else { statement.clone() };
-                let mut query = sqlx::query(AssertSqlSafe(text)).bind(&self.settings.owner).bind(lease_until).bind(now);
-                for id in &chunk {
-                    query = query.bind(*id);
-                }
-                query
-            };
-            // No row back per payout (each would be a hand-off from SQLite's worker thread): the
-            // count says whether every one was claimed, as it nearly always is.
-            let wanted: BTreeSet<&str> = chunk.iter().copied().collect();
-            if bound(false).execute(&mut **tx).await?.rows_affected() == wanted.len() as u64 {
-                claimed.extend(wanted.into_iter().map(str::to_string));
-                continue;
-            }
-            // Some were not: the same statement again names those now ours (the claimed ones
-            // match it still; nothing else changed in between, inside this transaction).
-            for row in bound(true).fetch_all(&mut **tx).await? {
-                claimed.insert(row.try_get::<String, _>(0)?);
             }
         }
         Ok(claimed)
