@@ -239,7 +239,13 @@ impl Engine {
         let mut alone: Vec<(String, Option<EngineError>)> = Vec::new();
         let mut resting = Vec::new();
         let mut planned = Vec::new();
-        let found = self.payouts_by_id(ids).await?;
+        // The members the intake has just moved are kept as it wrote them (see
+        // `Engine::remember_fresh`); the others are read.
+        let mut found = self.take_fresh(ids);
+        if found.len() < ids.len() {
+            let missing: Vec<String> = ids.iter().filter(|id| !found.contains_key(*id)).cloned().collect();
+            found.extend(self.payouts_by_id(&missing).await?);
+        }
         for id in ids {
             let Some(payout) = found.get(id) else {
                 alone.push((id.clone(), None));

@@ -458,6 +458,14 @@ async fn mover(
         drop(permits);
         let Some(ids) = ids else { continue };
         if let Some(driver) = driver {
+            // Their first pass plans them from these copies instead of reading them back.
+            let moved: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+            engine.remember_fresh(
+                batch
+                    .iter()
+                    .filter(|intent| moved.contains(intent.payout_id.as_str()))
+                    .filter_map(|intent| intent_payout(intent.clone()).ok()),
+            );
             for id in &ids {
                 driver.kick(id);
             }

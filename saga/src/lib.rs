@@ -400,7 +400,14 @@ pub struct Engine {
     /// The intake journal, once the intake has opened it ([`intake`]): payouts acknowledged and
     /// not yet moved into the database are read from it.
     journal: std::sync::OnceLock<railyard_store::journal::Journal>,
+    /// Payouts the intake's mover has just written, as it wrote them, until their first pass
+    /// takes them (at most [`FRESH_PAYOUTS_MAX`]; see [`Engine::remember_fresh`]).
+    fresh: std::sync::Mutex<std::collections::HashMap<String, Payout>>,
 }
+
+/// Payouts kept in memory between the intake's move and their first pass: as many as kicks can
+/// wait ([`driver::KICKS_MAX`]), ~1 KB each. Past it, a group reads them back from the database.
+pub const FRESH_PAYOUTS_MAX: usize = driver::KICKS_MAX;
 
 /// Where the engine reads the time. Production uses [`SystemClock`]; the deterministic simulation
 /// moves a [`ManualClock`] by hand, so leases, retry waits and quote expiry follow its steps.
@@ -676,7 +683,38 @@ impl Engine {
             sanctions,
             pruned: std::sync::Mutex::default(),
             journal: std::sync::OnceLock::new(),
+            fresh: std::sync::Mutex::default(),
         }
+    }
+
+    /// Keeps `payouts`, each as it was just committed at `accepted` (the intake's mover calls
+    /// this before it kicks them), for their first pass: a group then plans them without reading
+    /// them back, a read that on SQLite hands every row over from the driver's thread. A copy gone
+    /// stale meanwhile does no harm: the group's claim reads each row's state, risk, route and
+    /// lease under the transaction's lock and leaves out any payout no longer at the start, and
+    /// nothing else a plan uses changes after the accept. A pass alone drops the copy.
+    pub fn remember_fresh(&self, payouts: impl IntoIterator<Item = Payout>) {
+        let mut fresh = self.fresh.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for payout in payouts {
+            if fresh.len() >= FRESH_PAYOUTS_MAX {
+                return;
+            }
+            fresh.insert(payout.id.clone(), payout);
+        }
+    }
+
+    /// Takes the kept copies of `ids` (those there are).
+    pub(crate) fn take_fresh(&self, ids: &[String]) -> std::collections::HashMap<String, Payout> {
+        let mut fresh = self.fresh.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if fresh.is_empty() {
+            return std::collections::HashMap::new();
+        }
+        ids.iter().filter_map(|id| fresh.remove(id).map(|payout| (id.clone(), payout))).collect()
+    }
+
+    /// Payouts kept for their first pass now ([`Engine::remember_fresh`]).
+    pub fn fresh_count(&self) -> usize {
+        self.fresh.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
     }
 
     /// Reads the time from `clock` instead of the system's (the deterministic simulation).
@@ -1541,6 +1579,8 @@ impl Engine {
     /// its next inquiry. Returns the state it stopped in.
     pub async fn run(&self, id: &str) -> Result<State, EngineError> {
         use tracing::Instrument;
+        // Alone, the pass reads the payout under its claim: a copy kept for a group goes.
+        self.fresh.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(id);
         let span = tracing::info_span!("payout", payout_id = %id, engine = %self.settings.owner);
         self.run_claimed(id).instrument(span).await
     }

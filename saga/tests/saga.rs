@@ -1549,6 +1549,51 @@ async fn a_group_leaves_a_payout_another_engine_holds() {
     }
 }
 
+/// A group plans the payouts the intake has just moved from the copies it kept of them, and a copy
+/// gone stale is harmless: a payout cancelled after its copy was kept is left out by the group's
+/// claim (never sent, still cancelled) while the others go through the group; a pass alone drops
+/// its payout's copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_leaves_a_payout_its_kept_copy_no_longer_describes() {
+    for db in common::databases().await {
+        let world = World::new();
+        let (seen, hook) = recording_hook();
+        let engine = world.engine(&db.store, "engine-fresh", Some(hook));
+        engine.ensure_accounts().await.unwrap();
+        engine.fund_psp("demo-psp", Money::from_minor(100_000_000, c("USD")), "wire-1").await.unwrap();
+        let ids = accept_eur_payouts(&engine, "kept", 3).await;
+        let mut copies = Vec::new();
+        for id in &ids {
+            copies.push(engine.payout(id).await.unwrap());
+        }
+        engine.remember_fresh(copies);
+        assert_eq!(engine.fresh_count(), 3, "{}", db.name);
+        // The second is cancelled after its copy was kept: the copy still says `accepted`.
+        engine.cancel("demo-psp", &ids[1]).await.unwrap();
+        let results = engine.run_group(&ids).await;
+        assert_eq!(results.len(), ids.len(), "{}: {results:?}", db.name);
+        for (id, result) in &results {
+            if *id == ids[1] {
+                assert!(!matches!(result, Ok(State::Completed)), "{}: {result:?}", db.name);
+            } else {
+                assert!(matches!(result, Ok(State::Completed)), "{}: {id} {result:?}", db.name);
+            }
+        }
+        assert_grouped(&seen, db.name);
+        assert_eq!(engine.fresh_count(), 0, "{}", db.name);
+        assert_eq!(engine.payout(&ids[1]).await.unwrap().state, State::Cancelled, "{}", db.name);
+        assert_eq!(world.executions("sepa-inst", &ids[1]), 0, "{}", db.name);
+
+        // Alone, a pass reads its payout under its claim and drops the copy.
+        let alone = accept_eur_payouts(&engine, "kept-alone", 1).await;
+        engine.remember_fresh([engine.payout(&alone[0]).await.unwrap()]);
+        assert_eq!(engine.run(&alone[0]).await.unwrap(), State::Completed, "{}", db.name);
+        assert_eq!(engine.fresh_count(), 0, "{}", db.name);
+        let report = verify::verify(&db.store).await.unwrap();
+        assert!(report.ok(), "{}: {report:?}", db.name);
+    }
+}
+
 /// A rail's daily cap holds in the reservation's transaction, alone and in groups, whatever
 /// routing believed: a leg that would pass it is not sent (the payout re-routes, here to no other
 /// rail, and fails saying why); a definitive reject gives its share back.
