@@ -693,11 +693,15 @@ impl Engine {
     /// stale meanwhile does no harm: the group's claim reads each row's state, risk, route and
     /// lease under the transaction's lock and leaves out any payout no longer at the start, and
     /// nothing else a plan uses changes after the accept. A pass alone drops the copy.
+    ///
+    /// At [`FRESH_PAYOUTS_MAX`] every copy kept so far is forgotten first: a copy whose first pass
+    /// never took it (a kick for a saga already running, an engine stopping) would otherwise stay,
+    /// and enough of them would end the keeping for good. A forgotten copy costs only a read.
     pub fn remember_fresh(&self, payouts: impl IntoIterator<Item = Payout>) {
         let mut fresh = self.fresh.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for payout in payouts {
             if fresh.len() >= FRESH_PAYOUTS_MAX {
-                return;
+                fresh.clear();
             }
             fresh.insert(payout.id.clone(), payout);
         }

@@ -1584,6 +1584,18 @@ async fn a_group_leaves_a_payout_its_kept_copy_no_longer_describes() {
         assert_eq!(engine.payout(&ids[1]).await.unwrap().state, State::Cancelled, "{}", db.name);
         assert_eq!(world.executions("sepa-inst", &ids[1]), 0, "{}", db.name);
 
+        // At the bound the copies kept so far are forgotten, not the new ones refused: copies no
+        // pass takes cannot end the keeping.
+        let stray = engine.payout(&ids[0]).await.unwrap();
+        engine.remember_fresh(
+            (0..railyard_saga::FRESH_PAYOUTS_MAX).map(|index| Payout { id: format!("stray-{index}"), ..stray.clone() }),
+        );
+        assert_eq!(engine.fresh_count(), railyard_saga::FRESH_PAYOUTS_MAX, "{}", db.name);
+        engine.remember_fresh([Payout { id: "one-more".into(), ..stray.clone() }]);
+        assert_eq!(engine.fresh_count(), 1, "{}", db.name);
+        engine.run_group(&["one-more".to_string()]).await;
+        assert_eq!(engine.fresh_count(), 0, "{}", db.name);
+
         // Alone, a pass reads its payout under its claim and drops the copy.
         let alone = accept_eur_payouts(&engine, "kept-alone", 1).await;
         engine.remember_fresh([engine.payout(&alone[0]).await.unwrap()]);
