@@ -2306,7 +2306,9 @@ impl Engine {
                 }
             }
             let mut next = route.clone();
-            next.excluded_rails.push(operator.clone());
+            if !rejection.code.same_rail_may_succeed() {
+                next.excluded_rails.push(operator.clone());
+            }
             let changes = Changes {
                 route: Some(next),
                 attempt: Some(payout.attempt + 1),
@@ -2321,7 +2323,9 @@ impl Engine {
             // on from there by another route, or return the payout.
             if attempts_left && rejection.code.another_route_may_succeed() {
                 let mut excluded = route.excluded_rails.clone();
-                excluded.push(operator.clone());
+                if !rejection.code.same_rail_may_succeed() {
+                    excluded.push(operator.clone());
+                }
                 if let Some(rest) = self.remainder_route(payout, route, index, &excluded) {
                     let detail = format!(
                         "{detail}; re-routing the remaining {} via {}",

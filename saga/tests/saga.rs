@@ -1510,6 +1510,54 @@ async fn no_route_says_why_each_rail_was_out() {
     }
 }
 
+/// A leg whose answer did not come in time is recalled. When the rail cancels it (RJCT DS24: the
+/// payment never reached it), nothing executed and the rail is not at fault: the payout tries again
+/// under a new attempt's key and may use the same rail, here the only one for its corridor. The
+/// attempts stay bounded: a rail that loses every request fails the payout, having paid nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leg_cancelled_on_our_recall_tries_the_same_rail_again() {
+    for db in common::databases().await {
+        let world = World::new();
+        let engine = world.engine(&db.store, "engine-a", None);
+        engine.ensure_accounts().await.unwrap();
+        engine.fund_psp("demo-psp", Money::from_minor(10_000_000, c("EUR")), "wire-eur").await.unwrap();
+        let sepa = world.sandbox("sepa-inst").sandbox();
+        let request = PayoutRequest { source: c("EUR"), amount: Money::from_minor(10_000, c("EUR")), ..eur_payout(0) };
+
+        sepa.faults.force(Fault::RequestLost).unwrap();
+        let id = engine.accept("demo-psp", "recalled-once", &request).await.unwrap().payout_id;
+        let state = drive_to_rest(&engine, &id).await;
+        let payout = engine.payout(&id).await.unwrap();
+        assert_eq!(state, State::Completed, "{}: {:?}", db.name, payout.reason);
+        assert_eq!(payout.attempt, 1, "{}", db.name);
+        assert_eq!(payout.route.as_ref().unwrap().legs[0].operator, "sepa-inst", "{}", db.name);
+        assert_eq!(world.executions("sepa-inst", &id), 1, "{}", db.name);
+        let trail = trail(&db.store, &payout).await;
+        assert!(
+            trail
+                .iter()
+                .any(|line| line.contains("rejected by sepa-inst: cancelled (DS24)") && line.ends_with("; re-routing")),
+            "{}: {trail:#?}",
+            db.name
+        );
+
+        // Each attempt cancelled the same way, without the timeout: a lost request would spend
+        // the next forced fault on its recall.
+        for _ in 0..3 {
+            sepa.faults.force(Fault::Reject { code: "DS24".into() }).unwrap();
+        }
+        let id = engine.accept("demo-psp", "recalled-always", &request).await.unwrap().payout_id;
+        assert_eq!(drive_to_rest(&engine, &id).await, State::Failed, "{}", db.name);
+        let payout = engine.payout(&id).await.unwrap();
+        assert_eq!(payout.attempt, 2, "{}", db.name);
+        assert!(payout.reason.as_deref().unwrap().contains("cancelled (DS24)"), "{}: {:?}", db.name, payout.reason);
+        assert_eq!(world.executions("sepa-inst", &id), 0, "{}", db.name);
+        drain(&sepa);
+        let report = verify::verify(&db.store).await.unwrap();
+        assert!(report.ok(), "{}: {report:?}", db.name);
+    }
+}
+
 /// A group leases what it can: a payout another live engine holds is left to that engine
 /// (answered `Leased`, untouched), the others go through the group.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

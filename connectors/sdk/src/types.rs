@@ -327,7 +327,7 @@ impl ReasonCode {
     }
 
     /// Whether a payout may try another route after this rejection (the fault was the rail's or
-    /// the rail's limits', not the beneficiary's).
+    /// the rail's limits', or nobody's, not the beneficiary's).
     pub fn another_route_may_succeed(self) -> bool {
         matches!(
             self,
@@ -338,7 +338,17 @@ impl ReasonCode {
                 | ReasonCode::InsufficientFunds
                 | ReasonCode::RailUnavailable
                 | ReasonCode::Timeout
+                | ReasonCode::Cancelled
         )
+    }
+
+    /// Whether the rejection says nothing against the rail, so that the payout's next route may
+    /// use the same rail again (under a new idempotency key). A payment cancelled on our own
+    /// request before it executed is one: a connector recalls a payment whose answer did not come
+    /// within its timeout, most often because the request was late leaving our side, and the rail
+    /// then cancels it for good (ISO 20022 `DS24`), so it can never execute.
+    pub fn same_rail_may_succeed(self) -> bool {
+        matches!(self, ReasonCode::Cancelled)
     }
 }
 
