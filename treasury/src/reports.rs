@@ -176,14 +176,15 @@ fn invalid(file: &str, at: impl Into<String>, reason: impl Into<String>) -> Repo
 const ISO_PREFIX: &str = "urn:iso:std:iso:20022:tech:xsd:";
 
 fn read_xml(file: &str, bytes: &[u8]) -> Result<Report, ReportError> {
-    let root = xml::parse_within(bytes, Limits::STATEMENT)
+    let xml = xml::parse_within(bytes, Limits::STATEMENT)
         .map_err(|error| ReportError::UnknownFormat { file: file.into(), reason: error.to_string() })?;
-    let message_type = root.namespace.strip_prefix(ISO_PREFIX).unwrap_or("").to_string();
+    let root = xml.root();
+    let message_type = root.namespace().strip_prefix(ISO_PREFIX).unwrap_or("").to_string();
     if message_type.starts_with("camt.053")
         || message_type.starts_with("camt.054")
         || message_type.starts_with("camt.052")
     {
-        return read_camt(file, &root, &message_type);
+        return read_camt(file, root, &message_type);
     }
     // A status report (bare or in the RTP envelope) goes through the instant rail's reader.
     match iso20022::parse(bytes) {
@@ -241,17 +242,17 @@ fn read_xml(file: &str, bytes: &[u8]) -> Result<Report, ReportError> {
 }
 
 /// Texts at `path` under `element`, ignoring the placeholder `NOTPROVIDED`.
-fn reference_at(element: &Element, path: &str) -> Option<String> {
+fn reference_at(element: Element<'_>, path: &str) -> Option<String> {
     element.text_at(path).filter(|text| !text.eq_ignore_ascii_case("NOTPROVIDED")).map(str::to_string)
 }
 
-fn camt_amount(file: &str, at: &str, element: &Element) -> Result<Money, ReportError> {
+fn camt_amount(file: &str, at: &str, element: Element<'_>) -> Result<Money, ReportError> {
     let code = element.attribute("Ccy").ok_or_else(|| invalid(file, at, "amount without a Ccy attribute"))?;
     let currency = Currency::from_code(code).map_err(|error| invalid(file, at, error.to_string()))?;
-    Money::parse(element.text.trim(), currency, Sign::Any).map_err(|error| invalid(file, at, error.to_string()))
+    Money::parse(element.text().trim(), currency, Sign::Any).map_err(|error| invalid(file, at, error.to_string()))
 }
 
-fn camt_date(element: Option<&Element>) -> Option<(NaiveDate, Option<DateTime<Utc>>)> {
+fn camt_date(element: Option<Element<'_>>) -> Option<(NaiveDate, Option<DateTime<Utc>>)> {
     let element = element?;
     if let Some(text) = element.text_at("Dt") {
         return NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().map(|date| (date, None));
@@ -269,9 +270,9 @@ fn direction(text: Option<&str>) -> Option<Direction> {
     }
 }
 
-fn read_camt(file: &str, root: &Element, message_type: &str) -> Result<Report, ReportError> {
-    let document = root.children.first().ok_or_else(|| invalid(file, "Document", "empty document"))?;
-    let (kind, container) = match document.name.as_str() {
+fn read_camt(file: &str, root: Element<'_>, message_type: &str) -> Result<Report, ReportError> {
+    let document = root.first_child().ok_or_else(|| invalid(file, "Document", "empty document"))?;
+    let (kind, container) = match document.name() {
         "BkToCstmrStmt" => (ReportKind::BankStatement, "Stmt"),
         "BkToCstmrDbtCdtNtfctn" => (ReportKind::BankNotification, "Ntfctn"),
         "BkToCstmrAcctRpt" => (ReportKind::BankNotification, "Rpt"),
@@ -279,7 +280,7 @@ fn read_camt(file: &str, root: &Element, message_type: &str) -> Result<Report, R
     };
     let mut report =
         Report { file: file.into(), kind, account: None, coverage: None, lines: Vec::new(), notes: Vec::new() };
-    for (statement_index, statement) in document.children.iter().filter(|child| child.name == container).enumerate() {
+    for (statement_index, statement) in document.children().filter(|child| child.name() == container).enumerate() {
         let statement_at = format!("{container} {}", statement_index + 1);
         let account =
             statement.text_at("Acct/Id/IBAN").or_else(|| statement.text_at("Acct/Id/Othr/Id")).map(str::to_string);
@@ -298,7 +299,7 @@ fn read_camt(file: &str, root: &Element, message_type: &str) -> Result<Report, R
                 });
             }
         }
-        for (entry_index, entry) in statement.children.iter().filter(|child| child.name == "Ntry").enumerate() {
+        for (entry_index, entry) in statement.children().filter(|child| child.name() == "Ntry").enumerate() {
             let entry_at = format!("{statement_at} / Ntry {}", entry_index + 1);
             read_entry(file, &entry_at, entry, &mut report)?;
             if report.lines.len() > REPORT_LINES_MAX {
@@ -309,7 +310,7 @@ fn read_camt(file: &str, root: &Element, message_type: &str) -> Result<Report, R
     Ok(report)
 }
 
-fn read_entry(file: &str, at: &str, entry: &Element, report: &mut Report) -> Result<(), ReportError> {
+fn read_entry(file: &str, at: &str, entry: Element<'_>, report: &mut Report) -> Result<(), ReportError> {
     let amount_element = entry.child("Amt").ok_or_else(|| invalid(file, at, "entry without Amt"))?;
     let amount = camt_amount(file, &format!("{at} / Amt"), amount_element)?;
     let entry_direction = direction(entry.text_at("CdtDbtInd"));
@@ -329,11 +330,11 @@ fn read_entry(file: &str, at: &str, entry: &Element, report: &mut Report) -> Res
     let entry_text = entry.text_at("AddtlNtryInf").unwrap_or("").to_string();
     let mut entry_references: Vec<String> = Vec::new();
     entry_references.extend(reference_at(entry, "NtryRef"));
-    let mut details: Vec<&Element> = Vec::new();
-    for entry_details in entry.children.iter().filter(|child| child.name == "NtryDtls") {
-        details.extend(entry_details.children.iter().filter(|child| child.name == "TxDtls"));
+    let mut details: Vec<Element<'_>> = Vec::new();
+    for entry_details in entry.children().filter(|child| child.name() == "NtryDtls") {
+        details.extend(entry_details.children().filter(|child| child.name() == "TxDtls"));
     }
-    let transaction = |detail: &Element| -> Vec<String> {
+    let transaction = |detail: Element<'_>| -> Vec<String> {
         [
             "Refs/UETR",
             "Refs/EndToEndId",
@@ -348,11 +349,11 @@ fn read_entry(file: &str, at: &str, entry: &Element, report: &mut Report) -> Res
         .filter_map(|path| reference_at(detail, path))
         .collect()
     };
-    let remittance = |detail: &Element| -> String {
+    let remittance = |detail: Element<'_>| -> String {
         let mut texts = Vec::new();
-        for unstructured in detail.path("RmtInf").map(|info| info.children.as_slice()).unwrap_or(&[]) {
-            if unstructured.name == "Ustrd" && !unstructured.text.trim().is_empty() {
-                texts.push(unstructured.text.trim().to_string());
+        for unstructured in detail.path("RmtInf").into_iter().flat_map(|info| info.children()) {
+            if unstructured.name() == "Ustrd" && !unstructured.text().trim().is_empty() {
+                texts.push(unstructured.text().trim().to_string());
             }
         }
         texts.extend(detail.text_at("AddtlTxInf").map(str::to_string));
@@ -387,7 +388,7 @@ fn read_entry(file: &str, at: &str, entry: &Element, report: &mut Report) -> Res
         if sum != Some(amount.minor_units()) {
             report.notes.push(format!("{at}: the transactions do not add up to the entry's {amount}"));
         }
-        for (index, (detail, detail_amount)) in details.iter().zip(&amounts).enumerate() {
+        for (index, (&detail, detail_amount)) in details.iter().zip(&amounts).enumerate() {
             let Some(detail_amount) = detail_amount else { continue };
             let mut references = transaction(detail);
             references.extend(entry_references.iter().cloned());
@@ -406,9 +407,9 @@ fn read_entry(file: &str, at: &str, entry: &Element, report: &mut Report) -> Res
         return Ok(());
     }
     // One transaction (or a batch without amounts per transaction): the entry is the line.
-    let mut references: Vec<String> = details.iter().flat_map(|detail| transaction(detail)).collect();
+    let mut references: Vec<String> = details.iter().flat_map(|&detail| transaction(detail)).collect();
     references.extend(entry_references);
-    let texts: Vec<String> = details.iter().map(|detail| remittance(detail)).collect();
+    let texts: Vec<String> = details.iter().map(|&detail| remittance(detail)).collect();
     if let Some(Some(detail_amount)) = amounts.first()
         && details.len() == 1
         && *detail_amount != amount

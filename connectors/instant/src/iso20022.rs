@@ -669,7 +669,7 @@ pub fn emit_system_event(message: &SystemEvent, from: &str, to: &str) -> String 
 // Reading.
 
 struct Reader<'a> {
-    root: &'a Element,
+    root: Element<'a>,
     message_type: String,
 }
 
@@ -695,7 +695,7 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| ParseError::Missing { message_type: self.message_type.clone(), path: path.into() })?;
         let code = element.attribute("Ccy").ok_or_else(|| self.invalid(path, "no Ccy attribute".into()))?;
         let currency = Currency::from_code(code).map_err(|error| self.invalid(path, error.to_string()))?;
-        Money::parse(element.text.trim(), currency, Sign::Positive)
+        Money::parse(element.text().trim(), currency, Sign::Positive)
             .map_err(|error| self.invalid(path, error.to_string()))
     }
 
@@ -732,28 +732,27 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 
 /// Reads a message: RTP envelope or bare ISO document.
 pub fn parse(bytes: &[u8]) -> Result<Parsed, ParseError> {
-    let root = parse_xml(bytes)?;
-    let (profile, document) = if root.name == "Message" && *root.namespace == *TCH {
+    let xml = parse_xml(bytes)?;
+    let root = xml.root();
+    let (profile, document) = if root.name() == "Message" && root.namespace() == TCH {
         // The body is the element after AppHdr; its single child is the ISO message root.
         let body = root
-            .children
-            .iter()
-            .find(|child| child.name != "AppHdr")
-            .and_then(|wrapper| wrapper.children.first())
+            .children()
+            .find(|child| child.name() != "AppHdr")
+            .and_then(|wrapper| wrapper.first_child())
             .ok_or_else(|| ParseError::Missing { message_type: "Message".into(), path: "Message/<body>".into() })?;
         (Profile::Rtp, body)
-    } else if root.name == "Document" && root.namespace.starts_with(PREFIX) {
+    } else if root.name() == "Document" && root.namespace().starts_with(PREFIX) {
         let body = root
-            .children
-            .first()
+            .first_child()
             .ok_or_else(|| ParseError::Missing { message_type: "Document".into(), path: "Document/<body>".into() })?;
         (Profile::Iso, body)
     } else {
-        return Err(ParseError::UnknownMessage { name: root.name.clone(), namespace: root.namespace.to_string() });
+        return Err(ParseError::UnknownMessage { name: root.name().into(), namespace: root.namespace().into() });
     };
-    let message_type = document.namespace.strip_prefix(PREFIX).unwrap_or(&document.namespace).to_string();
+    let message_type = document.namespace().strip_prefix(PREFIX).unwrap_or(document.namespace()).to_string();
     let reader = Reader { root: document, message_type: message_type.clone() };
-    let message = match (document.name.as_str(), message_type.get(..8)) {
+    let message = match (document.name(), message_type.get(..8)) {
         ("FIToFICstmrCdtTrf", Some("pacs.008")) => Message::CreditTransfer(read_credit_transfer(&reader)?),
         ("FICdtTrf", Some("pacs.009")) => Message::InstitutionTransfer(read_institution_transfer(&reader)?),
         ("FIToFIPmtStsRpt", Some("pacs.002")) => Message::StatusReport(read_status_report(&reader)?),
@@ -762,8 +761,8 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, ParseError> {
         ("SysEvtNtfctn", Some("admi.004")) => Message::SystemEvent(read_system_event(&reader)?),
         _ => {
             return Err(ParseError::UnknownMessage {
-                name: document.name.clone(),
-                namespace: document.namespace.to_string(),
+                name: document.name().into(),
+                namespace: document.namespace().into(),
             });
         }
     };
@@ -905,9 +904,9 @@ fn read_cancellation(reader: &Reader<'_>) -> Result<CancellationRequest, ParseEr
 fn read_system_event(reader: &Reader<'_>) -> Result<SystemEvent, ParseError> {
     let mut parameters = Vec::new();
     if let Some(information) = reader.root.child("EvtInf") {
-        for child in &information.children {
-            if child.name == "EvtParam" {
-                parameters.push(child.text.trim().to_string());
+        for child in information.children() {
+            if child.name() == "EvtParam" {
+                parameters.push(child.text().trim().to_string());
             }
         }
     }
@@ -985,8 +984,9 @@ pub struct Validation {
 
 /// The schema file (under `schemas/`) that governs a message, chosen by its root namespace.
 pub fn schema_for(bytes: &[u8]) -> Result<&'static str, ValidateError> {
-    let root = parse_xml(bytes)?;
-    if root.name == "Message" && *root.namespace == *TCH {
+    let xml = parse_xml(bytes)?;
+    let root = xml.root();
+    if root.name() == "Message" && root.namespace() == TCH {
         return Ok("rtp/messages.xsd");
     }
     let iso: BTreeMap<&str, &str> = SCHEMAS
@@ -996,15 +996,15 @@ pub fn schema_for(bytes: &[u8]) -> Result<&'static str, ValidateError> {
             Some((file.strip_suffix(".xsd")?, *path))
         })
         .collect();
-    if root.name == "Document"
-        && let Some(version) = root.namespace.strip_prefix(PREFIX)
+    if root.name() == "Document"
+        && let Some(version) = root.namespace().strip_prefix(PREFIX)
         && let Some(path) = iso.get(version)
     {
         return Ok(path);
     }
     Err(ValidateError::NoSchema {
-        name: root.name,
-        namespace: root.namespace.to_string(),
+        name: root.name().into(),
+        namespace: root.namespace().into(),
         known: iso.keys().copied().collect::<Vec<_>>().join(", "),
     })
 }

@@ -130,15 +130,55 @@ pub fn escape_into(out: &mut String, text: &str) {
     out.push_str(rest);
 }
 
-/// An element: its namespace, local name, attributes, text and children.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Element {
-    /// Shared by every element of the document in the same namespace.
-    pub namespace: std::sync::Arc<str>,
-    pub name: String,
-    pub attributes: Vec<(String, String)>,
-    pub text: String,
-    pub children: Vec<Element>,
+/// A document read whole: every element in one array, every name, text and attribute in one
+/// string. Reading allocates a few times a document, not a few times an element.
+#[derive(Debug, Clone, Default)]
+pub struct Document {
+    nodes: Vec<Node>,
+    strings: String,
+    attributes: Vec<(Span, Span)>,
+    /// The namespaces the document uses, each once; 0 is none.
+    namespaces: Vec<String>,
+}
+
+/// A range of [`Document::strings`] (or of [`Document::attributes`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+/// No element: the end of a list of children.
+const NONE: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    namespace: u32,
+    name: Span,
+    text: Span,
+    attributes: Span,
+    first_child: u32,
+    last_child: u32,
+    next_sibling: u32,
+}
+
+/// One element of a [`Document`]: its namespace, local name, attributes, text and children.
+#[derive(Clone, Copy)]
+pub struct Element<'d> {
+    document: &'d Document,
+    index: u32,
+}
+
+impl std::fmt::Debug for Element<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Element").field("namespace", &self.namespace()).field("name", &self.name()).finish()
+    }
 }
 
 /// Why a document could not be read.
@@ -156,30 +196,112 @@ pub enum XmlError {
     Empty,
 }
 
-impl Element {
+impl Document {
+    /// The root element (a document is only returned by [`parse`] with one).
+    pub fn root(&self) -> Element<'_> {
+        Element { document: self, index: 0 }
+    }
+
+    fn str(&self, span: Span) -> &str {
+        &self.strings[span.range()]
+    }
+
+    fn push_str(&mut self, text: &str) -> Span {
+        let start = self.strings.len();
+        self.strings.push_str(text);
+        // The strings hold no more than the document's bytes (a character reference never
+        // grows), and a document is at most `Limits::STATEMENT` long.
+        Span { start: start as u32, end: self.strings.len() as u32 }
+    }
+
+    /// Adds text to an element. Its text stays one span: when something was written after it
+    /// (a child's, in mixed content, which ISO 20022 does not use), it moves to the end first.
+    fn append_text(&mut self, index: u32, piece: &str) {
+        if piece.is_empty() {
+            return;
+        }
+        let text = self.nodes[index as usize].text;
+        let joined = if text.start == text.end {
+            self.push_str(piece)
+        } else if text.end as usize == self.strings.len() {
+            Span { start: text.start, end: self.push_str(piece).end }
+        } else {
+            let start = self.strings.len() as u32;
+            self.strings.extend_from_within(text.range());
+            Span { start, end: self.push_str(piece).end }
+        };
+        self.nodes[index as usize].text = joined;
+    }
+}
+
+impl<'d> Element<'d> {
+    fn node(&self) -> &'d Node {
+        &self.document.nodes[self.index as usize]
+    }
+
+    fn at(&self, index: u32) -> Option<Element<'d>> {
+        (index != NONE).then_some(Element { document: self.document, index })
+    }
+
+    /// The local name, without a prefix.
+    pub fn name(&self) -> &'d str {
+        self.document.str(self.node().name)
+    }
+
+    /// The namespace's URI; empty when the element has none.
+    pub fn namespace(&self) -> &'d str {
+        &self.document.namespaces[self.node().namespace as usize]
+    }
+
+    /// The text as written, entities resolved; not trimmed.
+    pub fn text(&self) -> &'d str {
+        self.document.str(self.node().text)
+    }
+
+    /// The child elements in document order.
+    pub fn children(&self) -> impl Iterator<Item = Element<'d>> + use<'d> {
+        let document = self.document;
+        let mut next = self.node().first_child;
+        std::iter::from_fn(move || {
+            let child = Element { document, index: next };
+            (next != NONE).then(|| {
+                next = child.node().next_sibling;
+                child
+            })
+        })
+    }
+
+    pub fn first_child(&self) -> Option<Element<'d>> {
+        self.at(self.node().first_child)
+    }
+
     /// The first child with this local name.
-    pub fn child(&self, name: &str) -> Option<&Element> {
-        self.children.iter().find(|child| child.name == name)
+    pub fn child(&self, name: &str) -> Option<Element<'d>> {
+        self.children().find(|child| child.name() == name)
     }
 
     /// Follows a `/`-separated path of local names.
-    pub fn path(&self, path: &str) -> Option<&Element> {
-        path.split('/').filter(|part| !part.is_empty()).try_fold(self, |element, part| element.child(part))
+    pub fn path(&self, path: &str) -> Option<Element<'d>> {
+        path.split('/').filter(|part| !part.is_empty()).try_fold(*self, |element, part| element.child(part))
     }
 
     /// The trimmed text at a path, if present and not empty.
-    pub fn text_at(&self, path: &str) -> Option<&str> {
-        self.path(path).map(|element| element.text.trim()).filter(|text| !text.is_empty())
+    pub fn text_at(&self, path: &str) -> Option<&'d str> {
+        self.path(path).map(|element| element.text().trim()).filter(|text| !text.is_empty())
     }
 
-    pub fn attribute(&self, name: &str) -> Option<&str> {
-        self.attributes.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+    pub fn attribute(&self, name: &str) -> Option<&'d str> {
+        let document = self.document;
+        document.attributes[self.node().attributes.range()]
+            .iter()
+            .find(|(key, _)| document.str(*key) == name)
+            .map(|(_, value)| document.str(*value))
     }
 
     /// Every descendant (depth first) with this local name.
-    pub fn find_all<'a>(&'a self, name: &str, found: &mut Vec<&'a Element>) {
-        for child in &self.children {
-            if child.name == name {
+    pub fn find_all(&self, name: &str, found: &mut Vec<Element<'d>>) {
+        for child in self.children() {
+            if child.name() == name {
                 found.push(child);
             }
             child.find_all(name, found);
@@ -188,7 +310,7 @@ impl Element {
 }
 
 /// Reads a document into its root element, resolving namespaces.
-pub fn parse(bytes: &[u8]) -> Result<Element, XmlError> {
+pub fn parse(bytes: &[u8]) -> Result<Document, XmlError> {
     parse_within(bytes, Limits::MESSAGE)
 }
 
@@ -206,21 +328,29 @@ impl Limits {
     pub const STATEMENT: Limits = Limits { bytes_max: 64 * 1024 * 1024, elements_max: 2_000_000 };
 }
 
+/// Bytes of a message per element, about (a pacs.008 of 3.5 KB has some 80): what the element
+/// array is sized for up front.
+const BYTES_PER_ELEMENT: usize = 40;
+
 /// Reads a document within `limits`.
-pub fn parse_within(bytes: &[u8], limits: Limits) -> Result<Element, XmlError> {
-    if bytes.len() > limits.bytes_max {
+pub fn parse_within(bytes: &[u8], limits: Limits) -> Result<Document, XmlError> {
+    // Offsets into the document's strings are 32-bit.
+    if bytes.len() > limits.bytes_max || u32::try_from(bytes.len()).is_err() {
         return Err(XmlError::TooLarge { max: limits.bytes_max });
     }
     // Read in place from the slice: no copy of the document into a buffer.
     let mut reader = NsReader::from_reader(bytes);
     // Text is kept whole (entities arrive as separate events); readers trim where they look.
     reader.config_mut().trim_text(false);
-    let mut stack: Vec<Element> = Vec::new();
-    let mut root: Option<Element> = None;
-    let mut count = 0_usize;
-    // A document uses a handful of namespaces: each is allocated once.
-    let mut namespaces: Vec<std::sync::Arc<str>> = Vec::new();
-    let no_namespace: std::sync::Arc<str> = std::sync::Arc::from("");
+    let mut document = Document {
+        nodes: Vec::with_capacity((bytes.len() / BYTES_PER_ELEMENT).clamp(8, limits.elements_max)),
+        strings: String::with_capacity(bytes.len() / 2),
+        attributes: Vec::new(),
+        namespaces: vec![String::new()],
+    };
+    // The open elements, innermost last.
+    let mut stack: Vec<u32> = Vec::with_capacity(32);
+    let mut closed_root = false;
     loop {
         let position = reader.buffer_position();
         let malformed = |reason: String| XmlError::Malformed { position, reason };
@@ -231,95 +361,112 @@ pub fn parse_within(bytes: &[u8], limits: Limits) -> Result<Element, XmlError> {
                 let namespace = match resolved {
                     ResolveResult::Bound(namespace) => {
                         let uri: &str = namespace.as_ref();
-                        match namespaces.iter().find(|known| &***known == uri) {
-                            Some(known) => known.clone(),
+                        match document.namespaces.iter().position(|known| known == uri) {
+                            Some(known) => known as u32,
                             None => {
-                                namespaces.push(std::sync::Arc::from(uri));
-                                namespaces[namespaces.len() - 1].clone()
+                                document.namespaces.push(uri.to_string());
+                                (document.namespaces.len() - 1) as u32
                             }
                         }
                     }
-                    ResolveResult::Unbound => no_namespace.clone(),
+                    ResolveResult::Unbound => 0,
                     ResolveResult::Unknown(prefix) => {
                         return Err(malformed(format!("undeclared namespace prefix {:?}", prefix)));
                     }
                 };
-                if root.is_some() {
+                if closed_root {
                     return Err(malformed("content after the root element".into()));
                 }
-                count += 1;
-                if count > limits.elements_max {
+                if document.nodes.len() >= limits.elements_max {
                     return Err(XmlError::TooManyElements { max: limits.elements_max });
                 }
                 if stack.len() >= DEPTH_MAX {
                     return Err(XmlError::TooDeep);
                 }
-                let mut element =
-                    Element { namespace, name: start.local_name().as_ref().to_string(), ..Element::default() };
+                let name = document.push_str(start.local_name().as_ref());
+                let first_attribute = document.attributes.len() as u32;
                 for attribute in start.attributes() {
                     let attribute = attribute.map_err(|error| malformed(error.to_string()))?;
                     if attribute.key.as_ref().starts_with("xmlns") {
                         continue;
                     }
-                    let key = attribute.key.local_name().as_ref().to_string();
+                    let key = document.push_str(attribute.key.local_name().as_ref());
                     let value = attribute
                         .normalized_value(XmlVersion::Implicit1_0)
-                        .map_err(|error| malformed(error.to_string()))?
-                        .into_owned();
-                    element.attributes.push((key, value));
+                        .map_err(|error| malformed(error.to_string()))?;
+                    let value = document.push_str(&value);
+                    document.attributes.push((key, value));
                 }
-                stack.push(element);
+                let index = document.nodes.len() as u32;
+                document.nodes.push(Node {
+                    namespace,
+                    name,
+                    text: Span::default(),
+                    attributes: Span { start: first_attribute, end: document.attributes.len() as u32 },
+                    first_child: NONE,
+                    last_child: NONE,
+                    next_sibling: NONE,
+                });
+                if let Some(&parent) = stack.last() {
+                    let last = document.nodes[parent as usize].last_child;
+                    match last {
+                        NONE => document.nodes[parent as usize].first_child = index,
+                        last => document.nodes[last as usize].next_sibling = index,
+                    }
+                    document.nodes[parent as usize].last_child = index;
+                }
+                stack.push(index);
                 if empty {
-                    close(&mut stack, &mut root);
+                    stack.pop();
+                    closed_root = stack.is_empty();
                 }
             }
-            Event::End(_) => close(&mut stack, &mut root),
+            Event::End(_) => {
+                stack.pop();
+                closed_root = stack.is_empty();
+            }
             Event::Text(text) => {
                 // Whitespace after an element's first child is layout between children (ISO
                 // 20022 has no mixed content), not the element's text.
-                if let Some(top) = stack.last_mut()
-                    && (top.children.is_empty() || !text.as_ref().bytes().all(|byte| byte.is_ascii_whitespace()))
+                if let Some(&top) = stack.last()
+                    && (document.nodes[top as usize].first_child == NONE
+                        || !text.as_ref().bytes().all(|byte| byte.is_ascii_whitespace()))
                 {
-                    top.text.push_str(&text.xml10_content());
+                    document.append_text(top, &text.xml10_content());
                 }
             }
             Event::CData(data) => {
-                if let Some(top) = stack.last_mut() {
-                    top.text.push_str(&data.xml10_content());
+                if let Some(&top) = stack.last() {
+                    document.append_text(top, &data.xml10_content());
                 }
             }
             Event::GeneralRef(reference) => {
+                let mut buffer = [0_u8; 4];
                 let resolved = match reference.resolve_char_ref().map_err(|error| malformed(error.to_string()))? {
-                    Some(character) => character.to_string(),
+                    Some(character) => &*character.encode_utf8(&mut buffer),
                     None => match resolve_predefined_entity(&reference.xml10_content()) {
-                        Some(text) => text.to_string(),
+                        Some(text) => text,
                         None => return Err(malformed(format!("unknown entity &{};", reference.xml10_content()))),
                     },
                 };
-                if let Some(top) = stack.last_mut() {
-                    top.text.push_str(&resolved);
+                if let Some(&top) = stack.last() {
+                    document.append_text(top, resolved);
                 }
             }
             Event::Eof => break,
             _ => {}
         }
     }
-    if !stack.is_empty() {
+    if let Some(&open) = stack.last() {
         return Err(XmlError::Malformed {
             position: reader.buffer_position(),
-            reason: format!("element <{}> is not closed", stack.last().map(|e| e.name.as_str()).unwrap_or("")),
+            reason: format!("element <{}> is not closed", Element { document: &document, index: open }.name()),
         });
     }
-    root.ok_or(XmlError::Empty)
-}
-
-fn close(stack: &mut Vec<Element>, root: &mut Option<Element>) {
-    if let Some(done) = stack.pop() {
-        match stack.last_mut() {
-            Some(parent) => parent.children.push(done),
-            None => *root = Some(done),
-        }
+    if document.nodes.is_empty() {
+        return Err(XmlError::Empty);
     }
+    Ok(document)
 }
 
 #[cfg(test)]
@@ -333,15 +480,60 @@ mod tests {
         writer.open_in("", "Body", &[]).leaf("Nm", &[("lang", "fr \"x\"")], "A & B <c> 'd'").close();
         let text = writer.finish();
         assert!(text.contains(r#"<Nm lang="fr &quot;x&quot;">A &amp; B &lt;c&gt; &apos;d&apos;</Nm>"#), "{text}");
-        let root = parse(text.as_bytes()).unwrap();
+        let document = parse(text.as_bytes()).unwrap();
+        let root = document.root();
         let name = root.path("Body/Nm").unwrap();
-        assert_eq!(name.text, "A & B <c> 'd'");
+        assert_eq!(name.text(), "A & B <c> 'd'");
         assert_eq!(name.attribute("lang"), Some("fr \"x\""));
-        // One namespace, one allocation shared by every element in it.
-        assert_eq!(&*name.namespace, "urn:example:a");
-        assert!(std::sync::Arc::ptr_eq(&root.namespace, &name.namespace));
+        assert_eq!(name.attribute("xmlns"), None);
+        assert_eq!(name.namespace(), "urn:example:a");
         // Layout between children is not text; text before the first child is kept as it was.
-        assert!(root.text.trim().is_empty());
-        assert_eq!(root.child("Body").unwrap().text, "\n    ");
+        assert!(root.text().trim().is_empty());
+        assert_eq!(root.child("Body").unwrap().text(), "\n    ");
+    }
+
+    #[test]
+    fn elements_keep_their_order_namespaces_and_text() {
+        let text = r#"<a:Doc xmlns:a="urn:a" xmlns="urn:b"><One n="1">x&#x263A;y</One><Two/><One n="2"><![CDATA[<raw>]]></One>
+            <a:Three>mixed<Inner>i</Inner>&amp; more</a:Three></a:Doc>"#;
+        let document = parse(text.as_bytes()).unwrap();
+        let root = document.root();
+        assert_eq!((root.namespace(), root.name()), ("urn:a", "Doc"));
+        let names: Vec<(&str, &str)> = root.children().map(|child| (child.namespace(), child.name())).collect();
+        assert_eq!(names, [("urn:b", "One"), ("urn:b", "Two"), ("urn:b", "One"), ("urn:a", "Three")]);
+        assert_eq!(root.child("One").unwrap().text(), "x\u{263A}y");
+        let mut ones = Vec::new();
+        root.find_all("One", &mut ones);
+        assert_eq!(ones.iter().map(|one| one.attribute("n").unwrap()).collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(ones[1].text(), "<raw>");
+        assert_eq!(root.text_at("Two"), None);
+        assert!(root.child("Two").unwrap().first_child().is_none());
+        // Text on both sides of a child is one text (ISO 20022 has none; other XML may).
+        let three = root.child("Three").unwrap();
+        assert_eq!(three.text(), "mixed& more");
+        assert_eq!(three.text_at("Inner"), Some("i"));
+        assert_eq!(root.path("Three/Inner/Nothing").map(|element| element.name()), None);
+    }
+
+    #[test]
+    fn a_malformed_document_says_why() {
+        let cases: [(&str, &str); 5] = [
+            ("<a><b></a>", "malformed"),
+            ("<a>", "is not closed"),
+            ("<a/><b/>", "content after the root element"),
+            ("<p:a/>", "undeclared namespace prefix"),
+            ("<a>&nope;</a>", "unknown entity"),
+        ];
+        for (text, reason) in cases {
+            let error = parse(text.as_bytes()).unwrap_err().to_string();
+            assert!(error.contains(reason), "{text}: {error}");
+        }
+        assert_eq!(parse(b"  ").unwrap_err(), XmlError::Empty);
+        let deep = "<a>".repeat(DEPTH_MAX + 1);
+        assert_eq!(parse(deep.as_bytes()).unwrap_err(), XmlError::TooDeep);
+        let many = format!("<a>{}</a>", "<b/>".repeat(10));
+        let limits = Limits { bytes_max: 1024, elements_max: 10 };
+        assert_eq!(parse_within(many.as_bytes(), limits).unwrap_err(), XmlError::TooManyElements { max: 10 });
+        assert_eq!(parse_within(&[b' '; 1025], limits).unwrap_err(), XmlError::TooLarge { max: 1024 });
     }
 }
