@@ -151,6 +151,8 @@ impl Journal {
                 let attach = attach.clone();
                 Box::pin(async move {
                     crate::prepare(connection, Dialect::Sqlite, durability, crate::JOURNAL_BUSY_MS).await?;
+                    // The intake's writes, and reads of one payout each.
+                    crate::keep_statement_journals_in_memory(connection).await?;
                     // After the pragmas, which would otherwise apply to the database too.
                     if let Some(file) = attach {
                         sqlx::query(ATTACH).bind(file).execute(connection).await?;

@@ -610,6 +610,7 @@ impl Store {
         let (steps, barrier, queue) = if !memory && dialect == Dialect::Sqlite {
             let mut connection = AnyConnection::connect_with(&connect).await?;
             prepare(&mut connection, dialect, Durability::Normal, busy_ms).await?;
+            keep_statement_journals_in_memory(&mut connection).await?;
             let steps = Steps::Dedicated(Arc::new(tokio::sync::Mutex::new(Some(connection))));
             let barrier = match durability {
                 Durability::Full => {
@@ -929,6 +930,19 @@ pub(crate) async fn prepare(
     )))
     .execute(connection)
     .await?;
+    Ok(())
+}
+
+/// For a SQLite connection that only writes (the steps' and the intake's): the copies of the
+/// pages a statement or a savepoint changes, kept so that it can be undone alone, stay in memory.
+/// SQLite otherwise moves them to a file under `/var/tmp` past 64 KiB, which a group's
+/// multi-row statements pass several times a group: a file created, written and deleted each
+/// time (see BENCHMARKS.md). What they hold is bounded by what one statement of ours changes, and
+/// that by the group and batch bounds (256 sagas, 256 intake requests, `bulk::IN_MAX`).
+/// Temporary tables and sorts would be held in memory too, so the connections that serve reads
+/// (reports, listings) keep the default.
+pub(crate) async fn keep_statement_journals_in_memory(connection: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql("PRAGMA temp_store = MEMORY").execute(connection).await?;
     Ok(())
 }
 

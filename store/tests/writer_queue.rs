@@ -136,3 +136,23 @@ async fn a_step_behind_a_long_one_waits_past_the_busy_timeout() {
         let _ = std::fs::remove_dir_all(&directory);
     }
 }
+
+/// The writer's statement journals stay in memory (`temp_store = MEMORY`): a group's multi-row
+/// statements would otherwise spill them to a file under `/var/tmp` several times a group. The
+/// pool that serves reads keeps SQLite's default, so a large sort does not grow the process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_keeps_its_statement_journals_in_memory_and_readers_do_not() {
+    let directory = std::env::temp_dir().join(format!("railyard-temp-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    std::fs::create_dir_all(&directory).unwrap();
+    let store = Store::open(&format!("sqlite:{}", directory.join("temp.db").display()), &StoreOptions::default())
+        .await
+        .unwrap();
+    // 0 is the default (the build's choice: files), 2 is memory.
+    let mut step = store.begin_step().await.unwrap();
+    let writer: i64 = sqlx::query_scalar("PRAGMA temp_store").fetch_one(&mut *step).await.unwrap();
+    step.commit().await.unwrap();
+    let reader: i64 = sqlx::query_scalar("PRAGMA temp_store").fetch_one(store.pool()).await.unwrap();
+    assert_eq!((writer, reader), (2, 0));
+    let _ = std::fs::remove_dir_all(&directory);
+}
