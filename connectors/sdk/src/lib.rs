@@ -9,7 +9,11 @@
 //!
 //! - [`Outcome::Executed`]: the rail moved the money; the answer carries the rail's reference.
 //! - [`Outcome::Rejected`]: the rail definitively refused; nothing moved and nothing will. The reason
-//!   is mapped onto the common [`ReasonCode`] set; the rail's own code is kept beside it.
+//!   is mapped onto the common [`ReasonCode`] set; the rail's own code is kept beside it. The code
+//!   decides what the payout does next: [`ReasonCode::another_route_may_succeed`] lets it try
+//!   another route under new keys, and [`ReasonCode::same_rail_may_succeed`] lets that route use
+//!   this rail again. A connector that recalls its own timed-out submission and has the rail
+//!   confirm the cancellation answers [`ReasonCode::Cancelled`], which allows both.
 //! - [`Outcome::Unknown`]: the connector could not learn the outcome (timeout, broken connection,
 //!   a rail still processing). The money may or may not have moved. Railyard resolves this with
 //!   [`Connector::status`] and reconciliation; it never resends blindly and never releases the funds
