@@ -12,6 +12,10 @@ pub const DEPTH_MAX: usize = 64;
 pub const ELEMENTS_MAX: usize = 20_000;
 /// Largest message accepted, in bytes.
 pub const MESSAGE_BYTES_MAX: usize = 1024 * 1024;
+/// Most namespaces a document may use, and most declarations in scope at once: a message uses
+/// two or three. Each element's prefix is looked up among those in scope, so the bound keeps a
+/// read linear in the document.
+pub const NAMESPACES_MAX: usize = 64;
 
 /// Writes indented XML with every namespace prefix given by the caller. Everything goes straight
 /// into one string (a message is written once per rail call): no allocation per element.
@@ -197,6 +201,8 @@ pub enum XmlError {
     TooManyElements { max: usize },
     #[error("the document has no root element")]
     Empty,
+    #[error("more than {NAMESPACES_MAX} namespaces, or namespace declarations in scope")]
+    TooManyNamespaces,
 }
 
 impl Document {
@@ -209,13 +215,14 @@ impl Document {
         &self.strings[span.range()]
     }
 
-    /// The index of a namespace, added the first time it is seen.
-    fn namespace(&mut self, uri: &str) -> u32 {
+    /// The index of a namespace, added the first time it is seen (at most [`NAMESPACES_MAX`]).
+    fn namespace(&mut self, uri: &str) -> Result<u32, XmlError> {
         match self.namespaces.iter().position(|known| known == uri) {
-            Some(known) => known as u32,
+            Some(known) => Ok(known as u32),
+            None if self.namespaces.len() > NAMESPACES_MAX => Err(XmlError::TooManyNamespaces),
             None => {
                 self.namespaces.push(uri.to_string());
-                (self.namespaces.len() - 1) as u32
+                Ok((self.namespaces.len() - 1) as u32)
             }
         }
     }
@@ -412,9 +419,13 @@ pub fn parse_within(bytes: &[u8], limits: Limits) -> Result<Document, XmlError> 
                     let value = attribute
                         .normalized_value(XmlVersion::Implicit1_0)
                         .map_err(|error| malformed(error.to_string()))?;
-                    match attribute.key.as_namespace_binding() {
+                    let binding = attribute.key.as_namespace_binding();
+                    if binding.is_some() && bindings.len() >= NAMESPACES_MAX {
+                        return Err(XmlError::TooManyNamespaces);
+                    }
+                    match binding {
                         Some(PrefixDeclaration::Default) => {
-                            let namespace = document.namespace(&value);
+                            let namespace = document.namespace(&value)?;
                             bindings.push((Span::default(), namespace));
                         }
                         Some(PrefixDeclaration::Named(declared)) => {
@@ -424,7 +435,7 @@ pub fn parse_within(bytes: &[u8], limits: Limits) -> Result<Document, XmlError> 
                                     "namespace prefix {declared:?} cannot be bound to {value:?}"
                                 )));
                             }
-                            let namespace = document.namespace(&value);
+                            let namespace = document.namespace(&value)?;
                             bindings.push((document.push_str(declared), namespace));
                         }
                         None => {
@@ -438,7 +449,7 @@ pub fn parse_within(bytes: &[u8], limits: Limits) -> Result<Document, XmlError> 
                 let namespace = match bindings.iter().rev().find(|(bound, _)| document.str(*bound) == wanted) {
                     Some(&(_, namespace)) => namespace,
                     None if wanted.is_empty() => 0,
-                    None if wanted == "xml" => document.namespace(XML_NAMESPACE),
+                    None if wanted == "xml" => document.namespace(XML_NAMESPACE)?,
                     None => return Err(malformed(format!("undeclared namespace prefix {wanted:?}"))),
                 };
                 let index = document.nodes.len() as u32;
@@ -637,6 +648,13 @@ mod tests {
             assert!(error.contains(reason), "{text}: {error}");
         }
         assert_eq!(parse(b"  ").unwrap_err(), XmlError::Empty);
+        // Namespaces: distinct ones, and declarations in scope (the same one, many prefixes).
+        let distinct: String = (0..=NAMESPACES_MAX).map(|n| format!(" xmlns:p{n}=\"urn:{n}\"")).collect();
+        assert_eq!(parse(format!("<a{distinct}/>").as_bytes()).unwrap_err(), XmlError::TooManyNamespaces);
+        let declared: String = (0..=NAMESPACES_MAX).map(|n| format!(" xmlns:p{n}=\"urn:same\"")).collect();
+        assert_eq!(parse(format!("<a{declared}/>").as_bytes()).unwrap_err(), XmlError::TooManyNamespaces);
+        let nested = format!("{}{}", r#"<a xmlns:p="urn:same">"#.repeat(DEPTH_MAX - 1), "</a>".repeat(DEPTH_MAX - 1));
+        assert!(parse(nested.as_bytes()).is_ok(), "one declaration a level, {} levels", DEPTH_MAX - 1);
         let deep = "<a>".repeat(DEPTH_MAX + 1);
         assert_eq!(parse(deep.as_bytes()).unwrap_err(), XmlError::TooDeep);
         let many = format!("<a>{}</a>", "<b/>".repeat(10));
