@@ -1879,9 +1879,12 @@ impl Engine {
         let excluded = payout.route.as_ref().map(|route| route.excluded_rails.clone()).unwrap_or_default();
         // Route first, then take the write lock: solving must not hold up other writers.
         let found = self.find_route(&payout.request, &excluded);
-        let tx = self.store.begin_step().await?;
+        let mut tx = self.store.begin_step().await?;
         match found {
             Ok(route) => {
+                if let Some(reason) = self.moved_from_quote(&mut tx, payout, &route).await? {
+                    return self.fail(tx, payout, State::Accepted, reason).await;
+                }
                 let detail = format!(
                     "route via {}",
                     route.legs.iter().map(|leg| leg.operator.as_str()).collect::<Vec<_>>().join(" → ")
@@ -1899,6 +1902,56 @@ impl Engine {
             Err(reason) => {
                 let reason = format!("no route: {reason}");
                 self.fail(tx, payout, State::Accepted, reason).await
+            }
+        }
+    }
+
+    /// A payout that follows a quote starts on the quote's route; routed again (a rail refused a
+    /// leg before any executed), it keeps the quote's price within the slippage tolerance, as a
+    /// re-quote does, whatever the attempt, or this says why not. The quote's row is kept after
+    /// it expires, so the comparison is with what the PSP was quoted.
+    async fn moved_from_quote(
+        &self,
+        tx: &mut StepTransaction,
+        payout: &Payout,
+        fresh: &StoredRoute,
+    ) -> Result<Option<String>, EngineError> {
+        let Some(quote_id) = &payout.request.quote_id else { return Ok(None) };
+        let row =
+            sqlx::query("SELECT route FROM quotes WHERE id = $1").bind(quote_id).fetch_optional(&mut **tx).await?;
+        let quoted: StoredRoute = match row {
+            Some(row) => serde_json::from_str(&row.try_get::<String, _>(0)?).map_err(corrupt)?,
+            // Quotes are kept; were one removed, the route the payout last had is the next best.
+            None => match &payout.route {
+                Some(route) => route.clone(),
+                None => return Ok(None),
+            },
+        };
+        if self.within_tolerance(payout.request.mode, &quoted, fresh, true) {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "no route keeps quote {quote_id}'s price: the best now (send {} for {}) is beyond the {} bps tolerance from the quote's send {} for {}",
+            fresh.send, fresh.receive, self.settings.slippage_bps, quoted.send, quoted.receive
+        )))
+    }
+
+    /// Whether `fresh` prices the payout within the slippage tolerance of `before`: in send mode the
+    /// beneficiary gets no less than the tolerance below; in deliver mode it costs no more than
+    /// `before` (or the tolerance above, with `widen_cost`, where the reservation is taken anew).
+    fn within_tolerance(&self, mode: AmountMode, before: &StoredRoute, fresh: &StoredRoute, widen_cost: bool) -> bool {
+        let tolerance = self.settings.slippage_bps / Decimal::from(10_000);
+        match mode {
+            AmountMode::Send => {
+                let floor = before.receive.to_decimal() * (Decimal::ONE - tolerance);
+                fresh.receive.currency() == before.receive.currency() && fresh.receive.to_decimal() >= floor
+            }
+            AmountMode::Deliver if widen_cost => {
+                let ceiling = before.send.to_decimal() * (Decimal::ONE + tolerance);
+                fresh.send.currency() == before.send.currency() && fresh.send.to_decimal() <= ceiling
+            }
+            AmountMode::Deliver => {
+                fresh.send.currency() == before.send.currency() && fresh.send.minor_units() <= before.send.minor_units()
             }
         }
     }
@@ -2428,18 +2481,8 @@ impl Engine {
                     .await;
             }
         };
-        let tolerance = self.settings.slippage_bps / Decimal::from(10_000);
-        let acceptable = match payout.request.mode {
-            AmountMode::Send => {
-                let floor = route.receive.to_decimal() * (Decimal::ONE - tolerance);
-                fresh.receive.currency() == route.receive.currency() && fresh.receive.to_decimal() >= floor
-            }
-            // Delivering exactly: the new cost must fit in what was reserved.
-            AmountMode::Deliver => {
-                fresh.send.currency() == route.send.currency() && fresh.send.minor_units() <= route.send.minor_units()
-            }
-        };
-        if !acceptable {
+        // Delivering exactly: the new cost must fit in what was reserved.
+        if !self.within_tolerance(payout.request.mode, route, &fresh, false) {
             let reason = format!(
                 "FX quote expired; the new price (send {} for {}) moved beyond the {} bps tolerance from send {} for {}",
                 fresh.send, fresh.receive, self.settings.slippage_bps, route.send, route.receive

@@ -1558,6 +1558,69 @@ async fn a_leg_cancelled_on_our_recall_tries_the_same_rail_again() {
     }
 }
 
+/// A payout that follows a quote and is routed again (its rail cancelled a leg on our recall)
+/// keeps the quote's price within the slippage tolerance: when prices have moved past it since,
+/// it fails saying so and pays nothing, while a payout without a quote goes on at today's price.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_routed_payout_keeps_its_quotes_price_or_fails() {
+    for db in common::databases().await {
+        let mut world = World::new();
+        let setup = world.engine(&db.store, "setup", None);
+        setup.ensure_accounts().await.unwrap();
+        setup.fund_psp("demo-psp", Money::from_minor(10_000_000, c("USD")), "wire-1").await.unwrap();
+        let sepa = world.sandbox("sepa-inst").sandbox();
+        let quote = setup.quote("demo-psp", &eur_payout(40_000), None).await.unwrap();
+        let mut quoted = eur_payout(40_000);
+        quoted.quote_id = Some(quote.id.clone());
+        let mut ids = Vec::new();
+        for (key, request) in [("quoted", quoted), ("unquoted", eur_payout(40_000))] {
+            // Stop right after the cancelled leg's commit: the payout is back at `accepted`.
+            let fired = Arc::new(AtomicBool::new(false));
+            let stop: railyard_saga::CrashHook = Arc::new(move |at: CrashPoint| {
+                at == CrashPoint { step: "submitting", phase: Phase::AfterCommit }
+                    && !fired.swap(true, Ordering::SeqCst)
+            });
+            let engine = world.engine(&db.store, "engine-reject", Some(stop));
+            sepa.faults.force(Fault::Reject { code: "DS24".into() }).unwrap();
+            let id = engine.accept("demo-psp", key, &request).await.unwrap().payout_id;
+            assert!(matches!(engine.run(&id).await, Err(EngineError::Crashed(_))), "{}", db.name);
+            let payout = engine.payout(&id).await.unwrap();
+            assert_eq!((payout.state, payout.attempt), (State::Accepted, 1), "{}: {:?}", db.name, payout.reason);
+            ids.push(id);
+        }
+        sqlx::query("UPDATE payouts SET lease_until = 0").execute(db.store.pool()).await.unwrap();
+        // Then every provider widens its spread by 3 % (the tolerance is 50 bps).
+        let mut config = (*world.config).clone();
+        for provider in &mut config.fx_providers {
+            provider.spread_bps += Decimal::from(300);
+            for spread in provider.pair_spreads.values_mut() {
+                *spread += Decimal::from(300);
+            }
+        }
+        world.config = Arc::new(config.clone());
+        world.fx = Arc::new(FxBook::build(&config.fx_providers, RateHistory::bundled_daily().latest()).unwrap());
+        let later = world.engine(&db.store, "engine-later", None);
+
+        assert_eq!(drive_to_rest(&later, &ids[0]).await, State::Failed, "{}", db.name);
+        let reason = later.payout(&ids[0]).await.unwrap().reason.unwrap();
+        assert!(reason.contains(&format!("no route keeps quote {}'s price", quote.id)), "{}: {reason}", db.name);
+        assert_eq!(world.executions("sepa-inst", &ids[0]), 0, "{}", db.name);
+
+        assert_eq!(drive_to_rest(&later, &ids[1]).await, State::Completed, "{}", db.name);
+        let completed = later.payout(&ids[1]).await.unwrap();
+        let first = quote.route.receive.minor_units();
+        let now = completed.route.unwrap().receive.minor_units();
+        assert!(now < first * 99 / 100, "{}: today's price ({now}) is the wider one ({first} quoted)", db.name);
+        assert_eq!(world.executions("sepa-inst", &ids[1]), 1, "{}", db.name);
+        // The failed payout's reservation went back; the completed one's was taken.
+        let psp = railyard_store::ledger::balance(db.store.pool(), "psp:demo-psp:USD").await.unwrap();
+        assert_eq!(psp.available(), Money::from_minor(10_000_000 - 40_000, c("USD")), "{}", db.name);
+        drain(&sepa);
+        let report = verify::verify(&db.store).await.unwrap();
+        assert!(report.ok(), "{}: {report:?}", db.name);
+    }
+}
+
 /// A group leases what it can: a payout another live engine holds is left to that engine
 /// (answered `Leased`, untouched), the others go through the group.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
