@@ -230,7 +230,8 @@ pub async fn http_bench(
         let full_outcomes = outcomes(&db).await?;
         let histogram_before = accept_histogram(&target).await?;
         let half = simulate(plan(target.clone(), 3, Some(rate))).await?;
-        let server = server_accepts(&histogram_before, &accept_histogram(&target).await?)?;
+        let accepted = half["accepted"].as_u64().unwrap_or(0);
+        let server = server_accepts(&histogram_before, &counted(&target, &histogram_before, accepted).await?)?;
         drained(&db, BACKLOG_DRAIN_MAX).await?;
         let half_outcomes = outcomes(&db).await?;
         let per_s = |report: &Value| report["throughput_per_s"].as_f64().unwrap_or(0.0);
@@ -304,6 +305,24 @@ async fn accept_histogram(target: &str) -> anyhow::Result<Vec<(f64, u64)>> {
         "GET /metrics has no railyard_accept_latency_seconds histogram (is the monitor off?)"
     );
     Ok(buckets)
+}
+
+/// How long the reading after the half-load run waits for the server to have counted every
+/// accept the client saw: the server's monitor counts them from its queue, after answering.
+const SERVER_COUNT_WAIT: Duration = Duration::from_secs(2);
+
+/// The server's accept histogram once it holds `accepted` more accepts than `before`, or as it
+/// stands after [`SERVER_COUNT_WAIT`] (a monitor that dropped events under load never gets there).
+async fn counted(target: &str, before: &[(f64, u64)], accepted: u64) -> anyhow::Result<Vec<(f64, u64)>> {
+    let total = |reading: &[(f64, u64)]| reading.last().map_or(0, |(_, count)| *count);
+    let deadline = Instant::now() + SERVER_COUNT_WAIT;
+    loop {
+        let after = accept_histogram(target).await?;
+        if total(&after).saturating_sub(total(before)) >= accepted || Instant::now() >= deadline {
+            return Ok(after);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Accepts the server timed between two readings of its histogram.
