@@ -620,7 +620,7 @@ mod tests {
 
     /// Text split around many children is joined once: the strings stay within twice the
     /// document, where joining as the pieces came would copy the text so far each time
-    /// (200,000 pieces: ~20 GB).
+    /// (200,000 pieces: ~40 GB).
     #[test]
     fn text_split_around_many_children_is_joined_in_linear_space() {
         let pieces = 200_000;
