@@ -73,6 +73,19 @@ impl World {
         )
     }
 
+    /// Every FX provider widens its spreads by `bps`: engines built after see the new prices.
+    fn widen_spreads(&mut self, bps: i64) {
+        let mut config = (*self.config).clone();
+        for provider in &mut config.fx_providers {
+            provider.spread_bps += Decimal::from(bps);
+            for spread in provider.pair_spreads.values_mut() {
+                *spread += Decimal::from(bps);
+            }
+        }
+        self.fx = Arc::new(FxBook::build(&config.fx_providers, RateHistory::bundled_daily().latest()).unwrap());
+        self.config = Arc::new(config);
+    }
+
     fn sandbox(&self, rail: &str) -> SandboxRail {
         self.rails.sandboxes.iter().find(|(id, _)| id == rail).map(|(_, sandbox)| sandbox.clone()).unwrap()
     }
@@ -470,14 +483,7 @@ async fn expired_quotes_are_requoted_within_tolerance_or_fail_cleanly() {
         assert!(matches!(quoting.run(&payout).await, Err(EngineError::Crashed(_))));
         sqlx::query("UPDATE payouts SET lease_until = 0").execute(db.store.pool()).await.unwrap();
         // ... then every provider widens its spread by 3%.
-        for provider in &mut config.fx_providers {
-            provider.spread_bps += Decimal::from(300);
-            for spread in provider.pair_spreads.values_mut() {
-                *spread += Decimal::from(300);
-            }
-        }
-        world.config = Arc::new(config.clone());
-        world.fx = Arc::new(FxBook::build(&config.fx_providers, RateHistory::bundled_daily().latest()).unwrap());
+        world.widen_spreads(300);
         let later = world.engine(&db.store, "engine-later", None);
         assert_eq!(drive_to_rest(&later, &payout).await, State::Failed, "{}", db.name);
         let failed = later.payout(&payout).await.unwrap();
@@ -1590,15 +1596,7 @@ async fn a_re_routed_payout_keeps_its_quotes_price_or_fails() {
         }
         sqlx::query("UPDATE payouts SET lease_until = 0").execute(db.store.pool()).await.unwrap();
         // Then every provider widens its spread by 3 % (the tolerance is 50 bps).
-        let mut config = (*world.config).clone();
-        for provider in &mut config.fx_providers {
-            provider.spread_bps += Decimal::from(300);
-            for spread in provider.pair_spreads.values_mut() {
-                *spread += Decimal::from(300);
-            }
-        }
-        world.config = Arc::new(config.clone());
-        world.fx = Arc::new(FxBook::build(&config.fx_providers, RateHistory::bundled_daily().latest()).unwrap());
+        world.widen_spreads(300);
         let later = world.engine(&db.store, "engine-later", None);
 
         assert_eq!(drive_to_rest(&later, &ids[0]).await, State::Failed, "{}", db.name);
