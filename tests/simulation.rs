@@ -1,8 +1,12 @@
 //! Deterministic simulation of the settlement saga: the engine, routing and the sandbox instant
 //! rails run under a manual clock and one seeded random source, which decides every step: which
 //! payout moves, when the clock moves (and jumps past quote expiry and leases), which rail goes
-//! down, which message is lost (a request, a reply, a recall), delayed or rejected, whether a payout is submitted again, and where the engine crashes (any
-//! crash point; a new engine takes over the way a restarted process would). Sagas run alone
+//! down, which message is lost (a request, a reply, a recall), delayed or rejected, how the FX
+//! market moves (every provider's spread shifted, between a quote and its payout, a route and its
+//! FX lock, or a refused leg and the next route), whether a payout is submitted again, and where
+//! the engine crashes (any crash point; a new engine takes over the way a restarted process
+//! would). Payouts send an amount or deliver one, some against a quote the PSP took first and paid
+//! at once or later (after its expiry, the payout is refused and nothing is written). Sagas run alone
 //! (`Engine::run`) and in groups (`Engine::run_group`, with its rail calls concurrent; the
 //! `ordered_groups` hook makes it take their answers in the group's order). The engine takes no
 //! rail callbacks (it asks, by status inquiry), so duplicate callbacks have nothing to reach.
@@ -11,7 +15,10 @@
 //! reservations resolved once, sequence and hash chain). Once faults stop, every saga must reach
 //! a terminal state within a bound (liveness), and the rails' execution ledgers joined to ours
 //! show no payout executed twice, none completed without an execution, and no execution that
-//! belongs to no payout.
+//! belongs to no payout. The money adds up: a completed payout sent what was asked (send mode) or
+//! its rail delivered exactly what was asked (deliver mode), one against a quote stayed within the
+//! slippage tolerance of the quote's price, and each PSP balance is what was funded less what the
+//! completed payouts sent, with nothing left reserved.
 //!
 //! `RAILYARD_SIM_SEEDS` sets how many seeds run (default 1,000); a failure names its seed, and
 //! `RAILYARD_SEED=<seed>` replays exactly that one, printing every step.
@@ -29,7 +36,11 @@ use railyard_connector::sandbox::Sandbox;
 use railyard_core::{Country, Currency, Decimal, Money};
 use railyard_fx::{FxBook, RateHistory};
 use railyard_rails::Rails;
-use railyard_saga::{AmountMode, Clock, Engine, EngineError, EngineSettings, ManualClock, PayoutRequest, State};
+use railyard_routes::{LiveState, Router, build_router};
+use railyard_saga::{
+    AmountMode, Clock, Engine, EngineError, EngineSettings, ManualClock, PayoutRequest, RoutingSource, State,
+    StoredQuote,
+};
 use railyard_store::{Store, verify};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -46,6 +57,13 @@ const LIVENESS_ROUNDS: usize = 40;
 const SEPA_DAILY_CAP_MINOR: i64 = 1_500_000;
 /// A rail's timeout in the simulation: short, so lost replies cost little real time.
 const RAIL_TIMEOUT_MS: u32 = 40;
+/// The engine's slippage tolerance in the simulation, in basis points.
+const SLIPPAGE_BPS: i64 = 50;
+/// How far a market move shifts every provider's spread from the configuration's, in basis points:
+/// back to none, within the tolerance, or past it.
+const SPREAD_SHIFTS_BPS: [i64; 6] = [0, 0, 15, 40, 80, 300];
+/// Each PSP currency's funding at the start, in minor units.
+const FUNDED_MINOR: i64 = 1_000_000_000;
 
 fn c(code: &str) -> Currency {
     Currency::from_code(code).unwrap()
@@ -76,6 +94,68 @@ fn start() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-02T09:00:00Z").unwrap().with_timezone(&Utc)
 }
 
+/// The FX market the engine prices from: the configuration's providers with every spread shifted
+/// by a step's market move. The engine takes its routes from here, as `railyard serve`'s engine
+/// takes them from the routing actor's live snapshots.
+struct Market {
+    config: Arc<TreasuryConfig>,
+    router: Mutex<Arc<Router>>,
+}
+
+impl Market {
+    fn new(config: Arc<TreasuryConfig>) -> Market {
+        let router = Mutex::new(Market::router_at(&config, 0));
+        Market { config, router }
+    }
+
+    /// The router with spreads shifted by `shift_bps`. One per shift for the whole run: every seed
+    /// has the same configuration, and a build is milliseconds of Decimal work.
+    fn router_at(config: &TreasuryConfig, shift_bps: i64) -> Arc<Router> {
+        static BUILT: Mutex<BTreeMap<i64, Arc<Router>>> = Mutex::new(BTreeMap::new());
+        if let Some(router) = BUILT.lock().unwrap().get(&shift_bps) {
+            return router.clone();
+        }
+        let mut shifted = config.clone();
+        for provider in &mut shifted.fx_providers {
+            provider.spread_bps += Decimal::from(shift_bps);
+            for spread in provider.pair_spreads.values_mut() {
+                *spread += Decimal::from(shift_bps);
+            }
+        }
+        let fx = FxBook::build(&shifted.fx_providers, RateHistory::bundled_daily().latest()).unwrap();
+        let router = Arc::new(build_router(&shifted, &fx, &LiveState::new()).unwrap());
+        BUILT.lock().unwrap().entry(shift_bps).or_insert(router).clone()
+    }
+
+    fn shift(&self, shift_bps: i64) {
+        *self.router.lock().unwrap() = Market::router_at(&self.config, shift_bps);
+    }
+}
+
+impl RoutingSource for Market {
+    fn router(&self) -> Result<Arc<Router>, String> {
+        Ok(self.router.lock().unwrap().clone())
+    }
+
+    fn daily_cap(&self, rail: &str, currency: Currency) -> Option<Money> {
+        self.config.rail(rail)?.limits.get(&currency)?.daily_cap
+    }
+}
+
+/// A payout the simulated PSP submitted, as its own records keep it.
+#[derive(Clone)]
+struct Submitted {
+    /// Idempotency-Key.
+    key: String,
+    request: PayoutRequest,
+    /// The quote the request names, as the PSP was given it.
+    quote: Option<StoredQuote>,
+    /// The payout id, once accepted.
+    id: Option<String>,
+    /// Why the engine refused it (only an expired quote may be refused).
+    refused: Option<String>,
+}
+
 struct Sim {
     seed: u64,
     rng: ChaCha8Rng,
@@ -91,8 +171,8 @@ struct Sim {
     crash_rng: Arc<Mutex<ChaCha8Rng>>,
     engine: Engine,
     generation: u32,
-    /// (idempotency key, request, payout id once accepted).
-    payouts: Vec<(String, PayoutRequest, Option<String>)>,
+    market: Arc<Market>,
+    payouts: Vec<Submitted>,
     trace: Vec<String>,
     verbose: bool,
 }
@@ -132,7 +212,8 @@ impl Sim {
         }
         let clock = Arc::new(ManualClock::new(start()));
         let vault = Arc::new(railyard_store::vault::VaultKeys::generate());
-        let engine = engine(&store, &config, &fx, &rails, &vault, &clock, &crash_permille, &crash_rng, 0);
+        let market = Arc::new(Market::new(config.clone()));
+        let engine = engine(&store, &config, &fx, &rails, &vault, &clock, &market, &crash_permille, &crash_rng, 0);
         Sim {
             seed,
             rng,
@@ -147,6 +228,7 @@ impl Sim {
             crash_rng,
             engine,
             generation: 0,
+            market,
             payouts: Vec::new(),
             trace: Vec::new(),
             verbose,
@@ -171,6 +253,7 @@ impl Sim {
             &self.rails,
             &self.vault,
             &self.clock,
+            &self.market,
             &self.crash_permille,
             &self.crash_rng,
             self.generation,
@@ -183,12 +266,34 @@ impl Sim {
     }
 
     async fn accept(&mut self, index: usize) -> Result<(), String> {
-        let (key, request, _) = self.payouts[index].clone();
+        let Submitted { key, request, quote, .. } = self.payouts[index].clone();
         for _ in 0..8 {
             match self.engine.accept("demo-psp", &key, &request).await {
                 Ok(accepted) => {
                     self.note(format!("accepted {key} as {}", accepted.payout_id));
-                    self.payouts[index].2 = Some(accepted.payout_id);
+                    self.payouts[index].id = Some(accepted.payout_id);
+                    return Ok(());
+                }
+                // A quote paid after its expiry, and never accepted before: refused, and nothing
+                // written (a payout accepted before it expired comes back as a replay).
+                Err(EngineError::Invalid(reason))
+                    if quote.as_ref().is_some_and(|quote| quote.expires_at <= self.clock.now())
+                        && reason.contains("has expired") =>
+                {
+                    if let Some(id) = &self.payouts[index].id {
+                        return Err(format!("accept {key}: accepted before as {id}, refused now: {reason}"));
+                    }
+                    // Nothing written: the key stays free, as if never sent.
+                    let claimed: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency WHERE key = $1")
+                        .bind(&key)
+                        .fetch_one(self.store.pool())
+                        .await
+                        .map_err(|error| error.to_string())?;
+                    if claimed != 0 {
+                        return Err(format!("refused {key} ({reason}) but its key was claimed"));
+                    }
+                    self.note(format!("refused {key}: {reason}"));
+                    self.payouts[index].refused = Some(reason);
                     return Ok(());
                 }
                 Err(EngineError::Crashed(point)) => self.restart(&format!("crash at {point:?} accepting {key}")),
@@ -261,6 +366,14 @@ impl Sim {
                 self.run_group(&ids).await?;
                 format!("run a group of {}", ids.len())
             }
+            50..=59 if self.held().is_some() => {
+                // The PSP pays a quote it took earlier: perhaps after the market moved, perhaps
+                // after the quote expired.
+                let index = self.held().unwrap_or_default();
+                self.accept(index).await?;
+                self.check_invariants(&format!("paying held quote of payout {index}")).await?;
+                format!("pay the quote held for payout {index}")
+            }
             0..=59 if self.payouts.len() < PAYOUTS_MAX => {
                 // Payouts arrive alone or a few at once (which a group then takes together).
                 let burst = self.rng.random_range(1..=3).min(PAYOUTS_MAX - self.payouts.len());
@@ -280,12 +393,17 @@ impl Sim {
                 self.clock.advance(by);
                 format!("clock jump +{by:?}")
             }
-            75..=81 => {
+            75..=79 => {
                 let down = self.rng.random_bool(0.5);
                 sandbox.faults.set_outage(down);
                 format!("{rail_id} {}", if down { "down" } else { "up" })
             }
-            82..=93 => {
+            80..=83 => {
+                let shift = SPREAD_SHIFTS_BPS[self.rng.random_range(0..SPREAD_SHIFTS_BPS.len())];
+                self.market.shift(shift);
+                format!("market: spreads {shift:+} bps from the configuration's")
+            }
+            84..=93 => {
                 let fault = match self.rng.random_range(0..4) {
                     0 => Fault::ReplyLost,
                     1 => Fault::RequestLost,
@@ -317,7 +435,7 @@ impl Sim {
         self.note("faults stop".into());
         for round in 0..LIVENESS_ROUNDS {
             let mut resting = 0;
-            let ids: Vec<String> = self.payouts.iter().filter_map(|(_, _, id)| id.clone()).collect();
+            let ids: Vec<String> = self.payouts.iter().filter_map(|payout| payout.id.clone()).collect();
             for id in &ids {
                 if self.engine.payout(id).await.map_err(|error| error.to_string())?.state.terminal() {
                     resting += 1;
@@ -332,12 +450,10 @@ impl Sim {
             self.clock.advance(Duration::from_secs(if round == LIVENESS_ROUNDS / 2 { 2 * 86_400 } else { 60 }));
         }
         let mut open = Vec::new();
-        for (_, _, id) in &self.payouts {
-            if let Some(id) = id {
-                let payout = self.engine.payout(id).await.map_err(|error| error.to_string())?;
-                if !payout.state.terminal() {
-                    open.push(format!("{id} {} ({:?})", payout.state.as_str(), payout.reason));
-                }
+        for id in self.payouts.iter().filter_map(|payout| payout.id.as_ref()) {
+            let payout = self.engine.payout(id).await.map_err(|error| error.to_string())?;
+            if !payout.state.terminal() {
+                open.push(format!("{id} {} ({:?})", payout.state.as_str(), payout.reason));
             }
         }
         Err(format!("liveness: not at rest {LIVENESS_ROUNDS} rounds after faults stopped: {open:?}"))
@@ -346,8 +462,7 @@ impl Sim {
     /// The rails' execution ledgers joined to our payouts.
     async fn check_executions(&self) -> Result<(), String> {
         let mut owner: BTreeMap<String, String> = BTreeMap::new();
-        for (_, _, id) in &self.payouts {
-            let Some(id) = id else { continue };
+        for id in self.payouts.iter().filter_map(|payout| payout.id.as_ref()) {
             for (rail_id, _) in &self.rails.sandboxes {
                 let connector = self.rails.registry.get(rail_id).unwrap();
                 for attempt in 0..6 {
@@ -384,8 +499,7 @@ impl Sim {
                 }
             }
         }
-        for (_, _, id) in &self.payouts {
-            let Some(id) = id else { continue };
+        for id in self.payouts.iter().filter_map(|payout| payout.id.as_ref()) {
             let state = self.engine.payout(id).await.map_err(|error| error.to_string())?.state;
             let executed = per_payout.get(id).copied().unwrap_or(0);
             let expected = match state {
@@ -401,18 +515,22 @@ impl Sim {
         Ok(())
     }
 
-    /// A new payout: a source currency to EUR in Germany (USD and GBP need an FX conversion).
+    /// A new payout: a source currency to EUR in Germany (USD and GBP need an FX conversion),
+    /// sending an amount or delivering one; one in four against a quote the PSP takes first, paid
+    /// at once or held to be paid in a later step.
     async fn submit_new(&mut self) -> Result<(), String> {
         let index = self.payouts.len();
         let source = ["USD", "EUR", "GBP"][self.rng.random_range(0..3)];
-        // Log-uniform amounts from 0.10 to 10,000 in the source currency.
+        let mode = if self.rng.random_range(0..4) == 0 { AmountMode::Deliver } else { AmountMode::Send };
+        let currency = c(if mode == AmountMode::Deliver { "EUR" } else { source });
+        // Log-uniform amounts from 0.10 to 10,000.
         let exponent = self.rng.random_range(2..=6_u32);
         let minor = self.rng.random_range(10_i64.pow(exponent - 1)..10_i64.pow(exponent));
-        let request = PayoutRequest {
+        let mut request = PayoutRequest {
             source: c(source),
             destination: c("EUR"),
-            amount: Money::from_minor(minor, c(source)),
-            mode: AmountMode::Send,
+            amount: Money::from_minor(minor, currency),
+            mode,
             beneficiary: railyard_connector::Beneficiary {
                 name: format!("Beneficiary {} {index}", self.seed),
                 account: "DE89370400440532013000".into(),
@@ -425,16 +543,41 @@ impl Sim {
             account_masked: None,
             submitted_by: None,
         };
-        self.payouts.push((format!("sim-{}-{index}", self.seed), request, None));
+        let (mut quote, mut held) = (None, false);
+        if self.rng.random_range(0..4) == 0 {
+            match self.engine.quote("demo-psp", &request, Some(request.beneficiary.country)).await {
+                Ok(quoted) => {
+                    self.note(format!(
+                        "quote for payout {index}: send {} for {}",
+                        quoted.route.send, quoted.route.receive
+                    ));
+                    request.quote_id = Some(quoted.id.clone());
+                    quote = Some(quoted);
+                    held = self.rng.random_bool(0.5);
+                }
+                // No route for it now (an amount over a cap): the PSP pays without a quote.
+                Err(EngineError::Invalid(reason)) => self.note(format!("no quote for payout {index}: {reason}")),
+                Err(error) => return Err(format!("quote for payout {index}: {error}")),
+            }
+        }
+        let key = format!("sim-{}-{index}", self.seed);
+        self.payouts.push(Submitted { key, request, quote, id: None, refused: None });
+        if held {
+            return Ok(());
+        }
         self.accept(index).await?;
         self.check_invariants(&format!("accepting payout {index}")).await
+    }
+
+    /// A payout whose quote the PSP holds and has not paid yet.
+    fn held(&self) -> Option<usize> {
+        self.payouts.iter().position(|payout| payout.id.is_none() && payout.refused.is_none())
     }
 
     /// Payouts accepted and not yet terminal.
     async fn open(&self) -> Result<Vec<String>, String> {
         let mut open = Vec::new();
-        for (_, _, id) in &self.payouts {
-            let Some(id) = id else { continue };
+        for id in self.payouts.iter().filter_map(|payout| payout.id.as_ref()) {
             if !self.engine.payout(id).await.map_err(|error| error.to_string())?.state.terminal() {
                 open.push(id.clone());
             }
@@ -446,7 +589,7 @@ impl Sim {
         self.engine.ensure_accounts().await.map_err(|error| error.to_string())?;
         for currency in ["USD", "EUR", "GBP"] {
             self.engine
-                .fund_psp("demo-psp", Money::from_minor(1_000_000_000, c(currency)), &format!("wire-{currency}"))
+                .fund_psp("demo-psp", Money::from_minor(FUNDED_MINOR, c(currency)), &format!("wire-{currency}"))
                 .await
                 .map_err(|error| error.to_string())?;
         }
@@ -460,15 +603,90 @@ impl Sim {
             // A duplicate submission after a crash must come back as the same payout.
             if self.rng.random_range(0..20) == 0 {
                 let index = self.rng.random_range(0..self.payouts.len());
-                let before = self.payouts[index].2.clone();
+                let before = self.payouts[index].id.clone();
                 self.accept(index).await?;
-                if before.is_some() && before != self.payouts[index].2 {
-                    return Err(format!("resubmitting {} made a second payout", self.payouts[index].0));
+                if before.is_some() && before != self.payouts[index].id {
+                    return Err(format!("resubmitting {} made a second payout", self.payouts[index].key));
                 }
             }
         }
         self.settle_down().await?;
-        self.check_executions().await
+        self.check_executions().await?;
+        self.check_money().await
+    }
+
+    /// What the completed payouts sent and delivered, against what was asked, what was quoted,
+    /// and the PSP's balances.
+    async fn check_money(&self) -> Result<(), String> {
+        let tolerance = Decimal::from(SLIPPAGE_BPS) / Decimal::from(10_000);
+        let mut sent: BTreeMap<&'static str, i64> = BTreeMap::new();
+        for submitted in &self.payouts {
+            let Some(id) = &submitted.id else { continue };
+            let payout = self.engine.payout(id).await.map_err(|error| error.to_string())?;
+            if payout.state != State::Completed {
+                continue;
+            }
+            let route = payout.route.as_ref().ok_or_else(|| format!("{id} completed without a route"))?;
+            let request = &submitted.request;
+            match request.mode {
+                AmountMode::Send if route.send != request.amount => {
+                    return Err(format!("{id} sent {} for a request to send {}", route.send, request.amount));
+                }
+                AmountMode::Send => {}
+                AmountMode::Deliver => {
+                    let delivered = route
+                        .legs
+                        .iter()
+                        .rev()
+                        .find(|leg| leg.kind == "rail")
+                        .and_then(|leg| leg.execution.as_ref())
+                        .map(|execution| execution.receive);
+                    if delivered != Some(request.amount) || route.receive != request.amount {
+                        return Err(format!(
+                            "{id}: the rail delivered {delivered:?} (route: {}) for a request to deliver {}",
+                            route.receive, request.amount
+                        ));
+                    }
+                }
+            }
+            if let Some(quote) = &submitted.quote {
+                let kept = match request.mode {
+                    AmountMode::Send => {
+                        route.receive.to_decimal() >= quote.route.receive.to_decimal() * (Decimal::ONE - tolerance)
+                    }
+                    AmountMode::Deliver => {
+                        route.send.to_decimal() <= quote.route.send.to_decimal() * (Decimal::ONE + tolerance)
+                    }
+                };
+                if !kept {
+                    return Err(format!(
+                        "{id} completed at send {} for {}, beyond {SLIPPAGE_BPS} bps of its quote's send {} for {}",
+                        route.send, route.receive, quote.route.send, quote.route.receive
+                    ));
+                }
+            }
+            let total = sent.entry(route.send.currency().code()).or_default();
+            *total = total.checked_add(route.send.minor_units()).ok_or("the amounts sent overflow")?;
+        }
+        for currency in ["USD", "EUR", "GBP"] {
+            let account = format!("psp:demo-psp:{currency}");
+            let balance = railyard_store::ledger::balance(self.store.pool(), &account)
+                .await
+                .map_err(|error| error.to_string())?;
+            let expected = FUNDED_MINOR - sent.get(currency).copied().unwrap_or(0);
+            if balance.available().minor_units() != expected
+                || balance.debits_pending != 0
+                || balance.credits_pending != 0
+            {
+                return Err(format!(
+                    "{account}: available {} with {} / {} pending, expected {expected} minor units (funded {FUNDED_MINOR} less what completed payouts sent) and nothing pending",
+                    balance.available(),
+                    balance.debits_pending,
+                    balance.credits_pending
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -480,12 +698,13 @@ fn engine(
     rails: &Rails,
     vault: &Arc<railyard_store::vault::VaultKeys>,
     clock: &Arc<ManualClock>,
+    market: &Arc<Market>,
     crash_permille: &Arc<AtomicU32>,
     crash_rng: &Arc<Mutex<ChaCha8Rng>>,
     generation: u32,
 ) -> Engine {
     let mut settings =
-        EngineSettings::new("", Duration::from_secs(30), Duration::from_millis(500), 3, 3, Decimal::from(50));
+        EngineSettings::new("", Duration::from_secs(30), Duration::from_millis(500), 3, 3, Decimal::from(SLIPPAGE_BPS));
     settings.owner = format!("sim-{generation}");
     settings.ordered_groups = true;
     let (permille, random) = (crash_permille.clone(), crash_rng.clone());
@@ -496,6 +715,7 @@ fn engine(
     let mut engine =
         Engine::new(store.clone(), config.clone(), fx.clone(), rails.registry.clone(), settings, vault.clone());
     engine.set_clock(clock.clone());
+    engine.set_routing(market.clone());
     engine
 }
 
@@ -512,6 +732,11 @@ struct SeedResult {
     states: Vec<&'static str>,
     /// Payouts a leg of which a daily cap refused.
     capped: usize,
+    /// Payouts against a quote (accepted or refused), those refused for an expired quote, and
+    /// those delivering an amount.
+    quoted: usize,
+    refused: usize,
+    deliver: usize,
 }
 
 /// Runs one seed on its own single-threaded runtime, so its steps interleave the same way every
@@ -524,8 +749,8 @@ fn run_seed(seed: u64, verbose: bool) -> Result<SeedResult, String> {
         let result = match outcome {
             Ok(()) => {
                 let (mut states, mut capped) = (Vec::new(), 0);
-                for (_, _, id) in &sim.payouts {
-                    if let Some(id) = id {
+                for id in sim.payouts.iter().filter_map(|payout| payout.id.as_ref()) {
+                    {
                         states.push(sim.engine.payout(id).await.map_err(|error| error.to_string())?.state.as_str());
                         let history = sim.engine.history(id).await.map_err(|error| error.to_string())?;
                         capped += usize::from(history.iter().any(|entry| entry.detail.contains("daily cap")));
@@ -536,7 +761,18 @@ fn run_seed(seed: u64, verbose: bool) -> Result<SeedResult, String> {
                         sim.trace.iter().map(|line| line.split("pay_").next().unwrap_or("")).collect();
                     eprintln!("digest {seed}: {} {}", sim.trace.len(), digest.join("|").len());
                 }
-                Ok(SeedResult { steps: sim.trace.len(), restarts: sim.generation as usize, states, capped })
+                let quoted = sim.payouts.iter().filter(|payout| payout.quote.is_some()).count();
+                let refused = sim.payouts.iter().filter(|payout| payout.refused.is_some()).count();
+                let deliver = sim.payouts.iter().filter(|payout| payout.request.mode == AmountMode::Deliver).count();
+                Ok(SeedResult {
+                    steps: sim.trace.len(),
+                    restarts: sim.generation as usize,
+                    states,
+                    capped,
+                    quoted,
+                    refused,
+                    deliver,
+                })
             }
             Err(failure) => {
                 let tail: Vec<&str> = sim.trace.iter().rev().take(30).rev().map(String::as_str).collect();
@@ -586,6 +822,7 @@ fn deterministic_simulation() {
     let mut results = results.into_inner().unwrap();
     results.sort_by_key(|(seed, _)| *seed);
     let (mut steps, mut restarts, mut capped) = (0, 0, 0);
+    let (mut quoted, mut refused, mut deliver) = (0, 0, 0);
     let mut states: BTreeMap<&'static str, usize> = BTreeMap::new();
     for (seed, result) in &results {
         match result {
@@ -593,6 +830,9 @@ fn deterministic_simulation() {
                 steps += result.steps;
                 restarts += result.restarts;
                 capped += result.capped;
+                quoted += result.quoted;
+                refused += result.refused;
+                deliver += result.deliver;
                 for state in &result.states {
                     *states.entry(state).or_default() += 1;
                 }
@@ -603,7 +843,7 @@ fn deterministic_simulation() {
         }
     }
     eprintln!(
-        "simulation: {} seeds, {steps} steps, {restarts} engine restarts, final states {states:?}, {capped} payouts refused by a daily cap, {:?} on {threads} threads",
+        "simulation: {} seeds, {steps} steps, {restarts} engine restarts, final states {states:?}, {capped} payouts refused by a daily cap, {deliver} delivering an amount, {quoted} against a quote ({refused} refused: quote expired), {:?} on {threads} threads",
         results.len(),
         started.elapsed()
     );
