@@ -3,10 +3,11 @@
 //! payout moves, when the clock moves (and jumps past quote expiry and leases), which rail goes
 //! down, which message is lost (a request, a reply, a recall), delayed or rejected, how the FX
 //! market moves (every provider's spread shifted, between a quote and its payout, a route and its
-//! FX lock, or a refused leg and the next route), whether a payout is submitted again, and where
-//! the engine crashes (any crash point; a new engine takes over the way a restarted process
-//! would). Payouts send an amount or deliver one, some against a quote the PSP took first and paid
-//! at once or later (after its expiry, the payout is refused and nothing is written). Sagas run alone
+//! FX lock, or a refused leg and the next route), when the treasury switches a rail off and on
+//! again, when the PSP cancels a payout or submits it again, and where the engine crashes (any
+//! crash point; a new engine takes over the way a restarted process would). Payouts send an amount
+//! or deliver one, some against a quote the PSP took first and paid at once or later (after its
+//! expiry, the payout is refused and nothing is written). Sagas run alone
 //! (`Engine::run`) and in groups (`Engine::run_group`, with its rail calls concurrent; the
 //! `ordered_groups` hook makes it take their answers in the group's order). The engine takes no
 //! rail callbacks (it asks, by status inquiry), so duplicate callbacks have nothing to reach.
@@ -94,47 +95,65 @@ fn start() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-02T09:00:00Z").unwrap().with_timezone(&Utc)
 }
 
-/// The FX market the engine prices from: the configuration's providers with every spread shifted
-/// by a step's market move. The engine takes its routes from here, as `railyard serve`'s engine
-/// takes them from the routing actor's live snapshots.
+/// What the engine routes over: the configuration's FX providers with every spread shifted by a
+/// step's market move, and the rails the treasury has switched off. The engine takes its routes and
+/// rail availability from here, as `railyard serve`'s engine takes them from the routing actor.
 struct Market {
     config: Arc<TreasuryConfig>,
-    router: Mutex<Arc<Router>>,
+    now: Mutex<(MarketState, Arc<Router>)>,
+}
+
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct MarketState {
+    shift_bps: i64,
+    switched_off: std::collections::BTreeSet<String>,
 }
 
 impl Market {
     fn new(config: Arc<TreasuryConfig>) -> Market {
-        let router = Mutex::new(Market::router_at(&config, 0));
-        Market { config, router }
+        let state = MarketState::default();
+        let router = Market::router_for(&config, &state);
+        Market { config, now: Mutex::new((state, router)) }
     }
 
-    /// The router with spreads shifted by `shift_bps`. One per shift for the whole run: every seed
-    /// has the same configuration, and a build is milliseconds of Decimal work.
-    fn router_at(config: &TreasuryConfig, shift_bps: i64) -> Arc<Router> {
-        static BUILT: Mutex<BTreeMap<i64, Arc<Router>>> = Mutex::new(BTreeMap::new());
-        if let Some(router) = BUILT.lock().unwrap().get(&shift_bps) {
+    /// The router for `state`. One per state for the whole run: every seed has the same
+    /// configuration, and a build is milliseconds of Decimal work.
+    fn router_for(config: &TreasuryConfig, state: &MarketState) -> Arc<Router> {
+        static BUILT: Mutex<BTreeMap<MarketState, Arc<Router>>> = Mutex::new(BTreeMap::new());
+        if let Some(router) = BUILT.lock().unwrap().get(state) {
             return router.clone();
         }
         let mut shifted = config.clone();
         for provider in &mut shifted.fx_providers {
-            provider.spread_bps += Decimal::from(shift_bps);
+            provider.spread_bps += Decimal::from(state.shift_bps);
             for spread in provider.pair_spreads.values_mut() {
-                *spread += Decimal::from(shift_bps);
+                *spread += Decimal::from(state.shift_bps);
             }
         }
         let fx = FxBook::build(&shifted.fx_providers, RateHistory::bundled_daily().latest()).unwrap();
-        let router = Arc::new(build_router(&shifted, &fx, &LiveState::new()).unwrap());
-        BUILT.lock().unwrap().entry(shift_bps).or_insert(router).clone()
+        let live: LiveState = state
+            .switched_off
+            .iter()
+            .map(|rail| (rail.clone(), railyard_routes::RailState { available: Some(false), ..Default::default() }))
+            .collect();
+        let router = Arc::new(build_router(&shifted, &fx, &live).unwrap());
+        BUILT.lock().unwrap().entry(state.clone()).or_insert(router).clone()
     }
 
-    fn shift(&self, shift_bps: i64) {
-        *self.router.lock().unwrap() = Market::router_at(&self.config, shift_bps);
+    fn change(&self, change: impl FnOnce(&mut MarketState)) {
+        let mut now = self.now.lock().unwrap();
+        change(&mut now.0);
+        now.1 = Market::router_for(&self.config, &now.0);
     }
 }
 
 impl RoutingSource for Market {
     fn router(&self) -> Result<Arc<Router>, String> {
-        Ok(self.router.lock().unwrap().clone())
+        Ok(self.now.lock().unwrap().1.clone())
+    }
+
+    fn rail_available(&self, rail: &str) -> bool {
+        !self.now.lock().unwrap().0.switched_off.contains(rail)
     }
 
     fn daily_cap(&self, rail: &str, currency: Currency) -> Option<Money> {
@@ -351,7 +370,7 @@ impl Sim {
     /// One random step.
     async fn step(&mut self) -> Result<String, String> {
         let ids = self.open().await?;
-        let action = self.rng.random_range(0..100);
+        let action = self.rng.random_range(0..108);
         let sandboxes = self.sandboxes();
         let rail = self.rng.random_range(0..sandboxes.len());
         let (rail_id, sandbox) = &sandboxes[rail];
@@ -400,7 +419,7 @@ impl Sim {
             }
             80..=83 => {
                 let shift = SPREAD_SHIFTS_BPS[self.rng.random_range(0..SPREAD_SHIFTS_BPS.len())];
-                self.market.shift(shift);
+                self.market.change(|state| state.shift_bps = shift);
                 format!("market: spreads {shift:+} bps from the configuration's")
             }
             84..=93 => {
@@ -416,6 +435,33 @@ impl Sim {
                 let _ = sandbox.faults.force(fault.clone());
                 format!("{rail_id} will {fault:?}")
             }
+            100..=103 if !ids.is_empty() => {
+                // The PSP cancels a payout, whatever it is doing: refused once a leg is with a rail.
+                let id = ids[self.rng.random_range(0..ids.len())].clone();
+                match self.engine.cancel("demo-psp", &id).await {
+                    Ok(payout) => format!("cancel {id}: {}", payout.state.as_str()),
+                    Err(EngineError::TooLate(why)) => format!("cancel {id}: too late ({why})"),
+                    Err(EngineError::Leased(_)) => format!("cancel {id}: leased"),
+                    Err(EngineError::Crashed(point)) => {
+                        self.restart(&format!("crash at {point:?} cancelling {id}"));
+                        format!("cancel {id}: crashed")
+                    }
+                    Err(error) => return Err(format!("cancel {id}: {error}")),
+                }
+            }
+            104..=107 => {
+                // The treasury switches a rail off (or on again): routing leaves it out, and a
+                // payout routed over it before is not sent into it.
+                let rail_id = rail_id.clone();
+                let mut off = false;
+                self.market.change(|state| {
+                    if !state.switched_off.remove(&rail_id) {
+                        state.switched_off.insert(rail_id.clone());
+                        off = true;
+                    }
+                });
+                format!("treasury switches {rail_id} {}", if off { "off" } else { "on" })
+            }
             _ => {
                 self.restart("process killed");
                 "kill".into()
@@ -427,6 +473,7 @@ impl Sim {
     /// Faults stop; every saga must come to rest within [`LIVENESS_ROUNDS`].
     async fn settle_down(&mut self) -> Result<(), String> {
         self.crash_permille.store(0, Ordering::SeqCst);
+        self.market.change(|state| state.switched_off.clear());
         for (_, sandbox) in self.sandboxes() {
             sandbox.faults.set_outage(false);
             sandbox.faults.set_plan(FaultPlan::default()).unwrap();
