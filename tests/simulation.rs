@@ -4,22 +4,24 @@
 //! down, which message is lost (a request, a reply, a recall), delayed or rejected, how the FX
 //! market moves (every provider's spread shifted, between a quote and its payout, a route and its
 //! FX lock, or a refused leg and the next route), when the treasury switches a rail off and on
-//! again, when the PSP cancels a payout or submits it again, and where the engine crashes (any
-//! crash point; a new engine takes over the way a restarted process would). Payouts send an amount
-//! or deliver one, some against a quote the PSP took first and paid at once or later (after its
-//! expiry, the payout is refused and nothing is written). Sagas run alone
-//! (`Engine::run`) and in groups (`Engine::run_group`, with its rail calls concurrent; the
-//! `ordered_groups` hook makes it take their answers in the group's order). The engine takes no
-//! rail callbacks (it asks, by status inquiry), so duplicate callbacks have nothing to reach.
+//! again, when the PSP cancels a payout or submits it again, when an approver clears or rejects a
+//! payout held for review (some go to names on the sanctions list), and where the engine crashes
+//! (any crash point; a new engine takes over the way a restarted process would). Payouts send an
+//! amount or deliver one, some against a quote the PSP took first and paid at once or later (after
+//! its expiry, the payout is refused and nothing is written). Sagas run alone (`Engine::run`) and
+//! in groups (`Engine::run_group`, with its rail calls concurrent; the `ordered_groups` hook makes
+//! it take their answers in the group's order). The engine takes no rail callbacks (it asks, by
+//! status inquiry), so duplicate callbacks have nothing to reach.
 //!
 //! After every step the ledger invariants hold (`railyard verify`: balanced, no overdraft,
-//! reservations resolved once, sequence and hash chain). Once faults stop, every saga must reach
-//! a terminal state within a bound (liveness), and the rails' execution ledgers joined to ours
-//! show no payout executed twice, none completed without an execution, and no execution that
-//! belongs to no payout. The money adds up: a completed payout sent what was asked (send mode) or
-//! its rail delivered exactly what was asked (deliver mode), one against a quote stayed within the
-//! slippage tolerance of the quote's price, and each PSP balance is what was funded less what the
-//! completed payouts sent, with nothing left reserved.
+//! reservations resolved once, sequence and hash chain). Once faults stop, every saga must reach a
+//! terminal state within a bound (liveness), and the rails' execution ledgers joined to ours show
+//! no payout executed twice, none completed without an execution, and no execution that belongs to
+//! no payout. The money adds up: a completed payout sent what was asked (send mode) or its rail
+//! delivered exactly what was asked (deliver mode), one against a quote stayed within the slippage
+//! tolerance of the quote's price, one to a sanctioned name was paid only after an approver cleared
+//! it, and each PSP balance is what was funded less what the completed payouts sent, with nothing
+//! left reserved.
 //!
 //! `RAILYARD_SIM_SEEDS` sets how many seeds run (default 1,000); a failure names its seed, and
 //! `RAILYARD_SEED=<seed>` replays exactly that one, printing every step.
@@ -38,6 +40,7 @@ use railyard_core::{Country, Currency, Decimal, Money};
 use railyard_fx::{FxBook, RateHistory};
 use railyard_rails::Rails;
 use railyard_routes::{LiveState, Router, build_router};
+use railyard_saga::authorise::{Approver, DecideError, Verdict};
 use railyard_saga::{
     AmountMode, Clock, Engine, EngineError, EngineSettings, ManualClock, PayoutRequest, RoutingSource, State,
     StoredQuote,
@@ -65,6 +68,8 @@ const SLIPPAGE_BPS: i64 = 50;
 const SPREAD_SHIFTS_BPS: [i64; 6] = [0, 0, 15, 40, 80, 300];
 /// Each PSP currency's funding at the start, in minor units.
 const FUNDED_MINOR: i64 = 1_000_000_000;
+/// Names a beneficiary is sometimes given: aliases on the demo sanctions list (config/sanctions.csv).
+const SANCTIONED_NAMES: [&str; 3] = ["Viktor Zarubenko", "Orlanda Castellanos", "Harun Kalemci"];
 
 fn c(code: &str) -> Currency {
     Currency::from_code(code).unwrap()
@@ -173,6 +178,8 @@ struct Submitted {
     id: Option<String>,
     /// Why the engine refused it (only an expired quote may be refused).
     refused: Option<String>,
+    /// Paid to a name on the sanctions list: held for review until an approver decides.
+    sanctioned: bool,
 }
 
 struct Sim {
@@ -370,7 +377,7 @@ impl Sim {
     /// One random step.
     async fn step(&mut self) -> Result<String, String> {
         let ids = self.open().await?;
-        let action = self.rng.random_range(0..108);
+        let action = self.rng.random_range(0..112);
         let sandboxes = self.sandboxes();
         let rail = self.rng.random_range(0..sandboxes.len());
         let (rail_id, sandbox) = &sandboxes[rail];
@@ -462,6 +469,15 @@ impl Sim {
                 });
                 format!("treasury switches {rail_id} {}", if off { "off" } else { "on" })
             }
+            108..=111 => {
+                let held = self.held_for_decision().await?;
+                if held.is_empty() {
+                    "an approver finds nothing held".into()
+                } else {
+                    let id = held[self.rng.random_range(0..held.len())].clone();
+                    self.decide(&id).await?
+                }
+            }
             _ => {
                 self.restart("process killed");
                 "kill".into()
@@ -481,6 +497,12 @@ impl Sim {
         }
         self.note("faults stop".into());
         for round in 0..LIVENESS_ROUNDS {
+            // Approvers keep deciding (a hold nobody decides expires after a day: the clock jumps
+            // two days halfway).
+            for id in self.held_for_decision().await? {
+                let described = self.decide(&id).await?;
+                self.note(format!("liveness round {round}: {described}"));
+            }
             let mut resting = 0;
             let ids: Vec<String> = self.payouts.iter().filter_map(|payout| payout.id.clone()).collect();
             for id in &ids {
@@ -573,13 +595,19 @@ impl Sim {
         // Log-uniform amounts from 0.10 to 10,000.
         let exponent = self.rng.random_range(2..=6_u32);
         let minor = self.rng.random_range(10_i64.pow(exponent - 1)..10_i64.pow(exponent));
+        let sanctioned = self.rng.random_range(0..12) == 0;
+        let name = if sanctioned {
+            SANCTIONED_NAMES[self.rng.random_range(0..SANCTIONED_NAMES.len())].to_string()
+        } else {
+            format!("Beneficiary {} {index}", self.seed)
+        };
         let mut request = PayoutRequest {
             source: c(source),
             destination: c("EUR"),
             amount: Money::from_minor(minor, currency),
             mode,
             beneficiary: railyard_connector::Beneficiary {
-                name: format!("Beneficiary {} {index}", self.seed),
+                name,
                 account: "DE89370400440532013000".into(),
                 country: Country::from_code("DE").unwrap(),
             },
@@ -608,7 +636,7 @@ impl Sim {
             }
         }
         let key = format!("sim-{}-{index}", self.seed);
-        self.payouts.push(Submitted { key, request, quote, id: None, refused: None });
+        self.payouts.push(Submitted { key, request, quote, id: None, refused: None, sanctioned });
         if held {
             return Ok(());
         }
@@ -619,6 +647,35 @@ impl Sim {
     /// A payout whose quote the PSP holds and has not paid yet.
     fn held(&self) -> Option<usize> {
         self.payouts.iter().position(|payout| payout.id.is_none() && payout.refused.is_none())
+    }
+
+    /// Payouts waiting for an approver's decision, in the order they were submitted.
+    async fn held_for_decision(&self) -> Result<Vec<String>, String> {
+        let mut held = Vec::new();
+        for id in self.payouts.iter().filter_map(|payout| payout.id.as_ref()) {
+            let state = self.engine.payout(id).await.map_err(|error| error.to_string())?.state;
+            if matches!(state, State::Screening | State::AwaitingApproval) {
+                held.push(id.clone());
+            }
+        }
+        Ok(held)
+    }
+
+    /// A second person approves or rejects a held payout.
+    async fn decide(&mut self, id: &str) -> Result<String, String> {
+        let approver = Approver { tenant: "demo-psp".into(), key: "sim-approver".into(), all_tenants: true };
+        let verdict = if self.rng.random_bool(0.5) { Verdict::Approve } else { Verdict::Reject };
+        let described = match self.engine.decide(id, &approver, verdict, "simulated review").await {
+            Ok(payout) => format!("{verdict:?} {id}: {}", payout.state.as_str()),
+            Err(DecideError::Expired(_) | DecideError::NotHeld { .. }) => format!("{verdict:?} {id}: no longer held"),
+            Err(DecideError::Engine(EngineError::Leased(_))) => format!("{verdict:?} {id}: leased"),
+            Err(DecideError::Engine(EngineError::Crashed(point))) => {
+                self.restart(&format!("crash at {point:?} deciding {id}"));
+                format!("{verdict:?} {id}: crashed")
+            }
+            Err(error) => return Err(format!("decide {id}: {error}")),
+        };
+        Ok(described)
     }
 
     /// Payouts accepted and not yet terminal.
@@ -672,6 +729,15 @@ impl Sim {
             let payout = self.engine.payout(id).await.map_err(|error| error.to_string())?;
             if payout.state != State::Completed {
                 continue;
+            }
+            if submitted.sanctioned {
+                let history = self.engine.history(id).await.map_err(|error| error.to_string())?;
+                if !history.iter().any(|entry| entry.detail.starts_with("approved by")) {
+                    return Err(format!(
+                        "{id} paid {} with no approver's decision",
+                        submitted.request.beneficiary.name
+                    ));
+                }
             }
             let route = payout.route.as_ref().ok_or_else(|| format!("{id} completed without a route"))?;
             let request = &submitted.request;
@@ -784,6 +850,9 @@ struct SeedResult {
     quoted: usize,
     refused: usize,
     deliver: usize,
+    /// Payouts to a sanctioned name, and those of them paid after an approver cleared them.
+    sanctioned: usize,
+    cleared_paid: usize,
 }
 
 /// Runs one seed on its own single-threaded runtime, so its steps interleave the same way every
@@ -811,6 +880,13 @@ fn run_seed(seed: u64, verbose: bool) -> Result<SeedResult, String> {
                 let quoted = sim.payouts.iter().filter(|payout| payout.quote.is_some()).count();
                 let refused = sim.payouts.iter().filter(|payout| payout.refused.is_some()).count();
                 let deliver = sim.payouts.iter().filter(|payout| payout.request.mode == AmountMode::Deliver).count();
+                let (mut sanctioned, mut cleared_paid) = (0, 0);
+                for payout in sim.payouts.iter().filter(|payout| payout.sanctioned) {
+                    let Some(id) = &payout.id else { continue };
+                    sanctioned += 1;
+                    let state = sim.engine.payout(id).await.map_err(|error| error.to_string())?.state;
+                    cleared_paid += usize::from(state == State::Completed);
+                }
                 Ok(SeedResult {
                     steps: sim.trace.len(),
                     restarts: sim.generation as usize,
@@ -819,6 +895,8 @@ fn run_seed(seed: u64, verbose: bool) -> Result<SeedResult, String> {
                     quoted,
                     refused,
                     deliver,
+                    sanctioned,
+                    cleared_paid,
                 })
             }
             Err(failure) => {
@@ -869,7 +947,7 @@ fn deterministic_simulation() {
     let mut results = results.into_inner().unwrap();
     results.sort_by_key(|(seed, _)| *seed);
     let (mut steps, mut restarts, mut capped) = (0, 0, 0);
-    let (mut quoted, mut refused, mut deliver) = (0, 0, 0);
+    let (mut quoted, mut refused, mut deliver, mut sanctioned, mut cleared_paid) = (0, 0, 0, 0, 0);
     let mut states: BTreeMap<&'static str, usize> = BTreeMap::new();
     for (seed, result) in &results {
         match result {
@@ -880,6 +958,8 @@ fn deterministic_simulation() {
                 quoted += result.quoted;
                 refused += result.refused;
                 deliver += result.deliver;
+                sanctioned += result.sanctioned;
+                cleared_paid += result.cleared_paid;
                 for state in &result.states {
                     *states.entry(state).or_default() += 1;
                 }
@@ -890,7 +970,7 @@ fn deterministic_simulation() {
         }
     }
     eprintln!(
-        "simulation: {} seeds, {steps} steps, {restarts} engine restarts, final states {states:?}, {capped} payouts refused by a daily cap, {deliver} delivering an amount, {quoted} against a quote ({refused} refused: quote expired), {:?} on {threads} threads",
+        "simulation: {} seeds, {steps} steps, {restarts} engine restarts, final states {states:?}, {capped} payouts refused by a daily cap, {deliver} delivering an amount, {quoted} against a quote ({refused} refused: quote expired), {sanctioned} to a sanctioned name ({cleared_paid} paid once an approver cleared them), {:?} on {threads} threads",
         results.len(),
         started.elapsed()
     );
