@@ -23,8 +23,11 @@
 //! it, and each PSP balance is what was funded less what the completed payouts sent, with nothing
 //! left reserved.
 //!
-//! `RAILYARD_SIM_SEEDS` sets how many seeds run (default 1,000); a failure names its seed, and
-//! `RAILYARD_SEED=<seed>` replays exactly that one, printing every step.
+//! Seeds run on SQLite (`deterministic_simulation`; `RAILYARD_SIM_SEEDS`, default 1,000) and on
+//! PostgreSQL, each in a schema of its own (`deterministic_simulation_on_postgres`;
+//! `RAILYARD_SIM_POSTGRES_SEEDS`, default 100). A failure names its seed and test, and
+//! `RAILYARD_SEED=<seed>` replays exactly that one, printing every step (a seed takes the same
+//! steps on either database).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -49,8 +52,10 @@ use railyard_store::{Store, verify};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Seeds per run unless `RAILYARD_SIM_SEEDS` says otherwise.
+/// Seeds per run on SQLite unless `RAILYARD_SIM_SEEDS` says otherwise.
 const SEEDS_DEFAULT: u64 = 1_000;
+/// Seeds per run on PostgreSQL unless `RAILYARD_SIM_POSTGRES_SEEDS` says otherwise.
+const POSTGRES_SEEDS_DEFAULT: u64 = 100;
 /// Payouts per seed, at most.
 const PAYOUTS_MAX: usize = 6;
 /// Random steps per seed before faults stop.
@@ -182,6 +187,76 @@ struct Submitted {
     sanctioned: bool,
 }
 
+/// The database a run's seeds use.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Database {
+    Sqlite,
+    Postgres,
+}
+
+/// Where one seed's database lives: its own SQLite file, or its own schema on PostgreSQL.
+enum Place {
+    File(std::path::PathBuf),
+    Schema(String),
+}
+
+impl Place {
+    /// The engine's crashes are simulated above the database, so commits need not reach the disk:
+    /// `synchronous=NORMAL` (asynchronous commits on PostgreSQL), and SQLite on tmpfs where there
+    /// is one.
+    async fn open(seed: u64, database: Database) -> (Store, Place) {
+        let options =
+            railyard_store::StoreOptions { durability: railyard_store::Durability::Normal, ..Default::default() };
+        match database {
+            Database::Sqlite => {
+                let directory = ["/dev/shm"]
+                    .iter()
+                    .map(std::path::PathBuf::from)
+                    .find(|path| path.is_dir())
+                    .unwrap_or_else(std::env::temp_dir);
+                let path = directory.join(format!("railyard_sim_{}_{seed}.db", std::process::id()));
+                remove(&path);
+                let store = Store::open(&format!("sqlite:{}", path.display()), &options).await.unwrap();
+                (store, Place::File(path))
+            }
+            Database::Postgres => {
+                let schema = format!("sim_{}_{seed}", std::process::id());
+                postgres_admin(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"))
+                    .await
+                    .unwrap();
+                let base = postgres_url();
+                let separator = if base.contains('?') { '&' } else { '?' };
+                let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+                let store = Store::open(&url, &options).await.unwrap();
+                (store, Place::Schema(schema))
+            }
+        }
+    }
+
+    async fn remove(&self) {
+        match self {
+            Place::File(path) => remove(path),
+            Place::Schema(schema) => {
+                let _ = postgres_admin(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
+            }
+        }
+    }
+}
+
+fn postgres_url() -> String {
+    std::env::var("RAILYARD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Runs `statements` on the test PostgreSQL over a connection of its own.
+async fn postgres_admin(statements: &str) -> Result<(), String> {
+    use sqlx::Executor;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&postgres_url()).await.map_err(|error| error.to_string())?;
+    let result = pool.execute(sqlx::AssertSqlSafe(statements.to_string())).await.map_err(|error| error.to_string());
+    pool.close().await;
+    result.map(drop)
+}
+
 struct Sim {
     seed: u64,
     rng: ChaCha8Rng,
@@ -190,7 +265,7 @@ struct Sim {
     rails: Rails,
     vault: Arc<railyard_store::vault::VaultKeys>,
     store: Store,
-    path: std::path::PathBuf,
+    place: Place,
     clock: Arc<ManualClock>,
     /// Crash probability per crash point, per mille; 0 once faults stop.
     crash_permille: Arc<AtomicU32>,
@@ -204,23 +279,12 @@ struct Sim {
 }
 
 impl Sim {
-    async fn new(seed: u64, verbose: bool) -> Sim {
+    async fn new(seed: u64, verbose: bool, database: Database) -> Sim {
         let config = config();
         let rates = RateHistory::bundled_daily().latest();
         let fx = Arc::new(FxBook::build(&config.fx_providers, rates.clone()).unwrap());
         let rails = railyard_rails::build(&config, &rates).unwrap();
-        // The engine's crashes are simulated above the database, so commits need not reach the
-        // disk: tmpfs where there is one, and synchronous=NORMAL.
-        let directory = ["/dev/shm"]
-            .iter()
-            .map(std::path::PathBuf::from)
-            .find(|path| path.is_dir())
-            .unwrap_or_else(std::env::temp_dir);
-        let path = directory.join(format!("railyard_sim_{}_{seed}.db", std::process::id()));
-        remove(&path);
-        let options =
-            railyard_store::StoreOptions { durability: railyard_store::Durability::Normal, ..Default::default() };
-        let store = Store::open(&format!("sqlite:{}", path.display()), &options).await.unwrap();
+        let (store, place) = Place::open(seed, database).await;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let crash_rng = Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_c4a5)));
         let crash_permille = Arc::new(AtomicU32::new(rng.random_range(0..40)));
@@ -248,7 +312,7 @@ impl Sim {
             rails,
             vault,
             store,
-            path,
+            place,
             clock,
             crash_permille,
             crash_rng,
@@ -857,20 +921,18 @@ struct SeedResult {
 
 /// Runs one seed on its own single-threaded runtime, so its steps interleave the same way every
 /// time.
-fn run_seed(seed: u64, verbose: bool) -> Result<SeedResult, String> {
+fn run_seed(seed: u64, verbose: bool, database: Database) -> Result<SeedResult, String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async move {
-        let mut sim = Sim::new(seed, verbose).await;
+        let mut sim = Sim::new(seed, verbose, database).await;
         let outcome = sim.play().await;
         let result = match outcome {
             Ok(()) => {
                 let (mut states, mut capped) = (Vec::new(), 0);
                 for id in sim.payouts.iter().filter_map(|payout| payout.id.as_ref()) {
-                    {
-                        states.push(sim.engine.payout(id).await.map_err(|error| error.to_string())?.state.as_str());
-                        let history = sim.engine.history(id).await.map_err(|error| error.to_string())?;
-                        capped += usize::from(history.iter().any(|entry| entry.detail.contains("daily cap")));
-                    }
+                    states.push(sim.engine.payout(id).await.map_err(|error| error.to_string())?.state.as_str());
+                    let history = sim.engine.history(id).await.map_err(|error| error.to_string())?;
+                    capped += usize::from(history.iter().any(|entry| entry.detail.contains("daily cap")));
                 }
                 if std::env::var("RAILYARD_SIM_DIGEST").is_ok() {
                     let digest: Vec<&str> =
@@ -905,21 +967,50 @@ fn run_seed(seed: u64, verbose: bool) -> Result<SeedResult, String> {
             }
         };
         sim.store.pool().close().await;
-        remove(&sim.path);
+        sim.place.remove().await;
         result
     })
 }
 
+/// Seeds 0..1,000 on SQLite (`RAILYARD_SIM_SEEDS` for another count).
 #[test]
 fn deterministic_simulation() {
+    run_seeds(Database::Sqlite, "deterministic_simulation", "RAILYARD_SIM_SEEDS", SEEDS_DEFAULT);
+}
+
+/// Seeds 0..100 on PostgreSQL (`RAILYARD_SIM_POSTGRES_SEEDS` for another count), each in a schema
+/// of its own: the same steps against PostgreSQL's locking and its statements. `SKIPPED` when
+/// PostgreSQL is not reachable, a failure with `RAILYARD_REQUIRE_POSTGRES=1`.
+#[test]
+fn deterministic_simulation_on_postgres() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    if let Err(error) = runtime.block_on(postgres_admin("SELECT 1")) {
+        let url = postgres_url();
+        if std::env::var("RAILYARD_REQUIRE_POSTGRES").is_ok_and(|value| value == "1") {
+            panic!("PostgreSQL is required (RAILYARD_REQUIRE_POSTGRES=1) but {url} is not reachable: {error}");
+        }
+        eprintln!("SKIPPED: PostgreSQL not reachable at {url}: {error}");
+        return;
+    }
+    run_seeds(
+        Database::Postgres,
+        "deterministic_simulation_on_postgres",
+        "RAILYARD_SIM_POSTGRES_SEEDS",
+        POSTGRES_SEEDS_DEFAULT,
+    );
+}
+
+/// Runs seeds on `database`: `RAILYARD_SEED` alone if set, else 0..`count` (`count_variable`, or
+/// `count_default`).
+fn run_seeds(database: Database, test: &str, count_variable: &str, count_default: u64) {
     let replay: Option<u64> = std::env::var("RAILYARD_SEED")
         .ok()
         .map(|seed| seed.parse().unwrap_or_else(|_| panic!("RAILYARD_SEED={seed:?} is not a number")));
     let seeds: Vec<u64> = match replay {
         Some(seed) => vec![seed],
         None => {
-            let count = std::env::var("RAILYARD_SIM_SEEDS").ok().and_then(|count| count.parse().ok());
-            (0..count.unwrap_or(SEEDS_DEFAULT)).collect()
+            let count = std::env::var(count_variable).ok().and_then(|count| count.parse().ok());
+            (0..count.unwrap_or(count_default)).collect()
         }
     };
     let started = std::time::Instant::now();
@@ -933,7 +1024,7 @@ fn deterministic_simulation() {
                 loop {
                     let index = next.fetch_add(1, Ordering::SeqCst);
                     let Some(seed) = seeds.get(index) else { break };
-                    let result = run_seed(*seed, replay.is_some());
+                    let result = run_seed(*seed, replay.is_some(), database);
                     let failed = result.is_err();
                     results.lock().unwrap().push((*seed, result));
                     if failed {
@@ -965,12 +1056,12 @@ fn deterministic_simulation() {
                 }
             }
             Err(failure) => panic!(
-                "simulation seed {seed} failed: {failure}\nreplay exactly: RAILYARD_SEED={seed} cargo test -p railyard-system-tests --test simulation -- --nocapture"
+                "simulation seed {seed} failed on {database:?}: {failure}\nreplay exactly: RAILYARD_SEED={seed} cargo test -p railyard-system-tests --test simulation {test} -- --exact --nocapture"
             ),
         }
     }
     eprintln!(
-        "simulation: {} seeds, {steps} steps, {restarts} engine restarts, final states {states:?}, {capped} payouts refused by a daily cap, {deliver} delivering an amount, {quoted} against a quote ({refused} refused: quote expired), {sanctioned} to a sanctioned name ({cleared_paid} paid once an approver cleared them), {:?} on {threads} threads",
+        "simulation on {database:?}: {} seeds, {steps} steps, {restarts} engine restarts, final states {states:?}, {capped} payouts refused by a daily cap, {deliver} delivering an amount, {quoted} against a quote ({refused} refused: quote expired), {sanctioned} to a sanctioned name ({cleared_paid} paid once an approver cleared them), {:?} on {threads} threads",
         results.len(),
         started.elapsed()
     );
