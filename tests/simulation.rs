@@ -21,7 +21,7 @@
 //! delivered exactly what was asked (deliver mode), one against a quote stayed within the slippage
 //! tolerance of the quote's price, one to a sanctioned name was paid only after an approver cleared
 //! it, and each PSP balance is what was funded less what the completed payouts sent, with nothing
-//! left reserved.
+//! left reserved. Each payout queued one final webhook, the one for the state it ended in.
 //!
 //! Seeds run on SQLite (`deterministic_simulation`; `RAILYARD_SIM_SEEDS`, default 1,000) and on
 //! PostgreSQL, each in a schema of its own (`deterministic_simulation_on_postgres`;
@@ -780,7 +780,28 @@ impl Sim {
         }
         self.settle_down().await?;
         self.check_executions().await?;
-        self.check_money().await
+        self.check_money().await?;
+        self.check_webhooks().await
+    }
+
+    /// Each payout at rest has queued exactly one final webhook, the one for the state it is in,
+    /// whatever crashed on the way.
+    async fn check_webhooks(&self) -> Result<(), String> {
+        for id in self.payouts.iter().filter_map(|payout| payout.id.as_ref()) {
+            let state = self.engine.payout(id).await.map_err(|error| error.to_string())?.state;
+            let events: Vec<String> = sqlx::query_scalar(
+                "SELECT event FROM outbox WHERE payout_id = $1 AND event IN \
+                 ('payout.completed', 'payout.failed', 'payout.cancelled', 'payout.returned') ORDER BY event",
+            )
+            .bind(id)
+            .fetch_all(self.store.pool())
+            .await
+            .map_err(|error| error.to_string())?;
+            if events != [format!("payout.{}", state.as_str())] {
+                return Err(format!("{id} is {} and queued the final webhooks {events:?}", state.as_str()));
+            }
+        }
+        Ok(())
     }
 
     /// What the completed payouts sent and delivered, against what was asked, what was quoted,
