@@ -6,12 +6,14 @@
 //! FX lock, or a refused leg and the next route), when the treasury switches a rail off and on
 //! again, when the PSP cancels a payout or submits it again, when an approver clears or rejects a
 //! payout held for review (some go to names on the sanctions list), and where the engine crashes
-//! (any crash point; a new engine takes over the way a restarted process would). Payouts send an
-//! amount or deliver one, some against a quote the PSP took first and paid at once or later (after
-//! its expiry, the payout is refused and nothing is written). Sagas run alone (`Engine::run`) and
-//! in groups (`Engine::run_group`, with its rail calls concurrent; the `ordered_groups` hook makes
-//! it take their answers in the group's order). The engine takes no rail callbacks (it asks, by
-//! status inquiry), so duplicate callbacks have nothing to reach.
+//! (any crash point; a new engine takes over the way a restarted process would). Three PSPs submit
+//! payouts, each numbering its own Idempotency-Keys (so they share keys) and each funded on its
+//! own; another PSP's cancel must not find a payout. Payouts send an amount or deliver one, some
+//! against a quote the PSP took first and paid at once or later (after its expiry, the payout is
+//! refused and nothing is written). Sagas run alone (`Engine::run`) and in groups
+//! (`Engine::run_group`, with its rail calls concurrent; the `ordered_groups` hook makes it take
+//! their answers in the group's order). The engine takes no rail callbacks (it asks, by status
+//! inquiry), so duplicate callbacks have nothing to reach.
 //!
 //! After every step the ledger invariants hold (`railyard verify`: balanced, no overdraft,
 //! reservations resolved once, sequence and hash chain). Once faults stop, every saga must reach a
@@ -20,8 +22,9 @@
 //! no payout. The money adds up: a completed payout sent what was asked (send mode) or its rail
 //! delivered exactly what was asked (deliver mode), one against a quote stayed within the slippage
 //! tolerance of the quote's price, one to a sanctioned name was paid only after an approver cleared
-//! it, and each PSP balance is what was funded less what the completed payouts sent, with nothing
-//! left reserved. Each payout queued one final webhook, the one for the state it ended in.
+//! it, each accepted payout belongs to the PSP that sent it, and each PSP's balance is what it was
+//! funded less what the completed payouts sent, with nothing left reserved. Each payout queued one
+//! final webhook, the one for the state it ended in.
 //!
 //! Seeds run on SQLite (`deterministic_simulation`; `RAILYARD_SIM_SEEDS`, default 1,000) and on
 //! PostgreSQL, each in a schema of its own (`deterministic_simulation_on_postgres`;
@@ -73,6 +76,8 @@ const SLIPPAGE_BPS: i64 = 50;
 const SPREAD_SHIFTS_BPS: [i64; 6] = [0, 0, 15, 40, 80, 300];
 /// Each PSP currency's funding at the start, in minor units.
 const FUNDED_MINOR: i64 = 1_000_000_000;
+/// The PSPs that submit payouts (tenants of the demo configuration), each funded on its own.
+const PSPS: [&str; 3] = ["demo-psp", "northwind-remit", "southgate-pay"];
 /// Names a beneficiary is sometimes given: aliases on the demo sanctions list (config/sanctions.csv).
 const SANCTIONED_NAMES: [&str; 3] = ["Viktor Zarubenko", "Orlanda Castellanos", "Harun Kalemci"];
 
@@ -174,6 +179,8 @@ impl RoutingSource for Market {
 /// A payout the simulated PSP submitted, as its own records keep it.
 #[derive(Clone)]
 struct Submitted {
+    /// The PSP that submitted it.
+    tenant: &'static str,
     /// Idempotency-Key.
     key: String,
     request: PayoutRequest,
@@ -356,11 +363,16 @@ impl Sim {
     }
 
     async fn accept(&mut self, index: usize) -> Result<(), String> {
-        let Submitted { key, request, quote, .. } = self.payouts[index].clone();
+        let Submitted { tenant, key, request, quote, .. } = self.payouts[index].clone();
         for _ in 0..8 {
-            match self.engine.accept("demo-psp", &key, &request).await {
+            match self.engine.accept(tenant, &key, &request).await {
                 Ok(accepted) => {
-                    self.note(format!("accepted {key} as {}", accepted.payout_id));
+                    let owner =
+                        self.engine.payout(&accepted.payout_id).await.map_err(|error| error.to_string())?.tenant;
+                    if owner != tenant {
+                        return Err(format!("{tenant}'s {key} was answered with {owner}'s {}", accepted.payout_id));
+                    }
+                    self.note(format!("{tenant}: accepted {key} as {}", accepted.payout_id));
                     self.payouts[index].id = Some(accepted.payout_id);
                     return Ok(());
                 }
@@ -374,11 +386,13 @@ impl Sim {
                         return Err(format!("accept {key}: accepted before as {id}, refused now: {reason}"));
                     }
                     // Nothing written: the key stays free, as if never sent.
-                    let claimed: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency WHERE key = $1")
-                        .bind(&key)
-                        .fetch_one(self.store.pool())
-                        .await
-                        .map_err(|error| error.to_string())?;
+                    let claimed: i64 =
+                        sqlx::query_scalar("SELECT count(*) FROM idempotency WHERE tenant = $1 AND key = $2")
+                            .bind(tenant)
+                            .bind(&key)
+                            .fetch_one(self.store.pool())
+                            .await
+                            .map_err(|error| error.to_string())?;
                     if claimed != 0 {
                         return Err(format!("refused {key} ({reason}) but its key was claimed"));
                     }
@@ -509,7 +523,21 @@ impl Sim {
             100..=103 if !ids.is_empty() => {
                 // The PSP cancels a payout, whatever it is doing: refused once a leg is with a rail.
                 let id = ids[self.rng.random_range(0..ids.len())].clone();
-                match self.engine.cancel("demo-psp", &id).await {
+                let owner = self.tenant_of(&id);
+                // Now and then another PSP tries: it must not find the payout, let alone cancel it.
+                let other = PSPS[self.rng.random_range(0..PSPS.len())];
+                if other != owner && self.rng.random_bool(0.25) {
+                    let before = self.engine.payout(&id).await.map_err(|error| error.to_string())?.state;
+                    match self.engine.cancel(other, &id).await {
+                        Err(EngineError::NotFound(_)) => {}
+                        outcome => return Err(format!("{other} cancelling {owner}'s {id}: {outcome:?}")),
+                    }
+                    let after = self.engine.payout(&id).await.map_err(|error| error.to_string())?.state;
+                    if after != before {
+                        return Err(format!("{other} cancelling {owner}'s {id} moved it from {before:?} to {after:?}"));
+                    }
+                }
+                match self.engine.cancel(owner, &id).await {
                     Ok(payout) => format!("cancel {id}: {}", payout.state.as_str()),
                     Err(EngineError::TooLate(why)) => format!("cancel {id}: too late ({why})"),
                     Err(EngineError::Leased(_)) => format!("cancel {id}: leased"),
@@ -653,6 +681,7 @@ impl Sim {
     /// at once or held to be paid in a later step.
     async fn submit_new(&mut self) -> Result<(), String> {
         let index = self.payouts.len();
+        let tenant = PSPS[self.rng.random_range(0..PSPS.len())];
         let source = ["USD", "EUR", "GBP"][self.rng.random_range(0..3)];
         let mode = if self.rng.random_range(0..4) == 0 { AmountMode::Deliver } else { AmountMode::Send };
         let currency = c(if mode == AmountMode::Deliver { "EUR" } else { source });
@@ -684,7 +713,7 @@ impl Sim {
         };
         let (mut quote, mut held) = (None, false);
         if self.rng.random_range(0..4) == 0 {
-            match self.engine.quote("demo-psp", &request, Some(request.beneficiary.country)).await {
+            match self.engine.quote(tenant, &request, Some(request.beneficiary.country)).await {
                 Ok(quoted) => {
                     self.note(format!(
                         "quote for payout {index}: send {} for {}",
@@ -699,8 +728,10 @@ impl Sim {
                 Err(error) => return Err(format!("quote for payout {index}: {error}")),
             }
         }
-        let key = format!("sim-{}-{index}", self.seed);
-        self.payouts.push(Submitted { key, request, quote, id: None, refused: None, sanctioned });
+        // Each PSP numbers its own requests, so PSPs use the same keys: a key is the PSP's alone.
+        let number = self.payouts.iter().filter(|payout| payout.tenant == tenant).count();
+        let key = format!("sim-{}-{number}", self.seed);
+        self.payouts.push(Submitted { tenant, key, request, quote, id: None, refused: None, sanctioned });
         if held {
             return Ok(());
         }
@@ -711,6 +742,11 @@ impl Sim {
     /// A payout whose quote the PSP holds and has not paid yet.
     fn held(&self) -> Option<usize> {
         self.payouts.iter().position(|payout| payout.id.is_none() && payout.refused.is_none())
+    }
+
+    /// The PSP that submitted payout `id`.
+    fn tenant_of(&self, id: &str) -> &'static str {
+        self.payouts.iter().find(|payout| payout.id.as_deref() == Some(id)).map_or("", |payout| payout.tenant)
     }
 
     /// Payouts waiting for an approver's decision, in the order they were submitted.
@@ -727,7 +763,11 @@ impl Sim {
 
     /// A second person approves or rejects a held payout.
     async fn decide(&mut self, id: &str) -> Result<String, String> {
-        let approver = Approver { tenant: "demo-psp".into(), key: "sim-approver".into(), all_tenants: true };
+        // The payout's own PSP's approver, or the operator's (who decides for every PSP).
+        let approver = match self.rng.random_bool(0.5) {
+            true => Approver { tenant: self.tenant_of(id).into(), key: "sim-psp-approver".into(), all_tenants: false },
+            false => Approver { tenant: "house".into(), key: "sim-operator".into(), all_tenants: true },
+        };
         let verdict = if self.rng.random_bool(0.5) { Verdict::Approve } else { Verdict::Reject };
         let described = match self.engine.decide(id, &approver, verdict, "simulated review").await {
             Ok(payout) => format!("{verdict:?} {id}: {}", payout.state.as_str()),
@@ -755,11 +795,14 @@ impl Sim {
 
     async fn play(&mut self) -> Result<(), String> {
         self.engine.ensure_accounts().await.map_err(|error| error.to_string())?;
-        for currency in ["USD", "EUR", "GBP"] {
-            self.engine
-                .fund_psp("demo-psp", Money::from_minor(FUNDED_MINOR, c(currency)), &format!("wire-{currency}"))
-                .await
-                .map_err(|error| error.to_string())?;
+        for tenant in PSPS {
+            for currency in ["USD", "EUR", "GBP"] {
+                let reference = format!("wire-{tenant}-{currency}");
+                self.engine
+                    .fund_psp(tenant, Money::from_minor(FUNDED_MINOR, c(currency)), &reference)
+                    .await
+                    .map_err(|error| error.to_string())?;
+            }
         }
         for _ in 0..self.rng.random_range(1..=2) {
             self.submit_new().await?;
@@ -808,7 +851,7 @@ impl Sim {
     /// and the PSP's balances.
     async fn check_money(&self) -> Result<(), String> {
         let tolerance = Decimal::from(SLIPPAGE_BPS) / Decimal::from(10_000);
-        let mut sent: BTreeMap<&'static str, i64> = BTreeMap::new();
+        let mut sent: BTreeMap<(&'static str, &'static str), i64> = BTreeMap::new();
         for submitted in &self.payouts {
             let Some(id) = &submitted.id else { continue };
             let payout = self.engine.payout(id).await.map_err(|error| error.to_string())?;
@@ -863,15 +906,17 @@ impl Sim {
                     ));
                 }
             }
-            let total = sent.entry(route.send.currency().code()).or_default();
+            let total = sent.entry((submitted.tenant, route.send.currency().code())).or_default();
             *total = total.checked_add(route.send.minor_units()).ok_or("the amounts sent overflow")?;
         }
-        for currency in ["USD", "EUR", "GBP"] {
-            let account = format!("psp:demo-psp:{currency}");
+        for (tenant, currency) in
+            PSPS.iter().flat_map(|tenant| ["USD", "EUR", "GBP"].map(|currency| (*tenant, currency)))
+        {
+            let account = format!("psp:{tenant}:{currency}");
             let balance = railyard_store::ledger::balance(self.store.pool(), &account)
                 .await
                 .map_err(|error| error.to_string())?;
-            let expected = FUNDED_MINOR - sent.get(currency).copied().unwrap_or(0);
+            let expected = FUNDED_MINOR - sent.get(&(tenant, currency)).copied().unwrap_or(0);
             if balance.available().minor_units() != expected
                 || balance.debits_pending != 0
                 || balance.credits_pending != 0
