@@ -32,6 +32,10 @@
 //! `RAILYARD_SEED=<seed>` replays exactly that one, printing every step (a seed takes the same
 //! steps on either database).
 
+// The store tests' database helpers: the test PostgreSQL's URL (`RAILYARD_TEST_POSTGRES_URL`).
+#[path = "../store/tests/common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -231,7 +235,7 @@ impl Place {
                 postgres_admin(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"))
                     .await
                     .unwrap();
-                let base = postgres_url();
+                let base = common::postgres_url();
                 let separator = if base.contains('?') { '&' } else { '?' };
                 let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
                 let store = Store::open(&url, &options).await.unwrap();
@@ -250,15 +254,11 @@ impl Place {
     }
 }
 
-fn postgres_url() -> String {
-    std::env::var("RAILYARD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
 /// Runs `statements` on the test PostgreSQL over a connection of its own.
 async fn postgres_admin(statements: &str) -> Result<(), String> {
     use sqlx::Executor;
     sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&postgres_url()).await.map_err(|error| error.to_string())?;
+    let pool = sqlx::AnyPool::connect(&common::postgres_url()).await.map_err(|error| error.to_string())?;
     let result = pool.execute(sqlx::AssertSqlSafe(statements.to_string())).await.map_err(|error| error.to_string());
     pool.close().await;
     result.map(drop)
@@ -1051,7 +1051,7 @@ fn deterministic_simulation() {
 fn deterministic_simulation_on_postgres() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     if let Err(error) = runtime.block_on(postgres_admin("SELECT 1")) {
-        let url = postgres_url();
+        let url = common::postgres_url();
         if std::env::var("RAILYARD_REQUIRE_POSTGRES").is_ok_and(|value| value == "1") {
             panic!("PostgreSQL is required (RAILYARD_REQUIRE_POSTGRES=1) but {url} is not reachable: {error}");
         }
