@@ -10,7 +10,10 @@
 //! payouts, each numbering its own Idempotency-Keys (so they share keys) and each funded on its
 //! own; another PSP's cancel must not find a payout. Payouts send an amount or deliver one, some
 //! against a quote the PSP took first and paid at once or later (after its expiry, the payout is
-//! refused and nothing is written). Sagas run alone (`Engine::run`) and in groups
+//! refused and nothing is written), alone or a few in one batch (`Engine::accept_batch`, the
+//! intake's group commit without a journal), now and then with a request sent twice under one key
+//! in the batch (the same one must come back as the same payout, a changed one as a conflict).
+//! Sagas run alone (`Engine::run`) and in groups
 //! (`Engine::run_group`, with its rail calls concurrent; the `ordered_groups` hook makes it take
 //! their answers in the group's order). The engine takes no rail callbacks (it asks, by status
 //! inquiry), so duplicate callbacks have nothing to reach.
@@ -52,7 +55,7 @@ use railyard_rails::Rails;
 use railyard_routes::{LiveState, Router, build_router};
 use railyard_saga::authorise::{Approver, DecideError, Verdict};
 use railyard_saga::{
-    AmountMode, Clock, Engine, EngineError, EngineSettings, ManualClock, PayoutRequest, RoutingSource, State,
+    Accepted, AmountMode, Clock, Engine, EngineError, EngineSettings, ManualClock, PayoutRequest, RoutingSource, State,
     StoredQuote,
 };
 use railyard_store::{Store, verify};
@@ -363,48 +366,143 @@ impl Sim {
     }
 
     async fn accept(&mut self, index: usize) -> Result<(), String> {
-        let Submitted { tenant, key, request, quote, .. } = self.payouts[index].clone();
+        let Submitted { tenant, key, request, .. } = self.payouts[index].clone();
         for _ in 0..8 {
             match self.engine.accept(tenant, &key, &request).await {
-                Ok(accepted) => {
-                    let owner =
-                        self.engine.payout(&accepted.payout_id).await.map_err(|error| error.to_string())?.tenant;
-                    if owner != tenant {
-                        return Err(format!("{tenant}'s {key} was answered with {owner}'s {}", accepted.payout_id));
-                    }
-                    self.note(format!("{tenant}: accepted {key} as {}", accepted.payout_id));
-                    self.payouts[index].id = Some(accepted.payout_id);
-                    return Ok(());
-                }
-                // A quote paid after its expiry, and never accepted before: refused, and nothing
-                // written (a payout accepted before it expired comes back as a replay).
-                Err(EngineError::Invalid(reason))
-                    if quote.as_ref().is_some_and(|quote| quote.expires_at <= self.clock.now())
-                        && reason.contains("has expired") =>
-                {
-                    if let Some(id) = &self.payouts[index].id {
-                        return Err(format!("accept {key}: accepted before as {id}, refused now: {reason}"));
-                    }
-                    // Nothing written: the key stays free, as if never sent.
-                    let claimed: i64 =
-                        sqlx::query_scalar("SELECT count(*) FROM idempotency WHERE tenant = $1 AND key = $2")
-                            .bind(tenant)
-                            .bind(&key)
-                            .fetch_one(self.store.pool())
-                            .await
-                            .map_err(|error| error.to_string())?;
-                    if claimed != 0 {
-                        return Err(format!("refused {key} ({reason}) but its key was claimed"));
-                    }
-                    self.note(format!("refused {key}: {reason}"));
-                    self.payouts[index].refused = Some(reason);
-                    return Ok(());
-                }
                 Err(EngineError::Crashed(point)) => self.restart(&format!("crash at {point:?} accepting {key}")),
-                Err(error) => return Err(format!("accept {key}: {error}")),
+                answer => return self.answered(index, answer).await,
             }
         }
         Err(format!("accept {key}: crashed eight times in a row"))
+    }
+
+    /// Checks the engine's answer to payout `index`'s request, alone or in a batch, and keeps it.
+    async fn answered(&mut self, index: usize, answer: Result<Accepted, EngineError>) -> Result<(), String> {
+        let Submitted { tenant, key, quote, .. } = self.payouts[index].clone();
+        match answer {
+            Ok(accepted) => {
+                let owner = self.engine.payout(&accepted.payout_id).await.map_err(|error| error.to_string())?.tenant;
+                if owner != tenant {
+                    return Err(format!("{tenant}'s {key} was answered with {owner}'s {}", accepted.payout_id));
+                }
+                if let Some(before) = &self.payouts[index].id
+                    && *before != accepted.payout_id
+                {
+                    return Err(format!("{tenant}'s {key} was {before}, now answered as {}", accepted.payout_id));
+                }
+                self.note(format!("{tenant}: accepted {key} as {}", accepted.payout_id));
+                self.payouts[index].id = Some(accepted.payout_id);
+                Ok(())
+            }
+            // A quote paid after its expiry, and never accepted before: refused, and nothing
+            // written (a payout accepted before it expired comes back as a replay).
+            Err(EngineError::Invalid(reason))
+                if quote.as_ref().is_some_and(|quote| quote.expires_at <= self.clock.now())
+                    && reason.contains("has expired") =>
+            {
+                if let Some(id) = &self.payouts[index].id {
+                    return Err(format!("accept {key}: accepted before as {id}, refused now: {reason}"));
+                }
+                self.expect_unclaimed(tenant, &key, &reason).await?;
+                self.note(format!("refused {key}: {reason}"));
+                self.payouts[index].refused = Some(reason);
+                Ok(())
+            }
+            Err(error) => Err(format!("accept {key}: {error}")),
+        }
+    }
+
+    /// A request refused for `reason` left its Idempotency-Key free, as if never sent.
+    async fn expect_unclaimed(&self, tenant: &str, key: &str, reason: &str) -> Result<(), String> {
+        let claimed: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency WHERE tenant = $1 AND key = $2")
+            .bind(tenant)
+            .bind(key)
+            .fetch_one(self.store.pool())
+            .await
+            .map_err(|error| error.to_string())?;
+        if claimed != 0 {
+            return Err(format!("refused {key} ({reason}) but its key was claimed"));
+        }
+        Ok(())
+    }
+
+    /// Payouts `indices` accepted together, as the intake's group commit accepts them where it has
+    /// no journal (`Engine::accept_batch`: PostgreSQL, SQLite unflushed), sometimes with a request
+    /// sent twice under one key (again within the batch, or one accepted before): the same request
+    /// must come back as the same payout, a different one as a conflict with it. A crash before or
+    /// after the commit leaves every PSP without an answer: each sends its request again.
+    async fn accept_together(&mut self, indices: &[usize]) -> Result<String, String> {
+        let mut batch: Vec<(String, String, PayoutRequest)> = indices
+            .iter()
+            .map(|&index| {
+                let payout = &self.payouts[index];
+                (payout.tenant.to_string(), payout.key.clone(), payout.request.clone())
+            })
+            .collect();
+        let mut again: Option<(usize, usize, bool)> = None;
+        if self.rng.random_range(0..3) == 0 {
+            let of = self.rng.random_range(0..self.payouts.len());
+            let changed = self.rng.random_bool(0.5);
+            let payout = &self.payouts[of];
+            // After the original when it is in the batch (so the original is the one accepted).
+            let after = indices.iter().position(|&index| index == of).map(|position| position + 1);
+            if after.is_some() || payout.id.is_some() {
+                let mut request = payout.request.clone();
+                if changed {
+                    request.remittance.push_str(" (changed)");
+                }
+                let position = self.rng.random_range(after.unwrap_or(0)..=batch.len());
+                batch.insert(position, (payout.tenant.to_string(), payout.key.clone(), request));
+                again = Some((position, of, changed));
+            }
+        }
+        for _ in 0..8 {
+            let mut answers = match self.engine.accept_batch(&batch).await {
+                Ok(answers) => answers,
+                Err(EngineError::Crashed(point)) => {
+                    self.restart(&format!("crash at {point:?} accepting a batch of {}", batch.len()));
+                    continue;
+                }
+                Err(error) => return Err(format!("accept a batch of {}: {error}", batch.len())),
+            };
+            if answers.len() != batch.len() {
+                return Err(format!("a batch of {} got {} answers", batch.len(), answers.len()));
+            }
+            let repeated = again.map(|(position, of, changed)| (answers.remove(position), of, changed));
+            for (&index, answer) in indices.iter().zip(answers) {
+                self.answered(index, answer).await?;
+            }
+            let mut described = format!("{} new payout(s) accepted together", indices.len());
+            if let Some((answer, of, changed)) = repeated {
+                let payout = &self.payouts[of];
+                let expired = payout.refused.is_some();
+                let fits = match (&answer, &payout.id) {
+                    (Err(EngineError::Invalid(reason)), None) => expired && reason.contains("has expired"),
+                    (Ok(accepted), Some(id)) => !changed && accepted.replay && accepted.payout_id == *id,
+                    (Err(EngineError::Conflict(other)), Some(id)) => changed && other == id,
+                    _ => false,
+                };
+                if !fits {
+                    return Err(format!(
+                        "{}'s {} sent again in a batch ({}) was answered {answer:?}; the payout is {:?}",
+                        payout.tenant,
+                        payout.key,
+                        if changed { "changed" } else { "the same" },
+                        payout.id
+                    ));
+                }
+                if expired {
+                    self.expect_unclaimed(payout.tenant, &payout.key, "an expired quote").await?;
+                }
+                described.push_str(&format!(
+                    ", with {} sent again{}",
+                    payout.key,
+                    if changed { " changed" } else { "" }
+                ));
+            }
+            return Ok(described);
+        }
+        Err(format!("accept a batch of {}: crashed eight times in a row", batch.len()))
     }
 
     async fn run(&mut self, id: &str) -> Result<(), String> {
@@ -481,10 +579,24 @@ impl Sim {
             0..=59 if self.payouts.len() < PAYOUTS_MAX => {
                 // Payouts arrive alone or a few at once (which a group then takes together).
                 let burst = self.rng.random_range(1..=3).min(PAYOUTS_MAX - self.payouts.len());
-                for _ in 0..burst {
-                    self.submit_new().await?;
+                if self.rng.random_bool(0.5) {
+                    let mut together = Vec::with_capacity(burst);
+                    for _ in 0..burst {
+                        together.extend(self.submit_new(false).await?);
+                    }
+                    if together.is_empty() {
+                        format!("{burst} new payout(s), each holding a quote")
+                    } else {
+                        let described = self.accept_together(&together).await?;
+                        self.check_invariants("accepting payouts together").await?;
+                        described
+                    }
+                } else {
+                    for _ in 0..burst {
+                        self.submit_new(true).await?;
+                    }
+                    format!("{burst} new payout(s)")
                 }
-                format!("{burst} new payout(s)")
             }
             0..=69 => {
                 let by = Duration::from_millis(self.rng.random_range(0..5_000));
@@ -678,8 +790,9 @@ impl Sim {
 
     /// A new payout: a source currency to EUR in Germany (USD and GBP need an FX conversion),
     /// sending an amount or delivering one; one in four against a quote the PSP takes first, paid
-    /// at once or held to be paid in a later step.
-    async fn submit_new(&mut self) -> Result<(), String> {
+    /// at once or held to be paid in a later step. Accepted at once if `accept`, otherwise its index
+    /// is returned, for a batch (unless it holds a quote).
+    async fn submit_new(&mut self, accept: bool) -> Result<Option<usize>, String> {
         let index = self.payouts.len();
         let tenant = PSPS[self.rng.random_range(0..PSPS.len())];
         let source = ["USD", "EUR", "GBP"][self.rng.random_range(0..3)];
@@ -733,10 +846,14 @@ impl Sim {
         let key = format!("sim-{}-{number}", self.seed);
         self.payouts.push(Submitted { tenant, key, request, quote, id: None, refused: None, sanctioned });
         if held {
-            return Ok(());
+            return Ok(None);
+        }
+        if !accept {
+            return Ok(Some(index));
         }
         self.accept(index).await?;
-        self.check_invariants(&format!("accepting payout {index}")).await
+        self.check_invariants(&format!("accepting payout {index}")).await?;
+        Ok(None)
     }
 
     /// A payout whose quote the PSP holds and has not paid yet.
@@ -805,7 +922,7 @@ impl Sim {
             }
         }
         for _ in 0..self.rng.random_range(1..=2) {
-            self.submit_new().await?;
+            self.submit_new(true).await?;
         }
         for step in 0..STEPS {
             let described = self.step().await?;

@@ -973,16 +973,34 @@ impl Engine {
             self.accept_run(&mut tx, &run, &mut answers).await?;
             run.clear();
             let (tenant, key, request) = &batch[index];
+            // `accept_in` claims the key and seals the account before it reads the quote: a
+            // request it refuses (the quote expired, is another tenant's, or does not match) must
+            // leave nothing behind, as it does alone, where the refusal rolls back the whole
+            // transaction. Otherwise its key would stay claimed for a payout that does not exist,
+            // and the PSP's retry would be answered with that payout's id.
+            sqlx::query("SAVEPOINT quoted").execute(&mut *tx).await?;
             let answer = self.accept_in(&mut tx, tenant, key, request).await;
-            if let Err(EngineError::Database(error)) = answer {
+            let answer = match answer {
                 // The transaction is unusable after a database error: nothing of the batch is kept.
-                return Err(EngineError::Database(error));
-            }
+                Err(EngineError::Database(error)) => return Err(EngineError::Database(error)),
+                Err(refused) => {
+                    sqlx::query("ROLLBACK TO SAVEPOINT quoted").execute(&mut *tx).await?;
+                    sqlx::query("RELEASE SAVEPOINT quoted").execute(&mut *tx).await?;
+                    Err(refused)
+                }
+                Ok(accepted) => {
+                    sqlx::query("RELEASE SAVEPOINT quoted").execute(&mut *tx).await?;
+                    Ok(accepted)
+                }
+            };
             answers[index] = Some(answer);
         }
         self.accept_run(&mut tx, &run, &mut answers).await?;
+        self.crash("accept_batch", Phase::BeforeCommit)?;
         tx.commit().await?;
         self.store.sync().await?;
+        // Committed and flushed, and no PSP told: each will send its request again.
+        self.crash("accept_batch", Phase::AfterCommit)?;
         let answers: Vec<Result<Accepted, EngineError>> = answers
             .into_iter()
             .map(|answer| answer.unwrap_or_else(|| Err(corrupt("a request of the batch was not answered"))))
