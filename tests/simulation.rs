@@ -13,6 +13,10 @@
 //! refused and nothing is written), alone or a few in one batch (`Engine::accept_batch`, the
 //! intake's group commit without a journal), now and then with a request sent twice under one key
 //! in the batch (the same one must come back as the same payout, a changed one as a conflict).
+//! One request in three sent alone goes through the intake, the API's front door: on SQLite it is
+//! acknowledged in the intake journal and moved into the database by the intake's mover, whose
+//! move can crash; every restart starts a new intake, which moves what the journal still holds
+//! (acknowledged and not moved, or moved and not yet forgotten) before anything else happens.
 //! Sagas run alone (`Engine::run`) and in groups
 //! (`Engine::run_group`, with its rail calls concurrent; the `ordered_groups` hook makes it take
 //! their answers in the group's order). The engine takes no rail callbacks (it asks, by status
@@ -54,9 +58,10 @@ use railyard_fx::{FxBook, RateHistory};
 use railyard_rails::Rails;
 use railyard_routes::{LiveState, Router, build_router};
 use railyard_saga::authorise::{Approver, DecideError, Verdict};
+use railyard_saga::intake::{Intake, IntakeError};
 use railyard_saga::{
-    Accepted, AmountMode, Clock, Engine, EngineError, EngineSettings, ManualClock, PayoutRequest, RoutingSource, State,
-    StoredQuote,
+    Accepted, AmountMode, Clock, CrashPoint, Engine, EngineError, EngineSettings, ManualClock, PayoutRequest,
+    RoutingSource, State, StoredQuote,
 };
 use railyard_store::{Store, verify};
 use rand::{RngExt, SeedableRng};
@@ -216,13 +221,15 @@ enum Place {
 
 impl Place {
     /// The engine's crashes are simulated above the database, so commits need not reach the disk:
-    /// `synchronous=NORMAL` (asynchronous commits on PostgreSQL), and SQLite on tmpfs where there
-    /// is one.
+    /// SQLite on tmpfs where there is one, and asynchronous commits on PostgreSQL. SQLite keeps
+    /// `synchronous=FULL`, the default, because only then does it have an intake journal (on
+    /// tmpfs a flush costs nothing).
     async fn open(seed: u64, database: Database) -> (Store, Place) {
         let options =
             railyard_store::StoreOptions { durability: railyard_store::Durability::Normal, ..Default::default() };
         match database {
             Database::Sqlite => {
+                let options = railyard_store::StoreOptions::default();
                 let directory = ["/dev/shm"]
                     .iter()
                     .map(std::path::PathBuf::from)
@@ -230,6 +237,7 @@ impl Place {
                     .unwrap_or_else(std::env::temp_dir);
                 let path = directory.join(format!("railyard_sim_{}_{seed}.db", std::process::id()));
                 remove(&path);
+                remove(&railyard_store::journal::Journal::path_for(&path));
                 let store = Store::open(&format!("sqlite:{}", path.display()), &options).await.unwrap();
                 (store, Place::File(path))
             }
@@ -249,7 +257,10 @@ impl Place {
 
     async fn remove(&self) {
         match self {
-            Place::File(path) => remove(path),
+            Place::File(path) => {
+                remove(path);
+                remove(&railyard_store::journal::Journal::path_for(path));
+            }
             Place::Schema(schema) => {
                 let _ = postgres_admin(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
             }
@@ -277,10 +288,11 @@ struct Sim {
     store: Store,
     place: Place,
     clock: Arc<ManualClock>,
-    /// Crash probability per crash point, per mille; 0 once faults stop.
-    crash_permille: Arc<AtomicU32>,
-    crash_rng: Arc<Mutex<ChaCha8Rng>>,
-    engine: Engine,
+    /// Where the engine crashes.
+    crashes: Crashes,
+    engine: Arc<Engine>,
+    /// The API's front door: each engine's own, started with it.
+    intake: Intake,
     generation: u32,
     market: Arc<Market>,
     payouts: Vec<Submitted>,
@@ -313,7 +325,9 @@ impl Sim {
         let clock = Arc::new(ManualClock::new(start()));
         let vault = Arc::new(railyard_store::vault::VaultKeys::generate());
         let market = Arc::new(Market::new(config.clone()));
-        let engine = engine(&store, &config, &fx, &rails, &vault, &clock, &market, &crash_permille, &crash_rng, 0);
+        let crashes = Crashes { permille: crash_permille, random: crash_rng, fired: Arc::default() };
+        let engine = engine(&store, &config, &fx, &rails, &vault, &clock, &market, &crashes, 0);
+        let intake = Intake::start(engine.clone());
         Sim {
             seed,
             rng,
@@ -324,9 +338,9 @@ impl Sim {
             store,
             place,
             clock,
-            crash_permille,
-            crash_rng,
+            crashes,
             engine,
+            intake,
             generation: 0,
             market,
             payouts: Vec::new(),
@@ -342,35 +356,91 @@ impl Sim {
         self.trace.push(line);
     }
 
-    /// The engine crashed (or the process died): a new one takes over once the old leases lapse.
-    fn restart(&mut self, why: &str) {
-        self.generation += 1;
-        self.clock.advance(Duration::from_secs(31));
-        self.engine = engine(
-            &self.store,
-            &self.config,
-            &self.fx,
-            &self.rails,
-            &self.vault,
-            &self.clock,
-            &self.market,
-            &self.crash_permille,
-            &self.crash_rng,
-            self.generation,
-        );
-        self.note(format!("restart ({why}): engine sim-{}", self.generation));
+    /// The engine crashed (or the process died): a new one takes over once the old leases lapse,
+    /// with a new intake, which first moves into the database what the journal still holds
+    /// (acknowledged and not moved, or moved and not yet forgotten). Should that move crash, the
+    /// process restarts again.
+    async fn restart(&mut self, why: &str) -> Result<(), String> {
+        let mut why = why.to_string();
+        for _ in 0..8 {
+            // The crash that brought the old engine down (seen already).
+            self.crashes.fired.lock().unwrap().take();
+            self.generation += 1;
+            self.clock.advance(Duration::from_secs(31));
+            self.engine = engine(
+                &self.store,
+                &self.config,
+                &self.fx,
+                &self.rails,
+                &self.vault,
+                &self.clock,
+                &self.market,
+                &self.crashes,
+                self.generation,
+            );
+            self.intake = Intake::start(self.engine.clone());
+            self.note(format!("restart ({why}): engine sim-{}", self.generation));
+            match self.intake_settled().await? {
+                None => return Ok(()),
+                Some(point) => why = format!("crash at {point:?} moving from the intake journal"),
+            }
+        }
+        Err(format!("restarting: crashed eight times in a row ({why})"))
+    }
+
+    /// Waits until what the intake acknowledged is in the database; or the crash point where its
+    /// own work crashed (moving from the journal; accepting a batch where there is no journal).
+    async fn intake_settled(&mut self) -> Result<Option<CrashPoint>, String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(point) = self.crashes.fired.lock().unwrap().take() {
+                return Ok(Some(point));
+            }
+            if self.intake.settled_within(Duration::ZERO).await {
+                return Ok(None);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err("the intake did not move what it acknowledged within 60 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     fn sandboxes(&self) -> Vec<(String, Arc<Sandbox>)> {
         self.rails.sandboxes.iter().map(|(id, sandbox)| (id.clone(), sandbox.sandbox())).collect()
     }
 
+    /// Payout `index`'s request, sent alone: to the engine, or (one in three) through the intake
+    /// as the API sends it (on SQLite into the intake journal, then moved into the database by the
+    /// intake's mover; on PostgreSQL as a batch of one).
     async fn accept(&mut self, index: usize) -> Result<(), String> {
         let Submitted { tenant, key, request, .. } = self.payouts[index].clone();
+        let through_intake = self.rng.random_range(0..3) == 0;
         for _ in 0..8 {
-            match self.engine.accept(tenant, &key, &request).await {
-                Err(EngineError::Crashed(point)) => self.restart(&format!("crash at {point:?} accepting {key}")),
-                answer => return self.answered(index, answer).await,
+            if !through_intake {
+                match self.engine.accept(tenant, &key, &request).await {
+                    Err(EngineError::Crashed(point)) => {
+                        self.restart(&format!("crash at {point:?} accepting {key}")).await?;
+                        continue;
+                    }
+                    answer => return self.answered(index, answer).await,
+                }
+            }
+            self.note(format!("{tenant} sends {key} through the intake"));
+            let answer = self.intake.accept(tenant, &key, &request).await;
+            if let Some(point) = self.intake_settled().await? {
+                // A PSP that got no answer, or one whose payout is still in the journal: the
+                // process restarts, and the PSP sends its request again.
+                self.restart(&format!("crash at {point:?} accepting {key} through the intake")).await?;
+                continue;
+            }
+            match answer {
+                Ok(accepted) => return self.answered(index, Ok(accepted)).await,
+                Err(IntakeError::Engine(EngineError::Crashed(point))) => {
+                    self.restart(&format!("crash at {point:?} accepting {key} through the intake")).await?;
+                }
+                Err(IntakeError::Engine(error)) => return self.answered(index, Err(error)).await,
+                Err(error) => return Err(format!("accept {key} through the intake: {error}")),
             }
         }
         Err(format!("accept {key}: crashed eight times in a row"))
@@ -460,7 +530,7 @@ impl Sim {
             let mut answers = match self.engine.accept_batch(&batch).await {
                 Ok(answers) => answers,
                 Err(EngineError::Crashed(point)) => {
-                    self.restart(&format!("crash at {point:?} accepting a batch of {}", batch.len()));
+                    self.restart(&format!("crash at {point:?} accepting a batch of {}", batch.len())).await?;
                     continue;
                 }
                 Err(error) => return Err(format!("accept a batch of {}: {error}", batch.len())),
@@ -512,7 +582,7 @@ impl Sim {
                 Ok(())
             }
             Err(EngineError::Crashed(point)) => {
-                self.restart(&format!("crash at {point:?} running {id}"));
+                self.restart(&format!("crash at {point:?} running {id}")).await?;
                 Ok(())
             }
             // The previous engine's lease is still live: only time frees it.
@@ -537,7 +607,7 @@ impl Sim {
             }
         }
         if let Some(why) = crashed {
-            self.restart(&why);
+            self.restart(&why).await?;
         }
         Ok(())
     }
@@ -654,7 +724,7 @@ impl Sim {
                     Err(EngineError::TooLate(why)) => format!("cancel {id}: too late ({why})"),
                     Err(EngineError::Leased(_)) => format!("cancel {id}: leased"),
                     Err(EngineError::Crashed(point)) => {
-                        self.restart(&format!("crash at {point:?} cancelling {id}"));
+                        self.restart(&format!("crash at {point:?} cancelling {id}")).await?;
                         format!("cancel {id}: crashed")
                     }
                     Err(error) => return Err(format!("cancel {id}: {error}")),
@@ -683,7 +753,7 @@ impl Sim {
                 }
             }
             _ => {
-                self.restart("process killed");
+                self.restart("process killed").await?;
                 "kill".into()
             }
         };
@@ -692,7 +762,7 @@ impl Sim {
 
     /// Faults stop; every saga must come to rest within [`LIVENESS_ROUNDS`].
     async fn settle_down(&mut self) -> Result<(), String> {
-        self.crash_permille.store(0, Ordering::SeqCst);
+        self.crashes.permille.store(0, Ordering::SeqCst);
         self.market.change(|state| state.switched_off.clear());
         for (_, sandbox) in self.sandboxes() {
             sandbox.faults.set_outage(false);
@@ -891,7 +961,7 @@ impl Sim {
             Err(DecideError::Expired(_) | DecideError::NotHeld { .. }) => format!("{verdict:?} {id}: no longer held"),
             Err(DecideError::Engine(EngineError::Leased(_))) => format!("{verdict:?} {id}: leased"),
             Err(DecideError::Engine(EngineError::Crashed(point))) => {
-                self.restart(&format!("crash at {point:?} deciding {id}"));
+                self.restart(&format!("crash at {point:?} deciding {id}")).await?;
                 format!("{verdict:?} {id}: crashed")
             }
             Err(error) => return Err(format!("decide {id}: {error}")),
@@ -1050,6 +1120,16 @@ impl Sim {
     }
 }
 
+/// Where the engine crashes: each crash point draws from one seeded source, at a seed's rate.
+struct Crashes {
+    /// Crash probability per crash point, per mille; 0 once faults stop.
+    permille: Arc<AtomicU32>,
+    random: Arc<Mutex<ChaCha8Rng>>,
+    /// The last crash point that fired: the intake's tasks crash where the simulation cannot see
+    /// an error (a move from the journal, or a batch it answers with "unavailable").
+    fired: Arc<Mutex<Option<CrashPoint>>>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn engine(
     store: &Store,
@@ -1059,24 +1139,27 @@ fn engine(
     vault: &Arc<railyard_store::vault::VaultKeys>,
     clock: &Arc<ManualClock>,
     market: &Arc<Market>,
-    crash_permille: &Arc<AtomicU32>,
-    crash_rng: &Arc<Mutex<ChaCha8Rng>>,
+    crashes: &Crashes,
     generation: u32,
-) -> Engine {
+) -> Arc<Engine> {
     let mut settings =
         EngineSettings::new("", Duration::from_secs(30), Duration::from_millis(500), 3, 3, Decimal::from(SLIPPAGE_BPS));
     settings.owner = format!("sim-{generation}");
     settings.ordered_groups = true;
-    let (permille, random) = (crash_permille.clone(), crash_rng.clone());
-    settings.crash = Some(Arc::new(move |_point| {
+    let (permille, random, fired) = (crashes.permille.clone(), crashes.random.clone(), crashes.fired.clone());
+    settings.crash = Some(Arc::new(move |point| {
         let permille = permille.load(Ordering::SeqCst);
-        permille > 0 && random.lock().unwrap().random_range(0..1_000) < permille
+        let crash = permille > 0 && random.lock().unwrap().random_range(0..1_000) < permille;
+        if crash {
+            *fired.lock().unwrap() = Some(point);
+        }
+        crash
     }));
     let mut engine =
         Engine::new(store.clone(), config.clone(), fx.clone(), rails.registry.clone(), settings, vault.clone());
     engine.set_clock(clock.clone());
     engine.set_routing(market.clone());
-    engine
+    Arc::new(engine)
 }
 
 fn remove(path: &std::path::Path) {

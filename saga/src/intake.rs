@@ -79,12 +79,15 @@ pub struct Intake {
 /// queue; the server's monitor keeps it as a histogram, so an operator sees a slow disk as such.
 pub type CommitObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 
-/// Payouts acknowledged into the journal and moved into the database so far, and who is told of
-/// each group's commit.
+/// Payouts acknowledged into the journal and moved into the database so far, whether what the
+/// journal held at the start is counted yet, and who is told of each group's commit.
 #[derive(Default)]
 struct Progress {
     journaled: std::sync::atomic::AtomicU64,
     moved: std::sync::atomic::AtomicU64,
+    /// The intents a previous run left in the journal are queued for the mover (and counted in
+    /// `journaled`); at once where there is no journal.
+    started: std::sync::atomic::AtomicBool,
     commits: std::sync::OnceLock<CommitObserver>,
 }
 
@@ -133,6 +136,7 @@ impl Intake {
                         Err(error) => {
                             let text = format!("the intake journal {} cannot be opened: {error}", path.display());
                             tracing::error!("{text}");
+                            counted.started.store(true, std::sync::atomic::Ordering::SeqCst);
                             refuse_all(receiver, text).await;
                             return;
                         }
@@ -154,10 +158,12 @@ impl Intake {
                     ));
                     // What a crash left acknowledged and unmoved goes first, in the order it came.
                     recover(&journal, &moves, &counted).await;
+                    counted.started.store(true, std::sync::atomic::Ordering::SeqCst);
                     journaled(engine, journal, receiver, moves, moved, kicks, counted).await;
                 });
             }
             None => {
+                counted.started.store(true, std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(direct(engine, receiver, kicks, counted));
             }
         }
@@ -165,12 +171,14 @@ impl Intake {
     }
 
     /// Waits until every payout acknowledged so far is in the database (moved from the journal),
-    /// at most `within`; returns whether it is.
+    /// those a previous run left in the journal included, at most `within`; returns whether it is.
     pub async fn settled_within(&self, within: Duration) -> bool {
         use std::sync::atomic::Ordering;
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            if self.progress.moved.load(Ordering::SeqCst) >= self.progress.journaled.load(Ordering::SeqCst) {
+            if self.progress.started.load(Ordering::SeqCst)
+                && self.progress.moved.load(Ordering::SeqCst) >= self.progress.journaled.load(Ordering::SeqCst)
+            {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
