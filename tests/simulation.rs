@@ -293,6 +293,7 @@ struct Sim {
     engine: Arc<Engine>,
     /// The API's front door: each engine's own, started with it.
     intake: Intake,
+    accepts: AcceptCounts,
     generation: u32,
     market: Arc<Market>,
     payouts: Vec<Submitted>,
@@ -341,6 +342,7 @@ impl Sim {
             crashes,
             engine,
             intake,
+            accepts: AcceptCounts::default(),
             generation: 0,
             market,
             payouts: Vec::new(),
@@ -382,7 +384,10 @@ impl Sim {
             self.note(format!("restart ({why}): engine sim-{}", self.generation));
             match self.intake_settled().await? {
                 None => return Ok(()),
-                Some(point) => why = format!("crash at {point:?} moving from the intake journal"),
+                Some(point) => {
+                    self.accepts.intake_crashes += 1;
+                    why = format!("crash at {point:?} moving from the intake journal");
+                }
             }
         }
         Err(format!("restarting: crashed eight times in a row ({why})"))
@@ -427,10 +432,12 @@ impl Sim {
                 }
             }
             self.note(format!("{tenant} sends {key} through the intake"));
+            self.accepts.through_intake += 1;
             let answer = self.intake.accept(tenant, &key, &request).await;
             if let Some(point) = self.intake_settled().await? {
                 // A PSP that got no answer, or one whose payout is still in the journal: the
                 // process restarts, and the PSP sends its request again.
+                self.accepts.intake_crashes += 1;
                 self.restart(&format!("crash at {point:?} accepting {key} through the intake")).await?;
                 continue;
             }
@@ -524,8 +531,10 @@ impl Sim {
                 let position = self.rng.random_range(after.unwrap_or(0)..=batch.len());
                 batch.insert(position, (payout.tenant.to_string(), payout.key.clone(), request));
                 again = Some((position, of, changed));
+                self.accepts.sent_again += 1;
             }
         }
+        self.accepts.batches += 1;
         for _ in 0..8 {
             let mut answers = match self.engine.accept_batch(&batch).await {
                 Ok(answers) => answers,
@@ -1168,8 +1177,30 @@ fn remove(path: &std::path::Path) {
     }
 }
 
+/// How a seed's requests were accepted.
+#[derive(Default, Clone, Copy)]
+struct AcceptCounts {
+    /// Requests sent through the intake (each try after a crash counted).
+    through_intake: usize,
+    /// Batches (`Engine::accept_batch`), and those with a request sent twice under one key.
+    batches: usize,
+    sent_again: usize,
+    /// Crashes in the intake's own work: a move from the journal (or a batch on PostgreSQL).
+    intake_crashes: usize,
+}
+
+impl std::ops::AddAssign for AcceptCounts {
+    fn add_assign(&mut self, other: AcceptCounts) {
+        self.through_intake += other.through_intake;
+        self.batches += other.batches;
+        self.sent_again += other.sent_again;
+        self.intake_crashes += other.intake_crashes;
+    }
+}
+
 /// What one seed ended with.
 struct SeedResult {
+    accepts: AcceptCounts,
     steps: usize,
     restarts: usize,
     states: Vec<&'static str>,
@@ -1216,6 +1247,7 @@ fn run_seed(seed: u64, verbose: bool, database: Database) -> Result<SeedResult, 
                     cleared_paid += usize::from(state == State::Completed);
                 }
                 Ok(SeedResult {
+                    accepts: sim.accepts,
                     steps: sim.trace.len(),
                     restarts: sim.generation as usize,
                     states,
@@ -1306,9 +1338,11 @@ fn run_seeds(database: Database, test: &str, count_variable: &str, count_default
     let (mut steps, mut restarts, mut capped) = (0, 0, 0);
     let (mut quoted, mut refused, mut deliver, mut sanctioned, mut cleared_paid) = (0, 0, 0, 0, 0);
     let mut states: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut accepts = AcceptCounts::default();
     for (seed, result) in &results {
         match result {
             Ok(result) => {
+                accepts += result.accepts;
                 steps += result.steps;
                 restarts += result.restarts;
                 capped += result.capped;
@@ -1327,8 +1361,12 @@ fn run_seeds(database: Database, test: &str, count_variable: &str, count_default
         }
     }
     eprintln!(
-        "simulation on {database:?}: {} seeds, {steps} steps, {restarts} engine restarts, final states {states:?}, {capped} payouts refused by a daily cap, {deliver} delivering an amount, {quoted} against a quote ({refused} refused: quote expired), {sanctioned} to a sanctioned name ({cleared_paid} paid once an approver cleared them), {:?} on {threads} threads",
+        "simulation on {database:?}: {} seeds, {steps} steps, {restarts} engine restarts, final states {states:?}, {capped} payouts refused by a daily cap, {deliver} delivering an amount, {quoted} against a quote ({refused} refused: quote expired), {sanctioned} to a sanctioned name ({cleared_paid} paid once an approver cleared them), {} requests through the intake ({} crashes in its own work), {} batches ({} with a request sent twice), {:?} on {threads} threads",
         results.len(),
+        accepts.through_intake,
+        accepts.intake_crashes,
+        accepts.batches,
+        accepts.sent_again,
         started.elapsed()
     );
 }
