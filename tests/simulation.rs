@@ -31,7 +31,8 @@
 //! tolerance of the quote's price, one to a sanctioned name was paid only after an approver cleared
 //! it, each accepted payout belongs to the PSP that sent it, and each PSP's balance is what it was
 //! funded less what the completed payouts sent, with nothing left reserved. Each payout queued one
-//! final webhook, the one for the state it ended in.
+//! final webhook, the one for the state it ended in. Each PSP's payout list, page by page, shows
+//! its payouts once each and no other PSP's.
 //!
 //! Seeds run on SQLite (`deterministic_simulation`; `RAILYARD_SIM_SEEDS`, default 1,000) and on
 //! PostgreSQL, each in a schema of its own (`deterministic_simulation_on_postgres`;
@@ -1020,7 +1021,65 @@ impl Sim {
         self.settle_down().await?;
         self.check_executions().await?;
         self.check_money().await?;
-        self.check_webhooks().await
+        self.check_webhooks().await?;
+        self.check_listing().await
+    }
+
+    /// Each PSP's payout list, read a page of two at a time, holds each of its accepted payouts
+    /// once, in id order, in the state it is in, and no other PSP's; none is left `accepted`. On
+    /// SQLite the list merges the intake journal's intents, which keep payouts moved and not yet
+    /// forgotten: those must not appear twice.
+    async fn check_listing(&self) -> Result<(), String> {
+        const PAGE: i64 = 2;
+        for tenant in PSPS {
+            let mut expected: Vec<&str> = self
+                .payouts
+                .iter()
+                .filter(|payout| payout.tenant == tenant)
+                .filter_map(|payout| payout.id.as_deref())
+                .collect();
+            expected.sort_unstable();
+            let mut listed: Vec<String> = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = self
+                    .engine
+                    .list(tenant, None, None, cursor.as_deref(), PAGE)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                for payout in &page {
+                    let now = self.engine.payout(&payout.id).await.map_err(|error| error.to_string())?;
+                    if payout.tenant != tenant || now.state != payout.state {
+                        return Err(format!(
+                            "{tenant}'s list shows {} as {}'s, {}; it is {}'s, {}",
+                            payout.id,
+                            payout.tenant,
+                            payout.state.as_str(),
+                            now.tenant,
+                            now.state.as_str()
+                        ));
+                    }
+                    listed.push(payout.id.clone());
+                }
+                if page.len() < PAGE as usize {
+                    break;
+                }
+                cursor = page.last().map(|payout| payout.id.clone());
+            }
+            if listed != expected {
+                return Err(format!("{tenant}'s list is {listed:?}; its payouts are {expected:?}"));
+            }
+            let accepted = self
+                .engine
+                .list(tenant, Some(State::Accepted), None, None, 100)
+                .await
+                .map_err(|error| error.to_string())?;
+            if !accepted.is_empty() {
+                let ids: Vec<&str> = accepted.iter().map(|payout| payout.id.as_str()).collect();
+                return Err(format!("{tenant}'s list shows payouts still accepted at rest: {ids:?}"));
+            }
+        }
+        Ok(())
     }
 
     /// Each payout at rest has queued exactly one final webhook, the one for the state it is in,
