@@ -8,7 +8,8 @@
 //! payout held for review (some go to names on the sanctions list), and where the engine crashes
 //! (any crash point; a new engine takes over the way a restarted process would). Three PSPs submit
 //! payouts, each numbering its own Idempotency-Keys (so they share keys) and each funded on its
-//! own; another PSP's cancel must not find a payout. Payouts send an amount or deliver one, some
+//! own; another PSP's cancel must not find a payout, and neither may another PSP's approver decide
+//! one, nor the API key that submitted it (four eyes). Payouts send an amount or deliver one, some
 //! against a quote the PSP took first and paid at once or later (after its expiry, the payout is
 //! refused and nothing is written), alone or a few in one batch (`Engine::accept_batch`, the
 //! intake's group commit without a journal), now and then with a request sent twice under one key
@@ -902,7 +903,8 @@ impl Sim {
             quote_id: None,
             originator: None,
             account_masked: None,
-            submitted_by: None,
+            // The API key that sent it: the one key that may not decide it if it is held.
+            submitted_by: Some(submitter(tenant)),
         };
         let (mut quote, mut held) = (None, false);
         if self.rng.random_range(0..4) == 0 {
@@ -960,6 +962,37 @@ impl Sim {
 
     /// A second person approves or rejects a held payout.
     async fn decide(&mut self, id: &str) -> Result<String, String> {
+        // Now and then a key that may not decide it tries first: another PSP's approver (must not
+        // find the payout) or the key that submitted it (four eyes: a second person decides).
+        // Either way the payout stays as it was.
+        let owner = self.tenant_of(id);
+        let wrong = match self.rng.random_range(0..6) {
+            0 => PSPS.iter().find(|tenant| **tenant != owner).map(|other| {
+                (
+                    Approver { tenant: other.to_string(), key: "sim-psp-approver".into(), all_tenants: false },
+                    "another PSP",
+                )
+            }),
+            1 => Some((Approver { tenant: owner.into(), key: submitter(owner), all_tenants: false }, "the submitter")),
+            _ => None,
+        };
+        if let Some((approver, who)) = wrong {
+            let verdict = if self.rng.random_bool(0.5) { Verdict::Approve } else { Verdict::Reject };
+            let before = self.engine.payout(id).await.map_err(|error| error.to_string())?.state;
+            let outcome = self.engine.decide(id, &approver, verdict, "not theirs to decide").await;
+            let refused = matches!(
+                (&outcome, who),
+                (Err(DecideError::NotFound(_)), "another PSP") | (Err(DecideError::OwnRequest(_)), "the submitter")
+            );
+            if !refused {
+                return Err(format!("{who} deciding {owner}'s {id} ({verdict:?}): {outcome:?}"));
+            }
+            let after = self.engine.payout(id).await.map_err(|error| error.to_string())?.state;
+            if after != before {
+                return Err(format!("{who} deciding {owner}'s {id} moved it from {before:?} to {after:?}"));
+            }
+            self.note(format!("{who} may not decide {id}: refused"));
+        }
         // The payout's own PSP's approver, or the operator's (who decides for every PSP).
         let approver = match self.rng.random_bool(0.5) {
             true => Approver { tenant: self.tenant_of(id).into(), key: "sim-psp-approver".into(), all_tenants: false },
@@ -1228,6 +1261,11 @@ fn engine(
     engine.set_clock(clock.clone());
     engine.set_routing(market.clone());
     Arc::new(engine)
+}
+
+/// The API key a PSP submits its payouts with in the simulation.
+fn submitter(tenant: &str) -> String {
+    format!("sim-submitter-{tenant}")
 }
 
 fn remove(path: &std::path::Path) {
