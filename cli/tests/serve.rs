@@ -1160,12 +1160,20 @@ async fn bench_http_settles_every_payout_it_submits() {
 }
 
 /// A payout against a quote follows the quote's route; a payout that does not match the quote,
-/// or names a quote that does not exist, is refused and nothing is stored.
+/// or names a quote that does not exist, is refused and nothing is stored: its Idempotency-Key
+/// stays free for the request the PSP meant. Through the intake journal (the default) and through
+/// the group commit that accepts without one (`--sqlite-normal-sync`, as on PostgreSQL), where a
+/// refused request's key used to stay claimed for a payout that did not exist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payout_follows_its_quote() {
-    let path = std::env::temp_dir().join(format!("railyard_quote_{}.db", std::process::id()));
+    a_payout_follows_its_quote_with("journal", &[]).await;
+    a_payout_follows_its_quote_with("group", &["--sqlite-normal-sync"]).await;
+}
+
+async fn a_payout_follows_its_quote_with(name: &str, extra: &[&str]) {
+    let path = std::env::temp_dir().join(format!("railyard_quote_{name}_{}.db", std::process::id()));
     let db = format!("sqlite:{}", path.display());
-    let serve = start(&db);
+    let serve = start_with(&db, extra);
     let client = reqwest::Client::new();
     let quote: Value = serde_json::from_slice(
         &client
@@ -1192,8 +1200,11 @@ async fn a_payout_follows_its_quote() {
     assert_eq!(status, 422);
     // Another tenant cannot use it.
     assert_eq!(post(&client, &serve, "q-other", "rk_demo_psp_north", &with_quote("250.00", &quote_id)).await.0, 422);
-    let (status, payout, _) = post(&client, &serve, "q-1", "rk_demo_psp", &with_quote("250.00", &quote_id)).await;
-    assert_eq!(status, 202, "{payout}");
+    // The key refused above is free: the request the PSP meant is accepted under it.
+    let (status, payout, replay) =
+        post(&client, &serve, "q-bad-amount", "rk_demo_psp", &with_quote("250.00", &quote_id)).await;
+    assert_eq!(status, 202, "{name}: {payout}");
+    assert!(!replay, "{name}: {payout}");
     let id = payout["id"].as_str().unwrap().to_string();
     let started = Instant::now();
     let done = loop {
